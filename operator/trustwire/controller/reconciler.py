@@ -1,0 +1,582 @@
+"""The reconcile loop: gather → plan → apply → status, one identity or relationship at a time.
+
+kopf delivers watch events; the handlers only tell the :class:`Controller` which objects
+changed. The controller works out who is *affected* (a peer's new CA touches every
+identity trusting it), queues those keys, and a few workers reconcile them:
+
+1. :meth:`Controller._gather_identity` — the one place that reads: the identity, its four
+   objects, referenced Secrets/ConfigMaps, and each accepted peer's publication;
+2. :func:`trustwire.plan.identity.plan_identity` — pure decisions;
+3. :meth:`Controller._apply` — create what is missing, patch what differs, nothing else;
+4. status written only when it changed, Events only for issuance and transitions.
+
+Writes follow the object order of the plan (CA before leaf before publication before
+trust) so a crash between two writes always leaves a state the next pass adopts rather
+than re-issues. A 409 on create means another writer got there first: the key is
+re-queued and the next pass adopts what exists. Nothing here holds key material longer
+than a pass, and nothing logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from trustwire import names
+from trustwire.controller.queue import WorkQueue
+from trustwire.controller.state import State, ref_of
+from trustwire.k8s.client import (
+    CONFIGMAPS,
+    EVENTS,
+    IDENTITIES,
+    RELATIONSHIPS,
+    SECRETS,
+    WORKLOADS,
+    ApiError,
+    Client,
+    Resource,
+    decode_data,
+)
+from trustwire.model import IdentityRef, ServiceIdentity, SpecError, TrustRelationship, parse_identity
+from trustwire.plan import conditions as cond
+from trustwire.plan.identity import (
+    DesiredObject,
+    IdentityObservation,
+    IdentityPlan,
+    PeerLink,
+    StoredObject,
+    plan_identity,
+)
+from trustwire.plan.objects import merge_patch, object_body, object_patch
+from trustwire.plan.relationship import acceptance, distribution, shared_secret_object
+from trustwire.plan.workloads import Wiring, material_hash, wiring_ops
+
+log = logging.getLogger("trustwire")
+
+Key = tuple[str, str, str]  # ("identity" | "relationship", namespace, name)
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Retry(Exception):
+    """The pass could not finish (a conflict or a transient error); try again soon."""
+
+
+class Controller:
+    def __init__(self, client: Client, *, clock: Clock = utcnow, rng: random.Random | None = None,
+                 workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1) -> None:
+        self.client = client
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.state = State()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.workers = workers
+        self.resync_interval = resync_interval
+        self.jitter = jitter
+        self.reconciles: dict[str, int] = {}
+        self.failures = 0
+        self.last_error: str | None = None
+
+    # ==================================================================================
+    # Event intake (called from kopf handlers; cheap, synchronous, never raises)
+    # ==================================================================================
+    def observe_identity(self, body: Mapping[str, Any], deleted: bool) -> None:
+        ref = ref_of(body)
+        before = self.state.peers_of(ref)
+        if deleted:
+            self.state.drop_identity(ref)
+        else:
+            self.state.put_identity(body)
+        self._enqueue_identity(ref)
+        for key in self.state.rel_index.get(ref, set()):
+            self.queue.add(("relationship", *key))
+        for peer in before | self.state.peers_of(ref):
+            self._enqueue_identity(peer)
+
+    def observe_relationship(self, body: Mapping[str, Any], deleted: bool) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        if deleted:
+            affected = self.state.drop_relationship(key)
+        else:
+            _, affected = self.state.put_relationship(body)
+        self.queue.add(("relationship", *key))
+        for ref in affected:
+            self._enqueue_identity(ref)
+
+    def observe_secret(self, body: Mapping[str, Any], deleted: bool) -> None:
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        if not names.is_managed(labels):
+            return
+        namespace = str((body.get("metadata") or {}).get("namespace") or "default")
+        if labels.get(names.IDENTITY_LABEL):
+            self._enqueue_identity(IdentityRef(namespace, labels[names.IDENTITY_LABEL]))
+        if labels.get(names.RELATIONSHIP_LABEL):
+            key = (namespace, labels[names.RELATIONSHIP_LABEL])
+            self.queue.add(("relationship", *key))
+            record = self.state.relationships.get(key)
+            if record is not None and record.parsed is not None:
+                for ref in record.parsed.between:
+                    self._enqueue_identity(ref)
+
+    def observe_configmap(self, body: Mapping[str, Any], deleted: bool) -> None:
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        published = self.state.put_publication(body, deleted)
+        if published is not None:
+            self._enqueue_identity(published)
+            for peer in self.state.peers_of(published):
+                self._enqueue_identity(peer)
+        for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
+            self._enqueue_identity(ref)
+
+    def observe_workload(self, kind: str, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or "default"), kind, str(meta.get("name")))
+        for ref in self.state.workload_index.get(key, set()):
+            self._enqueue_identity(ref)
+        wired_by = (meta.get("annotations") or {}).get(names.WIRED_BY_ANNOTATION)
+        if wired_by and "/" in wired_by:
+            ns, name = wired_by.split("/", 1)
+            self._enqueue_identity(IdentityRef(ns, name))
+
+    def _enqueue_identity(self, ref: IdentityRef) -> None:
+        if ref in self.state.identities:
+            self.queue.add(("identity", ref.namespace, ref.name))
+
+    def resync_all(self) -> None:
+        for ref in list(self.state.identities):
+            self.queue.add(("identity", ref.namespace, ref.name))
+        for key in list(self.state.relationships):
+            self.queue.add(("relationship", *key))
+
+    # ==================================================================================
+    # Workers
+    # ==================================================================================
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
+        tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_interval * (1 + self.jitter * self.rng.random()))
+            self.resync_all()
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an outage must not kill the worker
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = 2.0 if isinstance(exc, (Retry, ApiError)) else 10.0
+                log.warning("reconcile of %s %s/%s failed (%s); retrying in %.0fs",
+                            key[0], key[1], key[2], self.last_error, delay)
+                self.queue.add_after(key, delay)
+            finally:
+                self.queue.done(key)
+
+    async def reconcile(self, key: Key) -> None:
+        kind, namespace, name = key
+        self.reconciles[kind] = self.reconciles.get(kind, 0) + 1
+        if kind == "identity":
+            await self.reconcile_identity(IdentityRef(namespace, name))
+        else:
+            await self.reconcile_relationship((namespace, name))
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """For the demo and tests: until no key is queued or being processed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.queue.idle:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the controller did not settle")
+            await asyncio.sleep(0.05)
+
+    # ==================================================================================
+    # Identity
+    # ==================================================================================
+    async def reconcile_identity(self, ref: IdentityRef) -> None:
+        body = await self.client.get(IDENTITIES, ref.namespace, ref.name)
+        if body is None:
+            self.state.drop_identity(ref)
+            return
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            await self._finalize_identity(ref, body)
+            return
+        if names.FINALIZER not in (meta.get("finalizers") or []):
+            await self._add_finalizer(IDENTITIES, ref.namespace, ref.name, meta)
+        now = self.clock()
+        generation = meta.get("generation")
+        old_status: Mapping[str, Any] = body.get("status") or {}
+        try:
+            ident = parse_identity(body)
+        except SpecError as exc:
+            checks = {"SpecValid": cond.stalled("InvalidSpec", str(exc))}
+            await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, {}, now,
+                                     ready_message="")
+            return
+
+        rotation = dict(old_status.get("rotation") or {})
+        rotate = self._rotation_request(meta, rotation)
+        observation, raw = await self._gather_identity(ident, now)
+        plan = await asyncio.to_thread(plan_identity, observation, rotate=rotate)
+        await self._apply(ident.namespace, plan.objects, raw, owner=body)
+        if rotate is not None:
+            rotation["handledRequest"] = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
+        checks = dict(plan.checks)
+        extra: dict[str, Any] = dict(plan.status)
+        workloads_check, workload_status = await self._wire_workloads(ident, plan, old_status)
+        checks["WorkloadsReady"] = workloads_check
+        extra["workloads"] = workload_status
+        if plan.mounted:
+            extra["materialHash"] = material_hash(plan.mounted)
+        if rotation:
+            extra["rotation"] = rotation
+        transitions = await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, extra, now,
+                                               ready_message=f"{len(plan.status.get('peers', []))} peer(s); "
+                                                             "material issued and distributed")
+        for event in plan.events:
+            await self.post_event(body, event.type, event.reason, event.message)
+        del transitions
+        if plan.wake_at is not None:
+            delay = (plan.wake_at - now).total_seconds()
+            self.queue.add_after(("identity", ref.namespace, ref.name),
+                                 delay * (1 + self.jitter * self.rng.random() / 10))
+
+    def _rotation_request(self, meta: Mapping[str, Any], rotation: Mapping[str, Any]) -> str | None:
+        value = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
+        if not value or value == rotation.get("handledRequest"):
+            return None
+        what = value.split(":", 1)[0].strip()
+        return what if what in ("ca", "certificate", "jwt") else None
+
+    async def _gather_identity(self, ident: ServiceIdentity, now: datetime,
+                               ) -> tuple[IdentityObservation, dict[str, Mapping[str, Any] | None]]:
+        ns = ident.namespace
+        raw: dict[str, Mapping[str, Any] | None] = {}
+
+        async def stored(resource: Resource, name: str) -> StoredObject | None:
+            body = await self.client.get(resource, ns, name)
+            raw[name] = body
+            return _stored(resource, body)
+
+        ca = await stored(SECRETS, names.ca_secret(ident.name)) if ident.ca.secret_name is None else None
+        byo = None
+        if ident.ca.secret_name is not None:
+            byo = _stored(SECRETS, await self.client.get(SECRETS, ns, ident.ca.secret_name), require_managed=False)
+        credentials = await stored(SECRETS, names.credentials_secret(ident.name))
+        trust = await stored(SECRETS, names.trust_secret(ident.name))
+        public = await stored(CONFIGMAPS, names.public_configmap(ident.name))
+
+        password, password_problem = None, None
+        ref = ident.keystores.password_secret
+        if ref is not None:
+            body = await self.client.get(SECRETS, ns, ref.name)
+            value = decode_data(SECRETS, body).get(ref.key)
+            if not value:
+                password_problem = (f"spec.keystores.passwordSecretRef: Secret {ns}/{ref.name} "
+                                    f"{'has no key ' + repr(ref.key) if body else 'does not exist'}")
+            else:
+                password = value.decode("utf-8", "replace").strip()
+
+        sources: dict[str, str | None] = {}
+        for tpl in ident.templates:
+            if tpl.inline is not None:
+                sources[tpl.name] = tpl.inline
+            elif tpl.config_map is not None:
+                cm = await self.client.get(CONFIGMAPS, ns, tpl.config_map.name)
+                data = decode_data(CONFIGMAPS, cm)
+                value = data.get(tpl.config_map.key)
+                sources[tpl.name] = value.decode("utf-8", "replace") if value is not None else None
+
+        me = IdentityRef(ns, ident.name)
+        links: list[PeerLink] = []
+        for rel in self.state.relationships_of(me):
+            if not acceptance(rel, self.state.lookup).ok:
+                continue
+            peer = rel.peer_of(me)
+            assert peer is not None
+            links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel)))
+        observation = IdentityObservation(
+            identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
+            user_password=password, user_password_problem=password_problem, template_sources=sources,
+            links=tuple(links))
+        return observation, raw
+
+    async def _publication(self, peer: IdentityRef) -> Any:
+        publication = self.state.publications.get(peer)
+        if publication is None:
+            body = await self.client.get(CONFIGMAPS, peer.namespace, names.public_configmap(peer.name))
+            if body is not None:
+                self.state.put_publication(body, deleted=False)
+                publication = self.state.publications.get(peer)
+        return publication
+
+    async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:
+        if not rel.shared_secret:
+            return None
+        body = await self.client.get(SECRETS, rel.namespace, names.shared_secret(rel.name))
+        stored = _stored(SECRETS, body)
+        if stored is None or not stored.managed:
+            return None
+        return stored.data.get("shared.key") or None
+
+    async def _apply(self, namespace: str, objects: list[DesiredObject],
+                     raw: Mapping[str, Mapping[str, Any] | None], owner: Mapping[str, Any]) -> None:
+        for desired in objects:
+            resource = SECRETS if desired.kind == "Secret" else CONFIGMAPS
+            observed = raw.get(desired.name) if desired.name in raw else \
+                await self.client.get(resource, namespace, desired.name)
+            if observed is None:
+                try:
+                    await self.client.create(resource, namespace, object_body(desired, namespace, owner))
+                except ApiError as exc:
+                    if exc.status == 409:
+                        raise Retry(f"{desired.kind} {namespace}/{desired.name} appeared meanwhile") from None
+                    raise
+                continue
+            if not names.is_managed((observed.get("metadata") or {}).get("labels")):
+                continue  # never touch what we do not manage (the plan reports the clash)
+            patch = object_patch(desired, observed)
+            if patch is not None:
+                await self.client.merge_patch(resource, namespace, desired.name, patch)
+
+    async def _wire_workloads(self, ident: ServiceIdentity, plan: IdentityPlan, old_status: Mapping[str, Any],
+                              ) -> tuple[cond.Check, list[dict[str, Any]]]:
+        ns = ident.namespace
+        wanted = {(str(w.kind), w.name): w for w in ident.workloads}
+        entries: list[dict[str, Any]] = []
+        failures: list[cond.Check] = []
+        # unwire workloads that left the spec
+        for old in old_status.get("workloads") or []:
+            if not isinstance(old, Mapping) or (old.get("kind"), old.get("name")) in wanted:
+                continue
+            resource = WORKLOADS.get(str(old.get("kind")))
+            if resource is None:
+                continue
+            body = await self.client.get(resource, ns, str(old.get("name")))
+            if body is not None and _wired_by(body) == f"{ns}/{ident.name}":
+                result = wiring_ops(body, None)
+                if result.ops:
+                    await self._patch_workload(resource, ns, str(old.get("name")), result.ops)
+        if not wanted:
+            return cond.passed("NoWorkloads", "spec.workloads is empty"), []
+        if not plan.mounted:
+            return cond.waiting("MaterialNotReady", "waiting for the credentials (see CertificateReady)"), [
+                {"kind": k, "name": n, "state": "Pending", "message": "material not ready"} for k, n in wanted]
+        digest = material_hash(plan.mounted)
+        for (kind, name), ref in wanted.items():
+            resource = WORKLOADS[kind]
+            body = await self.client.get(resource, ns, name)
+            if body is None:
+                entries.append({"kind": kind, "name": name, "state": "NotFound",
+                                "message": f"{kind} {ns}/{name} does not exist yet"})
+                failures.append(cond.waiting("WorkloadNotFound", f"{kind} {ns}/{name} does not exist yet"))
+                continue
+            wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
+                            credentials_secret=names.credentials_secret(ident.name),
+                            trust_secret=names.trust_secret(ident.name), containers=ref.containers,
+                            material_hash=digest)
+            result = wiring_ops(body, wiring)
+            if result.ops:
+                await self._patch_workload(resource, ns, name, result.ops)
+            if result.problems:
+                message = "; ".join(result.problems)
+                entries.append({"kind": kind, "name": name, "state": "Conflict", "message": message})
+                failures.append(cond.stalled("WorkloadConflict", message))
+            else:
+                entries.append({"kind": kind, "name": name, "state": "Wired", "message": ""})
+        if failures:
+            return failures[0], entries
+        return cond.passed("Wired", f"{len(entries)} workload(s) wired"), entries
+
+    async def _patch_workload(self, resource: Resource, namespace: str, name: str,
+                              ops: list[dict[str, Any]]) -> None:
+        try:
+            await self.client.json_patch(resource, namespace, name, ops)
+        except ApiError as exc:
+            if exc.status in (409, 422) or exc.status >= 500:
+                raise Retry(f"{resource.kind} {namespace}/{name} changed while being wired") from None
+            raise
+
+    async def _finalize_identity(self, ref: IdentityRef, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        if names.FINALIZER not in (meta.get("finalizers") or []):
+            return
+        try:
+            ident: ServiceIdentity | None = parse_identity(body)
+        except SpecError:
+            ident = None
+        ns = ref.namespace
+        # unwire every workload we wired (from status, which survives spec edits)
+        for old in (body.get("status") or {}).get("workloads") or []:
+            resource = WORKLOADS.get(str(old.get("kind"))) if isinstance(old, Mapping) else None
+            if resource is None:
+                continue
+            workload = await self.client.get(resource, ns, str(old.get("name")))
+            if workload is not None and _wired_by(workload) == f"{ns}/{ref.name}":
+                result = wiring_ops(workload, None)
+                if result.ops:
+                    await self._patch_workload(resource, ns, str(old.get("name")), result.ops)
+        doomed = [(SECRETS, names.credentials_secret(ref.name)), (SECRETS, names.trust_secret(ref.name)),
+                  (CONFIGMAPS, names.public_configmap(ref.name))]
+        delete_ca = ident is not None and str(ident.deletion_policy) == "Delete"
+        if delete_ca:
+            doomed.append((SECRETS, names.ca_secret(ref.name)))
+        for resource, name in doomed:
+            existing = await self.client.get(resource, ns, name)
+            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+            if existing is not None and names.is_managed(labels) and labels.get(names.IDENTITY_LABEL) == ref.name:
+                await self.client.delete(resource, ns, name)
+        await self.post_event(body, "Normal", "Deleted",
+                              "removed credentials, trust and public material"
+                              + ("" if delete_ca else "; kept the CA Secret (deletionPolicy Retain)"))
+        await self._remove_finalizer(IDENTITIES, ns, ref.name, meta)
+
+    async def _add_finalizer(self, resource: Resource, namespace: str, name: str, meta: Mapping[str, Any]) -> None:
+        current = list(meta.get("finalizers") or [])
+        if current:
+            ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
+                   {"op": "add", "path": "/metadata/finalizers/-", "value": names.FINALIZER}]
+        else:
+            ops = [{"op": "add", "path": "/metadata/finalizers", "value": [names.FINALIZER]}]
+        await self.client.json_patch(resource, namespace, name, ops)
+
+    async def _remove_finalizer(self, resource: Resource, namespace: str, name: str, meta: Mapping[str, Any]) -> None:
+        current = list(meta.get("finalizers") or [])
+        index = current.index(names.FINALIZER)
+        ops = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": names.FINALIZER},
+               {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+        try:
+            await self.client.json_patch(resource, namespace, name, ops)
+        except ApiError as exc:
+            if exc.status >= 500 or exc.status in (409, 422):
+                raise Retry("finalizers changed meanwhile") from None
+            raise
+
+    # ==================================================================================
+    # Relationship
+    # ==================================================================================
+    async def reconcile_relationship(self, key: tuple[str, str]) -> None:
+        namespace, name = key
+        body = await self.client.get(RELATIONSHIPS, namespace, name)
+        shared_name = names.shared_secret(name)
+        if body is None:
+            self.state.drop_relationship(key)
+            await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
+            return
+        self.state.put_relationship(body)
+        record = self.state.relationships[key]
+        now = self.clock()
+        if record.parsed is None:
+            assert record.error is not None
+            checks = {"Accepted": cond.stalled("InvalidSpec", str(record.error))}
+            await self._write_status(RELATIONSHIPS, namespace, name, body, checks, {}, now, ready_message="")
+            return
+        rel = record.parsed
+        accepted = acceptance(rel, self.state.lookup)
+        checks = {"Accepted": accepted}
+        if accepted.ok and rel.shared_secret:
+            observed = await self.client.get(SECRETS, namespace, shared_name)
+            stored = _stored(SECRETS, observed)
+            if stored is not None and not stored.managed:
+                checks["SharedSecretReady"] = cond.stalled(
+                    "NameConflict", f"Secret {namespace}/{shared_name} exists and is not managed by trustwire")
+            else:
+                desired = shared_secret_object(rel, stored, lambda: secrets.token_bytes(32))
+                await self._apply(namespace, [desired], {shared_name: observed}, owner=body)
+                checks["SharedSecretReady"] = cond.passed("Generated", "shared secret delivered to both sides")
+        else:
+            await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
+        if accepted.ok:
+            checks["Distributed"] = distribution(rel, self.state.lookup)
+        await self._write_status(RELATIONSHIPS, namespace, name, body, checks,
+                                 {"identities": [str(r) for r in rel.between]}, now,
+                                 ready_message=f"{rel.between[0]} and {rel.between[1]} trust each other")
+
+    async def _delete_managed(self, resource: Resource, namespace: str, name: str, label: str, value: str) -> None:
+        existing = await self.client.get(resource, namespace, name)
+        labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+        if existing is not None and names.is_managed(labels) and labels.get(label) == value:
+            await self.client.delete(resource, namespace, name)
+
+    # ==================================================================================
+    # Status and events
+    # ==================================================================================
+    async def _write_status(self, resource: Resource, namespace: str, name: str, body: Mapping[str, Any],
+                            checks: Mapping[str, cond.Check], extra: Mapping[str, Any], now: datetime,
+                            *, ready_message: str) -> list[cond.Condition]:
+        old: Mapping[str, Any] = body.get("status") or {}
+        generation = (body.get("metadata") or {}).get("generation")
+        conditions = cond.summarize(checks, ready_message=ready_message)
+        new: dict[str, Any] = dict(extra)
+        new["conditions"] = cond.merge_conditions(old.get("conditions"), conditions, now=now,
+                                                  generation=generation)
+        if generation is not None:
+            new["observedGeneration"] = generation
+        patch = merge_patch(dict(old), new)
+        if patch is None:
+            return []
+        await self.client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
+        changed = cond.transitions(old.get("conditions"), conditions)
+        for c in changed:
+            if c.type == "Ready" and c.ok and old.get("conditions"):
+                await self.post_event(body, "Normal", "Ready", c.message)
+            elif not c.ok and c.type not in ("Reconciling", "Stalled", "Ready"):
+                await self.post_event(body, "Warning", c.reason, f"{c.type}: {c.message}")
+        return changed
+
+    async def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{secrets.token_hex(8)}", "namespace": namespace},
+            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                               "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
+            "type": type_, "reason": reason[:128], "message": message[:1024],
+            "source": {"component": "trustwire"}, "reportingComponent": "trustwire",
+            "reportingInstance": "trustwire", "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        try:
+            await self.client.create(EVENTS, namespace, event)
+        except ApiError as exc:  # an Event is best effort; never fail a reconcile over one
+            log.info("could not post event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc.status)
+
+
+def _stored(resource: Resource, body: Mapping[str, Any] | None, *, require_managed: bool = True) -> StoredObject | None:
+    if body is None:
+        return None
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return StoredObject(
+        name=str(meta.get("name")),
+        managed=names.is_managed(labels) or not require_managed,
+        owner=labels.get(names.IDENTITY_LABEL),
+        data=decode_data(resource, body),
+        annotations=dict(meta.get("annotations") or {}),
+        type=body.get("type"),
+    )
+
+
+def _wired_by(body: Mapping[str, Any]) -> str | None:
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(names.WIRED_BY_ANNOTATION)
+    return str(value) if value else None

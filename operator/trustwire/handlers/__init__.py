@@ -1,0 +1,82 @@
+"""Thin kopf handlers: each watch event tells the controller what changed, nothing more.
+
+Why only ``on.event`` handlers? kopf's change-detecting handlers (create/update/resume)
+persist their progress and a "last handled configuration" in annotations on every
+object — API writes that a no-op resync must not make. Watch events plus our own
+level-triggered controller give the same guarantees with zero bookkeeping writes; our
+own finalizer (``trustwire.io/finalizer``) covers deletion.
+
+Secrets are watched with a server-side label selector (``app.kubernetes.io/managed-by=
+trustwire``) and a matching client-side filter, so memory and CPU do not grow with the
+unrelated Secrets of a cluster. ConfigMaps are watched unfiltered because templates
+live in the user's own ConfigMaps; kopf keeps no copy of the bodies.
+
+A registry is built per operator instance (no module-level decorators), so several
+operators can run in one process — tests do exactly that.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from trustwire import names
+from trustwire.controller.reconciler import Controller
+from trustwire.k8s.client import ApiConfig
+
+Observer = Callable[[Mapping[str, Any], bool], None]
+
+
+def _object(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    obj = event.get("object")
+    return obj if isinstance(obj, Mapping) else {}
+
+
+def build_registry(controller: Controller, config: ApiConfig, *,
+                   configure: Callable[[kopf.OperatorSettings], None] | None = None) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=config.server, token=config.token, scheme="Bearer" if config.token else None,
+            ca_data=config.ca_data, certificate_data=config.cert_data, private_key_data=config.key_data,
+            insecure=config.insecure or None, default_namespace=config.default_namespace)
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.label_selectors["v1", "secrets"] = names.MANAGED_SELECTOR
+        settings.posting.enabled = False  # our Events are deliberate; kopf's log-events could echo payloads
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.error_backoffs = [1, 2, 5, 10]
+        if configure is not None:
+            configure(settings)
+
+    def watch(group_version: tuple[str, ...], observe: Observer, **filters: Any) -> None:
+        @kopf.on.event(*group_version, registry=registry, **filters)
+        def handler(event: Mapping[str, Any], type: str | None, **_: Any) -> None:
+            observe(_object(event), type == "DELETED")
+
+    watch(("trustwire.io", "v1alpha1", "serviceidentities"), controller.observe_identity)
+    watch(("trustwire.io", "v1alpha1", "trustrelationships"), controller.observe_relationship)
+    watch(("v1", "secrets"), controller.observe_secret, labels={names.MANAGED_BY: names.MANAGER})
+    watch(("v1", "configmaps"), controller.observe_configmap)
+    for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"),
+                         ("DaemonSet", "daemonsets")):
+        watch(("apps", "v1", plural), lambda body, deleted, kind=kind: controller.observe_workload(kind, body))
+
+    @kopf.on.probe(id="reconciles", registry=registry)
+    def reconciles(**_: Any) -> dict[str, int]:
+        return dict(controller.reconciles)
+
+    return registry
+
+
+def quiet_kopf_logging() -> None:
+    """kopf logs every event at INFO; keep our own logs readable."""
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -1,0 +1,290 @@
+"""The only code that talks to the Kubernetes API server.
+
+A deliberately small asynchronous JSON client (aiohttp) rather than the generated
+``kubernetes`` client: the operator needs a handful of verbs on a handful of resources,
+must stay responsive on one event loop next to kopf's watch streams, and must say exactly
+which patch format it sends — a strategic-merge patch and a JSON merge patch mean
+different things for lists, so every write names its content type explicitly.
+
+Adapters follow the Gafaelfawr convention: a 404 on read becomes ``None``, a 404 on delete
+``False``; every other failure is an :class:`ApiError` whose message carries the API's
+reason, never the request body (which may hold key material). Writes name field manager
+``trustwire`` so GitOps tools can ignore exactly our fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import ssl
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from trustwire.names import FIELD_MANAGER
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+#: Our verb names (as in RBAC rules) → HTTP methods.
+_METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str, *, verb: str = "", path: str = "") -> None:
+        self.status, self.reason, self.api_message = status, reason, message
+        self.verb, self.path = verb, path
+        super().__init__(f"{verb.upper()} {path}: {status} {reason}: {message}".strip())
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (409, 429) or self.status >= 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+SECRETS = Resource("", "v1", "secrets", "Secret")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+EVENTS = Resource("", "v1", "events", "Event")
+IDENTITIES = Resource("trustwire.io", "v1alpha1", "serviceidentities", "ServiceIdentity")
+RELATIONSHIPS = Resource("trustwire.io", "v1alpha1", "trustrelationships", "TrustRelationship")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
+DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiConfig:
+    """Where the API server is and how to authenticate; shared with kopf's login handler."""
+
+    server: str
+    token: str | None = None
+    ca_data: bytes | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
+    insecure: bool = False
+    default_namespace: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        ctx = ssl.create_default_context()
+        if self.ca_data:
+            ctx.load_verify_locations(cadata=self.ca_data.decode())
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert_data and self.key_data:
+            # ssl can only load a client key from a file: a private, short-lived temp file.
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
+                cert.write_bytes(self.cert_data)
+                key.touch(mode=0o600)
+                key.write_bytes(self.key_data)
+                ctx.load_cert_chain(cert, key)
+        return ctx
+
+
+def load_config(*, server: str | None = None, kubeconfig: str | None = None, context: str | None = None) -> ApiConfig:
+    """An explicit server URL, else in-cluster service account, else kubeconfig."""
+    if server:
+        return ApiConfig(server=server.rstrip("/"))
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and (SA_DIR / "token").exists():
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        host = f"[{host}]" if ":" in host else host
+        return ApiConfig(server=f"https://{host}:{port}", token=(SA_DIR / "token").read_text().strip(),
+                         ca_data=(SA_DIR / "ca.crt").read_bytes(),
+                         default_namespace=(SA_DIR / "namespace").read_text().strip())
+    from kubernetes import client as kclient  # config parsing only; never used to talk to the API
+    from kubernetes import config as kconfig
+
+    configuration = kclient.Configuration()
+    kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
+    token = auth.split(" ", 1)[1] if auth and " " in auth else auth
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
+    namespace = (active or {}).get("context", {}).get("namespace")
+    return ApiConfig(server=configuration.host.rstrip("/"), token=token, ca_data=read(configuration.ssl_ca_cert),
+                     cert_data=read(configuration.cert_file), key_data=read(configuration.key_file),
+                     insecure=not configuration.verify_ssl, default_namespace=namespace)
+
+
+class Client:
+    """Async JSON client. Counts requests by verb for metrics and benchmarks."""
+
+    def __init__(self, config: ApiConfig, *, timeout: float = 30.0, retries: int = 4) -> None:
+        self.config = config
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+        self.counts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.config.token:
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        return headers
+
+    async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
+                       params: Mapping[str, str] | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers(), timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=32))
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": content_type} if content_type else {}
+        for attempt in range(self._retries + 1):
+            self.counts[verb] += 1
+            try:
+                async with self._session.request(_METHODS[verb], self.config.server + path, data=data,
+                                                 headers=headers, params=params) as response:
+                    text = await response.text()
+                    if response.status < 400:
+                        return json.loads(text) if text else None
+                    error = _api_error(response.status, text, verb, path)
+                    retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                error = ApiError(503, type(exc).__name__, "connection to the API server failed", verb=verb, path=path)
+                retry_after = None
+            self.errors[str(error.status)] += 1
+            # 409 on create means "someone else made it": the caller adopts, no blind retry.
+            if not (error.status == 429 or error.status >= 500) or attempt == self._retries:
+                raise error
+            delay = float(retry_after) if retry_after and retry_after.isdigit() else 0.2 * 2 ** attempt
+            await asyncio.sleep(min(delay, 5.0))
+        raise AssertionError("unreachable")
+
+    # ---- adapters -----------------------------------------------------------------------
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._request("get", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def list(self, resource: Resource, namespace: str | None = None, *,
+                   label_selector: str | None = None) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self._request("list", resource.path(namespace), params=params)
+        return list((result or {}).get("items", []))
+
+    async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request(
+            "create", resource.path(namespace), body=body, content_type="application/json",
+            params={"fieldManager": FIELD_MANAGER})
+        return result
+
+    async def merge_patch(self, resource: Resource, namespace: str | None, name: str, patch: Mapping[str, Any],
+                          *, subresource: str | None = None) -> dict[str, Any] | None:
+        """RFC 7386 JSON merge patch: maps merge, lists replace — the same on every server."""
+        try:
+            result: dict[str, Any] = await self._request(
+                "patch", resource.path(namespace, name, subresource), body=patch,
+                content_type="application/merge-patch+json", params={"fieldManager": FIELD_MANAGER})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def json_patch(self, resource: Resource, namespace: str | None, name: str,
+                         ops: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """RFC 6902 JSON patch computed from the observed object (``test`` ops guard indexes)."""
+        try:
+            result: dict[str, Any] = await self._request(
+                "patch", resource.path(namespace, name), body=list(ops),
+                content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str) -> bool:
+        try:
+            await self._request("delete", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    @property
+    def writes(self) -> int:
+        return sum(self.counts[v] for v in ("create", "patch", "delete"))
+
+
+def _api_error(status: int, text: str, verb: str, path: str) -> ApiError:
+    try:
+        payload = json.loads(text)
+        reason, message = str(payload.get("reason", "")), str(payload.get("message", ""))
+    except (ValueError, AttributeError):
+        reason, message = "", ""
+    return ApiError(status, reason or "Error", message[:300], verb=verb, path=path)
+
+
+def decode_data(resource: Resource, body: Mapping[str, Any] | None) -> dict[str, bytes]:
+    """A Secret's base64 ``data`` or a ConfigMap's text ``data``, as bytes."""
+    if not body:
+        return {}
+    if resource is CONFIGMAPS:
+        return {k: str(v).encode() for k, v in (body.get("data") or {}).items()}
+    out: dict[str, bytes] = {}
+    for key, value in (body.get("data") or {}).items():
+        try:
+            out[key] = base64.b64decode(value or "", validate=True)
+        except (ValueError, TypeError):
+            out[key] = b""  # undecodable: treated as corrupt, and repaired by the planner
+    return out
+
+
+def encode_secret_data(data: Mapping[str, bytes]) -> dict[str, str]:
+    return {k: base64.b64encode(v).decode() for k, v in data.items()}

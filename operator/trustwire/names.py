@@ -1,0 +1,57 @@
+"""Every name, label, annotation and key that users, dashboards and tests rely on (DESIGN §3).
+
+One module so that a rename is one edit and nothing spells a contract name by hand.
+Pure constants and tiny pure functions; importable from every layer.
+"""
+
+from __future__ import annotations
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "trustwire"
+IDENTITY_LABEL = "trustwire.io/identity"
+RELATIONSHIP_LABEL = "trustwire.io/relationship"
+ROLE_LABEL = "trustwire.io/role"
+
+FIELD_MANAGER = "trustwire"
+FINALIZER = "trustwire.io/finalizer"
+
+ROTATE_ANNOTATION = "trustwire.io/rotate"
+MATERIAL_HASH_ANNOTATION = "trustwire.io/material-hash"
+WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
+#: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).
+DERIVED_ANNOTATION = "trustwire.io/derived"
+JWT_ISSUED_ANNOTATION = "trustwire.io/jwt-issued-at"
+
+VOLUME_NAME = "trustwire"
+ENV_DIR = "TRUSTWIRE_DIR"
+
+#: Label selector for every object the operator writes (Secret/ConfigMap watches use it).
+MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
+
+
+def ca_secret(identity: str) -> str:
+    return f"{identity}-trustwire-ca"
+
+
+def credentials_secret(identity: str) -> str:
+    return f"{identity}-trustwire-credentials"
+
+
+def trust_secret(identity: str) -> str:
+    return f"{identity}-trustwire-trust"
+
+
+def public_configmap(identity: str) -> str:
+    return f"{identity}-trustwire-public"
+
+
+def shared_secret(relationship: str) -> str:
+    return f"{relationship}-trustwire-shared"
+
+
+def identity_labels(identity: str, role: str) -> dict[str, str]:
+    return {MANAGED_BY: MANAGER, IDENTITY_LABEL: identity, ROLE_LABEL: role}
+
+
+def is_managed(labels: dict[str, str] | None) -> bool:
+    return bool(labels) and (labels or {}).get(MANAGED_BY) == MANAGER

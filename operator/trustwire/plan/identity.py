@@ -1,0 +1,628 @@
+"""What an identity's objects should contain, decided from its spec, what exists and the clock.
+
+The controller gathers an :class:`IdentityObservation` (all I/O happens there) and this
+module answers with an :class:`IdentityPlan`: the full desired content of the CA,
+credentials and trust Secrets and of the public ConfigMap, the domain checks that become
+status conditions, the Events worth emitting and when to look again.
+
+The planner is *conservative*: existing material is kept whenever it is still good, so a
+second pass over the same observation plans exactly the same bytes and the controller
+writes nothing. Each decision to (re-)issue is a chain of small named checks returning a
+reason; the first failing check is the reason reported in the Event. Outputs whose bytes
+change on every serialization (PKCS#12 and JKS salts/IVs) are rebuilt only when what they
+encode changed (:func:`_stable_output`), so a resync never rolls pods.
+
+Pure: no I/O, no kopf, no kubernetes; ``now`` comes from the caller. Key generation uses
+OS randomness through :mod:`trustwire.pki`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+
+from trustwire import names, pki
+from trustwire.model import (
+    CASource,
+    IdentityRef,
+    KeystoreFormat,
+    ServiceIdentity,
+    TrustRelationship,
+)
+from trustwire.plan.conditions import Check, passed, stalled, waiting
+from trustwire.render import TemplateError, render_template
+
+SECRET_TLS = "kubernetes.io/tls"
+SECRET_OPAQUE = "Opaque"
+#: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
+MIN_WAKE = timedelta(seconds=5)
+
+
+# --------------------------------------------------------------------------------------
+# Observation (input) and plan (output)
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """A Secret or ConfigMap as observed, data already decoded to bytes."""
+
+    name: str
+    managed: bool
+    owner: str | None
+    data: Mapping[str, bytes]
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    type: str | None = None
+
+    def text(self, key: str) -> str | None:
+        raw = self.data.get(key)
+        return raw.decode("utf-8", "replace") if raw is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """What a peer publishes in its public ConfigMap."""
+
+    ca_pem: bytes
+    jwks: tuple[Mapping[str, str], ...]
+    info: Mapping[str, Any]
+
+    @property
+    def revoked_kids(self) -> tuple[str, ...]:
+        return tuple(str(k) for k in self.info.get("revokedKids", []))
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerLink:
+    relationship: TrustRelationship
+    peer: IdentityRef
+    publication: Publication | None
+    shared_secret: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityObservation:
+    identity: ServiceIdentity
+    now: datetime
+    ca: StoredObject | None = None
+    byo_ca: StoredObject | None = None
+    credentials: StoredObject | None = None
+    trust: StoredObject | None = None
+    public: StoredObject | None = None
+    #: keystores.passwordSecretRef resolved: the password, or None when not configured
+    user_password: str | None = None
+    user_password_problem: str | None = None
+    #: template name → source text (None when its ConfigMap/key is missing)
+    template_sources: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    links: tuple[PeerLink, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DesiredObject:
+    kind: str  # "Secret" | "ConfigMap"
+    name: str
+    data: Mapping[str, bytes]
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    type: str | None = None
+    #: True for objects the identity's deletion should keep (the CA under Retain)
+    owned: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass
+class IdentityPlan:
+    objects: list[DesiredObject]
+    checks: dict[str, Check]
+    status: dict[str, Any]
+    events: list[PlannedEvent]
+    wake_at: datetime | None
+    #: bytes of every file mounted at mountPath (credentials + trust), for the material hash
+    mounted: dict[str, bytes]
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:32]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _derived_records(obj: StoredObject | None) -> dict[str, str]:
+    if obj is None:
+        return {}
+    try:
+        value = json.loads(obj.annotations.get(names.DERIVED_ANNOTATION, "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _stable_output(key: str, inputs: bytes, build: Callable[[], bytes], observed: StoredObject | None,
+                   records: dict[str, str]) -> bytes:
+    """Reuse the observed bytes of ``key`` if they were built from the same inputs and are intact.
+
+    The record is ``<inputs digest>:<bytes digest>``; an edited file fails the second half,
+    a changed key/chain/password the first, and both lead to a rebuild.
+    """
+    inputs_digest = _digest(inputs)
+    previous = _derived_records(observed).get(key)
+    existing = observed.data.get(key) if observed is not None else None
+    if existing is not None and previous == f"{inputs_digest}:{_digest(existing)}":
+        records[key] = previous
+        return existing
+    built = build()
+    records[key] = f"{inputs_digest}:{_digest(built)}"
+    return built
+
+
+def _clash(obj: StoredObject | None, kind: str, namespace: str) -> Check | None:
+    if obj is not None and not obj.managed:
+        return stalled("NameConflict",
+                       f"{kind} {namespace}/{obj.name} exists and is not managed by trustwire "
+                       f"(no {names.MANAGED_BY}={names.MANAGER} label); it is left untouched — "
+                       "rename or remove it to let trustwire create its own")
+    return None
+
+
+def renewal_time(cert: x509.Certificate, renew_before: timedelta) -> datetime:
+    """When to renew: ``renewBefore`` ahead of expiry, or at 2/3 of a lifetime shorter than that."""
+    start, end = pki.not_before(cert), pki.not_after(cert)
+    life = end - start
+    if renew_before >= life:
+        return start + life * 2 / 3
+    return end - renew_before
+
+
+def ca_renewal_time(cert: x509.Certificate) -> datetime:
+    """DESIGN §5: prepare the next CA at ``notAfter - min(life/2, 30d)``."""
+    start, end = pki.not_before(cert), pki.not_after(cert)
+    return end - min((end - start) / 2, timedelta(days=30))
+
+
+# --------------------------------------------------------------------------------------
+# Material decisions: chains of named checks
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CAMaterial:
+    cert: x509.Certificate
+    key: pki.PrivateKey
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _load_ca(obj: StoredObject | None) -> tuple[CAMaterial | None, str | None]:
+    """Parse tls.crt/tls.key of a CA Secret; (None, problem) when unusable."""
+    if obj is None:
+        return None, "does not exist"
+    crt, key = obj.data.get("tls.crt"), obj.data.get("tls.key")
+    if not crt or not key:
+        return None, "lacks tls.crt or tls.key"
+    try:
+        certs = pki.load_certificates(crt)
+        private = pki.load_private_key(key)
+    except pki.PKIError as exc:
+        return None, str(exc)
+    return CAMaterial(certs[0], private, pki.cert_to_pem(certs[0]), pki.private_key_to_pem(private)), None
+
+
+def _ca_reissue_reason(identity: ServiceIdentity, obj: StoredObject | None, now: datetime) -> tuple[str, str] | None:
+    if obj is None:
+        return "Issued", "no CA yet"
+    material, problem = _load_ca(obj)
+    if material is None:
+        return "Repaired", f"the stored CA was unusable ({problem})"
+    problems = pki.check_ca(material.cert, material.key, now=now)
+    if problems:
+        return "Repaired", f"the stored CA was unusable ({'; '.join(problems)})"
+    return None
+
+
+def _leaf_reissue_reason(identity: ServiceIdentity, ca: CAMaterial, creds: StoredObject | None,
+                         now: datetime, rotate: bool) -> tuple[str, str] | None:
+    """None when the stored leaf is still good; else (event reason, why)."""
+    if creds is None or not creds.data.get("tls.crt") or not creds.data.get("tls.key"):
+        return "Issued", "no certificate yet"
+    try:
+        chain = pki.load_certificates(creds.data["tls.crt"])
+        key = pki.load_private_key(creds.data["tls.key"])
+    except pki.PKIError as exc:
+        return "Repaired", f"the stored certificate or key was unusable ({exc})"
+    leaf = chain[0]
+    problems = pki.check_leaf(leaf, key, ca.cert, now=now, dns_names=identity.all_dns_names,
+                              uri_sans=[identity.spiffe_id])
+    if problems:
+        return "Reissued", "; ".join(problems)
+    if set(pki.dns_sans(leaf)) != set(identity.all_dns_names):
+        return "Reissued", "the DNS names in the spec changed"
+    if pki.key_algorithm_of(key) != identity.certificate.key_algorithm:
+        return "Reissued", f"spec.certificate.keyAlgorithm is now {identity.certificate.key_algorithm}"
+    if now >= renewal_time(leaf, identity.certificate.renew_before):
+        return "Renewed", f"renewal time {_stamp(renewal_time(leaf, identity.certificate.renew_before))} reached"
+    if rotate:
+        return "Renewed", f"requested with the {names.ROTATE_ANNOTATION} annotation"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class JwtMaterial:
+    key: pki.PrivateKey
+    key_pem: bytes
+    public: dict[str, str]
+    private: dict[str, str]
+    kid: str
+    issued_at: datetime
+
+
+def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None) -> tuple[JwtMaterial | None, str | None]:
+    if creds is None or not creds.data.get("jwt.key"):
+        return None, "no JWT key yet"
+    try:
+        key = pki.load_private_key(creds.data["jwt.key"])
+    except pki.PKIError as exc:
+        return None, f"the stored JWT key was unusable ({exc})"
+    if not pki.jwt_algorithm_accepts(identity.jwt.algorithm, key):
+        return None, f"spec.jwt.algorithm is now {identity.jwt.algorithm}"
+    issued = _parse_time(creds.annotations.get(names.JWT_ISSUED_ANNOTATION))
+    if issued is None:
+        return None, "the stored JWT key has no issue time"
+    return _jwt_material(identity, key, issued), None
+
+
+def _jwt_material(identity: ServiceIdentity, key: pki.PrivateKey, issued: datetime) -> JwtMaterial:
+    public = pki.public_jwk(key, identity.jwt.algorithm)
+    private = pki.private_jwk(key, identity.jwt.algorithm)
+    return JwtMaterial(key, pki.private_key_to_pem(key), public, private, public["kid"], issued)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------
+def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> IdentityPlan:
+    """Decide the desired objects and checks for one identity (see module docstring)."""
+    ident, now, ns = obs.identity, obs.now, obs.identity.namespace
+    objects: list[DesiredObject] = []
+    events: list[PlannedEvent] = []
+    checks: dict[str, Check] = {}
+    status: dict[str, Any] = {"spiffeId": ident.spiffe_id, "issuer": ident.issuer}
+    deadlines: list[datetime] = []
+
+    # ---- CA -------------------------------------------------------------------------
+    ca: CAMaterial | None = None
+    if ident.ca.source is CASource.SECRET:
+        byo = obs.byo_ca
+        if byo is None:
+            checks["CAReady"] = waiting("CASecretNotFound",
+                                        f"spec.ca.secretRef.name: Secret {ns}/{ident.ca.secret_name} does not exist")
+        else:
+            ca, problem = _load_ca(byo)
+            problems = [problem] if ca is None and problem else (
+                pki.check_ca(ca.cert, ca.key, now=now) if ca is not None else [])
+            if problems:
+                ca = None
+                checks["CAReady"] = stalled("CASecretInvalid",
+                                            f"spec.ca.secretRef.name: Secret {ns}/{ident.ca.secret_name} "
+                                            f"is not a usable CA: {'; '.join(problems)}")
+            else:
+                checks["CAReady"] = passed("Valid", f"using the CA from Secret {ns}/{ident.ca.secret_name}")
+    else:
+        clash = _clash(obs.ca, "Secret", ns)
+        if clash:
+            checks["CAReady"] = clash
+        else:
+            reason = _ca_reissue_reason(ident, obs.ca, now)
+            if reason is None:
+                ca, _ = _load_ca(obs.ca)
+            else:
+                key = pki.generate_private_key(ident.ca.key_algorithm)
+                cert = pki.create_ca(key, common_name=f"{ident.name}.{ns} trustwire CA", now=now,
+                                     lifetime=ident.ca.duration)
+                ca = CAMaterial(cert, key, pki.cert_to_pem(cert), pki.private_key_to_pem(key))
+                events.append(PlannedEvent("Normal" if reason[0] == "Issued" else "Warning", f"CA{reason[0]}",
+                                           f"CA serial {pki.serial_hex(cert)} issued: {reason[1]}"))
+            assert ca is not None
+            objects.append(DesiredObject(
+                "Secret", names.ca_secret(ident.name),
+                {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem},
+                names.identity_labels(ident.name, "ca"), type=SECRET_TLS, owned=False))
+            checks["CAReady"] = passed("Valid", f"CA serial {pki.serial_hex(ca.cert)} valid until "
+                                                f"{_stamp(pki.not_after(ca.cert))}")
+    if ca is not None:
+        status["ca"] = {
+            "source": str(ident.ca.source),
+            "serial": pki.serial_hex(ca.cert),
+            "fingerprint": pki.fingerprint_sha256(ca.cert),
+            "notBefore": _stamp(pki.not_before(ca.cert)),
+            "notAfter": _stamp(pki.not_after(ca.cert)),
+            "renewalTime": _stamp(ca_renewal_time(ca.cert)),
+        }
+        deadlines.append(pki.not_after(ca.cert))
+
+    # ---- credentials: leaf, keystores, JWT --------------------------------------------
+    creds_obs = obs.credentials
+    creds_clash = _clash(creds_obs, "Secret", ns)
+    creds_data: dict[str, bytes] = {}
+    creds_records: dict[str, str] = {}
+    creds_annotations: dict[str, str] = {}
+    jwt: JwtMaterial | None = None
+    if creds_clash:
+        checks["CertificateReady"] = creds_clash
+    elif ca is None:
+        checks["CertificateReady"] = waiting("CANotReady", "waiting for the CA (see CAReady)")
+    elif obs.user_password_problem:
+        checks["CertificateReady"] = stalled("KeystorePasswordMissing", obs.user_password_problem)
+    else:
+        reason = _leaf_reissue_reason(ident, ca, creds_obs, now, rotate == "certificate")
+        if reason is None:
+            assert creds_obs is not None
+            chain = pki.load_certificates(creds_obs.data["tls.crt"])
+            leaf, leaf_key = chain[0], pki.load_private_key(creds_obs.data["tls.key"])
+        else:
+            leaf_key = pki.generate_private_key(ident.certificate.key_algorithm)
+            leaf = pki.create_leaf(ca.cert, ca.key, leaf_key.public_key(), common_name=ident.service_name,
+                                   dns_names=ident.all_dns_names, uri_sans=[ident.spiffe_id], now=now,
+                                   lifetime=ident.certificate.duration)
+            events.append(PlannedEvent("Normal" if reason[0] != "Repaired" else "Warning", f"Certificate{reason[0]}",
+                                       f"certificate serial {pki.serial_hex(leaf)} issued: {reason[1]}"))
+        leaf_pem = pki.cert_to_pem(leaf)
+        key_pem = pki.private_key_to_pem(leaf_key)
+        creds_data["tls.crt"] = leaf_pem + ca.cert_pem
+        creds_data["tls.key"] = key_pem
+        creds_data["ca.crt"] = ca.cert_pem
+        password = obs.user_password or (creds_obs.text("keystore.password") if creds_obs else None) \
+            or pki.random_password()
+        creds_data["keystore.password"] = password.encode()
+        chain_inputs = b"|".join([key_pem, leaf_pem, ca.cert_pem, password.encode(),
+                                  b"legacy" if ident.keystores.legacy_pkcs12 else b"modern"])
+        if KeystoreFormat.PKCS12 in ident.keystores.formats:
+            creds_data["keystore.p12"] = _stable_output(
+                "keystore.p12", chain_inputs,
+                lambda: pki.pkcs12_keystore(leaf_key, leaf, [ca.cert], password,
+                                            legacy=ident.keystores.legacy_pkcs12),
+                creds_obs, creds_records)
+        if KeystoreFormat.JKS in ident.keystores.formats:
+            creds_data["keystore.jks"] = _stable_output(
+                "keystore.jks", chain_inputs,
+                lambda: pki.jks_keystore(leaf_key, leaf, [ca.cert], password), creds_obs, creds_records)
+        renew_at = renewal_time(leaf, ident.certificate.renew_before)
+        deadlines.append(renew_at)
+        status["certificate"] = {
+            "serial": pki.serial_hex(leaf),
+            "fingerprint": pki.fingerprint_sha256(leaf),
+            "notAfter": _stamp(pki.not_after(leaf)),
+            "renewalTime": _stamp(renew_at),
+            "dnsNames": list(ident.all_dns_names),
+        }
+        checks["CertificateReady"] = passed("Valid", f"certificate serial {pki.serial_hex(leaf)} valid until "
+                                                     f"{_stamp(pki.not_after(leaf))}")
+
+    if ident.jwt.enabled and not creds_clash:
+        jwt, problem = _load_jwt(ident, creds_obs)
+        jwt_reason: tuple[str, str] | None = None
+        if jwt is None:
+            jwt_reason = ("Generated" if problem == "no JWT key yet" else "Repaired", problem or "")
+        elif jwt.kid in ident.jwt.revoked_kids:
+            jwt_reason = ("Rotated", f"the current key {jwt.kid} is listed in spec.jwt.revokedKids")
+        elif now >= jwt.issued_at + ident.jwt.rotation_period:
+            jwt_reason = ("Rotated", "spec.jwt.rotationPeriod elapsed")
+        elif rotate == "jwt":
+            jwt_reason = ("Rotated", f"requested with the {names.ROTATE_ANNOTATION} annotation")
+        if jwt_reason is not None:
+            jwt = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
+            events.append(PlannedEvent("Normal", f"JwtKey{jwt_reason[0]}",
+                                       f"JWT key {jwt.kid} ({ident.jwt.algorithm}) generated: {jwt_reason[1]}"))
+        assert jwt is not None
+        creds_data["jwt.key"] = jwt.key_pem
+        creds_data["jwt.jwk"] = _json(jwt.private)
+        creds_data["jwt.kid"] = jwt.kid.encode()
+        creds_annotations[names.JWT_ISSUED_ANNOTATION] = _stamp(jwt.issued_at)
+        rotation_time = jwt.issued_at + ident.jwt.rotation_period
+        deadlines.append(rotation_time)
+        status["jwt"] = {"kid": jwt.kid, "algorithm": str(ident.jwt.algorithm), "publishedKids": [jwt.kid],
+                         "rotationTime": _stamp(rotation_time)}
+
+    if creds_data and "tls.crt" in creds_data:
+        if creds_records:
+            creds_annotations[names.DERIVED_ANNOTATION] = json.dumps(creds_records, sort_keys=True)
+        objects.append(DesiredObject("Secret", names.credentials_secret(ident.name), creds_data,
+                                     names.identity_labels(ident.name, "credentials"), creds_annotations,
+                                     type=SECRET_TLS))
+
+    # ---- public ConfigMap: what peers and outsiders read ------------------------------
+    public_clash = _clash(obs.public, "ConfigMap", ns)
+    if public_clash:
+        checks["CAReady"] = public_clash
+    elif ca is not None:
+        own_jwks = [jwt.public] if jwt is not None else []
+        info = {
+            "name": ident.name, "namespace": ns, "serviceName": ident.service_name,
+            "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
+            "caFingerprints": [pki.fingerprint_sha256(ca.cert)],
+            "kids": [j["kid"] for j in own_jwks], "revokedKids": list(ident.jwt.revoked_kids),
+            "jwtAlgorithm": str(ident.jwt.algorithm) if ident.jwt.enabled else None,
+        }
+        objects.append(DesiredObject("ConfigMap", names.public_configmap(ident.name), {
+            "ca.crt": ca.cert_pem, "jwks.json": _json(pki.jwks(own_jwks)), "identity.json": _json(info),
+        }, names.identity_labels(ident.name, "public")))
+
+    # ---- trust: peers' CAs, JWKS, shared secrets, templates ---------------------------
+    trust_obs = obs.trust
+    trust_clash = _clash(trust_obs, "Secret", ns)
+    trust_data: dict[str, bytes] = {}
+    trust_records: dict[str, str] = {}
+    peers_status: list[dict[str, Any]] = []
+    peers_context: list[dict[str, Any]] = []
+    pending: list[str] = []
+    if trust_clash:
+        checks["TrustReady"] = trust_clash
+    else:
+        bundle: dict[str, x509.Certificate] = {}
+        peer_keys: dict[str, Mapping[str, str]] = {}
+        peers_json: list[dict[str, Any]] = []
+        short_names = [link.peer.name for link in obs.links]
+        for link in sorted(obs.links, key=lambda lk: (str(lk.peer), lk.relationship.namespace, lk.relationship.name)):
+            rel, pub = link.relationship, link.publication
+            me = IdentityRef(ns, ident.name)
+            direction = "both" if rel.initiator is None else ("outbound" if rel.initiator == me else "inbound")
+            entry_status = {"identity": link.peer.name, "namespace": link.peer.namespace,
+                            "relationship": f"{rel.namespace}/{rel.name}", "mtls": rel.mtls, "jwt": rel.jwt,
+                            "sharedSecret": rel.shared_secret}
+            if pub is None:
+                pending.append(f"{link.peer} has not published its material yet")
+                continue
+            secret_file = None
+            if rel.shared_secret:
+                if link.shared_secret is None:
+                    pending.append(f"the shared secret of relationship {rel.namespace}/{rel.name} is not ready")
+                    continue
+                key_name = link.peer.name if short_names.count(link.peer.name) == 1 else \
+                    f"{link.peer.namespace}.{link.peer.name}"
+                secret_file = f"shared-{key_name}.key"
+                trust_data[secret_file] = link.shared_secret
+            ca_fingerprints: list[str] = []
+            ca_pem = b""
+            if rel.mtls:
+                try:
+                    peer_cas = pki.load_certificates(pub.ca_pem)
+                except pki.PKIError:
+                    pending.append(f"{link.peer} publishes an unreadable CA")
+                    continue
+                for cert in peer_cas:
+                    bundle[pki.fingerprint_sha256(cert)] = cert
+                    ca_fingerprints.append(pki.fingerprint_sha256(cert))
+                ca_pem = pki.certs_to_pem(peer_cas)
+            revoked = set(pub.revoked_kids)
+            peer_jwks = [dict(j) for j in pub.jwks if j.get("kid") not in revoked]
+            accepts_tokens = rel.jwt and rel.sends_to(link.peer)
+            if accepts_tokens:
+                for j in peer_jwks:
+                    peer_keys[str(j["kid"])] = j
+            kids = [str(j["kid"]) for j in peer_jwks] if rel.jwt else []
+            entry = {
+                "identity": link.peer.name, "namespace": link.peer.namespace,
+                "relationship": f"{rel.namespace}/{rel.name}", "direction": direction,
+                "mtls": rel.mtls, "jwt": rel.jwt, "kids": kids if accepts_tokens else [],
+                "roles": list(rel.roles), "audience": rel.audience, "scopes": list(rel.scopes),
+                "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
+                "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
+                "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
+            }
+            peers_json.append(entry)
+            peers_status.append(entry_status)
+            peers_context.append({**entry, "jwks": peer_jwks if accepts_tokens else [],
+                                  "caPem": ca_pem.decode(), "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
+                                  "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
+        bundle_certs = [bundle[fp] for fp in sorted(bundle)]
+        trust_data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
+        trust_password = obs.user_password or (trust_obs.text("truststore.password") if trust_obs else None) \
+            or pki.random_password()
+        trust_data["truststore.password"] = trust_password.encode()
+        bundle_inputs = b"|".join([trust_data["trust-bundle.pem"], trust_password.encode(),
+                                   b"legacy" if ident.keystores.legacy_pkcs12 else b"modern"])
+        # A truststore exists only with something to trust: PKCS#12 cannot be empty, and an
+        # identity without mTLS peers should not pretend to trust anyone (README: "Files").
+        if bundle_certs and KeystoreFormat.PKCS12 in ident.keystores.formats:
+            trust_data["truststore.p12"] = _stable_output(
+                "truststore.p12", bundle_inputs,
+                lambda: pki.pkcs12_truststore(bundle_certs, trust_password, legacy=ident.keystores.legacy_pkcs12),
+                trust_obs, trust_records)
+        if bundle_certs and KeystoreFormat.JKS in ident.keystores.formats:
+            trust_data["truststore.jks"] = _stable_output(
+                "truststore.jks", bundle_inputs, lambda: pki.jks_truststore(bundle_certs, trust_password),
+                trust_obs, trust_records)
+        trust_data["peers.jwks"] = _json(pki.jwks([peer_keys[k] for k in sorted(peer_keys)]))
+        trust_data["peers.json"] = _json(peers_json)
+        checks["TrustReady"] = (waiting("PeerPending", "; ".join(pending)) if pending else
+                                passed("Distributed", f"{len(peers_json)} peer(s) trusted"))
+
+    # ---- templates ---------------------------------------------------------------------
+    if ident.templates:
+        if trust_clash:
+            checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret cannot be written")
+        else:
+            context = _template_context(ident, ca, jwt, peers_context)
+            failures: list[Check] = []
+            for tpl in ident.templates:
+                source = obs.template_sources.get(tpl.name)
+                if source is None:
+                    ref = tpl.config_map
+                    where = f"ConfigMap {ns}/{ref.name} key {ref.key}" if ref else "inline source"
+                    failures.append(waiting("TemplateSourceMissing",
+                                            f"template {tpl.name!r}: {where} does not exist"))
+                    old = trust_obs.data.get(tpl.name) if trust_obs else None
+                    if old is not None:
+                        trust_data[tpl.name] = old
+                    continue
+                try:
+                    trust_data[tpl.name] = render_template(tpl.name, source, context).encode()
+                except TemplateError as exc:
+                    failures.append(stalled("TemplateError", str(exc)))
+                    old = trust_obs.data.get(tpl.name) if trust_obs else None
+                    if old is not None:  # keep the last good output in place
+                        trust_data[tpl.name] = old
+            checks["TemplatesReady"] = failures[0] if failures else passed(
+                "Rendered", f"{len(ident.templates)} template(s) rendered")
+
+    if not trust_clash:
+        annotations = {names.DERIVED_ANNOTATION: json.dumps(trust_records, sort_keys=True)} if trust_records else {}
+        objects.append(DesiredObject("Secret", names.trust_secret(ident.name), trust_data,
+                                     names.identity_labels(ident.name, "trust"), annotations, type=SECRET_OPAQUE))
+
+    status["peers"] = peers_status
+    status["peerCount"] = len(peers_status)
+    mounted = {**creds_data, **trust_data} if creds_data else {}
+    future = [d for d in deadlines if d > now]
+    wake_at = max(min(future), now + MIN_WAKE) if future else None
+    return IdentityPlan(objects, checks, status, events, wake_at, mounted)
+
+
+def _template_context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | None,
+                      peers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    d = ident.mount_path
+    me = {
+        "name": ident.name, "namespace": ident.namespace, "serviceName": ident.service_name,
+        "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
+        "kid": jwt.kid if jwt else None, "jwk": jwt.public if jwt else None,
+        "jwtPrivateKeyPem": jwt.key_pem.decode() if jwt else None,
+        "caFingerprint": pki.fingerprint_sha256(ca.cert) if ca else None,
+        "caPem": ca.cert_pem.decode() if ca else None,
+        "files": {
+            "dir": d, "cert": f"{d}/tls.crt", "key": f"{d}/tls.key", "ca": f"{d}/ca.crt",
+            "keystore": f"{d}/keystore.p12", "keystorePassword": f"{d}/keystore.password",
+            "truststore": f"{d}/truststore.p12", "truststorePassword": f"{d}/truststore.password",
+            "trustBundle": f"{d}/trust-bundle.pem", "jwtKey": f"{d}/jwt.key", "jwtJwk": f"{d}/jwt.jwk",
+            "jwtKid": f"{d}/jwt.kid", "peersJwks": f"{d}/peers.jwks", "peersJson": f"{d}/peers.json",
+        },
+    }
+    return {"self": me, "identity": me, "peers": list(peers)}

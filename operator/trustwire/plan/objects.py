@@ -1,0 +1,89 @@
+"""From desired content to the smallest write, or to none.
+
+"A resync that changes nothing makes zero API writes" lives here: :func:`object_patch`
+returns ``None`` when the observed object already says what we want, and otherwise a
+JSON merge patch (RFC 7386) touching only our keys. Merge patches are used only for
+maps (Secret/ConfigMap ``data``, labels, annotations, status): for maps RFC 7386 means
+the same on a real API server and in the emulator. Lists we do not own entirely are
+patched with RFC 6902 ops instead (see :mod:`trustwire.plan.workloads`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from trustwire.plan.identity import DesiredObject
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 patch that turns ``old`` into ``new`` (``None`` when they are equal)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        patch: dict[str, Any] = {}
+        for key in old:
+            if key not in new:
+                patch[key] = None
+        for key, value in new.items():
+            if key not in old:
+                patch[key] = value
+            else:
+                sub = merge_patch(old[key], value)
+                if sub is not None:
+                    patch[key] = sub
+        return patch or None
+    if old == new:
+        return None
+    if isinstance(new, Mapping):
+        return dict(new)
+    return new
+
+
+def _encode(desired: DesiredObject) -> dict[str, str]:
+    if desired.kind == "ConfigMap":
+        return {k: v.decode("utf-8") for k, v in desired.data.items()}
+    return {k: base64.b64encode(v).decode() for k, v in desired.data.items()}
+
+
+def object_body(desired: DesiredObject, namespace: str,
+                owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The full object to create."""
+    metadata: dict[str, Any] = {"name": desired.name, "namespace": namespace, "labels": dict(desired.labels)}
+    if desired.annotations:
+        metadata["annotations"] = dict(desired.annotations)
+    if owner and desired.owned and owner.get("uid"):
+        metadata["ownerReferences"] = [{
+            "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
+            "uid": owner["uid"], "controller": True, "blockOwnerDeletion": False,
+        }]
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": desired.kind, "metadata": metadata,
+                            "data": _encode(desired)}
+    if desired.kind == "Secret" and desired.type:
+        body["type"] = desired.type
+    return body
+
+
+def object_patch(desired: DesiredObject, observed: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge patch from the observed managed object to the desired one, or None.
+
+    Only our labels and annotations are compared (other writers may add theirs); ``data``
+    is ours entirely, so keys we no longer want are removed.
+    """
+    meta = observed.get("metadata") or {}
+    patch: dict[str, Any] = {}
+    labels = {k: v for k, v in desired.labels.items() if (meta.get("labels") or {}).get(k) != v}
+    observed_annotations = meta.get("annotations") or {}
+    annotations: dict[str, Any] = {k: v for k, v in desired.annotations.items() if observed_annotations.get(k) != v}
+    for key in observed_annotations:
+        if key.startswith("trustwire.io/") and key not in desired.annotations:
+            annotations[key] = None
+    if labels or annotations:
+        patch["metadata"] = {}
+        if labels:
+            patch["metadata"]["labels"] = labels
+        if annotations:
+            patch["metadata"]["annotations"] = annotations
+    data = merge_patch(dict(observed.get("data") or {}), _encode(desired))
+    if data is not None:
+        patch["data"] = data
+    return patch or None

@@ -1,0 +1,85 @@
+"""Whether a TrustRelationship takes effect, and what it owns.
+
+Acceptance is the one security decision of the product: trust may be pushed into a
+namespace only with that namespace's consent (``acceptFrom`` on the identity there). The
+same function answers for the relationship's own status and for each identity deciding
+which peers to trust, so the two can never disagree.
+
+Pure: identities are looked up through a callable the controller provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from trustwire import names
+from trustwire.model import IdentityRef, ServiceIdentity, TrustRelationship
+from trustwire.plan.conditions import Check, passed, stalled, waiting
+from trustwire.plan.identity import DesiredObject, StoredObject
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityEntry:
+    """What the controller knows about one ServiceIdentity from its watch."""
+
+    ref: IdentityRef
+    identity: ServiceIdentity | None  # None when its spec does not parse
+    accept_from: tuple[str, ...]
+    deleting: bool = False
+    #: "ns/name" of the relationships the identity reports in status.peers
+    distributed: frozenset[str] = frozenset()
+
+    def accepts(self, namespace: str) -> bool:
+        return namespace == self.ref.namespace or "*" in self.accept_from or namespace in self.accept_from
+
+
+def lenient_accept_from(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spec.acceptFrom.namespaces`` read without failing, so one typo elsewhere in a spec
+    does not withdraw consent that was given (nothing already issued is lost)."""
+    spec = body.get("spec")
+    accept = spec.get("acceptFrom") if isinstance(spec, Mapping) else None
+    namespaces = accept.get("namespaces") if isinstance(accept, Mapping) else None
+    if not isinstance(namespaces, list):
+        return ()
+    return tuple(n for n in namespaces if isinstance(n, str))
+
+
+Lookup = Callable[[IdentityRef], IdentityEntry | None]
+
+
+def acceptance(rel: TrustRelationship, lookup: Lookup) -> Check:
+    """Both identities exist and each one in another namespace consents to ``rel.namespace``."""
+    for i, ref in enumerate(rel.between):
+        entry = lookup(ref)
+        if entry is None or entry.deleting:
+            return waiting("IdentityNotFound",
+                           f"spec.between[{i}].identity: ServiceIdentity {ref} does not exist")
+    for i, ref in enumerate(rel.between):
+        entry = lookup(ref)
+        assert entry is not None
+        if not entry.accepts(rel.namespace):
+            return stalled("NotPermitted",
+                           f"spec.between[{i}]: ServiceIdentity {ref} does not accept relationships from "
+                           f"namespace {rel.namespace} (add it to spec.acceptFrom.namespaces of {ref})")
+    return passed("Accepted", f"{rel.between[0]} and {rel.between[1]} trust each other")
+
+
+def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
+    """Both sides report the relationship among their peers."""
+    key = f"{rel.namespace}/{rel.name}"
+    missing = [str(ref) for ref in rel.between
+               if (entry := lookup(ref)) is None or key not in entry.distributed]
+    if missing:
+        return waiting("Distributing", f"waiting for {', '.join(missing)} to receive the peer material")
+    return passed("Distributed", "both identities hold each other's material")
+
+
+def shared_secret_object(rel: TrustRelationship, observed: StoredObject | None, generate: Callable[[], bytes],
+                         ) -> DesiredObject:
+    """The pair's shared secret (generated once, then kept) in a Secret owned by the relationship."""
+    existing = observed.data.get("shared.key") if observed is not None and observed.managed else None
+    value = existing if existing and len(existing) >= 32 else generate()
+    labels = {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: rel.name, names.ROLE_LABEL: "shared"}
+    return DesiredObject("Secret", names.shared_secret(rel.name), {"shared.key": value}, labels, type="Opaque")

@@ -1,0 +1,68 @@
+"""Run one operator instance: kopf (watches, login, liveness, peering) + the controller.
+
+Shared by ``trustwire run`` (a real cluster), ``trustwire demo`` (the embedded emulator)
+and the integration tests, so all three run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
+
+import kopf
+
+from trustwire.controller.reconciler import Clock, Controller, utcnow
+from trustwire.handlers import build_registry
+from trustwire.k8s.client import ApiConfig, Client
+
+
+@dataclass
+class OperatorOptions:
+    clusterwide: bool = True
+    namespaces: Collection[str] = ()
+    liveness_endpoint: str | None = None
+    standalone: bool = True
+    peering_name: str | None = None
+    priority: int = 0
+    workers: int = 4
+    resync_interval: float = 600.0
+    clock: Clock = utcnow
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(config: ApiConfig, options: OperatorOptions | None = None,
+                           *, configure: Callable[[kopf.OperatorSettings], None] | None = None,
+                           ) -> AsyncIterator[Controller]:
+    """Start kopf and the controller workers; stop both on exit."""
+    options = options or OperatorOptions()
+    client = Client(config)
+    controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
+                            resync_interval=options.resync_interval)
+    registry = build_registry(controller, config, configure=configure)
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    kopf_task = asyncio.create_task(kopf.operator(
+        registry=registry, clusterwide=options.clusterwide and not options.namespaces,
+        namespaces=list(options.namespaces), standalone=options.standalone,
+        peering_name=options.peering_name, priority=options.priority,
+        liveness_endpoint=options.liveness_endpoint, stop_flag=stop, ready_flag=ready,
+    ), name="kopf")
+    worker_task = asyncio.create_task(controller.run(), name="trustwire-controller")
+    try:
+        done, _ = await asyncio.wait({kopf_task, asyncio.create_task(ready.wait())},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if kopf_task in done:
+            kopf_task.result()  # re-raise why kopf could not start
+        yield controller
+    finally:
+        stop.set()
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(kopf_task, timeout=10)
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+        await client.close()

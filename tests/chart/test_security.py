@@ -1,0 +1,39 @@
+"""Pod security: the operator runs as a locked-down, non-root, read-only container."""
+
+from __future__ import annotations
+
+import pytest
+
+from .render import SCENARIOS, one, render_objects
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_pod_security_context(name: str) -> None:
+    pod = one(render_objects(SCENARIOS[name]), "Deployment")["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == 65532
+    assert psc["fsGroup"] == 65532
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+
+    (container,) = pod["containers"]
+    csc = container["securityContext"]
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in csc or csc["privileged"] is False
+    # Nothing in the container overrides the pod-level user with root.
+    assert csc.get("runAsUser", 65532) != 0
+
+
+def test_tmp_is_a_writable_emptydir() -> None:
+    pod = one(render_objects({}), "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    tmp = mounts["/tmp"]
+    assert not tmp.get("readOnly", False)
+    assert "emptyDir" in volumes[tmp["name"]]
+    # No other volume types (hostPath and friends) are mounted.
+    assert all(set(v) == {"name", "emptyDir"} for v in pod["volumes"])
