@@ -390,7 +390,8 @@ class _Reader:
             self.fail(f"{path}.{key}", str(exc))
             return default
         if not MIN_DURATION <= parsed <= MAX_DURATION:
-            self.fail(f"{path}.{key}", f"{value!r} is out of range; allowed from 10s to 26280h")
+            self.fail(f"{path}.{key}", f"{value!r} is out of range; allowed from "
+                                       f"{format_duration(MIN_DURATION)} to {format_duration(MAX_DURATION)}")
             return default
         return parsed
 

@@ -61,8 +61,13 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
     finally:
         stop.set()
         worker_task.cancel()
+        # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
+        # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(kopf_task, timeout=10)
+            await asyncio.wait_for(asyncio.shield(kopf_task), timeout=1.0)
+        kopf_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(kopf_task, timeout=5.0)
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
         await client.close()

@@ -82,6 +82,11 @@ class Controller:
         self.resync_interval = resync_interval
         self.jitter = jitter
         self.reconciles: dict[str, int] = {}
+        #: (kind, result) → count and total seconds, for metrics; result is "ok" or "error"
+        self.reconcile_results: dict[tuple[str, str], int] = {}
+        self.reconcile_seconds: dict[tuple[str, str], float] = {}
+        #: last computed status per (kind, namespace, name), written or not, for metrics
+        self.statuses: dict[Key, Mapping[str, Any]] = {}
         self.failures = 0
         self.last_error: str | None = None
 
@@ -178,8 +183,11 @@ class Controller:
     async def _worker(self, index: int) -> None:
         while True:
             key = await self.queue.get()
+            started = asyncio.get_running_loop().time()
+            result = "error"
             try:
                 await self.reconcile(key)
+                result = "ok"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or an outage must not kill the worker
@@ -190,6 +198,10 @@ class Controller:
                             key[0], key[1], key[2], self.last_error, delay)
                 self.queue.add_after(key, delay)
             finally:
+                stat = (key[0], result)
+                self.reconcile_results[stat] = self.reconcile_results.get(stat, 0) + 1
+                self.reconcile_seconds[stat] = (self.reconcile_seconds.get(stat, 0.0)
+                                                + asyncio.get_running_loop().time() - started)
                 self.queue.done(key)
 
     async def reconcile(self, key: Key) -> None:
@@ -531,6 +543,7 @@ class Controller:
                                                   generation=generation)
         if generation is not None:
             new["observedGeneration"] = generation
+        self.statuses[(("identity" if resource is IDENTITIES else "relationship"), namespace, name)] = new
         patch = merge_patch(dict(old), new)
         if patch is None:
             return []

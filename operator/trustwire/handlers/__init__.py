@@ -53,6 +53,7 @@ def build_registry(controller: Controller, config: ApiConfig, *,
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.error_backoffs = [1, 2, 5, 10]
+        settings.queueing.exit_timeout = 0.5  # our handlers are instant; do not hold up shutdown
         if configure is not None:
             configure(settings)
 

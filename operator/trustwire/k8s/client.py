@@ -30,6 +30,7 @@ import aiohttp
 
 from trustwire.names import FIELD_MANAGER
 
+USER_AGENT = "trustwire-operator"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -146,8 +147,10 @@ def load_config(*, server: str | None = None, kubeconfig: str | None = None, con
 class Client:
     """Async JSON client. Counts requests by verb for metrics and benchmarks."""
 
-    def __init__(self, config: ApiConfig, *, timeout: float = 30.0, retries: int = 4) -> None:
+    def __init__(self, config: ApiConfig, *, timeout: float = 30.0, retries: int = 4,
+                 user_agent: str = USER_AGENT) -> None:
         self.config = config
+        self.user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
@@ -166,7 +169,7 @@ class Client:
             self._session = None
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         return headers

@@ -1,0 +1,303 @@
+"""Prometheus metrics for one running operator, read from the controller at scrape time.
+
+Nothing here hooks into the reconcile path: :class:`ControllerCollector` reads what the
+:class:`~trustwire.controller.reconciler.Controller` already keeps — the last status it
+computed for every object (written or not), its reconcile counters, the API client's
+request and error counters and the work queue — whenever Prometheus scrapes. A scrape
+therefore always shows the operator's current view, costs nothing between scrapes, and
+cannot slow down or break a reconcile.
+
+Each server gets a *private* :class:`~prometheus_client.CollectorRegistry`, so several
+operators can run in one process (the integration tests do) without colliding in the
+global registry. The HTTP server runs in a daemon thread; the controller's dictionaries
+are copied atomically before they are read (see :func:`_snapshot`), so a scrape never
+sees a dictionary change size under it.
+
+Every metric is documented, with alert examples, in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sized
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["MATERIALS", "ControllerCollector", "MetricsServer", "parse_timestamp", "start_metrics_server"]
+
+PREFIX = "trustwire_"
+#: The rotated materials a ``status.rotation`` entry may describe.
+MATERIALS = ("ca", "certificate", "jwt")
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _ClientLike(Protocol):
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+
+
+class ControllerLike(Protocol):
+    """What the collector reads; :class:`trustwire.controller.reconciler.Controller` has all of it."""
+
+    @property
+    def statuses(self) -> Mapping[tuple[str, str, str], Mapping[str, Any]]: ...
+
+    @property
+    def reconcile_results(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def reconcile_seconds(self) -> Mapping[tuple[str, str], float]: ...
+
+    @property
+    def client(self) -> _ClientLike: ...
+
+    @property
+    def queue(self) -> Sized: ...
+
+
+def parse_timestamp(value: object) -> float | None:
+    """An RFC 3339 timestamp from a status (``2027-01-01T00:00:00Z``) → Unix seconds; None if unusable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
+    """A copy of a dictionary another thread (the event loop) may be changing.
+
+    Copying a plain dict is one C call under the GIL and cannot interleave with a write;
+    the retry only covers mappings whose copy runs Python code.
+    """
+    for _ in range(5):
+        try:
+            return dict(mapping)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return dict(mapping)
+
+
+def _ready(status: Mapping[str, Any]) -> float:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return 1.0 if condition.get("status") == "True" else 0.0
+    return 0.0
+
+
+def _section(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = status.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def rotation_phases(status: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(material, phase, phase start as Unix seconds or None) for every rotation in progress.
+
+    ``status.rotation`` is free-form, owned by the rotation code. Recognised shapes:
+    ``rotation.<material>.phase`` (material ``ca``, ``certificate`` or ``jwt``, with an
+    optional ``since``/``startedAt``/``lastTransitionTime``) and a single
+    ``rotation.phase`` with ``rotation.material``. Anything else (e.g. only
+    ``handledRequest``) means no rotation in progress; a missing section is normal.
+    """
+    rotation = _section(status, "rotation")
+    found: list[tuple[str, str, float | None]] = []
+
+    def since(entry: Mapping[str, Any]) -> float | None:
+        for key in ("since", "startedAt", "phaseSince", "lastTransitionTime"):
+            stamp = parse_timestamp(entry.get(key))
+            if stamp is not None:
+                return stamp
+        return None
+
+    for material in MATERIALS:
+        entry = rotation.get(material)
+        if isinstance(entry, Mapping):
+            phase = entry.get("phase")
+            if isinstance(phase, str) and phase:
+                found.append((material, phase, since(entry)))
+    single_phase, single_material = rotation.get("phase"), rotation.get("material")
+    if (isinstance(single_phase, str) and single_phase and isinstance(single_material, str)
+            and single_material and all(m != single_material for m, _, _ in found)):
+        found.append((single_material, single_phase, since(rotation)))
+    return found
+
+
+class ControllerCollector(Collector):
+    """A custom collector: every scrape reads the controller's current state."""
+
+    def __init__(self, controller: ControllerLike) -> None:
+        self.controller = controller
+
+    def _live(self) -> tuple[set[tuple[str, str]] | None, set[tuple[str, str]] | None]:
+        """Keys of the objects that still exist, if the controller tracks them.
+
+        ``Controller.statuses`` keeps the last status of deleted objects too; a deleted
+        identity must not keep exporting expiry gauges (stale series fire stale alerts).
+        """
+        state = getattr(self.controller, "state", None)
+        if state is None:
+            return None, None
+        identities = {(str(getattr(r, "namespace", "")), str(getattr(r, "name", "")))
+                      for r in list(getattr(state, "identities", {}))}
+        relationships = {(str(k[0]), str(k[1])) for k in list(getattr(state, "relationships", {}))}
+        return identities, relationships
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = _snapshot(self.controller.statuses)
+        live_identities, live_relationships = self._live()
+
+        ca_expiry = GaugeMetricFamily(
+            PREFIX + "ca_expiry_timestamp_seconds",
+            "notAfter of the identity's current CA certificate (status.ca.notAfter), Unix seconds.",
+            labels=["namespace", "identity"])
+        leaf_expiry = GaugeMetricFamily(
+            PREFIX + "certificate_expiry_timestamp_seconds",
+            "notAfter of the identity's leaf certificate (status.certificate.notAfter), Unix seconds.",
+            labels=["namespace", "identity"])
+        leaf_renewal = GaugeMetricFamily(
+            PREFIX + "certificate_renewal_timestamp_seconds",
+            "When the leaf certificate is due for renewal (status.certificate.renewalTime), Unix seconds.",
+            labels=["namespace", "identity"])
+        jwt_rotation = GaugeMetricFamily(
+            PREFIX + "jwt_key_rotation_timestamp_seconds",
+            "When the JWT signing key is due for rotation (status.jwt.rotationTime), Unix seconds.",
+            labels=["namespace", "identity"])
+        identity_ready = GaugeMetricFamily(
+            PREFIX + "identity_ready",
+            "1 if the ServiceIdentity's Ready condition is True, else 0.",
+            labels=["namespace", "identity"])
+        identity_peers = GaugeMetricFamily(
+            PREFIX + "identity_peers",
+            "Number of peers the identity trusts (status.peerCount).",
+            labels=["namespace", "identity"])
+        rotation_phase = GaugeMetricFamily(
+            PREFIX + "rotation_phase",
+            "1 for the current phase of each rotation in progress (status.rotation); absent when idle.",
+            labels=["namespace", "identity", "material", "phase"])
+        rotation_since = GaugeMetricFamily(
+            PREFIX + "rotation_phase_start_timestamp_seconds",
+            "When the current rotation phase started, Unix seconds, when status.rotation records it.",
+            labels=["namespace", "identity", "material", "phase"])
+        relationship_ready = GaugeMetricFamily(
+            PREFIX + "relationship_ready",
+            "1 if the TrustRelationship's Ready condition is True, else 0.",
+            labels=["namespace", "relationship"])
+
+        for (kind, namespace, name), status in sorted(statuses.items()):
+            if not isinstance(status, Mapping):
+                continue
+            labels = [namespace, name]
+            if kind == "relationship":
+                if live_relationships is None or (namespace, name) in live_relationships:
+                    relationship_ready.add_metric(labels, _ready(status))
+                continue
+            if kind != "identity":
+                continue
+            if live_identities is not None and (namespace, name) not in live_identities:
+                continue
+            identity_ready.add_metric(labels, _ready(status))
+            peers = status.get("peerCount")
+            if not isinstance(peers, int):
+                peers = len(status.get("peers") or [])
+            identity_peers.add_metric(labels, float(peers))
+            for family, section, field in ((ca_expiry, "ca", "notAfter"),
+                                           (leaf_expiry, "certificate", "notAfter"),
+                                           (leaf_renewal, "certificate", "renewalTime"),
+                                           (jwt_rotation, "jwt", "rotationTime")):
+                stamp = parse_timestamp(_section(status, section).get(field))
+                if stamp is not None:
+                    family.add_metric(labels, stamp)
+            for material, phase, started in rotation_phases(status):
+                rotation_phase.add_metric([*labels, material, phase], 1.0)
+                if started is not None:
+                    rotation_since.add_metric([*labels, material, phase], started)
+
+        yield from (ca_expiry, leaf_expiry, leaf_renewal, jwt_rotation, identity_ready, identity_peers,
+                    rotation_phase, rotation_since, relationship_ready)
+
+        results = _snapshot(self.controller.reconcile_results)
+        seconds = _snapshot(self.controller.reconcile_seconds)
+        reconciles = CounterMetricFamily(
+            PREFIX + "reconcile", "Reconcile passes by kind (identity, relationship) and result (ok, error).",
+            labels=["kind", "result"])
+        durations = SummaryMetricFamily(
+            PREFIX + "reconcile_duration_seconds", "Time spent in reconcile passes, by kind and result.",
+            labels=["kind", "result"])
+        for (kind, result), count in sorted(results.items()):
+            reconciles.add_metric([kind, result], float(count))
+            durations.add_metric([kind, result], count_value=count,
+                                 sum_value=float(seconds.get((kind, result), 0.0)))
+        yield reconciles
+        yield durations
+
+        client = self.controller.client
+        requests = CounterMetricFamily(
+            PREFIX + "api_requests", "Requests to the Kubernetes API server by verb (retries included).",
+            labels=["verb"])
+        for verb, count in sorted(_snapshot(client.counts).items()):
+            requests.add_metric([verb], float(count))
+        errors = CounterMetricFamily(
+            PREFIX + "api_errors", "Failed Kubernetes API requests by HTTP status (503 = connection failed).",
+            labels=["code"])
+        for code, count in sorted(_snapshot(client.errors).items()):
+            errors.add_metric([str(code)], float(count))
+        yield requests
+        yield errors
+
+        yield GaugeMetricFamily(PREFIX + "queue_depth",
+                                "Keys waiting in the work queue, scheduled wake-ups included.",
+                                value=float(len(self.controller.queue)))
+
+
+class MetricsServer:
+    """A running ``/metrics`` endpoint; call it (or :meth:`stop`) to shut it down."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, addr: str) -> None:
+        self.registry = registry
+        self._server, self._thread = start_http_server(port, addr=addr, registry=registry)
+        self.port: int = int(self._server.server_address[1])
+        self.addr = addr
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.addr in ("0.0.0.0", "") else self.addr  # noqa: S104 - a comparison
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __call__(self) -> None:
+        self.stop()
+
+
+def start_metrics_server(controller: ControllerLike, port: int, addr: str = "0.0.0.0") -> MetricsServer:  # noqa: S104
+    """Serve ``controller``'s metrics on ``http://addr:port/metrics`` from a daemon thread.
+
+    ``port=0`` picks a free port (see :attr:`MetricsServer.port`). The returned object is
+    the stop callable; stopping twice is harmless.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControllerCollector(controller))
+    return MetricsServer(registry, port, addr)
