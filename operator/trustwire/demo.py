@@ -152,7 +152,8 @@ def run_proofs(dgc: Path, jobserver: Path, *, audience: str | None) -> list[Proo
     ]
 
 
-async def run_demo(*, output: Path | None, examples: Path | None = None, console: Console | None = None) -> int:
+async def run_demo(*, output: Path | None, examples: Path | None = None, console: Console | None = None,
+                   ready_timeout: float = 45.0) -> int:
     console = console or Console()
     examples = examples or default_examples()
     docs = load_manifests(examples)
@@ -164,7 +165,7 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
             console.print(f"applied {len(docs)} objects from {examples.name}/")
             refs = [(KINDS[d["kind"]], d["metadata"]["namespace"], d["metadata"]["name"])
                     for d in docs if d["kind"] in ("ServiceIdentity", "TrustRelationship")]
-            ready = await wait_ready(client, refs, console)
+            ready = await wait_ready(client, refs, console, timeout=ready_timeout)
             identities = [b for r, ns, n in refs if r is IDENTITIES if (b := await client.get(r, ns, n))]
             relationships = [b for r, ns, n in refs if r is RELATIONSHIPS if (b := await client.get(r, ns, n))]
             console.print(status_table(identities, relationships))

@@ -1,0 +1,79 @@
+"""`trustwire demo` proves its own result, and its proof can fail."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from trustwire import names, pki
+from trustwire.controller.reconciler import utcnow
+from trustwire.demo import run_demo
+from trustwire.proofs import prove_jwt, prove_mtls
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def demo_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = subprocess.run([sys.executable, "-m", "trustwire.cli", "demo", "--output", str(out)],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo passed" in result.stdout
+    assert "probes" not in result.stdout or "0 failed" in result.stdout
+    return out
+
+
+def test_demo_writes_objects_and_mounts(demo_output: Path) -> None:
+    objects = demo_output / "objects"
+    for ns, ident in (("governance", "dgc"), ("jobs", "jobserver")):
+        deployment = yaml.safe_load((objects / ns / "Deployment" / f"{ident}.yaml").read_text())
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        status = yaml.safe_load((objects / ns / "ServiceIdentity" / f"{ident}.yaml").read_text())["status"]
+        assert annotations[names.MATERIAL_HASH_ANNOTATION] == status["materialHash"]
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        assert [v["name"] for v in volumes] == [names.VOLUME_NAME]
+        assert (objects / ns / "Secret" / f"{names.ca_secret(ident)}.yaml").exists()
+        mount = demo_output / "mounts" / ns / ident
+        files = {p.name for p in mount.iterdir()}
+        assert {"tls.crt", "tls.key", "ca.crt", "trust-bundle.pem", "peers.jwks", "jwt.key"} <= files
+        assert not any(name.startswith("tls.") and "ca" in name for name in files - {"tls.crt", "tls.key"})
+
+
+def test_demo_self_check_fails_with_a_wrong_trust_bundle(demo_output: Path, tmp_path: Path) -> None:
+    dgc = shutil.copytree(demo_output / "mounts" / "governance" / "dgc", tmp_path / "dgc")
+    jobserver = shutil.copytree(demo_output / "mounts" / "jobs" / "jobserver", tmp_path / "jobserver")
+    for path in (*dgc.iterdir(), *jobserver.iterdir()):
+        path.chmod(0o644)
+    assert prove_mtls(jobserver, dgc, server_hostname="jobserver.jobs.svc").ok
+
+    stranger = pki.generate_private_key(pki.KeyAlgorithm.ECDSAP256)
+    outsider_ca = pki.create_ca(stranger, common_name="stranger", now=utcnow(), lifetime=pki.BACKDATE * 1000)
+    (dgc / "trust-bundle.pem").write_bytes(pki.cert_to_pem(outsider_ca))
+    wrong = prove_mtls(jobserver, dgc, server_hostname="jobserver.jobs.svc")
+    assert not wrong.ok and "refused" in wrong.detail
+
+    # the hostname is checked too
+    assert not prove_mtls(dgc, jobserver, server_hostname="somebody-else.svc").ok
+    # and a JWT verifier without the signer's key refuses the token
+    (jobserver / "peers.jwks").write_text('{"keys": []}')
+    assert not prove_jwt(dgc, jobserver, audience="product-factory", now=utcnow()).ok
+
+
+async def test_run_demo_fails_when_a_proof_fails(tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    shutil.copytree(Path(__file__).parents[2] / "examples" / "quickstart", examples)
+    rel = examples / "30-relationship.yaml"
+    # without consent nothing is distributed: the demo must notice and exit 1
+    ids = examples / "20-identities.yaml"
+    ids.write_text(ids.read_text().replace("namespaces: [governance]", "namespaces: []"))
+    assert rel.exists()
+    code = await run_demo(output=None, examples=examples, console=Console(file=open("/dev/null", "w")),  # noqa: SIM115
+                          ready_timeout=4.0)
+    assert code == 1
