@@ -18,11 +18,12 @@ access) and defensive:
 * **Bounds, all failing fast with a :class:`TemplateError` that names the bound:**
   the *source size* (:data:`MAX_SOURCE_BYTES`); the *output size* (``max_output_bytes``,
   checked while streaming with ``generate()``, so rendering stops as soon as the running
-  size passes the cap); the *value size* — no value a template builds (by ``*``, ``+``,
-  ``%``, ``~``, a call or a filter) may be larger than the output cap, and amplifying
-  operations (``'a' * 10**9``, ``x|center(10**9)``, ``'%999999999d' % 1``,
-  ``s.replace('', big)``, ``10 ** 10 ** 10``, joining a list of many references to one big
-  string) are refused *before* they allocate; the *work limit* — text captured by
+  size passes the cap); the *value size* — no text a template builds (by ``*``, ``+``,
+  ``%``, ``~``, a call or a filter) may be larger than the output cap, no list larger
+  than the work limit (shared references counted each time), and amplifying operations
+  (``'a' * 10**9``, ``x|center(10**9)``, ``'%999999999d' % 1``, ``s.replace('', big)``,
+  ``2 ** 10**8``, joining a list of many references to one big string) are refused
+  *before* they allocate; the *work limit* — text captured by
   macros, ``set`` blocks, ``filter`` and ``call`` blocks never reaches the streamed output
   but still costs memory, so everything any output statement emits is counted against
   :data:`WORK_FACTOR` times the output cap; the *time budget* — the clock is checked at every
@@ -39,8 +40,9 @@ access) and defensive:
   ``TemplateSyntaxError.lineno`` or from the innermost traceback frame whose filename is
   this template's private filename; Jinja rewrites template frames to carry template
   lines) and a reason. The context holds key material (``self.jwtPrivateKeyPem``), and
-  reasons end up in events and status, so every string value of the context — and any
-  quoted fragment of a long one — is redacted from the reason.
+  reasons end up in events and status, so every string value of the context (also in
+  its ``repr``/JSON-escaped form) and every piece of twelve or more characters of a long
+  one is replaced by ``<redacted>`` in the reason.
 
 ``self`` in Jinja
 -----------------
@@ -645,7 +647,7 @@ class _Rewrite(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        pass
+        node.iter = _internal_filter(node.iter, _ITER_FILTER, node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -831,7 +833,7 @@ def render_template(
         raise
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(name, exc.lineno, _redact(_reason(exc), context)) from None
-    except (Exception, RecursionError, MemoryError) as exc:
+    except Exception as exc:  # includes RecursionError and MemoryError
         line = _line_from_traceback(exc, filename)
         raise TemplateError(name, line, _redact(_reason(exc), context)) from None
     return "".join(chunks)
