@@ -11,12 +11,14 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import kopf
 
 from trustwire.controller.reconciler import Clock, Controller, utcnow
 from trustwire.handlers import build_registry
 from trustwire.k8s.client import ApiConfig, Client
+from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
 
 
 @dataclass
@@ -29,6 +31,7 @@ class OperatorOptions:
     priority: int = 0
     workers: int = 4
     resync_interval: float = 600.0
+    propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY
     clock: Clock = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -41,7 +44,8 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
     options = options or OperatorOptions()
     client = Client(config)
     controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
-                            resync_interval=options.resync_interval)
+                            resync_interval=options.resync_interval,
+                            propagation_delay=options.propagation_delay)
     registry = build_registry(controller, config, configure=configure)
     stop = asyncio.Event()
     ready = asyncio.Event()

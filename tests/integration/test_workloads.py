@@ -36,7 +36,9 @@ async def test_each_workload_kind_is_wired_and_unwired_exactly(cluster: Cluster,
     pristine = await cluster.get(kind, "team", "app")
     await cluster.apply(identity("app", "team", workloads=[{"kind": kind, "name": "app", "containers": ["main"]}]))
     body = await cluster.wait_condition("ServiceIdentity", "team", "app", "WorkloadsReady", reason="Wired")
-    assert body["status"]["workloads"] == [{"kind": kind, "name": "app", "state": "Wired", "message": ""}]
+    assert body["status"]["workloads"] == [{"kind": kind, "name": "app", "state": "Wired", "message": "",
+                                            "rolloutGeneration": 2, "rolledOut": False}]
+    assert body["status"]["rolledOut"] is False, "no workload controller has rolled it out"
 
     wired = await cluster.get(kind, "team", "app")
     assert wired is not None

@@ -23,8 +23,8 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trustwire import names
@@ -54,7 +54,8 @@ from trustwire.plan.identity import (
 )
 from trustwire.plan.objects import merge_patch, object_body, object_patch
 from trustwire.plan.relationship import acceptance, distribution, shared_secret_object
-from trustwire.plan.workloads import Wiring, material_hash, wiring_ops
+from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY, PeerState
+from trustwire.plan.workloads import Wiring, material_hash, rollout_complete, wiring_ops
 
 log = logging.getLogger("trustwire")
 
@@ -72,8 +73,10 @@ class Retry(Exception):
 
 class Controller:
     def __init__(self, client: Client, *, clock: Clock = utcnow, rng: random.Random | None = None,
-                 workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1) -> None:
+                 workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1,
+                 propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY) -> None:
         self.client = client
+        self.propagation_delay = propagation_delay
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.state = State()
@@ -245,13 +248,11 @@ class Controller:
                                      ready_message="")
             return
 
-        rotation = dict(old_status.get("rotation") or {})
-        rotate = self._rotation_request(meta, rotation)
-        observation, raw = await self._gather_identity(ident, now)
+        handled = (old_status.get("rotation") or {}).get("handledRequest")
+        rotate = self._rotation_request(meta, handled)
+        observation, raw = await self._gather_identity(ident, now, old_status)
         plan = await asyncio.to_thread(plan_identity, observation, rotate=rotate)
         await self._apply(ident.namespace, plan.objects, raw, owner=body)
-        if rotate is not None:
-            rotation["handledRequest"] = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
         checks = dict(plan.checks)
         extra: dict[str, Any] = dict(plan.status)
         workloads_check, workload_status = await self._wire_workloads(ident, plan, old_status)
@@ -259,27 +260,30 @@ class Controller:
         extra["workloads"] = workload_status
         if plan.mounted:
             extra["materialHash"] = material_hash(plan.mounted)
-        if rotation:
-            extra["rotation"] = rotation
-        transitions = await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, extra, now,
-                                               ready_message=f"{len(plan.status.get('peers', []))} peer(s); "
-                                                             "material issued and distributed")
+            extra["rolledOut"] = all(w.get("rolledOut") for w in workload_status)
+        extra["rotation"] = dict(extra.get("rotation") or {})
+        if rotate is not None or handled:
+            extra["rotation"]["handledRequest"] = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION) \
+                if rotate is not None else handled
+        await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, extra, now,
+                                 ready_message=f"{len(plan.status.get('peers', []))} peer(s); "
+                                               "material issued and distributed",
+                                 extra_conditions=plan.extra_conditions)
         for event in plan.events:
             await self.post_event(body, event.type, event.reason, event.message)
-        del transitions
         if plan.wake_at is not None:
             delay = (plan.wake_at - now).total_seconds()
             self.queue.add_after(("identity", ref.namespace, ref.name),
                                  delay * (1 + self.jitter * self.rng.random() / 10))
 
-    def _rotation_request(self, meta: Mapping[str, Any], rotation: Mapping[str, Any]) -> str | None:
+    def _rotation_request(self, meta: Mapping[str, Any], handled: str | None) -> str | None:
         value = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
-        if not value or value == rotation.get("handledRequest"):
+        if not value or value == handled:
             return None
         what = value.split(":", 1)[0].strip()
         return what if what in ("ca", "certificate", "jwt") else None
 
-    async def _gather_identity(self, ident: ServiceIdentity, now: datetime,
+    async def _gather_identity(self, ident: ServiceIdentity, now: datetime, old_status: Mapping[str, Any],
                                ) -> tuple[IdentityObservation, dict[str, Mapping[str, Any] | None]]:
         ns = ident.namespace
         raw: dict[str, Mapping[str, Any] | None] = {}
@@ -329,8 +333,22 @@ class Controller:
         observation = IdentityObservation(
             identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
-            links=tuple(links))
+            links=tuple(links), peer_states={lk.peer: s for lk in links if (s := self._peer_state(lk.peer))},
+            rolled_out_hash=old_status.get("materialHash") if old_status.get("rolledOut") else None,
+            propagation_delay=self.propagation_delay)
         return observation, raw
+
+    def _peer_state(self, peer: IdentityRef) -> PeerState | None:
+        """What the peer reports (in its own status) about the material it holds and runs."""
+        body = self.state.identities.get(peer)
+        entry = self.state.entries.get(peer)
+        if body is None or entry is None:
+            return None
+        status = body.get("status") or {}
+        trust = status.get("trust") or {}
+        has_workloads = bool(entry.identity.workloads) if entry.identity is not None else False
+        return PeerState(peer, frozenset(trust.get("caFingerprints") or ()), frozenset(trust.get("kids") or ()),
+                         rolled_out=bool(status.get("rolledOut")), has_workloads=has_workloads)
 
     async def _publication(self, peer: IdentityRef) -> Any:
         publication = self.state.publications.get(peer)
@@ -392,14 +410,17 @@ class Controller:
             return cond.passed("NoWorkloads", "spec.workloads is empty"), []
         if not plan.mounted:
             return cond.waiting("MaterialNotReady", "waiting for the credentials (see CertificateReady)"), [
-                {"kind": k, "name": n, "state": "Pending", "message": "material not ready"} for k, n in wanted]
+                {"kind": k, "name": n, "state": "Pending", "message": "material not ready", "rolledOut": False}
+                for k, n in wanted]
         digest = material_hash(plan.mounted)
+        previous = {(w.get("kind"), w.get("name")): w for w in old_status.get("workloads") or []
+                    if isinstance(w, Mapping)}
         for (kind, name), ref in wanted.items():
             resource = WORKLOADS[kind]
             body = await self.client.get(resource, ns, name)
             if body is None:
                 entries.append({"kind": kind, "name": name, "state": "NotFound",
-                                "message": f"{kind} {ns}/{name} does not exist yet"})
+                                "message": f"{kind} {ns}/{name} does not exist yet", "rolledOut": False})
                 failures.append(cond.waiting("WorkloadNotFound", f"{kind} {ns}/{name} does not exist yet"))
                 continue
             wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
@@ -407,22 +428,31 @@ class Controller:
                             trust_secret=names.trust_secret(ident.name), containers=ref.containers,
                             material_hash=digest)
             result = wiring_ops(body, wiring)
+            generation = int((body.get("metadata") or {}).get("generation") or 0)
+            rollout_generation = int(previous.get((kind, name), {}).get("rolloutGeneration") or 0)
             if result.ops:
-                await self._patch_workload(resource, ns, name, result.ops)
+                patched = await self._patch_workload(resource, ns, name, result.ops)
+                # A template change bumps the generation on a real API server; the rollout of
+                # our change is complete only once the controller observed a newer generation.
+                rollout_generation = max(int(((patched or {}).get("metadata") or {}).get("generation") or 0),
+                                         generation + 1)
+            done = not result.ops and rollout_complete(body, rollout_generation)
+            entry: dict[str, Any] = {"kind": kind, "name": name, "rolloutGeneration": rollout_generation,
+                                     "rolledOut": done}
             if result.problems:
                 message = "; ".join(result.problems)
-                entries.append({"kind": kind, "name": name, "state": "Conflict", "message": message})
+                entries.append(entry | {"state": "Conflict", "message": message})
                 failures.append(cond.stalled("WorkloadConflict", message))
             else:
-                entries.append({"kind": kind, "name": name, "state": "Wired", "message": ""})
+                entries.append(entry | {"state": "Wired", "message": ""})
         if failures:
             return failures[0], entries
         return cond.passed("Wired", f"{len(entries)} workload(s) wired"), entries
 
     async def _patch_workload(self, resource: Resource, namespace: str, name: str,
-                              ops: list[dict[str, Any]]) -> None:
+                              ops: list[dict[str, Any]]) -> dict[str, Any] | None:
         try:
-            await self.client.json_patch(resource, namespace, name, ops)
+            return await self.client.json_patch(resource, namespace, name, ops)
         except ApiError as exc:
             if exc.status in (409, 422) or exc.status >= 500:
                 raise Retry(f"{resource.kind} {namespace}/{name} changed while being wired") from None
@@ -534,10 +564,11 @@ class Controller:
     # ==================================================================================
     async def _write_status(self, resource: Resource, namespace: str, name: str, body: Mapping[str, Any],
                             checks: Mapping[str, cond.Check], extra: Mapping[str, Any], now: datetime,
-                            *, ready_message: str) -> list[cond.Condition]:
+                            *, ready_message: str,
+                            extra_conditions: Sequence[cond.Condition] = ()) -> list[cond.Condition]:
         old: Mapping[str, Any] = body.get("status") or {}
         generation = (body.get("metadata") or {}).get("generation")
-        conditions = cond.summarize(checks, ready_message=ready_message)
+        conditions = [*cond.summarize(checks, ready_message=ready_message), *extra_conditions]
         new: dict[str, Any] = dict(extra)
         new["conditions"] = cond.merge_conditions(old.get("conditions"), conditions, now=now,
                                                   generation=generation)
@@ -552,7 +583,7 @@ class Controller:
         for c in changed:
             if c.type == "Ready" and c.ok and old.get("conditions"):
                 await self.post_event(body, "Normal", "Ready", c.message)
-            elif not c.ok and c.type not in ("Reconciling", "Stalled", "Ready"):
+            elif not c.ok and c.type not in ("Reconciling", "Stalled", "Ready", "Rotating"):
                 await self.post_event(body, "Warning", c.reason, f"{c.type}: {c.message}")
         return changed
 

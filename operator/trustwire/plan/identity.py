@@ -35,10 +35,16 @@ from trustwire.model import (
     ServiceIdentity,
     TrustRelationship,
 )
-from trustwire.plan.conditions import Check, passed, stalled, waiting
+from trustwire.plan import rotation as rot
+from trustwire.plan.conditions import TRUE, Check, Condition, passed, stalled, waiting
+from trustwire.plan.workloads import material_hash
 from trustwire.render import TemplateError, render_template
 
 SECRET_TLS = "kubernetes.io/tls"
+CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
+JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
+JWT_PREVIOUS_ANNOTATION = "trustwire.io/jwt-previous"
+JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
 SECRET_OPAQUE = "Opaque"
 #: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
 MIN_WAKE = timedelta(seconds=5)
@@ -99,6 +105,10 @@ class IdentityObservation:
     #: template name → source text (None when its ConfigMap/key is missing)
     template_sources: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     links: tuple[PeerLink, ...] = ()
+    #: rotation evidence: what each peer reports holding, and what our own workloads run
+    peer_states: Mapping[IdentityRef, rot.PeerState] = dataclasses.field(default_factory=dict)
+    rolled_out_hash: str | None = None
+    propagation_delay: timedelta = rot.DEFAULT_PROPAGATION_DELAY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +139,8 @@ class IdentityPlan:
     wake_at: datetime | None
     #: bytes of every file mounted at mountPath (credentials + trust), for the material hash
     mounted: dict[str, bytes]
+    #: conditions outside the Ready summary (``Rotating``: reason = phase)
+    extra_conditions: list[Condition] = dataclasses.field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------
@@ -251,6 +263,8 @@ def _leaf_reissue_reason(identity: ServiceIdentity, ca: CAMaterial, creds: Store
     except pki.PKIError as exc:
         return "Repaired", f"the stored certificate or key was unusable ({exc})"
     leaf = chain[0]
+    if not pki.public_key_matches(key, leaf):
+        return "Repaired", "the stored key does not match the stored certificate"
     problems = pki.check_leaf(leaf, key, ca.cert, now=now, dns_names=identity.all_dns_names,
                               uri_sans=[identity.spiffe_id])
     if problems:
@@ -276,19 +290,82 @@ class JwtMaterial:
     issued_at: datetime
 
 
-def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None) -> tuple[JwtMaterial | None, str | None]:
-    if creds is None or not creds.data.get("jwt.key"):
+def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
+              key_name: str) -> tuple[JwtMaterial | None, str | None]:
+    """The JWT key stored under ``key_name`` (``jwt.key`` active, ``jwt-next.key`` published next)."""
+    if creds is None or not creds.data.get(key_name):
         return None, "no JWT key yet"
     try:
-        key = pki.load_private_key(creds.data["jwt.key"])
+        key = pki.load_private_key(creds.data[key_name])
     except pki.PKIError as exc:
         return None, f"the stored JWT key was unusable ({exc})"
     if not pki.jwt_algorithm_accepts(identity.jwt.algorithm, key):
         return None, f"spec.jwt.algorithm is now {identity.jwt.algorithm}"
-    issued = _parse_time(creds.annotations.get(names.JWT_ISSUED_ANNOTATION))
+    stamp = names.JWT_ISSUED_ANNOTATION if key_name == "jwt.key" else JWT_NEXT_ANNOTATION
+    issued = _parse_time(creds.annotations.get(stamp))
     if issued is None:
         return None, "the stored JWT key has no issue time"
     return _jwt_material(identity, key, issued), None
+
+
+def _previous_jwk(annotations: Mapping[str, str]) -> tuple[dict[str, str] | None, datetime | None]:
+    """The retired public JWK still published during its grace period (public data only)."""
+    until = _parse_time(annotations.get(JWT_PREVIOUS_UNTIL_ANNOTATION))
+    try:
+        jwk = json.loads(annotations.get(JWT_PREVIOUS_ANNOTATION, "null"))
+    except ValueError:
+        return None, None
+    if not isinstance(jwk, dict) or until is None:
+        return None, None
+    public = {str(k): str(v) for k, v in jwk.items() if k in pki.jwk.PUBLIC_MEMBERS}
+    return public, until
+
+
+def _own_jwks(active: JwtMaterial, upcoming: JwtMaterial | None,
+              previous: Mapping[str, str] | None) -> list[dict[str, str]]:
+    keys = [active.public]
+    if upcoming is not None:
+        keys.append(upcoming.public)
+    if previous is not None and previous.get("kid") not in (active.kid, upcoming.kid if upcoming else None):
+        keys.append(dict(previous))
+    return keys
+
+
+def _load_ca_pair(obj: StoredObject | None, crt: str, key: str) -> CAMaterial | None:
+    if obj is None or not obj.data.get(crt) or not obj.data.get(key):
+        return None
+    material, _ = _load_ca(StoredObject(obj.name, obj.managed, obj.owner,
+                                        {"tls.crt": obj.data[crt], "tls.key": obj.data[key]}))
+    return material
+
+
+def _load_cert(obj: StoredObject | None, key: str) -> x509.Certificate | None:
+    if obj is None or not obj.data.get(key):
+        return None
+    try:
+        return pki.load_certificates(obj.data[key])[0]
+    except pki.PKIError:
+        return None
+
+
+def _ca_rotation_trigger(ident: ServiceIdentity, ca: CAMaterial, now: datetime, rotate: str | None) -> str | None:
+    """Why the CA should start rotating, or None (chain of named checks)."""
+    if rotate == "ca":
+        return f"requested with the {names.ROTATE_ANNOTATION} annotation"
+    if now >= ca_renewal_time(ca.cert):
+        return f"renewal time {_stamp(ca_renewal_time(ca.cert))} reached"
+    if pki.key_algorithm_of(ca.key) != ident.ca.key_algorithm:
+        return f"spec.ca.keyAlgorithm is now {ident.ca.key_algorithm}"
+    return None
+
+
+def _gate_with_outsiders(gate: rot.Gate, consumers: Sequence[object], now: datetime, since: datetime,
+                         delay: timedelta) -> rot.Gate:
+    """With no in-cluster consumer, parties outside the cluster still read the public
+    ConfigMap: give them the propagation delay before switching."""
+    if consumers or not gate.met or now >= since + delay:
+        return gate
+    return rot.Gate(False, "no peers; waiting the propagation delay for outside consumers", since + delay)
 
 
 def _jwt_material(identity: ServiceIdentity, key: pki.PrivateKey, issued: datetime) -> JwtMaterial:
@@ -320,6 +397,10 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
 
     # ---- CA -------------------------------------------------------------------------
     ca: CAMaterial | None = None
+    ca_next: CAMaterial | None = None
+    ca_previous: x509.Certificate | None = None
+    ca_phase, ca_since = rot.IDLE, now
+    rotation_waits: dict[str, rot.Gate] = {}
     if ident.ca.source is CASource.SECRET:
         byo = obs.byo_ca
         if byo is None:
@@ -344,6 +425,10 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             reason = _ca_reissue_reason(ident, obs.ca, now)
             if reason is None:
                 ca, _ = _load_ca(obs.ca)
+                ca_next = _load_ca_pair(obs.ca, "next.crt", "next.key")
+                ca_previous = _load_cert(obs.ca, "previous.crt")
+                ca_since = _parse_time((obs.ca.annotations if obs.ca else {}).get(CA_SINCE_ANNOTATION)) or now
+                ca_phase = rot.DISTRIBUTING if ca_next else rot.RETIRING if ca_previous else rot.IDLE
             else:
                 key = pki.generate_private_key(ident.ca.key_algorithm)
                 cert = pki.create_ca(key, common_name=f"{ident.name}.{ns} trustwire CA", now=now,
@@ -352,10 +437,30 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                 events.append(PlannedEvent("Normal" if reason[0] == "Issued" else "Warning", f"CA{reason[0]}",
                                            f"CA serial {pki.serial_hex(cert)} issued: {reason[1]}"))
             assert ca is not None
-            objects.append(DesiredObject(
-                "Secret", names.ca_secret(ident.name),
-                {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem},
-                names.identity_labels(ident.name, "ca"), type=SECRET_TLS, owned=False))
+            why = _ca_rotation_trigger(ident, ca, now, rotate)
+            if ca_phase == rot.IDLE and why:
+                key = pki.generate_private_key(ident.ca.key_algorithm)
+                cert = pki.create_ca(key, common_name=f"{ident.name}.{ns} trustwire CA", now=now,
+                                     lifetime=ident.ca.duration)
+                ca_next = CAMaterial(cert, key, pki.cert_to_pem(cert), pki.private_key_to_pem(key))
+                ca_phase, ca_since = rot.DISTRIBUTING, now
+                events.append(PlannedEvent("Normal", "CARotationDistributing",
+                                           f"next CA serial {pki.serial_hex(cert)} prepared ({why}); "
+                                           "distributing it to every peer before use"))
+            if ca_phase == rot.DISTRIBUTING and ca_next is not None:
+                consumers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
+                             if lk.relationship.mtls and lk.publication is not None]
+                gate = _gate_with_outsiders(rot.distribution_gate(
+                    "CA", consumers, pki.fingerprint_sha256(ca_next.cert), "ca", now=now, since=ca_since,
+                    delay=obs.propagation_delay), consumers, now, ca_since, obs.propagation_delay)
+                if gate.met:
+                    ca_previous, ca, ca_next = ca.cert, ca_next, None
+                    ca_phase, ca_since = rot.RETIRING, now
+                    events.append(PlannedEvent("Normal", "CARotationActivated",
+                                               f"CA serial {pki.serial_hex(ca.cert)} is now active ({gate.message}); "
+                                               "re-issuing the certificate from it"))
+                else:
+                    rotation_waits["ca"] = gate
             checks["CAReady"] = passed("Valid", f"CA serial {pki.serial_hex(ca.cert)} valid until "
                                                 f"{_stamp(pki.not_after(ca.cert))}")
     if ca is not None:
@@ -368,6 +473,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             "renewalTime": _stamp(ca_renewal_time(ca.cert)),
         }
         deadlines.append(pki.not_after(ca.cert))
+        if ident.ca.source is CASource.SELF_SIGNED and ca_phase == rot.IDLE:
+            deadlines.append(ca_renewal_time(ca.cert))  # when the next CA is prepared
 
     # ---- credentials: leaf, keystores, JWT --------------------------------------------
     creds_obs = obs.credentials
@@ -427,29 +534,73 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
         checks["CertificateReady"] = passed("Valid", f"certificate serial {pki.serial_hex(leaf)} valid until "
                                                      f"{_stamp(pki.not_after(leaf))}")
 
+    jwt_next: JwtMaterial | None = None
+    jwt_previous: dict[str, str] | None = None
+    previous_until: datetime | None = None
     if ident.jwt.enabled and not creds_clash:
-        jwt, problem = _load_jwt(ident, creds_obs)
+        jwt, problem = _load_jwt(ident, creds_obs, "jwt.key")
+        jwt_next, _ = _load_jwt(ident, creds_obs, "jwt-next.key")
+        annotations = creds_obs.annotations if creds_obs else {}
+        jwt_previous, previous_until = _previous_jwk(annotations)
         jwt_reason: tuple[str, str] | None = None
         if jwt is None:
-            jwt_reason = ("Generated" if problem == "no JWT key yet" else "Repaired", problem or "")
+            kind = "Generated" if problem == "no JWT key yet" else \
+                "Rotated" if (problem or "").startswith("spec.jwt.algorithm") else "Repaired"
+            jwt_reason = (kind, problem or "")
         elif jwt.kid in ident.jwt.revoked_kids:
-            jwt_reason = ("Rotated", f"the current key {jwt.kid} is listed in spec.jwt.revokedKids")
-        elif now >= jwt.issued_at + ident.jwt.rotation_period:
-            jwt_reason = ("Rotated", "spec.jwt.rotationPeriod elapsed")
-        elif rotate == "jwt":
-            jwt_reason = ("Rotated", f"requested with the {names.ROTATE_ANNOTATION} annotation")
-        if jwt_reason is not None:
-            jwt = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
-            events.append(PlannedEvent("Normal", f"JwtKey{jwt_reason[0]}",
+            jwt_reason = ("Rotated", f"the active key {jwt.kid} is listed in spec.jwt.revokedKids; replaced at once")
+        if jwt_reason is not None and "tls.crt" not in creds_data:
+            # The credentials Secret is not written this pass (no CA, no keystore password): a key
+            # generated now would be stored nowhere and be a different one on every pass.
+            jwt, jwt_next, jwt_previous = None, None, None
+        elif jwt_reason is not None:
+            jwt, jwt_next, jwt_previous = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now), None, None
+            events.append(PlannedEvent("Normal" if jwt_reason[0] != "Repaired" else "Warning",
+                                       f"JwtKey{jwt_reason[0]}",
                                        f"JWT key {jwt.kid} ({ident.jwt.algorithm}) generated: {jwt_reason[1]}"))
-        assert jwt is not None
+    if jwt is not None:
+        if jwt_next is not None and jwt_next.kid in ident.jwt.revoked_kids:
+            jwt_next = None
+        if jwt_next is None and "tls.crt" in creds_data and (
+                now >= jwt.issued_at + ident.jwt.rotation_period or rotate == "jwt"):
+            jwt_next = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
+            why = "rotation requested" if rotate == "jwt" else "spec.jwt.rotationPeriod elapsed"
+            events.append(PlannedEvent("Normal", "JwtKeyPublishing",
+                                       f"next JWT key {jwt_next.kid} published to peers for verification ({why})"))
+        if jwt_next is not None:
+            me = IdentityRef(ns, ident.name)
+            receivers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
+                         if lk.relationship.jwt and lk.relationship.sends_to(me) and lk.publication is not None]
+            gate = _gate_with_outsiders(rot.distribution_gate(
+                "JWT key", receivers, jwt_next.kid, "kid", now=now, since=jwt_next.issued_at,
+                delay=obs.propagation_delay), receivers, now, jwt_next.issued_at, obs.propagation_delay)
+            if gate.met:
+                jwt_previous, previous_until = jwt.public, now + rot.jwt_grace(ident.jwt.rotation_period)
+                jwt = dataclasses.replace(jwt_next, issued_at=now)
+                jwt_next = None
+                events.append(PlannedEvent("Normal", "JwtKeyActivated",
+                                           f"JWT key {jwt.kid} now signs tokens ({gate.message}); the previous key "
+                                           f"stays published until {_stamp(previous_until)}"))
+            else:
+                rotation_waits["jwt"] = gate
+        if jwt_previous is not None and (previous_until is None or now >= previous_until
+                                         or jwt_previous.get("kid") in ident.jwt.revoked_kids):
+            jwt_previous = None
         creds_data["jwt.key"] = jwt.key_pem
         creds_data["jwt.jwk"] = _json(jwt.private)
         creds_data["jwt.kid"] = jwt.kid.encode()
         creds_annotations[names.JWT_ISSUED_ANNOTATION] = _stamp(jwt.issued_at)
+        if jwt_next is not None:
+            creds_data["jwt-next.key"] = jwt_next.key_pem
+            creds_annotations[JWT_NEXT_ANNOTATION] = _stamp(jwt_next.issued_at)
+        if jwt_previous is not None and previous_until is not None:
+            creds_annotations[JWT_PREVIOUS_ANNOTATION] = json.dumps(jwt_previous, sort_keys=True)
+            creds_annotations[JWT_PREVIOUS_UNTIL_ANNOTATION] = _stamp(previous_until)
+            deadlines.append(previous_until)
         rotation_time = jwt.issued_at + ident.jwt.rotation_period
         deadlines.append(rotation_time)
-        status["jwt"] = {"kid": jwt.kid, "algorithm": str(ident.jwt.algorithm), "publishedKids": [jwt.kid],
+        published = [j["kid"] for j in _own_jwks(jwt, jwt_next, jwt_previous)]
+        status["jwt"] = {"kid": jwt.kid, "algorithm": str(ident.jwt.algorithm), "publishedKids": published,
                          "rotationTime": _stamp(rotation_time)}
 
     if creds_data and "tls.crt" in creds_data:
@@ -459,23 +610,6 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                                      names.identity_labels(ident.name, "credentials"), creds_annotations,
                                      type=SECRET_TLS))
 
-    # ---- public ConfigMap: what peers and outsiders read ------------------------------
-    public_clash = _clash(obs.public, "ConfigMap", ns)
-    if public_clash:
-        checks["CAReady"] = public_clash
-    elif ca is not None:
-        own_jwks = [jwt.public] if jwt is not None else []
-        info = {
-            "name": ident.name, "namespace": ns, "serviceName": ident.service_name,
-            "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
-            "caFingerprints": [pki.fingerprint_sha256(ca.cert)],
-            "kids": [j["kid"] for j in own_jwks], "revokedKids": list(ident.jwt.revoked_kids),
-            "jwtAlgorithm": str(ident.jwt.algorithm) if ident.jwt.enabled else None,
-        }
-        objects.append(DesiredObject("ConfigMap", names.public_configmap(ident.name), {
-            "ca.crt": ca.cert_pem, "jwks.json": _json(pki.jwks(own_jwks)), "identity.json": _json(info),
-        }, names.identity_labels(ident.name, "public")))
-
     # ---- trust: peers' CAs, JWKS, shared secrets, templates ---------------------------
     trust_obs = obs.trust
     trust_clash = _clash(trust_obs, "Secret", ns)
@@ -484,6 +618,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     peers_status: list[dict[str, Any]] = []
     peers_context: list[dict[str, Any]] = []
     pending: list[str] = []
+    trusted_cas: set[str] = set()
+    trusted_kids: set[str] = set()
     if trust_clash:
         checks["TrustReady"] = trust_clash
     else:
@@ -544,6 +680,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                                   "caPem": ca_pem.decode(), "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
                                   "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
         bundle_certs = [bundle[fp] for fp in sorted(bundle)]
+        trusted_cas, trusted_kids = set(bundle), set(peer_keys)
         trust_data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
         trust_password = obs.user_password or (trust_obs.text("truststore.password") if trust_obs else None) \
             or pki.random_password()
@@ -601,10 +738,75 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
 
     status["peers"] = peers_status
     status["peerCount"] = len(peers_status)
-    mounted = {**creds_data, **trust_data} if creds_data else {}
+    mounted = {**creds_data, **trust_data} if "tls.crt" in creds_data else {}
+
+    # ---- CA: retire, then the CA Secret and the public ConfigMap -------------------------
+    if ca is not None and ca_phase == rot.RETIRING and ca_previous is not None:
+        gate = rot.own_rollout_gate(has_workloads=bool(ident.workloads), rolled_out_hash=obs.rolled_out_hash,
+                                    current_hash=material_hash(mounted) if mounted else None, now=now,
+                                    since=ca_since, delay=obs.propagation_delay)
+        if gate.met or pki.not_after(ca_previous) <= now:
+            events.append(PlannedEvent("Normal", "CARotationRetired",
+                                       f"CA serial {pki.serial_hex(ca_previous)} retired from every trust bundle"))
+            ca_previous, ca_phase = None, rot.IDLE
+        else:
+            rotation_waits["ca"] = gate
+    own_cas = [c for c in (ca.cert if ca else None, ca_next.cert if ca_next else None, ca_previous) if c]
+    if ca is not None and ident.ca.source is CASource.SELF_SIGNED:
+        ca_data = {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem}
+        ca_annotations: dict[str, str] = {}
+        if ca_next is not None:
+            ca_data |= {"next.crt": ca_next.cert_pem, "next.key": ca_next.key_pem}
+        if ca_previous is not None:
+            ca_data["previous.crt"] = pki.cert_to_pem(ca_previous)
+        if ca_phase != rot.IDLE:
+            ca_annotations[CA_SINCE_ANNOTATION] = _stamp(ca_since)
+        objects.insert(0, DesiredObject("Secret", names.ca_secret(ident.name), ca_data,
+                                        names.identity_labels(ident.name, "ca"), ca_annotations,
+                                        type=SECRET_TLS, owned=False))
+    public_clash = _clash(obs.public, "ConfigMap", ns)
+    if public_clash:
+        checks["CAReady"] = public_clash
+    elif ca is not None:
+        own_jwks = _own_jwks(jwt, jwt_next, jwt_previous) if jwt is not None else []
+        info = {
+            "name": ident.name, "namespace": ns, "serviceName": ident.service_name,
+            "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
+            "caFingerprints": [pki.fingerprint_sha256(c) for c in own_cas],
+            "kids": [j["kid"] for j in own_jwks], "revokedKids": list(ident.jwt.revoked_kids),
+            "jwtAlgorithm": str(ident.jwt.algorithm) if ident.jwt.enabled else None,
+        }
+        objects.append(DesiredObject("ConfigMap", names.public_configmap(ident.name), {
+            "ca.crt": pki.certs_to_pem(own_cas), "jwks.json": _json(pki.jwks(own_jwks)),
+            "identity.json": _json(info),
+        }, names.identity_labels(ident.name, "public")))
+
+    # ---- rotation status ------------------------------------------------------------------
+    rotation: dict[str, Any] = {"ca": {"phase": ca_phase}, "jwt": {"phase": rot.PUBLISHING if jwt_next else rot.IDLE}}
+    if ca_phase != rot.IDLE:
+        rotation["ca"]["since"] = _stamp(ca_since)
+        if ca_next is not None:
+            rotation["ca"]["next"] = pki.fingerprint_sha256(ca_next.cert)
+        if ca_previous is not None:
+            rotation["ca"]["previous"] = pki.fingerprint_sha256(ca_previous)
+    if jwt_next is not None:
+        rotation["jwt"] |= {"since": _stamp(jwt_next.issued_at), "nextKid": jwt_next.kid}
+    if jwt_previous is not None:
+        rotation["jwt"]["previousKid"] = jwt_previous.get("kid")
+    for what, gate in rotation_waits.items():
+        rotation[what]["waitingFor"] = gate.message
+        if gate.retry_at is not None:
+            deadlines.append(gate.retry_at)
+    status["rotation"] = rotation
+    status["trust"] = {"caFingerprints": sorted(trusted_cas), "kids": sorted(trusted_kids)}
+    phases = [f"CA {ca_phase}" for _ in [0] if ca_phase != rot.IDLE] + \
+        [f"JWT {rot.PUBLISHING}" for _ in [0] if jwt_next is not None]
+    rotating = Condition("Rotating", TRUE if phases else "False",
+                         (ca_phase if ca_phase != rot.IDLE else rot.PUBLISHING) if phases else rot.IDLE,
+                         "; ".join(phases + [g.message for g in rotation_waits.values()]))
     future = [d for d in deadlines if d > now]
     wake_at = max(min(future), now + MIN_WAKE) if future else None
-    return IdentityPlan(objects, checks, status, events, wake_at, mounted)
+    return IdentityPlan(objects, checks, status, events, wake_at, mounted, [rotating])
 
 
 def _template_context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | None,

@@ -491,3 +491,25 @@ def _volume_up_to_date(volume: Mapping[str, Any], wiring: Wiring) -> bool:
             for source in projected.get("sources") or []
         )
     )
+
+
+def rollout_complete(workload: Mapping[str, Any], min_generation: int) -> bool:
+    """Whether the workload controller has rolled out every replica of generation ≥ ``min_generation``.
+
+    The evidence rotation gates wait on (Linkerd-style): ``status.observedGeneration``
+    caught up with the generation our patch produced, and every replica is updated and
+    available. Deployment, StatefulSet and DaemonSet report this in different fields.
+    """
+    status = workload.get("status") or {}
+    observed = status.get("observedGeneration")
+    if not isinstance(observed, int) or observed < min_generation:
+        return False
+    if workload.get("kind") == "DaemonSet":
+        desired = status.get("desiredNumberScheduled", 0)
+        return bool(status.get("updatedNumberScheduled", 0) == desired == status.get("numberAvailable", 0))
+    spec = workload.get("spec") or {}
+    replicas = spec.get("replicas", 1)
+    if workload.get("kind") == "StatefulSet" and status.get("updateRevision") != status.get("currentRevision"):
+        return False
+    return bool(status.get("updatedReplicas", 0) == replicas and status.get("availableReplicas", 0) == replicas
+                and status.get("replicas", replicas) == replicas)
