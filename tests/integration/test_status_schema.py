@@ -1,0 +1,60 @@
+"""Every status field the operator writes is declared in the CRD, so a real API server
+(which prunes undeclared fields from structural schemas) keeps all of it — including the
+rollout and trust evidence the rotation gates read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.harness import Cluster, deployment, identity, relationship
+
+pytestmark = pytest.mark.integration
+CRDS = Path(__file__).parents[2] / "crds"
+
+
+def pruned_paths(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """Paths in ``value`` that a structural schema would prune."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for key, sub in value.items():
+            if key not in props:
+                out.append(f"{path}.{key}")
+            else:
+                out += pruned_paths(sub, props[key], f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += pruned_paths(item, schema.get("items") or {}, f"{path}[{i}]")
+    return out
+
+
+def status_schema(plural: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / f"trustwire.io_{plural}.yaml").read_text())
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def test_the_checker_flags_an_undeclared_field() -> None:
+    schema = status_schema("serviceidentities")
+    assert pruned_paths({"peerCount": 1, "bogus": {"x": 1}}, schema) == ["status.bogus"]
+    assert pruned_paths({"workloads": [{"kind": "Deployment", "extra": 1}]}, schema) == ["status.workloads[0].extra"]
+
+
+async def test_everything_the_operator_writes_survives_pruning(cluster: Cluster) -> None:
+    await cluster.apply(deployment("alpha", "team"))
+    await cluster.apply(identity("alpha", "team", workloads=[{"kind": "Deployment", "name": "alpha"}]))
+    await cluster.apply(identity("beta", "team", jwt={"rotationPeriod": "30s"}))
+    await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None), sharedSecret={"enabled": True}))
+    await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+    await cluster.settle()
+    for kind, plural, name in (("ServiceIdentity", "serviceidentities", "alpha"),
+                               ("ServiceIdentity", "serviceidentities", "beta"),
+                               ("TrustRelationship", "trustrelationships", "ab")):
+        body = await cluster.get(kind, "team", name)
+        assert body is not None
+        assert pruned_paths(body["status"], status_schema(plural)) == [], name
