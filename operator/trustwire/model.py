@@ -38,6 +38,11 @@ MAX_TEMPLATES = 20
 MAX_INLINE_TEMPLATE = 64 * 1024
 MIN_DURATION = timedelta(seconds=10)
 MAX_DURATION = timedelta(days=3650 * 3)
+#: Problems named in a SpecError message, and characters of a user value quoted in one.
+MAX_REPORTED = 20
+MAX_QUOTED = 80
+#: Longer duration strings are refused before parsing ("1h" x 5 million would be 10 MB of work).
+MAX_DURATION_TEXT = 64
 
 
 class SpecError(ValueError):
@@ -45,7 +50,10 @@ class SpecError(ValueError):
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(f"{path}: {msg}" for path, msg in self.problems))
+        # The message lands in a status condition: name at most MAX_REPORTED problems.
+        shown = "; ".join(f"{path}: {msg}" for path, msg in self.problems[:MAX_REPORTED])
+        hidden = len(self.problems) - MAX_REPORTED
+        super().__init__(shown + (f"; and {hidden} more problem(s)" if hidden > 0 else ""))
 
     @property
     def fields(self) -> list[str]:
@@ -275,17 +283,20 @@ _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 #: Keys written by the operator into the mounted directory; templates may not take them.
 CONTRACT_KEYS = frozenset({
     "tls.crt", "tls.key", "ca.crt", "keystore.p12", "keystore.jks", "keystore.password",
-    "jwt.key", "jwt.jwk", "jwt.kid", "trust-bundle.pem", "truststore.p12", "truststore.jks",
-    "truststore.password", "peers.jwks", "peers.json",
+    "jwt.key", "jwt.jwk", "jwt.kid", "jwt-next.key", "trust-bundle.pem", "truststore.p12",
+    "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
 })
 
 
 def parse_duration(text: str) -> timedelta:
     """Kubernetes-style duration (``8760h``, ``1h30m``, ``90s``) → timedelta; ValueError if not."""
-    if not isinstance(text, str) or not _DURATION_RE.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 720h, 90m or 1h30m (units ms, s, m, h)")
+    if not isinstance(text, str) or len(text) > MAX_DURATION_TEXT or not _DURATION_RE.match(text):
+        raise ValueError(f"{_quote(text)} is not a duration such as 720h, 90m or 1h30m (units ms, s, m, h)")
     seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # e.g. 400 digits of hours: far beyond any allowed range
+        raise ValueError(f"{_quote(text)} is too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -312,7 +323,8 @@ class _Reader:
         for key in obj:
             if key not in fields:
                 allowed = ", ".join(sorted(fields))
-                self.fail(f"{path}.{key}", f"unknown field; allowed fields are {allowed}")
+                shown = key if isinstance(key, str) and len(key) <= MAX_QUOTED else _quote(key)
+                self.fail(f"{path}.{shown}", f"unknown field; allowed fields are {allowed}")
 
     def obj(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
         value = parent.get(key)
@@ -377,7 +389,7 @@ class _Reader:
             return kind(value)
         except ValueError:
             allowed = ", ".join(m.value for m in kind)
-            self.fail(f"{path}.{key}", f"{value!r} is not supported; allowed values are {allowed}")
+            self.fail(f"{path}.{key}", f"{_quote(value)} is not supported; allowed values are {allowed}")
             return default
 
     def duration(self, parent: Mapping[str, Any], key: str, path: str, default: timedelta) -> timedelta:
@@ -390,7 +402,7 @@ class _Reader:
             self.fail(f"{path}.{key}", str(exc))
             return default
         if not MIN_DURATION <= parsed <= MAX_DURATION:
-            self.fail(f"{path}.{key}", f"{value!r} is out of range; allowed from "
+            self.fail(f"{path}.{key}", f"{_quote(value)} is out of range; allowed from "
                                        f"{format_duration(MIN_DURATION)} to {format_duration(MAX_DURATION)}")
             return default
         return parsed
@@ -401,8 +413,22 @@ def _type_name(value: Any) -> str:
             int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _quote(value: Any) -> str:
+    """``repr`` of a user value for a message, cut to MAX_QUOTED characters (inputs can be 10 MB)."""
+    if isinstance(value, str):
+        if len(value) <= MAX_QUOTED:
+            return repr(value)
+        return f"{value[:MAX_QUOTED]!r}... ({len(value)} characters)"
+    if isinstance(value, bool | int | float) or value is None:
+        text = repr(value)
+        return text if len(text) <= MAX_QUOTED else f"a number of {len(text)} digits"
+    return _type_name(value)
+
+
 def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
-    meta = body.get("metadata") or {}
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping):
+        meta = {}
     return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
@@ -419,16 +445,16 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
 
     service_name = r.str(spec, "serviceName", "spec", default=name) or name
     if not _DNS_LABEL.match(service_name) or len(service_name) > 63:
-        r.fail("spec.serviceName", f"{service_name!r} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)")
+        r.fail("spec.serviceName", f"{_quote(service_name)} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)")
 
     dns_names = r.strings(spec, "dnsNames", "spec", max_items=MAX_DNS_NAMES)
     for i, dns in enumerate(dns_names):
         if not _DNS_NAME.match(dns):
-            r.fail(f"spec.dnsNames[{i}]", f"{dns!r} is not a DNS name (lowercase labels separated by dots)")
+            r.fail(f"spec.dnsNames[{i}]", f"{_quote(dns)} is not a DNS name (lowercase labels separated by dots)")
 
     trust_domain = r.str(spec, "trustDomain", "spec", default="cluster.local") or "cluster.local"
     if not _TRUST_DOMAIN.match(trust_domain):
-        r.fail("spec.trustDomain", f"{trust_domain!r} is not a valid SPIFFE trust domain (lowercase a-z, 0-9, '.', '-', '_')")
+        r.fail("spec.trustDomain", f"{_quote(trust_domain)} is not a valid SPIFFE trust domain (lowercase a-z, 0-9, '.', '-', '_')")
 
     ca_body = r.obj(spec, "ca", "spec")
     r.unknown(ca_body, IDENTITY_FIELDS["ca"], "spec.ca")
@@ -474,7 +500,7 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         try:
             formats.append(KeystoreFormat(fmt))
         except ValueError:
-            r.fail(f"spec.keystores.formats[{i}]", f"{fmt!r} is not supported; allowed values are PKCS12, JKS")
+            r.fail(f"spec.keystores.formats[{i}]", f"{_quote(fmt)} is not supported; allowed values are PKCS12, JKS")
     pw_ref_body = r.obj(ks_body, "passwordSecretRef", "spec.keystores")
     r.unknown(pw_ref_body, IDENTITY_FIELDS["keystores"]["passwordSecretRef"], "spec.keystores.passwordSecretRef")
     password_secret = None
@@ -507,13 +533,13 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
             r.fail(f"{path}.name", "is required")
             continue
         if (kind, wname) in seen_workloads:
-            r.fail(f"{path}", f"{kind} {wname!r} is listed twice")
+            r.fail(f"{path}", f"{kind} {_quote(wname)} is listed twice")
         seen_workloads.add((kind, wname))
         workloads.append(WorkloadRef(kind, wname, r.strings(item, "containers", path)))
 
     mount_path = r.str(spec, "mountPath", "spec", default="/var/run/trustwire") or "/var/run/trustwire"
     if not mount_path.startswith("/") or ":" in mount_path or ".." in mount_path.split("/"):
-        r.fail("spec.mountPath", f"{mount_path!r} must be an absolute path without '..' or ':'")
+        r.fail("spec.mountPath", f"{_quote(mount_path)} must be an absolute path without '..' or ':'")
 
     templates: list[TemplateSpec] = []
     seen_templates: set[str] = set()
@@ -528,10 +554,10 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
             r.fail(f"{path}.name", "is required: a file name of letters, digits, '.', '_' or '-'")
             continue
         if tname in CONTRACT_KEYS or tname.startswith("shared-"):
-            r.fail(f"{path}.name", f"{tname!r} collides with a file trustwire writes; choose another name")
+            r.fail(f"{path}.name", f"{_quote(tname)} collides with a file trustwire writes; choose another name")
             continue
         if tname in seen_templates:
-            r.fail(f"{path}.name", f"{tname!r} is used by two templates")
+            r.fail(f"{path}.name", f"{_quote(tname)} is used by two templates")
             continue
         seen_templates.add(tname)
         inline = r.str(item, "inline", path, max_length=MAX_INLINE_TEMPLATE)
@@ -601,7 +627,7 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     if initiator_name and len(refs) == 2:
         matches = [ref for ref in refs if initiator_name in (ref.name, str(ref))]
         if len(matches) != 1:
-            r.fail("spec.initiator", f"{initiator_name!r} must name one of {refs[0]} or {refs[1]} "
+            r.fail("spec.initiator", f"{_quote(initiator_name)} must name one of {refs[0]} or {refs[1]} "
                                      "(use namespace/name when both have the same name)")
         else:
             initiator = matches[0]

@@ -32,7 +32,7 @@ class WorkQueue(Generic[K]):
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._queued) + len(self._delayed)
+        return len(self._queued) + len(self._due)
 
     @property
     def idle(self) -> bool:
@@ -57,6 +57,11 @@ class WorkQueue(Generic[K]):
             return
         self._due[key] = due
         heapq.heappush(self._delayed, (due, next(self._counter), key))
+        if len(self._delayed) > 2 * len(self._due) + 64:
+            # Superseded requests stay in the heap until popped; every pass re-arms a wake-up
+            # (usually a bit earlier), so drop them before they pile up.
+            self._delayed = [entry for entry in self._delayed if self._due.get(entry[2]) == entry[0]]
+            heapq.heapify(self._delayed)
         self._changed.set()
 
     def _promote(self) -> float | None:

@@ -32,11 +32,22 @@ def merge_patch(old: Any, new: Any) -> Any:
                 if sub is not None:
                     patch[key] = sub
         return patch or None
-    if old == new:
+    if _same(old, new):
         return None
     if isinstance(new, Mapping):
         return dict(new)
     return new
+
+
+def _same(old: Any, new: Any) -> bool:
+    """JSON equality: unlike Python's ``==``, ``true`` is not ``1`` and ``false`` is not ``0``."""
+    if isinstance(old, bool) or isinstance(new, bool):
+        return type(old) is type(new) and old == new
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return old.keys() == new.keys() and all(_same(old[k], new[k]) for k in old)
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    return bool(old == new)
 
 
 def _encode(desired: DesiredObject) -> dict[str, str]:

@@ -1,0 +1,121 @@
+"""Fixtures shared by every test directory: a fixed clock, cached real keys, CR body factories.
+
+Keep this file small and general; fixtures used by one directory belong in that
+directory's own ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from trustwire import pki
+from trustwire.model import API_VERSION
+
+#: The fixed "now" of unit tests: timezone-aware UTC, whole seconds.
+FIXED_NOW = datetime(2031, 3, 14, 9, 26, 53, tzinfo=UTC)
+
+Body = dict[str, Any]
+
+
+@pytest.fixture
+def now() -> datetime:
+    """A fixed, timezone-aware UTC clock reading (pure layers take ``now`` as a parameter)."""
+    return FIXED_NOW
+
+
+@pytest.fixture(scope="session")
+def real_key() -> Callable[..., pki.PrivateKey]:
+    """``real_key(KeyAlgorithm | JwtAlgorithm, slot=0)``: a real generated key, cached per session.
+
+    The same ``(algorithm, slot)`` always returns the same key object; use different
+    slots when a test needs two different keys of one algorithm.
+    """
+    cache: dict[tuple[str, str, int], pki.PrivateKey] = {}
+
+    def get(algorithm: pki.KeyAlgorithm | pki.JwtAlgorithm, slot: int = 0) -> pki.PrivateKey:
+        cache_key = (type(algorithm).__name__, str(algorithm), slot)
+        if cache_key not in cache:
+            if isinstance(algorithm, pki.JwtAlgorithm):
+                cache[cache_key] = pki.generate_jwt_key(algorithm)
+            else:
+                cache[cache_key] = pki.generate_private_key(algorithm)
+        return cache[cache_key]
+
+    return get
+
+
+def _deep_merge(base: Body, extra: Mapping[str, Any]) -> Body:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _body(
+    kind: str, name: str, namespace: str, spec: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None
+) -> Body:
+    meta: Body = _deep_merge({"name": name, "namespace": namespace}, metadata or {})
+    body: Body = {"apiVersion": API_VERSION, "kind": kind, "metadata": meta}
+    if spec is not None:
+        body["spec"] = copy.deepcopy(dict(spec))
+    return body
+
+
+@pytest.fixture
+def identity_body() -> Callable[..., Body]:
+    """``identity_body(name="dgc", namespace="ns", spec=None, metadata=None, **spec_fields)``.
+
+    Builds a ServiceIdentity body; ``spec_fields`` use the CR's camelCase names and are
+    merged over ``spec``. Without either, the body has no ``spec`` at all.
+    """
+
+    def make(
+        name: str = "dgc",
+        namespace: str = "ns",
+        spec: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **spec_fields: Any,
+    ) -> Body:
+        merged = _deep_merge(dict(spec or {}), spec_fields) if (spec is not None or spec_fields) else None
+        return _body("ServiceIdentity", name, namespace, merged, metadata)
+
+    return make
+
+
+@pytest.fixture
+def relationship_body() -> Callable[..., Body]:
+    """``relationship_body(a="dgc", b="jobserver", *, name="rel", namespace="ns", **spec_fields)``.
+
+    Builds a TrustRelationship body between identities ``a`` and ``b`` (``b`` optionally in
+    ``b_namespace``); ``spec_fields`` (camelCase) are merged over the ``between`` spec.
+    """
+
+    def make(
+        a: str = "dgc",
+        b: str = "jobserver",
+        *,
+        name: str = "rel",
+        namespace: str = "ns",
+        a_namespace: str | None = None,
+        b_namespace: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **spec_fields: Any,
+    ) -> Body:
+        first: Body = {"identity": a}
+        second: Body = {"identity": b}
+        if a_namespace is not None:
+            first["namespace"] = a_namespace
+        if b_namespace is not None:
+            second["namespace"] = b_namespace
+        spec = _deep_merge({"between": [first, second]}, spec_fields)
+        return _body("TrustRelationship", name, namespace, spec, metadata)
+
+    return make

@@ -1,0 +1,266 @@
+"""trustwire.controller.state.State: the watch cache and its "who is affected?" indexes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from trustwire import names
+from trustwire.controller.state import State, publication_from, ref_of
+from trustwire.model import IdentityRef
+
+Factory = Callable[..., dict[str, Any]]
+
+
+def assert_no_empty_index_entries(state: State) -> None:
+    for index in (state.rel_index, state.workload_index, state.template_index):
+        assert all(index.values()), f"empty entry left behind in {dict(index)}"
+
+
+@pytest.fixture
+def state() -> State:
+    return State()
+
+
+# ======================================================================================
+# Identities
+# ======================================================================================
+def test_put_identity_indexes_workloads_and_templates(state: State, identity_body: Factory) -> None:
+    ref = state.put_identity(
+        identity_body(
+            "dgc",
+            "gov",
+            workloads=[{"kind": "Deployment", "name": "web"}, {"kind": "StatefulSet", "name": "db"}],
+            templates=[
+                {"name": "a", "configMapRef": {"name": "tpl", "key": "a"}},
+                {"name": "b", "configMapRef": {"name": "tpl", "key": "b"}},
+                {"name": "c", "inline": "x"},
+            ],
+            acceptFrom={"namespaces": ["jobs"]},
+        )
+    )
+    assert ref == IdentityRef("gov", "dgc")
+    assert dict(state.workload_index) == {
+        ("gov", "Deployment", "web"): {ref},
+        ("gov", "StatefulSet", "db"): {ref},
+    }
+    assert dict(state.template_index) == {("gov", "tpl"): {ref}}  # inline templates need no watch
+    entry = state.lookup(ref)
+    assert entry is not None and entry.identity is not None
+    assert entry.accept_from == ("jobs",)
+    assert (entry.deleting, entry.distributed) == (False, frozenset())
+    assert state.identities[ref]["metadata"]["name"] == "dgc"
+
+
+def test_updating_an_identity_moves_its_index_entries(state: State, identity_body: Factory) -> None:
+    ref = state.put_identity(
+        identity_body(
+            "dgc",
+            "gov",
+            workloads=[{"kind": "Deployment", "name": "old"}],
+            templates=[{"name": "t", "configMapRef": {"name": "cm1", "key": "k"}}],
+        )
+    )
+    state.put_identity(
+        identity_body(
+            "dgc",
+            "gov",
+            workloads=[{"kind": "DaemonSet", "name": "new"}],
+            templates=[{"name": "t", "configMapRef": {"name": "cm2", "key": "k"}}],
+        )
+    )
+    assert dict(state.workload_index) == {("gov", "DaemonSet", "new"): {ref}}
+    assert dict(state.template_index) == {("gov", "cm2"): {ref}}
+    assert_no_empty_index_entries(state)
+
+
+def test_shared_workload_survives_dropping_one_identity(state: State, identity_body: Factory) -> None:
+    spec = {
+        "workloads": [{"kind": "Deployment", "name": "web"}],
+        "templates": [{"name": "t", "configMapRef": {"name": "tpl", "key": "k"}}],
+    }
+    one = state.put_identity(identity_body("one", "gov", **spec))
+    two = state.put_identity(identity_body("two", "gov", **spec))
+    other_ns = state.put_identity(identity_body("one", "other", **spec))
+    assert state.workload_index[("gov", "Deployment", "web")] == {one, two}
+    assert state.workload_index[("other", "Deployment", "web")] == {other_ns}
+    state.drop_identity(one)
+    assert state.workload_index[("gov", "Deployment", "web")] == {two}
+    assert state.template_index[("gov", "tpl")] == {two}
+    assert state.lookup(one) is None and one not in state.identities
+    state.drop_identity(two)
+    state.drop_identity(other_ns)
+    assert dict(state.workload_index) == {} and dict(state.template_index) == {}
+    assert state.identities == {} and state.entries == {}
+
+
+def test_dropping_an_unknown_identity_is_harmless(state: State) -> None:
+    state.drop_identity(IdentityRef("gov", "ghost"))
+    assert_no_empty_index_entries(state)
+    assert dict(state.workload_index) == {}
+
+
+def test_invalid_identity_is_kept_with_lenient_consent(state: State, identity_body: Factory) -> None:
+    ref = state.put_identity(
+        identity_body(
+            "dgc",
+            "gov",
+            dnsName=["typo"],
+            acceptFrom={"namespaces": ["jobs"]},
+            workloads=[{"kind": "Deployment", "name": "web"}],
+        )
+    )
+    entry = state.lookup(ref)
+    assert entry is not None
+    assert entry.identity is None  # the spec does not parse ...
+    assert entry.accepts("jobs")  # ... but consent given is not withdrawn by a typo
+    assert dict(state.workload_index) == {}  # nothing is wired from an invalid spec
+    assert ref in state.identities
+
+
+def test_entry_reflects_deletion_and_distribution(state: State, identity_body: Factory) -> None:
+    body = identity_body("dgc", "gov", metadata={"deletionTimestamp": "2031-01-01T00:00:00Z"})
+    body["status"] = {"peers": [{"relationship": "gov/r1"}, {"relationship": "jobs/r2"}, "garbage"]}
+    entry = state.lookup(state.put_identity(body))
+    assert entry is not None
+    assert entry.deleting is True
+    assert entry.distributed == frozenset({"gov/r1", "jobs/r2"})
+
+
+def test_ref_of_defaults_the_namespace() -> None:
+    assert ref_of({"metadata": {"name": "x"}}) == IdentityRef("default", "x")
+    assert ref_of({"metadata": {"name": "x", "namespace": "n"}}) == IdentityRef("n", "x")
+
+
+# ======================================================================================
+# Relationships
+# ======================================================================================
+def test_put_relationship_indexes_both_sides(state: State, relationship_body: Factory) -> None:
+    key, affected = state.put_relationship(
+        relationship_body("dgc", "jobserver", name="r", namespace="gov", b_namespace="jobs")
+    )
+    dgc, jobserver = IdentityRef("gov", "dgc"), IdentityRef("jobs", "jobserver")
+    assert key == ("gov", "r")
+    assert affected == {dgc, jobserver}
+    assert dict(state.rel_index) == {dgc: {key}, jobserver: {key}}
+    assert [r.name for r in state.relationships_of(dgc)] == ["r"]
+    assert state.peers_of(dgc) == {jobserver}
+    assert state.peers_of(jobserver) == {dgc}
+    assert state.peers_of(IdentityRef("gov", "nobody")) == set()
+
+
+def test_changing_the_pair_reports_old_and_new_sides(state: State, relationship_body: Factory) -> None:
+    state.put_relationship(relationship_body("dgc", "jobserver", name="r", namespace="gov"))
+    key, affected = state.put_relationship(relationship_body("dgc", "metadata", name="r", namespace="gov"))
+    dgc, jobserver, metadata = (IdentityRef("gov", n) for n in ("dgc", "jobserver", "metadata"))
+    assert affected == {dgc, jobserver, metadata}  # jobserver must lose the trust it had
+    assert dict(state.rel_index) == {dgc: {key}, metadata: {key}}
+    assert_no_empty_index_entries(state)
+
+
+def test_relationship_turning_invalid_is_unindexed_but_kept(state: State, relationship_body: Factory) -> None:
+    state.put_relationship(relationship_body("dgc", "jobserver", name="r", namespace="gov"))
+    key, affected = state.put_relationship(relationship_body("dgc", "dgc", name="r", namespace="gov"))
+    assert affected == {IdentityRef("gov", "dgc"), IdentityRef("gov", "jobserver")}
+    record = state.relationships[key]
+    assert record.parsed is None and record.error is not None
+    assert "spec.between[1]" in record.error.fields
+    assert dict(state.rel_index) == {}
+    assert state.relationships_of(IdentityRef("gov", "dgc")) == []
+
+
+def test_drop_relationship(state: State, relationship_body: Factory) -> None:
+    key_1, _ = state.put_relationship(relationship_body("dgc", "jobserver", name="r1", namespace="gov"))
+    key_2, _ = state.put_relationship(relationship_body("dgc", "metadata", name="r2", namespace="gov"))
+    dgc = IdentityRef("gov", "dgc")
+    assert [r.name for r in state.relationships_of(dgc)] == ["r1", "r2"]
+    assert state.drop_relationship(key_1) == {dgc, IdentityRef("gov", "jobserver")}
+    assert dict(state.rel_index) == {dgc: {key_2}, IdentityRef("gov", "metadata"): {key_2}}
+    assert state.drop_relationship(key_1) == set()  # twice is harmless
+    state.drop_relationship(key_2)
+    assert dict(state.rel_index) == {} and state.relationships == {}
+
+
+# ======================================================================================
+# Publications
+# ======================================================================================
+def public_configmap(
+    name: str = "jobserver",
+    namespace: str = "jobs",
+    *,
+    labels: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.public_configmap(name),
+            "namespace": namespace,
+            "labels": names.identity_labels(name, "public") if labels is None else labels,
+        },
+        "data": data
+        if data is not None
+        else {
+            "ca.crt": "-----BEGIN CERTIFICATE-----\n...",
+            "jwks.json": json.dumps({"keys": [{"kty": "EC", "kid": "k1"}, "junk"]}),
+            "identity.json": json.dumps({"issuer": "https://jobserver", "revokedKids": ["k0"]}),
+        },
+    }
+
+
+def test_managed_public_configmap_is_parsed(state: State) -> None:
+    ref = state.put_publication(public_configmap(), deleted=False)
+    assert ref == IdentityRef("jobs", "jobserver")
+    publication = state.publications[ref]
+    assert publication.ca_pem == b"-----BEGIN CERTIFICATE-----\n..."
+    assert publication.jwks == ({"kty": "EC", "kid": "k1"},)  # entries that are not objects are dropped
+    assert publication.info["issuer"] == "https://jobserver"
+    assert publication.revoked_kids == ("k0",)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {},  # a user's ConfigMap
+        {names.IDENTITY_LABEL: "jobserver", names.ROLE_LABEL: "public"},  # claims to be ours, is not managed
+        {names.MANAGED_BY: "someone-else", names.IDENTITY_LABEL: "jobserver", names.ROLE_LABEL: "public"},
+        names.identity_labels("jobserver", "trust"),  # ours, but not a publication
+    ],
+)
+def test_unmanaged_or_other_configmaps_are_ignored(state: State, labels: dict[str, str]) -> None:
+    assert state.put_publication(public_configmap(labels=labels), deleted=False) is None
+    assert state.publications == {}
+
+
+def test_deleted_publication_is_forgotten(state: State) -> None:
+    ref = state.put_publication(public_configmap(), deleted=False)
+    assert ref in state.publications
+    assert state.put_publication(public_configmap(), deleted=True) == ref
+    assert state.publications == {}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"jwks.json": "{not json", "identity.json": "{}"},
+        {"jwks.json": "[]", "identity.json": "{}"},  # a list has no "keys"
+        {"jwks.json": json.dumps({"keys": "k"}), "identity.json": "{}"},
+        {"jwks.json": json.dumps({"keys": []}), "identity.json": "[1]"},
+    ],
+)
+def test_garbage_publication_replaces_the_previous_one_with_nothing(
+    state: State, data: dict[str, str]
+) -> None:
+    ref = state.put_publication(public_configmap(), deleted=False)
+    assert state.put_publication(public_configmap(data=data), deleted=False) == ref
+    assert ref not in state.publications  # better no trust than stale trust
+
+
+def test_publication_defaults_for_missing_keys() -> None:
+    publication = publication_from(public_configmap(data={}))
+    assert publication is not None
+    assert (publication.ca_pem, publication.jwks, dict(publication.info)) == (b"", (), {})

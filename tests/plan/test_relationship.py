@@ -1,0 +1,256 @@
+"""trustwire.plan.relationship: consent (the one security decision), distribution, the shared secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from trustwire import names
+from trustwire.model import IdentityRef, TrustRelationship, parse_identity, parse_relationship
+from trustwire.plan.identity import StoredObject
+from trustwire.plan.relationship import (
+    IdentityEntry,
+    acceptance,
+    distribution,
+    lenient_accept_from,
+    shared_secret_object,
+)
+
+Factory = Callable[..., dict[str, Any]]
+REL_NS = "gov"
+
+
+def entry(
+    namespace: str, name: str, *accept: str, deleting: bool = False, distributed: frozenset[str] = frozenset()
+) -> IdentityEntry:
+    return IdentityEntry(
+        IdentityRef(namespace, name), None, tuple(accept), deleting=deleting, distributed=distributed
+    )
+
+
+def lookup_of(*entries: IdentityEntry) -> Callable[[IdentityRef], IdentityEntry | None]:
+    table = {e.ref: e for e in entries}
+    return table.get
+
+
+@pytest.fixture
+def rel(relationship_body: Factory) -> Callable[..., TrustRelationship]:
+    """``rel(b_namespace=None, **spec)``: ``gov/rel`` between gov/dgc and <b_namespace>/jobserver."""
+
+    def make(b_namespace: str | None = None, **spec: Any) -> TrustRelationship:
+        return parse_relationship(
+            relationship_body("dgc", "jobserver", namespace=REL_NS, b_namespace=b_namespace, **spec)
+        )
+
+    return make
+
+
+# ======================================================================================
+# Acceptance
+# ======================================================================================
+@pytest.mark.parametrize(
+    ("b_namespace", "accept_from", "expected"),
+    [
+        (None, (), (True, "Accepted")),  # same namespace needs no consent
+        ("jobs", (), (False, "NotPermitted")),  # cross-namespace without consent
+        ("jobs", ("gov",), (True, "Accepted")),
+        ("jobs", ("other",), (False, "NotPermitted")),
+        ("jobs", ("*",), (True, "Accepted")),
+        ("jobs", ("other", "*"), (True, "Accepted")),
+        ("jobs", ("jobs",), (False, "NotPermitted")),  # consenting to itself is not consenting to gov
+        ("jobs", ("GOV",), (False, "NotPermitted")),  # namespace names are exact
+    ],
+)
+def test_acceptance_needs_consent_of_the_other_namespace(
+    rel: Callable[..., TrustRelationship],
+    b_namespace: str | None,
+    accept_from: tuple[str, ...],
+    expected: tuple[bool, str],
+) -> None:
+    relationship = rel(b_namespace)
+    lookup = lookup_of(entry(REL_NS, "dgc"), entry(b_namespace or REL_NS, "jobserver", *accept_from))
+    check = acceptance(relationship, lookup)
+    assert (check.ok, check.reason) == expected
+    if not check.ok:
+        assert check.stalled  # a human must grant consent
+        assert "spec.between[1]" in check.message
+        assert "jobs/jobserver" in check.message
+        assert "spec.acceptFrom.namespaces" in check.message
+
+
+def test_consent_is_needed_from_whichever_side_is_foreign(relationship_body: Factory) -> None:
+    """The relationship may live in a third namespace: then both sides must consent."""
+    relationship = parse_relationship(
+        relationship_body("dgc", "jobserver", namespace="platform", a_namespace="gov", b_namespace="jobs")
+    )
+    both = lookup_of(entry("gov", "dgc", "platform"), entry("jobs", "jobserver", "platform"))
+    assert acceptance(relationship, both).ok
+    first_refuses = lookup_of(entry("gov", "dgc"), entry("jobs", "jobserver", "platform"))
+    check = acceptance(relationship, first_refuses)
+    assert (check.ok, check.reason) == (False, "NotPermitted")
+    assert "spec.between[0]" in check.message and "gov/dgc" in check.message
+
+
+@pytest.mark.parametrize("missing", ["first", "second", "both"])
+def test_missing_identity(rel: Callable[..., TrustRelationship], missing: str) -> None:
+    entries = []
+    if missing not in ("first", "both"):
+        entries.append(entry(REL_NS, "dgc"))
+    if missing not in ("second", "both"):
+        entries.append(entry("jobs", "jobserver", "*"))
+    check = acceptance(rel("jobs"), lookup_of(*entries))
+    assert (check.ok, check.stalled, check.reason) == (False, False, "IdentityNotFound")  # may appear later
+    index = 1 if missing == "second" else 0
+    assert f"spec.between[{index}].identity" in check.message
+
+
+def test_deleting_identity_counts_as_missing(rel: Callable[..., TrustRelationship]) -> None:
+    lookup = lookup_of(entry(REL_NS, "dgc"), entry("jobs", "jobserver", "*", deleting=True))
+    check = acceptance(rel("jobs"), lookup)
+    assert (check.ok, check.reason) == (False, "IdentityNotFound")
+    assert "jobs/jobserver" in check.message
+
+
+def test_missing_is_reported_before_not_permitted(rel: Callable[..., TrustRelationship]) -> None:
+    check = acceptance(rel("jobs"), lookup_of(entry("jobs", "jobserver")))
+    assert check.reason == "IdentityNotFound"
+
+
+def test_entry_accepts_matches_service_identity_accepts(identity_body: Factory) -> None:
+    """The controller's lenient entry and the parsed identity agree on consent."""
+    for accept in ([], ["gov"], ["*"], ["a", "b"]):
+        ident = parse_identity(
+            identity_body(name="jobserver", namespace="jobs", acceptFrom={"namespaces": accept})
+        )
+        lenient = IdentityEntry(
+            IdentityRef("jobs", "jobserver"),
+            ident,
+            lenient_accept_from(identity_body(namespace="jobs", acceptFrom={"namespaces": accept})),
+        )
+        for namespace in ("jobs", "gov", "a", "b", "c"):
+            assert lenient.accepts(namespace) is ident.accepts(namespace), (accept, namespace)
+
+
+# ======================================================================================
+# lenient_accept_from
+# ======================================================================================
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"spec": {"acceptFrom": {"namespaces": ["a", "*"]}}}, ("a", "*")),
+        ({"spec": {"acceptFrom": {"namespaces": ["a", 5, None, {"x": 1}, "b"]}}}, ("a", "b")),
+        ({"spec": {"acceptFrom": {"namespaces": "a"}}}, ()),
+        ({"spec": {"acceptFrom": {"namespaces": None}}}, ()),
+        ({"spec": {"acceptFrom": ["a"]}}, ()),
+        ({"spec": {"acceptFrom": "a"}}, ()),
+        ({"spec": ["acceptFrom"]}, ()),
+        ({"spec": None}, ()),
+        ({"spec": "garbage"}, ()),
+        ({}, ()),
+        # a typo elsewhere in the spec does not withdraw consent already given
+        (
+            {"spec": {"dnsName": ["x"], "ca": {"source": "Nope"}, "acceptFrom": {"namespaces": ["gov"]}}},
+            ("gov",),
+        ),
+    ],
+)
+def test_lenient_accept_from(body: dict[str, Any], expected: tuple[str, ...]) -> None:
+    assert lenient_accept_from(body) == expected
+
+
+# ======================================================================================
+# Distribution
+# ======================================================================================
+@pytest.mark.parametrize(
+    ("first", "second", "ok"),
+    [
+        (True, True, True),
+        (True, False, False),
+        (False, True, False),
+        (False, False, False),
+    ],
+)
+def test_distribution_waits_for_both_sides(
+    rel: Callable[..., TrustRelationship], first: bool, second: bool, ok: bool
+) -> None:
+    key = f"{REL_NS}/rel"
+    lookup = lookup_of(
+        entry(REL_NS, "dgc", distributed=frozenset({key} if first else {"gov/other"})),
+        entry("jobs", "jobserver", "*", distributed=frozenset({key} if second else set())),
+    )
+    check = distribution(rel("jobs"), lookup)
+    assert check.ok is ok
+    if ok:
+        assert check.reason == "Distributed"
+        return
+    assert (check.reason, check.stalled) == ("Distributing", False)
+    assert ("gov/dgc" in check.message) is not first
+    assert ("jobs/jobserver" in check.message) is not second
+
+
+def test_distribution_with_a_vanished_identity(rel: Callable[..., TrustRelationship]) -> None:
+    check = distribution(rel("jobs"), lookup_of(entry(REL_NS, "dgc", distributed=frozenset({"gov/rel"}))))
+    assert (check.ok, check.reason) == (False, "Distributing")
+    assert "jobs/jobserver" in check.message
+
+
+# ======================================================================================
+# Shared secret
+# ======================================================================================
+def counter() -> tuple[Callable[[], bytes], list[int]]:
+    calls: list[int] = []
+
+    def generate() -> bytes:
+        calls.append(1)
+        return bytes([len(calls)]) * 32
+
+    return generate, calls
+
+
+def shared(data: dict[str, bytes], managed: bool = True) -> StoredObject:
+    return StoredObject(name="rel-trustwire-shared", managed=managed, owner=None, data=data)
+
+
+@pytest.mark.parametrize(
+    ("observed", "kept"),
+    [
+        (None, False),
+        (shared({"shared.key": b"k" * 32}), True),
+        (shared({"shared.key": b"k" * 64}), True),
+        (shared({"shared.key": b"k" * 31}), False),  # too short to be a 256-bit secret
+        (shared({"shared.key": b""}), False),
+        (shared({}), False),
+        (shared({"shared.key": b"k" * 32}, managed=False), False),  # never adopt a foreign object's value
+    ],
+)
+def test_shared_secret_is_generated_once_then_kept(
+    rel: Callable[..., TrustRelationship], observed: StoredObject | None, kept: bool
+) -> None:
+    generate, calls = counter()
+    desired = shared_secret_object(rel(sharedSecret={"enabled": True}), observed, generate)
+    assert desired.kind == "Secret"
+    assert desired.name == names.shared_secret("rel") == "rel-trustwire-shared"
+    assert desired.type == "Opaque"
+    assert desired.labels == {
+        names.MANAGED_BY: names.MANAGER,
+        names.RELATIONSHIP_LABEL: "rel",
+        names.ROLE_LABEL: "shared",
+    }
+    assert set(desired.data) == {"shared.key"}
+    if kept:
+        assert observed is not None
+        assert desired.data["shared.key"] == observed.data["shared.key"]
+        assert calls == []
+    else:
+        assert desired.data["shared.key"] == b"\x01" * 32
+        assert calls == [1]
+
+
+def test_shared_secret_round_trip_is_stable(rel: Callable[..., TrustRelationship]) -> None:
+    generate, calls = counter()
+    first = shared_secret_object(rel(), None, generate)
+    again = shared_secret_object(rel(), shared(dict(first.data)), generate)
+    assert again == first
+    assert calls == [1]
