@@ -49,13 +49,9 @@ class PodFiles:
 
     @property
     def current(self) -> Path:
-        return self.root / "..data"
-
-    def version(self) -> str:
-        try:
-            return os.readlink(self.current)
-        except OSError:
-            return ""
+        """The current version's directory, resolved once: reading two files through the
+        ``..data`` link could straddle a swap and pair a new key with an old certificate."""
+        return (self.root / "..data").resolve()
 
     def update(self, files: Mapping[str, bytes]) -> None:
         with self._lock:
@@ -68,7 +64,7 @@ class PodFiles:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             tmp.symlink_to(version_dir.name)
-            os.replace(tmp, self.current)
+            os.replace(tmp, self.root / "..data")
 
 
 async def read_mounted(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
@@ -97,13 +93,19 @@ class RolloutSimulator:
         self.workloads = workloads
         self.interval = interval
         self._busy: set[str] = set()
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        while True:
-            for workload in self.workloads:
-                if workload.deployment not in self._busy:
-                    await self._check(workload)
-            await asyncio.sleep(self.interval)
+        """Until cancelled; cancelling also abandons rollouts in flight."""
+        try:
+            while True:
+                for workload in self.workloads:
+                    if workload.deployment not in self._busy:
+                        await self._check(workload)
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in self._pending:
+                task.cancel()
 
     async def _check(self, w: SimulatedWorkload) -> None:
         body = await self.client.get(DEPLOYMENTS, w.namespace, w.deployment)
@@ -119,11 +121,13 @@ class RolloutSimulator:
             "metadata": {"generation": generation},
             "status": {"observedGeneration": generation - 1, "replicas": 1, "updatedReplicas": 0,
                        "availableReplicas": 1}})
-        asyncio.get_running_loop().call_later(
-            w.rollout_seconds, lambda: asyncio.ensure_future(self._finish(w, wanted, generation)))
+        task = asyncio.create_task(self._finish(w, wanted, generation))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _finish(self, w: SimulatedWorkload, wanted: str, generation: int) -> None:
         try:
+            await asyncio.sleep(w.rollout_seconds)
             files = await read_mounted(self.client, w.namespace, w.identity)
             w.pod.update(files)  # new pods start with the Secrets as they are now
             w.rolled_hash = wanted
@@ -157,9 +161,9 @@ class TLSEndpoint:
         self._thread.start()
 
     def _context(self) -> ssl.SSLContext:
-        version = self.pod.version()
-        if self._ctx is None or self._ctx[0] != version:
-            self._ctx = (version, _context(self.pod.current, server=True))
+        current = self.pod.current
+        if self._ctx is None or self._ctx[0] != current.name:
+            self._ctx = (current.name, _context(current, server=True))
         return self._ctx[1]
 
     def _serve(self) -> None:
@@ -223,11 +227,12 @@ def token_check(signer: Side, verifier: Side, audience: str | None) -> str | Non
         key = pki.load_private_key((d / "jwt.key").read_bytes())
         kid = (d / "jwt.kid").read_text().strip()
         alg = pki.JwtAlgorithm(json.loads((d / "jwt.jwk").read_text())["alg"])
-        peers = json.loads((verifier.pod.current / "peers.json").read_text())
+        v = verifier.pod.current
+        peers = json.loads((v / "peers.json").read_text())
         issuer = next((p["issuer"] for p in peers if p["identity"] == signer.name), None)
         token = pki.sign_token(key, alg, kid, {"iss": issuer or "?", **({"aud": audience} if audience else {})},
                                now=now)
-        jwks = json.loads((verifier.pod.current / "peers.jwks").read_text())
+        jwks = json.loads((v / "peers.jwks").read_text())
         pki.verify_token(token, jwks, issuer=issuer, audience=audience, now=now)
     except (OSError, ValueError, KeyError, pki.PKIError, pki.TokenError) as exc:
         return str(exc)[:200]

@@ -8,6 +8,7 @@ operator never relies on; tests play the missing controllers explicitly.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -50,9 +51,35 @@ class RunningEmulator:
     url: str
 
 
+def trim_request_log(emulator: kmock.KubernetesEmulator) -> int:
+    """Forget the emulator's request log; returns how many requests were dropped.
+
+    kmock keeps every request for assertions and re-scans that log while routing each new
+    request, so a long run (``demo --rotate``, benchmarks) slows down quadratically. This
+    reaches into kmock's internals (``_requests`` of the root and of each reaction); the
+    test ``tests/test_emulator.py`` catches it if a kmock upgrade moves them.
+    """
+    dropped = len(emulator._requests)
+    emulator._requests.clear()
+    for reaction in emulator._walk(kmock.Reaction):
+        reaction._requests.clear()
+    return dropped
+
+
 @contextlib.asynccontextmanager
-async def running_emulator() -> AsyncIterator[RunningEmulator]:
+async def running_emulator(*, trim_every: float | None = None) -> AsyncIterator[RunningEmulator]:
+    """Serve the emulator on loopback; ``trim_every`` seconds, forget its request log."""
     async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
         for key, info in RESOURCES.items():
-            emulator.resources[key] = info
-        yield RunningEmulator(emulator, str(server.url).rstrip("/"))
+            emulator.resources[key] = info  # type: ignore[assignment]
+
+        async def trim() -> None:
+            while trim_every:
+                await asyncio.sleep(trim_every)
+                trim_request_log(emulator)
+
+        task = asyncio.create_task(trim())
+        try:
+            yield RunningEmulator(emulator, str(server.url).rstrip("/"))
+        finally:
+            task.cancel()

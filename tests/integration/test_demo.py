@@ -77,3 +77,17 @@ async def test_run_demo_fails_when_a_proof_fails(tmp_path: Path) -> None:
     code = await run_demo(output=None, examples=examples, console=Console(file=open("/dev/null", "w")),  # noqa: SIM115
                           ready_timeout=4.0)
     assert code == 1
+
+
+def test_demo_rotate_probes_continuously_with_zero_failures(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "trustwire.cli", "demo", "--rotate", "--output", str(tmp_path)],
+                            capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    probes = [line for line in lines if line.startswith("probes: ")]
+    assert len(probes) == 1
+    ok, failed = (int(part.split()[0]) for part in probes[0].removeprefix("probes: ").split(", "))
+    assert ok > 100 and failed == 0
+    assert any("CA Distributing" in line for line in lines) and any("CA Retiring" in line for line in lines)
+    assert any("JWT Publishing" in line for line in lines)
+    assert (tmp_path / "objects" / "governance" / "ServiceIdentity" / "dgc.yaml").exists()
