@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import ssl
 import sys
@@ -46,17 +45,15 @@ def main() -> None:
               help="Liveness endpoint URL ('' to disable).")
 @click.option("--metrics-port", type=int, default=9090, show_default=True,
               help="Prometheus metrics port (0 to disable).")
-@click.option("--peering", "peering_name", help="kopf peering name for HA (one active replica at a time).")
-@click.option("--standalone", is_flag=True, help="No peering (single replica).")
-@click.option("--priority", type=int, default=0, show_default=True,
-              help="Peering priority (highest is active).")
-@click.option("--priority-random", is_flag=True, help="Pick a random distinct peering priority.")
+@click.option("--lease", help="NAMESPACE/NAME of the Lease for leader election (HA: one replica acts at a time).")
+@click.option("--identity", envvar="POD_NAME", help="This replica's name in the Lease (default: host name).")
+@click.option("--standalone", is_flag=True, help="Single replica, no leader election (the default without --lease).")
 @click.option("--workers", type=int, default=4, show_default=True, help="Concurrent reconciles.")
 @click.option("--resync", type=float, default=600.0, show_default=True, help="Seconds between full resyncs.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | None, context: str | None,
-        server: str | None, liveness: str, metrics_port: int, peering_name: str | None, standalone: bool,
-        priority: int, priority_random: bool, workers: int, resync: float, verbose: bool) -> None:
+        server: str | None, liveness: str, metrics_port: int, lease: str | None, identity: str | None,
+        standalone: bool, workers: int, resync: float, verbose: bool) -> None:
     """Run the operator against a cluster."""
     from trustwire.handlers import quiet_kopf_logging
     from trustwire.k8s.client import load_config
@@ -71,12 +68,13 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
         config = load_config(server=server, kubeconfig=kubeconfig, context=context)
     except Exception as exc:
         raise click.ClickException(f"cannot load Kubernetes configuration: {exc}") from None
-    if priority_random:
-        priority = random.SystemRandom().randint(1, 2**31 - 1)
+    if lease and standalone:
+        raise click.UsageError("use either --lease or --standalone")
+    if lease and "/" not in lease:
+        raise click.UsageError("--lease takes NAMESPACE/NAME, e.g. trustwire-system/trustwire")
     options = OperatorOptions(
         clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness or None,
-        standalone=standalone or not peering_name, peering_name=peering_name, priority=priority,
-        workers=workers, resync_interval=resync)
+        lease=lease, identity=identity, workers=workers, resync_interval=resync)
 
     async def main_async() -> None:
         from trustwire.metrics import start_metrics_server

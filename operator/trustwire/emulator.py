@@ -39,6 +39,8 @@ RESOURCES: dict[str, dict[str, Any]] = {
                              "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     "apps/v1/daemonsets": {"kind": "DaemonSet", "singular": "daemonset", "namespaced": True,
                            "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    "coordination.k8s.io/v1/leases": {"kind": "Lease", "singular": "lease", "namespaced": True,
+                                      "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
         "kind": "CustomResourceDefinition", "singular": "customresourcedefinition", "namespaced": False,
         "verbs": ["get", "list", "watch", "create"]},

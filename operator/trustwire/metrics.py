@@ -27,7 +27,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["MATERIALS", "ControllerCollector", "MetricsServer", "parse_timestamp", "start_metrics_server"]
+__all__ = ["MATERIALS", "ControllerCollector", "ControllerLike", "MetricsServer", "parse_timestamp",
+           "rotation_phases", "start_metrics_server"]
 
 PREFIX = "trustwire_"
 #: The rotated materials a ``status.rotation`` entry may describe.

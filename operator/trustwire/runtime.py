@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import kopf
 
+from trustwire.controller.leader import LeaderElection
 from trustwire.controller.reconciler import Clock, Controller, utcnow
 from trustwire.handlers import build_registry
 from trustwire.k8s.client import ApiConfig, Client
@@ -26,9 +27,11 @@ class OperatorOptions:
     clusterwide: bool = True
     namespaces: Collection[str] = ()
     liveness_endpoint: str | None = None
-    standalone: bool = True
-    peering_name: str | None = None
-    priority: int = 0
+    #: "namespace/name" of the Lease for leader election; None = single replica
+    lease: str | None = None
+    identity: str | None = None
+    lease_seconds: float = 15.0
+    renew_seconds: float = 5.0
     workers: int = 4
     resync_interval: float = 600.0
     propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY
@@ -42,7 +45,8 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                            ) -> AsyncIterator[Controller]:
     """Start kopf and the controller workers; stop both on exit."""
     options = options or OperatorOptions()
-    client = Client(config)
+    client = Client(config, user_agent=f"trustwire-operator/{options.identity}" if options.identity
+                    else "trustwire-operator")
     controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
                             resync_interval=options.resync_interval,
                             propagation_delay=options.propagation_delay)
@@ -51,11 +55,16 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
     ready = asyncio.Event()
     kopf_task = asyncio.create_task(kopf.operator(
         registry=registry, clusterwide=options.clusterwide and not options.namespaces,
-        namespaces=list(options.namespaces), standalone=options.standalone,
-        peering_name=options.peering_name, priority=options.priority,
+        namespaces=list(options.namespaces), standalone=True,  # HA is our Lease, not kopf peering
         liveness_endpoint=options.liveness_endpoint, stop_flag=stop, ready_flag=ready,
     ), name="kopf")
-    worker_task = asyncio.create_task(controller.run(), name="trustwire-controller")
+    election = None
+    if options.lease:
+        namespace, _, name = options.lease.rpartition("/")
+        election = LeaderElection(client, namespace=namespace or "default", name=name, identity=options.identity,
+                                  lease_seconds=options.lease_seconds, renew_seconds=options.renew_seconds)
+    controller.election = election
+    worker_task = asyncio.create_task(controller.run(election), name="trustwire-controller")
     try:
         done, _ = await asyncio.wait({kopf_task, asyncio.create_task(ready.wait())},
                                      return_when=asyncio.FIRST_COMPLETED)

@@ -20,6 +20,7 @@ than a pass, and nothing logs it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -28,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trustwire import names
+from trustwire.controller.leader import LeaderElection
 from trustwire.controller.queue import WorkQueue
 from trustwire.controller.state import State, ref_of
 from trustwire.k8s.client import (
@@ -92,6 +94,7 @@ class Controller:
         self.statuses: dict[Key, Mapping[str, Any]] = {}
         self.failures = 0
         self.last_error: str | None = None
+        self.election: LeaderElection | None = None
 
     # ==================================================================================
     # Event intake (called from kopf handlers; cheap, synchronous, never raises)
@@ -169,7 +172,36 @@ class Controller:
     # ==================================================================================
     # Workers
     # ==================================================================================
-    async def run(self) -> None:
+    async def run(self, election: LeaderElection | None = None) -> None:
+        """Reconcile forever; with an election, only while holding the Lease.
+
+        On acquiring the Lease everything is resynced (the caches are warm from the
+        watches); on losing it the workers are cancelled at once, mid-pass if need be —
+        every pass is idempotent, so the next leader simply redoes it.
+        """
+        if election is None:
+            await self._work()
+            return
+        elector = asyncio.create_task(election.run(), name="trustwire-leader-election")
+        try:
+            while True:
+                await election.leading.wait()
+                self.resync_all()
+                work = asyncio.create_task(self._work())
+                lost = asyncio.create_task(election.lost.wait())
+                await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+                work.cancel()
+                lost.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                if work.done() and not work.cancelled() and work.exception():
+                    raise work.exception()  # type: ignore[misc]
+        finally:
+            elector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await elector
+
+    async def _work(self) -> None:
         tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
         try:
@@ -177,6 +209,7 @@ class Controller:
         finally:
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _resync_loop(self) -> None:
         while True:
@@ -192,6 +225,7 @@ class Controller:
                 await self.reconcile(key)
                 result = "ok"
             except asyncio.CancelledError:
+                self.queue.add(key)  # not finished: whoever works next must redo it
                 raise
             except Exception as exc:  # a bug or an outage must not kill the worker
                 self.failures += 1

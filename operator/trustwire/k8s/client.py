@@ -81,6 +81,7 @@ RELATIONSHIPS = Resource("trustwire.io", "v1alpha1", "trustrelationships", "Trus
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)}
 
 
@@ -175,14 +176,15 @@ class Client:
         return headers
 
     async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
-                       params: Mapping[str, str] | None = None) -> Any:
+                       params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers(), timeout=self._timeout,
                 connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=32))
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": content_type} if content_type else {}
-        for attempt in range(self._retries + 1):
+        retries = self._retries if retries is None else retries
+        for attempt in range(retries + 1):
             self.counts[verb] += 1
             try:
                 async with self._session.request(_METHODS[verb], self.config.server + path, data=data,
@@ -197,7 +199,7 @@ class Client:
                 retry_after = None
             self.errors[str(error.status)] += 1
             # 409 on create means "someone else made it": the caller adopts, no blind retry.
-            if not (error.status == 429 or error.status >= 500) or attempt == self._retries:
+            if not (error.status == 429 or error.status >= 500) or attempt == retries:
                 raise error
             delay = float(retry_after) if retry_after and retry_after.isdigit() else 0.2 * 2 ** attempt
             await asyncio.sleep(min(delay, 5.0))
@@ -240,11 +242,15 @@ class Client:
 
     async def json_patch(self, resource: Resource, namespace: str | None, name: str,
                          ops: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-        """RFC 6902 JSON patch computed from the observed object (``test`` ops guard indexes)."""
+        """RFC 6902 JSON patch computed from the observed object (``test`` ops guard indexes).
+
+        Not retried: a failed ``test`` means the object changed since it was read (422 on a
+        real server, 500 in the emulator), and only the caller can re-read and recompute.
+        """
         try:
             result: dict[str, Any] = await self._request(
                 "patch", resource.path(namespace, name), body=list(ops),
-                content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER})
+                content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER}, retries=0)
         except ApiError as exc:
             if exc.status == 404:
                 return None

@@ -1,0 +1,126 @@
+"""Leader election with a ``coordination.k8s.io/v1`` Lease: exactly one replica writes.
+
+Why not kopf peering? Peering pauses kopf's watch streams on standbys, but our controller
+also acts on timers (rotation deadlines, resyncs) that kopf does not know about, and a
+paused standby starts cold. Here every replica keeps watching — its caches stay warm for
+a fast takeover — while only the Lease holder's workers reconcile, and they stop the
+moment the Lease is lost.
+
+Every change to the Lease is an RFC 6902 JSON patch whose ``test`` ops pin the holder and
+renew time we read, so two replicas racing for an expired Lease cannot both win — on a
+real API server and in the emulator alike (neither needs ``resourceVersion`` for this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trustwire.k8s.client import LEASES, ApiError, Client
+
+log = logging.getLogger("trustwire.leader")
+
+
+def _micro(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{secrets.token_hex(3)}"
+
+
+class LeaderElection:
+    def __init__(self, client: Client, *, namespace: str, name: str = "trustwire", identity: str | None = None,
+                 lease_seconds: float = 15.0, renew_seconds: float = 5.0,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.client = client
+        self.namespace, self.name = namespace, name
+        self.identity = identity or default_identity()
+        self.lease_seconds, self.renew_seconds = lease_seconds, renew_seconds
+        self.clock = clock
+        self.leading = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.transitions = 0
+
+    async def run(self) -> None:
+        """Try to acquire, then renew, forever; flips :attr:`leading` as it goes."""
+        try:
+            while True:
+                try:
+                    held = await self._attempt()
+                except (ApiError, OSError) as exc:
+                    log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                    held = False
+                self._set(held)
+                await asyncio.sleep(self.renew_seconds if held else self.renew_seconds / 2)
+        finally:
+            self._set(False)
+
+    def _set(self, held: bool) -> None:
+        if held and not self.leading.is_set():
+            log.info("%s acquired lease %s/%s", self.identity, self.namespace, self.name)
+            self.lost.clear()
+            self.leading.set()
+            self.transitions += 1
+        elif not held and self.leading.is_set():
+            log.warning("%s lost lease %s/%s", self.identity, self.namespace, self.name)
+            self.leading.clear()
+            self.lost.set()
+
+    async def _attempt(self) -> bool:
+        now = self.clock()
+        lease = await self.client.get(LEASES, self.namespace, self.name)
+        if lease is None:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace,
+                                 "labels": {"app.kubernetes.io/managed-by": "trustwire"}},
+                    "spec": self._spec(now, transitions=0, acquire=True)}
+            try:
+                await self.client.create(LEASES, self.namespace, body)
+            except ApiError as exc:
+                if exc.status == 409:
+                    return False
+                raise
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = _parse(spec.get("renewTime"))
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
+        expired = renewed is None or now >= renewed + timedelta(seconds=duration)
+        if holder != self.identity and not expired:
+            return False
+        acquire = holder != self.identity
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/spec/holderIdentity", "value": holder},
+            {"op": "test", "path": "/spec/renewTime", "value": spec.get("renewTime")},
+        ]
+        for key, value in self._spec(now, int(spec.get("leaseTransitions") or 0) + (1 if acquire else 0),
+                                     acquire).items():
+            ops.append({"op": "add", "path": f"/spec/{key}", "value": value})
+        try:
+            return await self.client.json_patch(LEASES, self.namespace, self.name, ops) is not None
+        except ApiError as exc:
+            if exc.status in (409, 422) or exc.status >= 500:
+                return False  # somebody else changed the Lease first
+            raise
+
+    def _spec(self, now: datetime, transitions: int, acquire: bool) -> dict[str, Any]:
+        spec: dict[str, Any] = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_seconds),
+                                "renewTime": _micro(now), "leaseTransitions": transitions}
+        if acquire:
+            spec["acquireTime"] = _micro(now)
+        return spec

@@ -1,0 +1,99 @@
+"""Issue 6: replicas > 1 is safe — one Lease holder writes; a standby takes over when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.harness import Cluster, identity, relationship
+from trustwire import names
+from trustwire.emulator import running_emulator
+from trustwire.k8s.client import LEASES, ApiConfig, Client
+from trustwire.runtime import OperatorOptions, running_operator
+
+pytestmark = pytest.mark.integration
+LEASE = "trustwire-system/trustwire"
+
+
+def _writes_by(cluster: Cluster, who: str) -> list[str]:
+    return [f"{r.method.value} {r.url.path}" for r in cluster.operator_writes()
+            if r.headers.get("User-Agent") == f"trustwire-operator/{who}"]
+
+
+def _options(who: str) -> OperatorOptions:
+    return OperatorOptions(workers=2, resync_interval=3600.0, lease=LEASE, identity=who,
+                           lease_seconds=3.0, renew_seconds=0.5)
+
+
+async def test_only_the_lease_holder_writes_and_a_standby_takes_over() -> None:
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
+        config = ApiConfig(server=emu.url)
+        # replica A is a real process, so it can die the hard way (SIGKILL)
+        replica_a = subprocess.Popen(
+            [sys.executable, "-m", "trustwire.cli", "run", "--server", emu.url, "--lease", LEASE,
+             "--identity", "op-a", "--liveness", "", "--metrics-port", "0", "--workers", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            for _ in range(200):
+                lease = await client.get(LEASES, "trustwire-system", "trustwire")
+                if lease and lease["spec"]["holderIdentity"] == "op-a":
+                    break
+                await asyncio.sleep(0.05)
+            async with running_operator(config, _options("op-b")) as controller_b:
+                cluster = Cluster(emu.emulator, client, controller_b)
+                await cluster.apply(identity("alpha", "team"))
+                await cluster.apply(identity("beta", "team"))
+                await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None)))
+                await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+                await asyncio.sleep(0.5)
+                assert controller_b.election is not None and not controller_b.election.leading.is_set()
+                assert _writes_by(cluster, "op-a"), "the leader did the work"
+                assert _writes_by(cluster, "op-b") == [], "the standby writes nothing"
+                assert len(controller_b.state.identities) == 2, "the standby's caches are warm"
+
+                replica_a.send_signal(signal.SIGKILL)
+                replica_a.wait(10)
+                await cluster.apply(identity("gamma", "team"))
+                await asyncio.wait_for(controller_b.election.leading.wait(), 20)
+                await cluster.wait_condition("ServiceIdentity", "team", "gamma", "Ready")
+                lease = await client.get(LEASES, "trustwire-system", "trustwire")
+                assert lease is not None and lease["spec"]["holderIdentity"] == "op-b"
+                assert lease["spec"]["leaseTransitions"] == 1
+                await cluster.settle()
+        finally:
+            if replica_a.poll() is None:
+                replica_a.kill()
+                replica_a.wait(10)
+
+        # one CA per identity was ever created, never a second one
+        created = [r.data or {} for r in cluster.operator_writes() if r.method.value == "POST"]
+        ca_names = [d["metadata"]["name"] for d in created
+                    if d.get("kind") == "Secret" and d["metadata"]["name"].endswith("-trustwire-ca")]
+        assert sorted(ca_names) == sorted(names.ca_secret(n) for n in ("alpha", "beta", "gamma"))
+
+
+async def test_a_lost_lease_stops_the_writer() -> None:
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
+        config = ApiConfig(server=emu.url)
+        async with running_operator(config, _options("op-a")) as controller:
+            assert controller.election is not None
+            await asyncio.wait_for(controller.election.leading.wait(), 10)
+            # someone else grabs the Lease (an operator with a skewed view, or an admin)
+            await client.merge_patch(LEASES, "trustwire-system", "trustwire",
+                                     {"spec": {"holderIdentity": "intruder", "renewTime": "2999-01-01T00:00:00.000000Z"}})
+            await asyncio.wait_for(controller.election.lost.wait(), 10)
+            cluster = Cluster(emu.emulator, client, controller)
+            since = len(cluster.operator_writes())
+            await cluster.apply(identity("alpha", "team"))
+            await asyncio.sleep(2.0)
+            assert [w for w in cluster.operator_writes()[since:] if "/leases/" not in w.url.path] == []
+            assert (await client.get(cluster_resource(), "team", "alpha") or {}).get("status") is None
+
+
+def cluster_resource():  # type: ignore[no-untyped-def]
+    from trustwire.k8s.client import IDENTITIES
+    return IDENTITIES
