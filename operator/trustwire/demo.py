@@ -26,8 +26,17 @@ from rich.table import Table
 from trustwire import names
 from trustwire.controller.reconciler import utcnow
 from trustwire.emulator import running_emulator
-from trustwire.k8s.client import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, ApiConfig, Client, \
-    Resource, decode_data
+from trustwire.k8s.client import (
+    CONFIGMAPS,
+    IDENTITIES,
+    RELATIONSHIPS,
+    SECRETS,
+    WORKLOADS,
+    ApiConfig,
+    Client,
+    Resource,
+    decode_data,
+)
 from trustwire.proofs import Proof, prove_jwt, prove_mtls
 from trustwire.runtime import OperatorOptions, running_operator
 
@@ -112,7 +121,7 @@ def status_table(identities: Sequence[Mapping[str, Any]], relationships: Sequenc
 
 
 async def mounted_files(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
-    """Exactly what the projected volume shows a pod: credentials ∪ trust Secret keys."""
+    """Exactly what the projected volume shows a pod: the union of the credentials and trust Secret keys."""
     files: dict[str, bytes] = {}
     for name in (names.credentials_secret(identity), names.trust_secret(identity)):
         files.update(decode_data(SECRETS, await client.get(SECRETS, namespace, name)))
@@ -246,7 +255,7 @@ async def run_rotation_demo(*, output: Path | None, examples: Path | None = None
                 workloads = [SimulatedWorkload(ns, workload_of[(ns, n)], n, PodFiles(root / ns / n),
                                                rollout_seconds=0.3 + 0.5 * i) for i, (ns, n) in enumerate(idents)]
                 simulator = asyncio.create_task(RolloutSimulator(client, workloads).run())
-                while any(w.rollouts == 0 for w in workloads):
+                while any(w.rollouts == 0 for w in workloads):  # noqa: ASYNC110 - polling the simulator
                     await asyncio.sleep(0.05)
                 sides = [Side(n, f"{n}.{ns}.svc", w.pod, TLSEndpoint(w.pod)) for (ns, n), w in zip(idents, workloads,
                                                                                                    strict=True)]

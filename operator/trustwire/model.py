@@ -62,7 +62,7 @@ class SpecError(ValueError):
 
 class CASource(enum.StrEnum):
     SELF_SIGNED = "SelfSigned"
-    SECRET = "Secret"
+    SECRET = "Secret"  # noqa: S105 - an enum value, not a password
 
 
 class KeystoreFormat(enum.StrEnum):
@@ -335,7 +335,7 @@ class _Reader:
             return {}
         return value
 
-    def str(self, parent: Mapping[str, Any], key: str, path: str, default: str | None = None,
+    def string(self, parent: Mapping[str, Any], key: str, path: str, default: str | None = None,
             *, max_length: int = MAX_NAME_LENGTH) -> str | None:
         value = parent.get(key)
         if value is None:
@@ -348,7 +348,7 @@ class _Reader:
             return default
         return value
 
-    def bool(self, parent: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    def boolean(self, parent: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
         value = parent.get(key)
         if value is None:
             return default
@@ -357,7 +357,7 @@ class _Reader:
             return default
         return value
 
-    def list(self, parent: Mapping[str, Any], key: str, path: str, max_items: int) -> list[Any]:
+    def array(self, parent: Mapping[str, Any], key: str, path: str, max_items: int) -> list[Any]:
         value = parent.get(key)
         if value is None:
             return []
@@ -372,7 +372,7 @@ class _Reader:
     def strings(self, parent: Mapping[str, Any], key: str, path: str,
                 max_items: int = MAX_LIST_ITEMS) -> tuple[str, ...]:
         out: list[str] = []
-        for i, item in enumerate(self.list(parent, key, path, max_items)):
+        for i, item in enumerate(self.array(parent, key, path, max_items)):
             if not isinstance(item, str) or not item:
                 self.fail(f"{path}.{key}[{i}]", f"must be a non-empty string, got {_type_name(item)}")
             elif len(item) > MAX_NAME_LENGTH:
@@ -443,25 +443,27 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         raise SpecError([("spec", f"must be an object, got {_type_name(spec)}")])
     r.unknown(spec, IDENTITY_FIELDS, "spec")
 
-    service_name = r.str(spec, "serviceName", "spec", default=name) or name
+    service_name = r.string(spec, "serviceName", "spec", default=name) or name
     if not _DNS_LABEL.match(service_name) or len(service_name) > 63:
-        r.fail("spec.serviceName", f"{_quote(service_name)} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)")
+        r.fail("spec.serviceName",
+               f"{_quote(service_name)} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)")
 
     dns_names = r.strings(spec, "dnsNames", "spec", max_items=MAX_DNS_NAMES)
     for i, dns in enumerate(dns_names):
         if not _DNS_NAME.match(dns):
             r.fail(f"spec.dnsNames[{i}]", f"{_quote(dns)} is not a DNS name (lowercase labels separated by dots)")
 
-    trust_domain = r.str(spec, "trustDomain", "spec", default="cluster.local") or "cluster.local"
+    trust_domain = r.string(spec, "trustDomain", "spec", default="cluster.local") or "cluster.local"
     if not _TRUST_DOMAIN.match(trust_domain):
-        r.fail("spec.trustDomain", f"{_quote(trust_domain)} is not a valid SPIFFE trust domain (lowercase a-z, 0-9, '.', '-', '_')")
+        r.fail("spec.trustDomain",
+               f"{_quote(trust_domain)} is not a valid SPIFFE trust domain (lowercase a-z, 0-9, '.', '-', '_')")
 
     ca_body = r.obj(spec, "ca", "spec")
     r.unknown(ca_body, IDENTITY_FIELDS["ca"], "spec.ca")
     ca_source = r.enum(ca_body, "source", "spec.ca", CASource, CASource.SELF_SIGNED)
     secret_ref = r.obj(ca_body, "secretRef", "spec.ca")
     r.unknown(secret_ref, IDENTITY_FIELDS["ca"]["secretRef"], "spec.ca.secretRef")
-    ca_secret = r.str(secret_ref, "name", "spec.ca.secretRef")
+    ca_secret = r.string(secret_ref, "name", "spec.ca.secretRef")
     if ca_source is CASource.SECRET and not ca_secret:
         r.fail("spec.ca.secretRef.name", "is required when spec.ca.source is Secret")
     ca = CASpec(
@@ -486,17 +488,17 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     jwt_body = r.obj(spec, "jwt", "spec")
     r.unknown(jwt_body, IDENTITY_FIELDS["jwt"], "spec.jwt")
     jwt = JwtSpec(
-        enabled=r.bool(jwt_body, "enabled", "spec.jwt", True),
+        enabled=r.boolean(jwt_body, "enabled", "spec.jwt", True),
         algorithm=r.enum(jwt_body, "algorithm", "spec.jwt", JwtAlgorithm, JwtAlgorithm.ES256),
         rotation_period=r.duration(jwt_body, "rotationPeriod", "spec.jwt", timedelta(hours=720)),
         revoked_kids=r.strings(jwt_body, "revokedKids", "spec.jwt"),
-        issuer=r.str(jwt_body, "issuer", "spec.jwt"),
+        issuer=r.string(jwt_body, "issuer", "spec.jwt"),
     )
 
     ks_body = r.obj(spec, "keystores", "spec")
     r.unknown(ks_body, IDENTITY_FIELDS["keystores"], "spec.keystores")
     formats: list[KeystoreFormat] = []
-    for i, fmt in enumerate(r.list(ks_body, "formats", "spec.keystores", 2) if "formats" in ks_body else ["PKCS12"]):
+    for i, fmt in enumerate(r.array(ks_body, "formats", "spec.keystores", 2) if "formats" in ks_body else ["PKCS12"]):
         try:
             formats.append(KeystoreFormat(fmt))
         except ValueError:
@@ -505,21 +507,21 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     r.unknown(pw_ref_body, IDENTITY_FIELDS["keystores"]["passwordSecretRef"], "spec.keystores.passwordSecretRef")
     password_secret = None
     if pw_ref_body:
-        pw_name = r.str(pw_ref_body, "name", "spec.keystores.passwordSecretRef")
+        pw_name = r.string(pw_ref_body, "name", "spec.keystores.passwordSecretRef")
         if not pw_name:
             r.fail("spec.keystores.passwordSecretRef.name", "is required")
         else:
-            pw_key = r.str(pw_ref_body, "key", "spec.keystores.passwordSecretRef", default="password")
+            pw_key = r.string(pw_ref_body, "key", "spec.keystores.passwordSecretRef", default="password")
             password_secret = SecretKeyRef(pw_name, pw_key or "password")
     keystores = KeystoreSpec(
         formats=tuple(dict.fromkeys(formats)),
         password_secret=password_secret,
-        legacy_pkcs12=r.bool(ks_body, "legacyPKCS12", "spec.keystores", False),
+        legacy_pkcs12=r.boolean(ks_body, "legacyPKCS12", "spec.keystores", False),
     )
 
     workloads: list[WorkloadRef] = []
     seen_workloads: set[tuple[str, str]] = set()
-    for i, item in enumerate(r.list(spec, "workloads", "spec", MAX_WORKLOADS)):
+    for i, item in enumerate(r.array(spec, "workloads", "spec", MAX_WORKLOADS)):
         path = f"spec.workloads[{i}]"
         if not isinstance(item, Mapping):
             r.fail(path, f"must be an object, got {_type_name(item)}")
@@ -528,7 +530,7 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         if item.get("kind") is None:
             r.fail(f"{path}.kind", "is required; allowed values are Deployment, StatefulSet, DaemonSet")
         kind = r.enum(item, "kind", path, WorkloadKind, WorkloadKind.DEPLOYMENT)
-        wname = r.str(item, "name", path)
+        wname = r.string(item, "name", path)
         if not wname:
             r.fail(f"{path}.name", "is required")
             continue
@@ -537,19 +539,19 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         seen_workloads.add((kind, wname))
         workloads.append(WorkloadRef(kind, wname, r.strings(item, "containers", path)))
 
-    mount_path = r.str(spec, "mountPath", "spec", default="/var/run/trustwire") or "/var/run/trustwire"
+    mount_path = r.string(spec, "mountPath", "spec", default="/var/run/trustwire") or "/var/run/trustwire"
     if not mount_path.startswith("/") or ":" in mount_path or ".." in mount_path.split("/"):
         r.fail("spec.mountPath", f"{_quote(mount_path)} must be an absolute path without '..' or ':'")
 
     templates: list[TemplateSpec] = []
     seen_templates: set[str] = set()
-    for i, item in enumerate(r.list(spec, "templates", "spec", MAX_TEMPLATES)):
+    for i, item in enumerate(r.array(spec, "templates", "spec", MAX_TEMPLATES)):
         path = f"spec.templates[{i}]"
         if not isinstance(item, Mapping):
             r.fail(path, f"must be an object, got {_type_name(item)}")
             continue
         r.unknown(item, IDENTITY_FIELDS["templates"][0], path)
-        tname = r.str(item, "name", path)
+        tname = r.string(item, "name", path)
         if not tname or not _TEMPLATE_NAME.match(tname):
             r.fail(f"{path}.name", "is required: a file name of letters, digits, '.', '_' or '-'")
             continue
@@ -560,13 +562,13 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
             r.fail(f"{path}.name", f"{_quote(tname)} is used by two templates")
             continue
         seen_templates.add(tname)
-        inline = r.str(item, "inline", path, max_length=MAX_INLINE_TEMPLATE)
+        inline = r.string(item, "inline", path, max_length=MAX_INLINE_TEMPLATE)
         cm_body = r.obj(item, "configMapRef", path)
         r.unknown(cm_body, IDENTITY_FIELDS["templates"][0]["configMapRef"], f"{path}.configMapRef")
         cm_ref = None
         if cm_body:
-            cm_name = r.str(cm_body, "name", f"{path}.configMapRef")
-            cm_key = r.str(cm_body, "key", f"{path}.configMapRef")
+            cm_name = r.string(cm_body, "name", f"{path}.configMapRef")
+            cm_key = r.string(cm_body, "key", f"{path}.configMapRef")
             if not cm_name or not cm_key:
                 r.fail(f"{path}.configMapRef", "needs both name and key")
             else:
@@ -613,17 +615,17 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
                 r.fail(path, f"must be an object with 'identity', got {_type_name(item)}")
                 continue
             r.unknown(item, RELATIONSHIP_FIELDS["between"][0], path)
-            ident = r.str(item, "identity", path)
+            ident = r.string(item, "identity", path)
             if not ident:
                 r.fail(f"{path}.identity", "is required: the name of a ServiceIdentity")
                 continue
-            ns = r.str(item, "namespace", path, default=namespace) or namespace
+            ns = r.string(item, "namespace", path, default=namespace) or namespace
             refs.append(IdentityRef(ns, ident))
         if len(refs) == 2 and refs[0] == refs[1]:
             r.fail("spec.between[1]", f"names {refs[0]} twice; a relationship needs two different identities")
 
     initiator: IdentityRef | None = None
-    initiator_name = r.str(spec, "initiator", "spec")
+    initiator_name = r.string(spec, "initiator", "spec")
     if initiator_name and len(refs) == 2:
         matches = [ref for ref in refs if initiator_name in (ref.name, str(ref))]
         if len(matches) != 1:
@@ -638,12 +640,12 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     r.unknown(jwt_body, RELATIONSHIP_FIELDS["jwt"], "spec.jwt")
     shared_body = r.obj(spec, "sharedSecret", "spec")
     r.unknown(shared_body, RELATIONSHIP_FIELDS["sharedSecret"], "spec.sharedSecret")
-    mtls = r.bool(mtls_body, "enabled", "spec.mtls", True)
-    jwt = r.bool(jwt_body, "enabled", "spec.jwt", True)
+    mtls = r.boolean(mtls_body, "enabled", "spec.mtls", True)
+    jwt = r.boolean(jwt_body, "enabled", "spec.jwt", True)
     roles = r.strings(jwt_body, "roles", "spec.jwt")
-    audience = r.str(jwt_body, "audience", "spec.jwt")
+    audience = r.string(jwt_body, "audience", "spec.jwt")
     scopes = r.strings(jwt_body, "scopes", "spec.jwt")
-    shared_secret = r.bool(shared_body, "enabled", "spec.sharedSecret", False)
+    shared_secret = r.boolean(shared_body, "enabled", "spec.sharedSecret", False)
     if r.problems:
         raise SpecError(r.problems)
     return TrustRelationship(namespace=namespace, name=name, between=(refs[0], refs[1]), initiator=initiator,

@@ -20,6 +20,7 @@ import ssl
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from trustwire import pki
 
@@ -45,6 +46,12 @@ def _context(directory: Path, *, server: bool) -> ssl.SSLContext:
     return ctx
 
 
+def _uris(cert: Any) -> list[str]:
+    """URI SANs of a peer certificate as ``ssl`` reports it."""
+    sans = (cert or {}).get("subjectAltName", ())
+    return [str(value) for kind, value in sans if kind == "URI"]
+
+
 def prove_mtls(server_dir: Path, client_dir: Path, *, server_hostname: str, timeout: float = 10.0) -> Proof:
     """A mutual-TLS handshake on 127.0.0.1: the client checks the server's certificate and
     hostname with its trust bundle; the server requires and checks the client's certificate."""
@@ -64,9 +71,7 @@ def prove_mtls(server_dir: Path, client_dir: Path, *, server_hostname: str, time
             conn, _ = listener.accept()
             conn.settimeout(timeout)
             with server_ctx.wrap_socket(conn, server_side=True) as tls:
-                peer = tls.getpeercert()
-                uris = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]  # type: ignore[misc]
-                server_result["peer"] = ",".join(str(u) for u in uris)
+                server_result["peer"] = ",".join(_uris(tls.getpeercert()))
                 tls.sendall(b"ok")
         except (ssl.SSLError, OSError) as exc:
             server_result["error"] = str(exc)
@@ -80,7 +85,7 @@ def prove_mtls(server_dir: Path, client_dir: Path, *, server_hostname: str, time
                 client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
             reply = tls.recv(2)
             version = tls.version()
-            server_uris = [v for k, v in (tls.getpeercert() or {}).get("subjectAltName", ()) if k == "URI"]  # type: ignore[misc]
+            server_uris = _uris(tls.getpeercert())
     except (ssl.SSLError, OSError) as exc:
         thread.join(timeout)
         why = server_result.get("error") or str(exc)

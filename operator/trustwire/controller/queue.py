@@ -12,6 +12,7 @@ The clock is injected (``loop.time`` by default) for tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections.abc import Hashable
@@ -82,10 +83,8 @@ class WorkQueue(Generic[K]):
                 self._active.add(key)
                 return key
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     def done(self, key: K) -> None:
         self._active.discard(key)

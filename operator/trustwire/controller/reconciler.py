@@ -272,7 +272,6 @@ class Controller:
         if names.FINALIZER not in (meta.get("finalizers") or []):
             await self._add_finalizer(IDENTITIES, ref.namespace, ref.name, meta)
         now = self.clock()
-        generation = meta.get("generation")
         old_status: Mapping[str, Any] = body.get("status") or {}
         try:
             ident = parse_identity(body)
@@ -528,6 +527,7 @@ class Controller:
 
     async def _add_finalizer(self, resource: Resource, namespace: str, name: str, meta: Mapping[str, Any]) -> None:
         current = list(meta.get("finalizers") or [])
+        ops: list[dict[str, Any]]
         if current:
             ops = [{"op": "test", "path": "/metadata/finalizers", "value": current},
                    {"op": "add", "path": "/metadata/finalizers/-", "value": names.FINALIZER}]

@@ -66,9 +66,14 @@ def build_registry(controller: Controller, config: ApiConfig, *,
     watch(("trustwire.io", "v1alpha1", "trustrelationships"), controller.observe_relationship)
     watch(("v1", "secrets"), controller.observe_secret, labels={names.MANAGED_BY: names.MANAGER})
     watch(("v1", "configmaps"), controller.observe_configmap)
+    def workload_observer(kind: str) -> Observer:
+        def observe(body: Mapping[str, Any], deleted: bool) -> None:
+            controller.observe_workload(kind, body)
+        return observe
+
     for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"),
                          ("DaemonSet", "daemonsets")):
-        watch(("apps", "v1", plural), lambda body, deleted, kind=kind: controller.observe_workload(kind, body))
+        watch(("apps", "v1", plural), workload_observer(kind))
 
     @kopf.on.probe(id="reconciles", registry=registry)
     def reconciles(**_: Any) -> dict[str, int]:

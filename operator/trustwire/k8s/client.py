@@ -131,14 +131,15 @@ def load_config(*, server: str | None = None, kubeconfig: str | None = None, con
     from kubernetes import config as kconfig
 
     configuration = kclient.Configuration()
-    kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, context=context, client_configuration=configuration)
     auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
     token = auth.split(" ", 1)[1] if auth and " " in auth else auth
 
     def read(path: str | None) -> bytes | None:
         return Path(path).read_bytes() if path else None
 
-    _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)
+    _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     namespace = (active or {}).get("context", {}).get("namespace")
     return ApiConfig(server=configuration.host.rstrip("/"), token=token, ca_data=read(configuration.ssl_ca_cert),
                      cert_data=read(configuration.cert_file), key_data=read(configuration.key_file),
@@ -194,7 +195,7 @@ class Client:
                         return json.loads(text) if text else None
                     error = _api_error(response.status, text, verb, path)
                     retry_after = response.headers.get("Retry-After")
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 error = ApiError(503, type(exc).__name__, "connection to the API server failed", verb=verb, path=path)
                 retry_after = None
             self.errors[str(error.status)] += 1

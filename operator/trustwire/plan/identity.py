@@ -40,12 +40,12 @@ from trustwire.plan.conditions import TRUE, Check, Condition, passed, stalled, w
 from trustwire.plan.workloads import material_hash
 from trustwire.render import TemplateError, render_template
 
-SECRET_TLS = "kubernetes.io/tls"
+SECRET_TLS = "kubernetes.io/tls"  # noqa: S105 - Secret types, not passwords
 CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
 JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
 JWT_PREVIOUS_ANNOTATION = "trustwire.io/jwt-previous"
 JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
-SECRET_OPAQUE = "Opaque"
+SECRET_OPAQUE = "Opaque"  # noqa: S105
 #: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
 MIN_WAKE = timedelta(seconds=5)
 
@@ -554,7 +554,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             # generated now would be stored nowhere and be a different one on every pass.
             jwt, jwt_next, jwt_previous = None, None, None
         elif jwt_reason is not None:
-            jwt, jwt_next, jwt_previous = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now), None, None
+            jwt = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
+            jwt_next, jwt_previous = None, None
             events.append(PlannedEvent("Normal" if jwt_reason[0] != "Repaired" else "Warning",
                                        f"JwtKey{jwt_reason[0]}",
                                        f"JWT key {jwt.kid} ({ident.jwt.algorithm}) generated: {jwt_reason[1]}"))
@@ -677,7 +678,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             peers_json.append(entry)
             peers_status.append(entry_status)
             peers_context.append({**entry, "jwks": peer_jwks if accepts_tokens else [],
-                                  "caPem": ca_pem.decode(), "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
+                                  "caPem": ca_pem.decode(),
+                                  "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
                                   "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
         bundle_certs = [bundle[fp] for fp in sorted(bundle)]
         trusted_cas, trusted_kids = set(bundle), set(peer_keys)
