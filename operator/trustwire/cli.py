@@ -11,7 +11,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,10 +50,12 @@ def main() -> None:
 @click.option("--standalone", is_flag=True, help="Single replica, no leader election (the default without --lease).")
 @click.option("--workers", type=int, default=4, show_default=True, help="Concurrent reconciles.")
 @click.option("--resync", type=float, default=600.0, show_default=True, help="Seconds between full resyncs.")
+@click.option("--propagation-delay", type=float, default=90.0, show_default=True,
+              help="Seconds a rotation waits for consumers that have no workloads to report a rollout.")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | None, context: str | None,
         server: str | None, liveness: str, metrics_port: int, lease: str | None, identity: str | None,
-        standalone: bool, workers: int, resync: float, verbose: bool) -> None:
+        standalone: bool, workers: int, resync: float, propagation_delay: float, verbose: bool) -> None:
     """Run the operator against a cluster."""
     from trustwire.handlers import quiet_kopf_logging
     from trustwire.k8s.client import load_config
@@ -74,7 +76,8 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
         raise click.UsageError("--lease takes NAMESPACE/NAME, e.g. trustwire-system/trustwire")
     options = OperatorOptions(
         clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness or None,
-        lease=lease, identity=identity, workers=workers, resync_interval=resync)
+        lease=lease, identity=identity, workers=workers, resync_interval=resync,
+        propagation_delay=timedelta(seconds=propagation_delay))
 
     async def main_async() -> None:
         from trustwire.metrics import start_metrics_server
