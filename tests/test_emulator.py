@@ -1,18 +1,19 @@
-"""The embedded emulator's request-log trimming (used by long runs) still works with kmock."""
+"""The embedded emulator journals every request while keeping kmock's own routing logs short."""
 
 from __future__ import annotations
 
-from trustwire.emulator import running_emulator, trim_request_log
+from trustwire.emulator import _KEEP, running_emulator
 from trustwire.k8s.client import SECRETS, ApiConfig, Client
 
 
-async def test_trimming_forgets_requests_and_keeps_objects() -> None:
+async def test_journal_keeps_everything_and_kmock_logs_stay_short() -> None:
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
         body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}, "data": {}}
         await client.create(SECRETS, "ns", body)
-        await client.get(SECRETS, "ns", "s")
-        assert len(list(emu.emulator)) >= 2
-        assert trim_request_log(emu.emulator) >= 2
-        assert list(emu.emulator) == []
-        assert await client.get(SECRETS, "ns", "s") is not None
-        assert len(list(emu.emulator)) == 1, "the log keeps recording after a trim"
+        for _ in range(_KEEP * 3):
+            assert await client.get(SECRETS, "ns", "s") is not None
+        assert len(emu.emulator.journal) == _KEEP * 3 + 1
+        assert [r.method.value for r in emu.emulator.journal[:2]] == ["POST", "GET"]
+        assert len(emu.emulator._requests) <= _KEEP * 2, "kmock's own log is trimmed"
+        assert len(list(emu.emulator)) <= _KEEP * 2 * 4
+        assert await client.get(SECRETS, "ns", "missing") is None, "routing still works after trimming"

@@ -244,7 +244,7 @@ async def run_rotation_demo(*, output: Path | None, examples: Path | None = None
     options = OperatorOptions(workers=4, propagation_delay=timedelta(seconds=2))
     with tempfile.TemporaryDirectory(prefix="trustwire-rotate-") as tmp:
         root = (output / "mounts") if output else Path(tmp)
-        async with running_emulator(trim_every=2.0) as emu:
+        async with running_emulator() as emu:
             config = ApiConfig(server=emu.url)
             async with running_operator(config, options), Client(config) as client:
                 await apply(client, docs)

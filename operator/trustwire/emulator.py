@@ -8,12 +8,12 @@ operator never relies on; tests play the missing controllers explicitly.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import attrs
 import kmock
 
 #: Every resource the operator discovers or watches, with discovery info.
@@ -47,41 +47,44 @@ RESOURCES: dict[str, dict[str, Any]] = {
 }
 
 
+@attrs.define(kw_only=True)
+class RecordingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """The emulator with an O(1) request journal.
+
+    kmock keeps every request and, to route each new one, scans that log from the oldest
+    entry, so a long run (the rotate demo, a benchmark, a whole integration test) slows
+    down quadratically. Routing only ever needs the requests still in flight, so this
+    subclass keeps kmock's own logs short and records every request in :attr:`journal`
+    instead — iterate ``emulator.journal``, not ``emulator``, to read what happened. It
+    reaches into kmock's ``_requests`` lists; ``tests/test_emulator.py`` fails if a kmock
+    upgrade moves them.
+    """
+
+    journal: list[Any] = attrs.field(factory=list, init=False)
+
+    async def _handle(self, request: Any) -> Any:
+        self.journal.append(request)
+        if len(self._requests) > _KEEP * 2:
+            del self._requests[:-_KEEP]
+            for reaction in self._walk(kmock.Reaction):
+                del reaction._requests[:-_KEEP]
+        return await super()._handle(request)
+
+
+#: How many recent requests kmock's own logs keep (enough for every request in flight).
+_KEEP = 64
+
+
 @dataclass
 class RunningEmulator:
-    emulator: kmock.KubernetesEmulator
+    emulator: RecordingEmulator
     url: str
 
 
-def trim_request_log(emulator: kmock.KubernetesEmulator) -> int:
-    """Forget the emulator's request log; returns how many requests were dropped.
-
-    kmock keeps every request for assertions and re-scans that log while routing each new
-    request, so a long run (``demo --rotate``, benchmarks) slows down quadratically. This
-    reaches into kmock's internals (``_requests`` of the root and of each reaction); the
-    test ``tests/test_emulator.py`` catches it if a kmock upgrade moves them.
-    """
-    dropped = len(emulator._requests)
-    emulator._requests.clear()
-    for reaction in emulator._walk(kmock.Reaction):
-        reaction._requests.clear()
-    return dropped
-
-
 @contextlib.asynccontextmanager
-async def running_emulator(*, trim_every: float | None = None) -> AsyncIterator[RunningEmulator]:
-    """Serve the emulator on loopback; ``trim_every`` seconds, forget its request log."""
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+async def running_emulator() -> AsyncIterator[RunningEmulator]:
+    """Serve the emulator on loopback with every resource the operator uses declared."""
+    async with RecordingEmulator() as emulator, kmock.Server(emulator) as server:
         for key, info in RESOURCES.items():
-            emulator.resources[key] = info  # type: ignore[assignment]
-
-        async def trim() -> None:
-            while trim_every:
-                await asyncio.sleep(trim_every)
-                trim_request_log(emulator)
-
-        task = asyncio.create_task(trim())
-        try:
-            yield RunningEmulator(emulator, str(server.url).rstrip("/"))
-        finally:
-            task.cancel()
+            emulator.resources[key] = info
+        yield RunningEmulator(emulator, str(server.url).rstrip("/"))

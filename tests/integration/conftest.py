@@ -20,14 +20,8 @@ def operator_options() -> OperatorOptions:
 
 
 @pytest.fixture
-def emulator_trim_every() -> float | None:
-    """Long-running modules override this: kmock re-scans its request log on every request."""
-    return None
-
-
-@pytest.fixture
-async def cluster(operator_options: OperatorOptions, emulator_trim_every: float | None) -> AsyncIterator[Cluster]:
-    async with running_emulator(trim_every=emulator_trim_every) as emu:
+async def cluster(operator_options: OperatorOptions) -> AsyncIterator[Cluster]:
+    async with running_emulator() as emu:
         config = ApiConfig(server=emu.url)
         async with running_operator(config, operator_options) as controller, \
                 Client(config, user_agent="trustwire-tests") as client:

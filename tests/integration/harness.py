@@ -107,8 +107,7 @@ class Cluster:
 
     # ---- the request log -----------------------------------------------------------------
     def operator_requests(self) -> list[Any]:
-        seen: dict[int, Any] = {r.id: r for r in self.emulator}  # iterating kmock yields its request log
-        return [r for _, r in sorted(seen.items())
+        return [r for r in self.emulator.journal
                 if str(r.headers.get("User-Agent", "")).startswith(("trustwire-operator", "kopf"))]
 
     def operator_writes(self) -> list[Any]:

@@ -22,11 +22,6 @@ SHORT = {"ca": {"duration": "30m"}, "certificate": {"duration": "60s", "renewBef
 
 
 @pytest.fixture
-def emulator_trim_every() -> float:
-    return 2.0
-
-
-@pytest.fixture
 def operator_options() -> OperatorOptions:
     from datetime import timedelta
     return OperatorOptions(workers=4, resync_interval=3600.0, propagation_delay=timedelta(seconds=2))
