@@ -34,11 +34,6 @@ def trust() -> dict[str, Any]:
     return crd
 
 
-@pytest.fixture(scope="module")
-def peerings() -> dict[str, dict[str, Any]]:
-    return {c["spec"]["names"]["kind"]: c for c in _load("kopf.dev_peerings.yaml")}
-
-
 def _version(crd: dict[str, Any]) -> dict[str, Any]:
     (version,) = crd["spec"]["versions"]
     return version
@@ -117,7 +112,7 @@ def _trust_object(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "name",
-    ["trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml", "kopf.dev_peerings.yaml"],
+    ["trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml"],
 )
 def test_crd_files_pass_strict_kubernetes_validation(name: str) -> None:
     docs = _load(name)
@@ -650,25 +645,9 @@ def test_jsonpath_helper_finds_nothing_for_a_missing_condition() -> None:
         _jsonpath(".status.conditions[0]", {})
 
 
-# --- kopf peering ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kind", "scope", "plural"),
-    [("ClusterKopfPeering", "Cluster", "clusterkopfpeerings"), ("KopfPeering", "Namespaced", "kopfpeerings")],
-)
-def test_kopf_peering_crds(peerings: dict[str, dict[str, Any]], kind: str, scope: str, plural: str) -> None:
-    crd = peerings[kind]
-    assert crd["metadata"]["name"] == f"{plural}.kopf.dev"
-    assert crd["spec"]["group"] == "kopf.dev"
-    assert crd["spec"]["scope"] == scope
-    assert crd["spec"]["names"]["plural"] == plural
-    version = _version(crd)
-    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
-    # kopf patches `status` through the main resource: a status subresource would swallow it.
-    assert "subresources" not in version
-    schema = _schema(crd)
-    assert schema["type"] == "object"
-    assert schema["x-kubernetes-preserve-unknown-fields"] is True
-    assert schema["properties"]["status"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    assert set(peerings) == {"ClusterKopfPeering", "KopfPeering"}
+def test_only_trustwire_crds_are_shipped() -> None:
+    """HA is a coordination.k8s.io Lease (a built-in kind): no kopf peering CRDs any more."""
+    assert sorted(p.name for p in CRDS_DIR.glob("*.yaml")) == [
+        "trustwire.io_serviceidentities.yaml",
+        "trustwire.io_trustrelationships.yaml",
+    ]

@@ -48,7 +48,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
 
 
 @attrs.define(kw_only=True)
-class RecordingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class RecordingEmulator(kmock.KubernetesEmulator):
     """The emulator with an O(1) request journal.
 
     kmock keeps every request and, to route each new one, scans that log from the oldest
@@ -86,5 +86,5 @@ async def running_emulator() -> AsyncIterator[RunningEmulator]:
     """Serve the emulator on loopback with every resource the operator uses declared."""
     async with RecordingEmulator() as emulator, kmock.Server(emulator) as server:
         for key, info in RESOURCES.items():
-            emulator.resources[key] = info
+            emulator.resources[key] = info  # type: ignore[assignment]
         yield RunningEmulator(emulator, str(server.url).rstrip("/"))

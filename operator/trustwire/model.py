@@ -442,6 +442,9 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     if not isinstance(spec, Mapping):
         raise SpecError([("spec", f"must be an object, got {_type_name(spec)}")])
     r.unknown(spec, IDENTITY_FIELDS, "spec")
+    if not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+        # a real API server guarantees this; the name becomes part of every default DNS SAN
+        r.fail("metadata.namespace", f"{_quote(namespace)} is not a DNS-1123 label")
 
     service_name = r.string(spec, "serviceName", "spec", default=name) or name
     if not _DNS_LABEL.match(service_name) or len(service_name) > 63:

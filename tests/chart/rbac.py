@@ -2,9 +2,9 @@
 
 `rendered_rbac_rules(mode)` renders charts/trustwire with the real Helm engine and returns every
 (verb, apiGroup, resource) granted to the chart's ServiceAccount through the Roles and
-ClusterRoles *bound to it* — ready to compare with the API requests the operator really makes.
-The core API group is the empty string, as in RBAC rules; subresources appear as
-`"serviceidentities/status"`.
+ClusterRoles *bound to it* — ready to compare with the API requests the operator really makes
+(tests/integration/test_rbac_use.py does). The core API group is the empty string, as in RBAC
+rules; subresources appear as `"serviceidentities/status"`.
 
 Self-contained on purpose (only helm_python and PyYAML) so it can be imported from any test
 package.
@@ -23,8 +23,12 @@ RELEASE = "trustwire"
 RELEASE_NAMESPACE = "trustwire-system"
 DEFAULT_WATCHED_NAMESPACES = ("team-a", "team-b")
 
+#: The Lease the operator elects its leader on: `--lease <release namespace>/<fullname>`.
+LEASE_NAME = RELEASE
+
 Rule = tuple[str, str, str]  # (verb, apiGroup, resource)
-Grant = tuple[str, str, str, str | None]  # (verb, apiGroup, resource, namespace or None = cluster-wide)
+#: (verb, apiGroup, resource, namespace or None = cluster-wide, resourceName or None = any name)
+Grant = tuple[str, str, str, str | None, str | None]
 
 
 def _values(mode: str, replicas: int, namespaces: tuple[str, ...]) -> dict[str, Any]:
@@ -53,13 +57,21 @@ def _service_account(objects: list[dict[str, Any]]) -> tuple[str, str]:
     return deployment["metadata"]["namespace"], deployment["spec"]["template"]["spec"]["serviceAccountName"]
 
 
+def rendered_rbac_objects(
+    mode: str, *, replicas: int = 1, namespaces: tuple[str, ...] = DEFAULT_WATCHED_NAMESPACES
+) -> list[dict[str, Any]]:
+    """Every object the chart renders in `mode` (to inspect the Roles and ClusterRoles as written)."""
+    return _render(_values(mode, replicas, namespaces))
+
+
 def rendered_rbac_grants(
     mode: str, *, replicas: int = 1, namespaces: tuple[str, ...] = DEFAULT_WATCHED_NAMESPACES
 ) -> set[Grant]:
     """Like `rendered_rbac_rules`, keeping where each grant applies.
 
     The 4th element is the namespace of a RoleBinding, or None for a ClusterRoleBinding
-    (valid in every namespace and for cluster-scoped resources).
+    (valid in every namespace and for cluster-scoped resources). The 5th is one of the rule's
+    `resourceNames`, or None when the rule applies to every name.
     """
     objects = _render(_values(mode, replicas, namespaces))
     sa_namespace, sa_name = _service_account(objects)
@@ -88,7 +100,8 @@ def rendered_rbac_grants(
             for verb in rule["verbs"]:
                 for group in rule["apiGroups"]:
                     for resource in rule["resources"]:
-                        grants.add((verb, group, resource, where))
+                        for name in rule.get("resourceNames") or [None]:
+                            grants.add((verb, group, resource, where, name))
     return grants
 
 
@@ -97,10 +110,11 @@ def rendered_rbac_rules(
 ) -> set[Rule]:
     """Every (verb, apiGroup, resource) the chart grants the operator in `mode`.
 
-    mode: "cluster" or "namespaced" (then the Roles in `namespaces` count too).
-    replicas > 1 turns kopf peering on, which adds the kopf.dev peering permissions.
+    mode: "cluster" or "namespaced" (then the Roles in `namespaces` count too). Both modes also
+    bind the leader-election Role in the release namespace (the Lease). `replicas` changes
+    nothing (every replica elects a leader); it is a parameter so tests can show that.
     """
     return {
         (verb, group, resource)
-        for verb, group, resource, _ in rendered_rbac_grants(mode, replicas=replicas, namespaces=namespaces)
+        for verb, group, resource, *_ in rendered_rbac_grants(mode, replicas=replicas, namespaces=namespaces)
     }

@@ -25,7 +25,8 @@ KUBERNETES_VERSION = "1.35.0"
 RELEASE = "trustwire"
 NAMESPACE = "trustwire-system"
 
-# The scenarios the brief asks for, plus peering in namespaced mode.
+# Both RBAC modes with one and two replicas, namespaced mode serving the release namespace itself
+# (two Roles in one namespace must not clash), and the ServiceMonitor.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
     "replicas-2": {"replicas": 2},
@@ -33,6 +34,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "namespaced-replicas-2": {
         "replicas": 2,
         "rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]},
+    },
+    "namespaced-serving-release-namespace": {
+        "rbac": {"mode": "namespaced", "namespaces": ["team-a", NAMESPACE]},
     },
     "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
 }

@@ -12,10 +12,10 @@ from .render import CHART_DIR, TOP_LEVEL_CRDS_DIR, chart_crds
 def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
     top = {p.name: p.read_bytes() for p in sorted(TOP_LEVEL_CRDS_DIR.glob("*.yaml"))}
     chart = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "crds").glob("*.yaml"))}
+    # Only our own CRDs: HA is a coordination.k8s.io Lease, no kopf peering CRDs any more.
     assert set(top) == {
         "trustwire.io_serviceidentities.yaml",
         "trustwire.io_trustrelationships.yaml",
-        "kopf.dev_peerings.yaml",
     }
     assert set(chart) == set(top)
     for name, data in top.items():
@@ -25,8 +25,6 @@ def test_chart_crds_are_byte_identical_to_top_level_crds() -> None:
 def test_helm_sees_every_crd_file() -> None:
     names = sorted(c["metadata"]["name"] for c in chart_crds())
     assert names == [
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
         "serviceidentities.trustwire.io",
         "trustrelationships.trustwire.io",
     ]

@@ -7,22 +7,18 @@ from typing import Any
 
 import pytest
 
-from .rbac import rendered_rbac_grants, rendered_rbac_rules
-from .render import CHART_DIR, SCENARIOS, of_kind, one, render_objects
+from .rbac import LEASE_NAME, rendered_rbac_grants, rendered_rbac_rules
+from .render import CHART_DIR, NAMESPACE, SCENARIOS, of_kind, one, render_objects
 
 CRUD = ("get", "list", "watch", "create", "patch", "delete")
 
-NAMESPACED_RULES = {
-    *(
-        (v, "trustwire.io", r)
-        for v in ("get", "list", "watch", "patch")
-        for r in ("serviceidentities", "trustrelationships")
-    ),
-    *(
-        (v, "trustwire.io", r)
-        for v in ("get", "patch")
-        for r in ("serviceidentities/status", "trustrelationships/status")
-    ),
+# What the operator does in the namespaces it serves (tests/integration/test_rbac_use.py checks
+# this against the requests it really makes).
+SERVED_RULES = {
+    *((v, "trustwire.io", "serviceidentities") for v in ("get", "list", "watch", "patch")),
+    *((v, "trustwire.io", "trustrelationships") for v in ("get", "list", "watch")),
+    ("patch", "trustwire.io", "serviceidentities/status"),
+    ("patch", "trustwire.io", "trustrelationships/status"),
     *((v, "", "secrets") for v in CRUD),
     *((v, "", "configmaps") for v in CRUD),
     ("create", "", "events"),
@@ -36,23 +32,65 @@ CLUSTER_SCOPED_RULES = {
     ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
     ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
 }
-CLUSTER_PEERING_RULES = {(v, "kopf.dev", "clusterkopfpeerings") for v in ("get", "list", "watch", "patch")}
-NAMESPACED_PEERING_RULES = {(v, "kopf.dev", "kopfpeerings") for v in ("get", "list", "watch", "patch")}
+# kopf lists and watches Namespaces only when it serves a list of namespaces.
+NAMESPACE_DISCOVERY_RULES = {("list", "", "namespaces"), ("watch", "", "namespaces")}
+LEASE_RULES = {(v, "coordination.k8s.io", "leases") for v in ("get", "create", "patch")}
 
 
 @pytest.mark.parametrize(
     ("mode", "replicas", "expected"),
     [
-        ("cluster", 1, NAMESPACED_RULES | CLUSTER_SCOPED_RULES),
-        ("cluster", 2, NAMESPACED_RULES | CLUSTER_SCOPED_RULES | CLUSTER_PEERING_RULES),
-        ("namespaced", 1, NAMESPACED_RULES | CLUSTER_SCOPED_RULES),
-        ("namespaced", 2, NAMESPACED_RULES | CLUSTER_SCOPED_RULES | NAMESPACED_PEERING_RULES),
+        ("cluster", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
+        ("cluster", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
+        ("namespaced", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
+        ("namespaced", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
     ],
 )
 def test_operator_gets_exactly_the_listed_permissions(
     mode: str, replicas: int, expected: set[tuple[str, str, str]]
 ) -> None:
     assert rendered_rbac_rules(mode, replicas=replicas) == expected
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_lease_permissions_live_in_the_release_namespace_only(mode: str) -> None:
+    grants = rendered_rbac_grants(mode)
+    lease_grants = {g for g in grants if g[2] == "leases"}
+    assert lease_grants == {
+        ("create", "coordination.k8s.io", "leases", NAMESPACE, None),
+        ("get", "coordination.k8s.io", "leases", NAMESPACE, LEASE_NAME),
+        ("patch", "coordination.k8s.io", "leases", NAMESPACE, LEASE_NAME),
+    }
+
+
+def test_lease_rules_name_the_lease_the_operator_is_told_to_use() -> None:
+    """get/patch are limited to the one Lease; create cannot be (RBAC never matches a name on create)."""
+    for name in SCENARIOS:
+        objects = render_objects(SCENARIOS[name])
+        args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        lease = args[args.index("--lease") + 1]
+        assert lease == f"$(POD_NAMESPACE)/{LEASE_NAME}"
+        (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+        assert role["metadata"]["namespace"] == NAMESPACE
+        by_verbs = {tuple(rule["verbs"]): rule for rule in role["rules"]}
+        assert set(by_verbs) == {("create",), ("get", "patch")}
+        assert "resourceNames" not in by_verbs[("create",)]
+        assert by_verbs[("get", "patch")]["resourceNames"] == [lease.split("/", 1)[1]]
+
+
+def test_no_verb_beyond_what_the_operator_can_use() -> None:
+    """The operator's client only gets, lists, creates, patches and deletes; kopf lists and watches."""
+    for name in SCENARIOS:
+        for role in of_kind(render_objects(SCENARIOS[name]), "Role") + of_kind(
+            render_objects(SCENARIOS[name]), "ClusterRole"
+        ):
+            for rule in role["rules"]:
+                assert set(rule["verbs"]) <= set(CRUD), rule
+    # The status subresources are only ever patched; Events only created.
+    assert {(v, r) for v, _, r in rendered_rbac_rules("cluster") if r.endswith("/status")} == {
+        ("patch", "serviceidentities/status"),
+        ("patch", "trustrelationships/status"),
+    }
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -69,12 +107,19 @@ def test_no_wildcards_anywhere(name: str) -> None:
                 assert not any("*" in item for item in rule[key]), f"wildcard in {role['kind']}: {rule}"
 
 
-def test_cluster_mode_renders_no_role() -> None:
-    objects = render_objects(SCENARIOS["replicas-2"]) + render_objects(SCENARIOS["default"])
-    assert not of_kind(objects, "Role")
-    assert not of_kind(objects, "RoleBinding")
+def test_cluster_mode_renders_only_the_lease_role() -> None:
+    for name in ("default", "replicas-2"):
+        objects = render_objects(SCENARIOS[name])
+        assert [(r["metadata"]["namespace"], r["metadata"]["name"]) for r in of_kind(objects, "Role")] == [
+            (NAMESPACE, "trustwire-leader-election")
+        ]
+        assert [(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in of_kind(objects, "RoleBinding")] == [
+            (NAMESPACE, "trustwire-leader-election")
+        ]
     grants = rendered_rbac_grants("cluster", replicas=2)
-    assert {where for *_, where in grants} == {None}
+    assert {where for _, _, _, where, _ in grants} == {None, NAMESPACE}
+    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == SERVED_RULES | CLUSTER_SCOPED_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where == NAMESPACE} == LEASE_RULES
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
@@ -82,27 +127,36 @@ def test_namespaced_mode_confines_namespaced_resources_to_the_listed_namespaces(
     values = {"replicas": replicas, "rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}}
     objects = render_objects(values)
     roles = of_kind(objects, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(["team-a", "team-b", NAMESPACE])
     bindings = of_kind(objects, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(["team-a", "team-b", NAMESPACE])
 
     cluster_role = one(objects, "ClusterRole")
     cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions"}
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
 
     grants = rendered_rbac_grants("namespaced", replicas=replicas)
-    cluster_wide = {(v, g, r) for v, g, r, where in grants if where is None}
-    assert cluster_wide == CLUSTER_SCOPED_RULES
+    cluster_wide = {(v, g, r) for v, g, r, where, _ in grants if where is None}
+    assert cluster_wide == CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES
     for namespace in ("team-a", "team-b"):
-        in_namespace = {(v, g, r) for v, g, r, where in grants if where == namespace}
-        expected = NAMESPACED_RULES | (NAMESPACED_PEERING_RULES if replicas > 1 else set())
-        assert in_namespace == expected
+        in_namespace = {(v, g, r) for v, g, r, where, _ in grants if where == namespace}
+        assert in_namespace == SERVED_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where == NAMESPACE} == LEASE_RULES
+
+
+def test_serving_the_release_namespace_adds_a_second_role_there_without_a_clash() -> None:
+    objects = render_objects(SCENARIOS["namespaced-serving-release-namespace"])
+    here = sorted(r["metadata"]["name"] for r in of_kind(objects, "Role") if r["metadata"]["namespace"] == NAMESPACE)
+    assert here == ["trustwire", "trustwire-leader-election"]
+    grants = rendered_rbac_grants("namespaced", namespaces=("team-a", NAMESPACE))
+    assert {(v, g, r) for v, g, r, where, _ in grants if where == NAMESPACE} == SERVED_RULES | LEASE_RULES
 
 
 def test_namespaced_mode_with_a_single_namespace() -> None:
     objects = render_objects({"rbac": {"mode": "namespaced", "namespaces": ["team-a"]}})
-    assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == ["team-a"]
-    assert [b["metadata"]["namespace"] for b in of_kind(objects, "RoleBinding")] == ["team-a"]
+    # the served namespace, and the release namespace for the Lease
+    assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == ["team-a", NAMESPACE]
+    assert [b["metadata"]["namespace"] for b in of_kind(objects, "RoleBinding")] == ["team-a", NAMESPACE]
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args.count("--namespace") == 1
     assert args[args.index("--namespace") + 1] == "team-a"
@@ -139,7 +193,7 @@ def test_rules_are_written_in_one_place_only() -> None:
     holders = sorted(p.name for p in templates.iterdir() if rule_keys.search(p.read_text()))
     assert holders == ["_helpers.tpl"]
     helpers = (templates / "_helpers.tpl").read_text()
-    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 9  # one per rule of the table
+    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 11  # one per rule of the table
 
 
 def test_rendered_rbac_rules_rejects_an_unknown_mode() -> None:
@@ -151,7 +205,9 @@ def _rules_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [rule for role in of_kind(objects, kind) for rule in role["rules"]]
 
 
-def test_peering_permissions_only_with_peering() -> None:
-    single = render_objects(SCENARIOS["default"]) + render_objects(SCENARIOS["namespaced"])
-    for rule in _rules_of(single, "ClusterRole") + _rules_of(single, "Role"):
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_no_kopf_peering_anywhere(name: str) -> None:
+    """HA is a Lease now: no kopf.dev permissions in any configuration."""
+    objects = render_objects(SCENARIOS[name])
+    for rule in _rules_of(objects, "ClusterRole") + _rules_of(objects, "Role"):
         assert "kopf.dev" not in rule["apiGroups"]

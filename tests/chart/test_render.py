@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python as helm
@@ -67,10 +68,7 @@ def test_every_rendered_object_passes_strict_kubernetes_validation(
     _, _, objects = scenario
     checked = 0
     for obj in objects:
-        if obj["apiVersion"].startswith("kopf.dev/"):
-            # Not a core kind: validated against the peering CRD the chart ships.
-            validate_custom_resource(obj, crds)
-        elif obj["apiVersion"].startswith("monitoring.coreos.com/"):
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             # Prometheus Operator kind, no schema in kubernetes_validate and no CRD shipped here:
             # checked field by field in test_servicemonitor_scrapes_the_metrics_service.
             continue
@@ -85,8 +83,6 @@ def test_every_crd_in_the_chart_passes_strict_kubernetes_validation(crds: list[d
     assert names == {
         "serviceidentities.trustwire.io",
         "trustrelationships.trustwire.io",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
     }
     for crd in crds:
         validate_strict(crd)
@@ -118,45 +114,36 @@ def test_namespaced_objects_land_in_the_release_namespace_or_a_served_one(
     _, values, objects = scenario
     served = set(values.get("rbac", {}).get("namespaces", []))
     for obj in objects:
-        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
             assert "namespace" not in obj["metadata"]
-        elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
-            assert obj["metadata"]["namespace"] in served
+        elif obj["kind"] in {"Role", "RoleBinding"}:
+            if obj["metadata"]["name"].endswith("-leader-election"):
+                assert obj["metadata"]["namespace"] == NAMESPACE  # where the Lease lives
+            else:
+                assert obj["metadata"]["namespace"] in served
         else:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
 # --- Deployment -------------------------------------------------------------------------------
 
-COMMON_ARGS = ["--liveness", "http://0.0.0.0:8080/healthz", "--metrics-port", "9090"]
+COMMON_ARGS = [
+    "--liveness",
+    "http://0.0.0.0:8080/healthz",
+    "--metrics-port",
+    "9090",
+    "--lease",
+    "$(POD_NAMESPACE)/trustwire",
+]
 
 
 @pytest.mark.parametrize(
     ("name", "expected_args"),
     [
-        ("default", ["run", "--all-namespaces", *COMMON_ARGS, "--standalone"]),
-        (
-            "replicas-2",
-            ["run", "--all-namespaces", *COMMON_ARGS, "--peering", "trustwire", "--priority-random"],
-        ),
-        (
-            "namespaced",
-            ["run", "--namespace", "team-a", "--namespace", "team-b", *COMMON_ARGS, "--standalone"],
-        ),
-        (
-            "namespaced-replicas-2",
-            [
-                "run",
-                "--namespace",
-                "team-a",
-                "--namespace",
-                "team-b",
-                *COMMON_ARGS,
-                "--peering",
-                "trustwire",
-                "--priority-random",
-            ],
-        ),
+        ("default", ["run", "--all-namespaces", *COMMON_ARGS]),
+        ("replicas-2", ["run", "--all-namespaces", *COMMON_ARGS]),
+        ("namespaced", ["run", "--namespace", "team-a", "--namespace", "team-b", *COMMON_ARGS]),
+        ("namespaced-replicas-2", ["run", "--namespace", "team-a", "--namespace", "team-b", *COMMON_ARGS]),
     ],
 )
 def test_operator_args_follow_the_values(name: str, expected_args: list[str]) -> None:
@@ -165,6 +152,35 @@ def test_operator_args_follow_the_values(name: str, expected_args: list[str]) ->
     assert "command" not in container, "the image ENTRYPOINT (trustwire) must stay in charge"
     assert container["args"] == expected_args
     assert one(objects, "Deployment")["spec"]["replicas"] == SCENARIOS[name].get("replicas", 1)
+
+
+def _expand(arg: str, env: dict[str, str]) -> str:
+    """What the kubelet does with `$(VAR)` in args (only variables defined in the container env)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), arg)
+
+
+@pytest.mark.parametrize("name", SCENARIO_IDS)
+def test_trustwire_run_accepts_the_rendered_arguments(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real CLI parses what the chart passes (a removed flag such as --peering would fail here)."""
+    from trustwire.cli import run
+
+    container = _container(render_objects(SCENARIOS[name]))
+    env = {e["name"]: e for e in container["env"]}
+    # The downward API, as the kubelet would fill it for a pod of this Deployment.
+    downward = {"metadata.name": "trustwire-5d9c7b-x2x9q", "metadata.namespace": NAMESPACE}
+    values = {k: downward[e["valueFrom"]["fieldRef"]["fieldPath"]] for k, e in env.items() if "valueFrom" in e}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    args = [_expand(a, values) for a in container["args"]]
+    assert args[0] == "run"
+    ctx = run.make_context("run", args[1:])
+    assert ctx.params["lease"] == f"{NAMESPACE}/trustwire"
+    assert ctx.params["identity"] == "trustwire-5d9c7b-x2x9q", "POD_NAME names this replica in the Lease"
+    assert ctx.params["standalone"] is False
+    assert ctx.params["metrics_port"] == 9090
+    namespaces = SCENARIOS[name].get("rbac", {}).get("namespaces", [])
+    assert list(ctx.params["namespaces"]) == namespaces
+    assert ctx.params["all_namespaces"] is (not namespaces)
 
 
 def test_extra_args_are_appended() -> None:
@@ -194,9 +210,12 @@ def test_ports_and_probes() -> None:
         assert ports[http["port"]] == 8080
 
 
-def test_pod_identity_is_exposed_for_kopf_peering() -> None:
-    env = {e["name"]: e for e in _container(render_objects({"replicas": 2}))["env"]}
-    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_pod_identity_is_exposed_for_leader_election(replicas: int) -> None:
+    env = {e["name"]: e for e in _container(render_objects({"replicas": replicas}))["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert "POD_ID" not in env  # kopf peering's variable, gone with peering
 
 
 def test_resources_default_and_override() -> None:
@@ -251,58 +270,44 @@ def test_selector_matches_pod_labels(scenario: tuple[str, dict[str, Any], list[d
     assert one(objects, "Service")["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_standalone_never_runs_two_operators_during_a_rollout() -> None:
-    assert one(render_objects({}), "Deployment")["spec"]["strategy"]["type"] == "Recreate"
-    strategy = one(render_objects({"replicas": 2}), "Deployment")["spec"]["strategy"]
-    assert strategy["type"] == "RollingUpdate"
-    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
-
-
-# --- Peering ----------------------------------------------------------------------------------
-
-
-def test_single_replica_renders_no_peering_object() -> None:
-    for name in ("default", "namespaced"):
-        kinds = {o["kind"] for o in render_objects(SCENARIOS[name])}
-        assert not kinds & {"ClusterKopfPeering", "KopfPeering"}
-
-
-def test_cluster_mode_peering_object_matches_the_peering_arg(crds: list[dict[str, Any]]) -> None:
-    objects = render_objects(SCENARIOS["replicas-2"])
-    peering = one(objects, "ClusterKopfPeering")
-    assert not of_kind(objects, "KopfPeering")
+@pytest.mark.parametrize("name", SCENARIO_IDS)
+def test_rolling_updates_are_safe_because_every_replica_elects_a_leader(name: str) -> None:
+    """A surge pod is a standby until the old one's Lease expires: never two writers at once."""
+    objects = render_objects(SCENARIOS[name])
+    strategy = one(objects, "Deployment")["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     args = _container(objects)["args"]
-    assert args[args.index("--peering") + 1] == peering["metadata"]["name"] == "trustwire"
-    validate_custom_resource(peering, crds)
+    assert "--lease" in args
+    assert "--standalone" not in args
 
 
-def test_namespaced_mode_has_a_peering_object_per_served_namespace(crds: list[dict[str, Any]]) -> None:
-    objects = render_objects(SCENARIOS["namespaced-replicas-2"])
-    assert not of_kind(objects, "ClusterKopfPeering")
-    peerings = of_kind(objects, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
-    assert {p["metadata"]["name"] for p in peerings} == {"trustwire"}
-    for peering in peerings:
-        validate_custom_resource(peering, crds)
+# --- Leader election ---------------------------------------------------------------------------
 
 
-def test_peering_name_is_configurable() -> None:
-    objects = render_objects({"replicas": 3, "peering": {"name": "tw-ha"}})
+@pytest.mark.parametrize("name", SCENARIO_IDS)
+def test_no_peering_object_is_rendered(name: str) -> None:
+    objects = render_objects(SCENARIOS[name])
+    assert not {o["kind"] for o in objects} & {"ClusterKopfPeering", "KopfPeering"}
+    assert not [o for o in objects if o["apiVersion"].startswith("kopf.dev/")]
     args = _container(objects)["args"]
-    assert args[args.index("--peering") + 1] == "tw-ha"
-    assert one(objects, "ClusterKopfPeering")["metadata"]["name"] == "tw-ha"
+    assert not {"--peering", "--priority", "--priority-random", "--standalone"} & set(args)
+
+
+def test_notes_name_the_lease_with_several_replicas() -> None:
+    assert "Lease trustwire-system/trustwire" in render_notes({"replicas": 3})
+    assert "Lease" not in render_notes({})
 
 
 # --- PDB, Service, ServiceMonitor -------------------------------------------------------------
 
 
-def test_pdb_keeps_a_standby_with_peering_and_never_blocks_drains_without() -> None:
+def test_pdb_keeps_a_standby_with_replicas_and_never_blocks_drains_with_one() -> None:
     single = one(render_objects({}), "PodDisruptionBudget")["spec"]
     assert single.get("maxUnavailable") == 1
     assert "minAvailable" not in single
-    peered = one(render_objects({"replicas": 2}), "PodDisruptionBudget")["spec"]
-    assert peered.get("minAvailable") == 1
-    assert "maxUnavailable" not in peered
+    several = one(render_objects({"replicas": 2}), "PodDisruptionBudget")["spec"]
+    assert several.get("minAvailable") == 1
+    assert "maxUnavailable" not in several
     assert not of_kind(render_objects({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget")
 
 

@@ -32,6 +32,8 @@ from .render import CHART_DIR, NAMESPACE, RELEASE, SCENARIOS, render_templates
         ({"resources": {"request": {"cpu": "1"}}}, "request"),
         ({"podLabels": {"team": 1}}, "/podLabels/team"),
         ({"tolerations": {"key": "x"}}, "/tolerations"),
+        # kopf peering is gone (HA is a Lease): its old values key is an error, not silently ignored
+        ({"peering": {"name": "trustwire"}}, "peering"),
     ],
 )
 def test_helm_rejects_invalid_values(values: dict[str, Any], where: str) -> None:
@@ -70,7 +72,7 @@ def test_schema_is_draft_07_and_closed() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["additionalProperties"] is False
-    for key in ("image", "serviceAccount", "rbac", "peering", "resources", "podDisruptionBudget", "metrics"):
+    for key in ("image", "serviceAccount", "rbac", "resources", "podDisruptionBudget", "metrics"):
         assert schema["properties"][key]["additionalProperties"] is False, key
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from trustwire import names
-from trustwire.controller.state import State, publication_from, ref_of
+from trustwire.controller.state import State, ref_of
 from trustwire.model import IdentityRef
+from trustwire.plan.identity import Publication
 
 Factory = Callable[..., dict[str, Any]]
 
@@ -184,83 +183,11 @@ def test_drop_relationship(state: State, relationship_body: Factory) -> None:
     assert dict(state.rel_index) == {} and state.relationships == {}
 
 
-# ======================================================================================
-# Publications
-# ======================================================================================
-def public_configmap(
-    name: str = "jobserver",
-    namespace: str = "jobs",
-    *,
-    labels: dict[str, str] | None = None,
-    data: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": names.public_configmap(name),
-            "namespace": namespace,
-            "labels": names.identity_labels(name, "public") if labels is None else labels,
-        },
-        "data": data
-        if data is not None
-        else {
-            "ca.crt": "-----BEGIN CERTIFICATE-----\n...",
-            "jwks.json": json.dumps({"keys": [{"kty": "EC", "kid": "k1"}, "junk"]}),
-            "identity.json": json.dumps({"issuer": "https://jobserver", "revokedKids": ["k0"]}),
-        },
-    }
-
-
-def test_managed_public_configmap_is_parsed(state: State) -> None:
-    ref = state.put_publication(public_configmap(), deleted=False)
-    assert ref == IdentityRef("jobs", "jobserver")
-    publication = state.publications[ref]
-    assert publication.ca_pem == b"-----BEGIN CERTIFICATE-----\n..."
-    assert publication.jwks == ({"kty": "EC", "kid": "k1"},)  # entries that are not objects are dropped
-    assert publication.info["issuer"] == "https://jobserver"
-    assert publication.revoked_kids == ("k0",)
-
-
-@pytest.mark.parametrize(
-    "labels",
-    [
-        {},  # a user's ConfigMap
-        {names.IDENTITY_LABEL: "jobserver", names.ROLE_LABEL: "public"},  # claims to be ours, is not managed
-        {names.MANAGED_BY: "someone-else", names.IDENTITY_LABEL: "jobserver", names.ROLE_LABEL: "public"},
-        names.identity_labels("jobserver", "trust"),  # ours, but not a publication
-    ],
-)
-def test_unmanaged_or_other_configmaps_are_ignored(state: State, labels: dict[str, str]) -> None:
-    assert state.put_publication(public_configmap(labels=labels), deleted=False) is None
-    assert state.publications == {}
-
-
-def test_deleted_publication_is_forgotten(state: State) -> None:
-    ref = state.put_publication(public_configmap(), deleted=False)
-    assert ref in state.publications
-    assert state.put_publication(public_configmap(), deleted=True) == ref
-    assert state.publications == {}
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"jwks.json": "{not json", "identity.json": "{}"},
-        {"jwks.json": "[]", "identity.json": "{}"},  # a list has no "keys"
-        {"jwks.json": json.dumps({"keys": "k"}), "identity.json": "{}"},
-        {"jwks.json": json.dumps({"keys": []}), "identity.json": "[1]"},
-    ],
-)
-def test_garbage_publication_replaces_the_previous_one_with_nothing(
-    state: State, data: dict[str, str]
-) -> None:
-    ref = state.put_publication(public_configmap(), deleted=False)
-    assert state.put_publication(public_configmap(data=data), deleted=False) == ref
-    assert ref not in state.publications  # better no trust than stale trust
-
-
-def test_publication_defaults_for_missing_keys() -> None:
-    publication = publication_from(public_configmap(data={}))
-    assert publication is not None
-    assert (publication.ca_pem, publication.jwks, dict(publication.info)) == (b"", (), {})
+def test_publication_cache_is_forgotten_on_request(state: State) -> None:
+    """Peers' material is derived from their Secrets (plan.identity.publication_from_secrets);
+    the state only caches it, and forgets it when those Secrets or the spec change."""
+    ref = IdentityRef("ns", "alpha")
+    state.publications[ref] = Publication(b"pem", (), {})
+    state.forget_publication(ref)
+    assert ref not in state.publications
+    state.forget_publication(ref)  # forgetting twice is harmless

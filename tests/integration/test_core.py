@@ -42,8 +42,8 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
 
     creds = await cluster.data("Secret", ns_a, names.credentials_secret("alpha"))
     trust = await cluster.data("Secret", ns_a, names.trust_secret("alpha"))
-    assert CONTRACT_CREDENTIALS <= set(creds)
-    assert CONTRACT_TRUST <= set(trust)
+    assert set(creds) >= CONTRACT_CREDENTIALS
+    assert set(trust) >= CONTRACT_TRUST
     assert not set(creds) & set(trust), "credentials and trust keys must not collide in the mount"
     ca_body = await cluster.get("Secret", ns_a, names.ca_secret("alpha"))
     assert ca_body is not None and ca_body["type"] == "kubernetes.io/tls"

@@ -588,9 +588,9 @@ DAMAGES: dict[
         {"CertificateRepaired": "Warning"},
         {"tls.crt", "tls.key"},
     ),
-    "leaf-missing": (
+    "leaf-missing": (  # half a key pair gone is damage, not a first issuance
         lambda f, c: Damage("credentials", {"tls.crt": None}),
-        {"CertificateIssued": "Normal"},
+        {"CertificateRepaired": "Warning"},
         {"tls.crt", "tls.key"},
     ),
     "leaf-from-another-ca": (

@@ -67,11 +67,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-"true" when replicas run as a kopf peering group (leader + hot standbys), "" otherwise.
-One replica runs --standalone: no peering object, no kopf.dev permissions.
+"true" with more than one replica (a leader and hot standbys), "" otherwise. Every replica
+always takes part in leader election on the Lease; this only decides the PodDisruptionBudget.
 */}}
-{{- define "trustwire.peering.enabled" -}}
+{{- define "trustwire.ha" -}}
 {{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the Lease the replicas elect a leader on (in the release namespace), and of the Role
+that lets them use it.
+*/}}
+{{- define "trustwire.leaseName" -}}
+{{- include "trustwire.fullname" . }}
+{{- end }}
+
+{{- define "trustwire.leaderElectionRoleName" -}}
+{{- printf "%s-leader-election" (include "trustwire.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/*
@@ -91,20 +103,31 @@ if the values schema was skipped with --skip-schema-validation).
 
 {{/*
 THE permission table: every API request the operator makes, in one place, used by both RBAC
-modes (so they cannot drift). No wildcards, nothing more.
-  namespaced:        resources living in the namespaces the operator serves
-  clusterScoped:     cluster-scoped resources (always in a ClusterRole)
-  peeringCluster:    kopf peering with --all-namespaces (cluster-scoped ClusterKopfPeering)
-  peeringNamespaced: kopf peering with --namespace (a KopfPeering in each served namespace)
+modes (so they cannot drift). No wildcards, nothing more. tests/integration/test_rbac_use.py
+runs the operator and checks this table against the requests it really made, both ways.
+  served:          resources in the namespaces the operator serves (ClusterRole in cluster mode,
+                   a Role per served namespace in namespaced mode)
+  clusterScoped:   cluster-scoped reads kopf makes in both modes: it lists and watches CRDs to
+                   discover the resources it serves
+  namespacedMode:  cluster-scoped reads kopf makes only with --namespace: it lists and watches
+                   Namespaces to learn which of the served namespaces exist
+  leaderElection:  the Lease in the release namespace (its own Role); `create` cannot be
+                   limited to a name, get/patch are limited to the one Lease
+Verbs as the operator uses them: patch (never update/PUT), no deletecollection; the status
+subresources are only ever patched; TrustRelationships are never patched (they carry no
+finalizer); Events are only created.
 */}}
 {{- define "trustwire.rbac.ruleTable" -}}
-namespaced:
+served:
   - apiGroups: ["trustwire.io"]
-    resources: ["serviceidentities", "trustrelationships"]
+    resources: ["serviceidentities"]
     verbs: ["get", "list", "watch", "patch"]
   - apiGroups: ["trustwire.io"]
+    resources: ["trustrelationships"]
+    verbs: ["get", "list", "watch"]
+  - apiGroups: ["trustwire.io"]
     resources: ["serviceidentities/status", "trustrelationships/status"]
-    verbs: ["get", "patch"]
+    verbs: ["patch"]
   - apiGroups: [""]
     resources: ["secrets"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -121,39 +144,46 @@ clusterScoped:
   - apiGroups: ["apiextensions.k8s.io"]
     resources: ["customresourcedefinitions"]
     verbs: ["list", "watch"]
-peeringCluster:
-  - apiGroups: ["kopf.dev"]
-    resources: ["clusterkopfpeerings"]
-    verbs: ["get", "list", "watch", "patch"]
-peeringNamespaced:
-  - apiGroups: ["kopf.dev"]
-    resources: ["kopfpeerings"]
-    verbs: ["get", "list", "watch", "patch"]
+namespacedMode:
+  - apiGroups: [""]
+    resources: ["namespaces"]
+    verbs: ["list", "watch"]
+leaderElection:
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["create"]
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    resourceNames: [{{ include "trustwire.leaseName" . | quote }}]
+    verbs: ["get", "patch"]
 {{- end }}
 
 {{/*
-Rules for one role. Call with (dict "root" $ "scope" "cluster") for the ClusterRole or
-(dict "root" $ "scope" "namespaced") for the per-namespace Roles.
-  mode=cluster:    ClusterRole = namespaced + clusterScoped (+ peeringCluster); no Roles.
-  mode=namespaced: Role = namespaced (+ peeringNamespaced); ClusterRole = clusterScoped only.
+Rules for one role. Call with (dict "root" $ "scope" S), S one of:
+  cluster:    the ClusterRole. mode=cluster: served + clusterScoped;
+              mode=namespaced: clusterScoped + namespacedMode.
+  namespaced: the Role in each served namespace (mode=namespaced only): served.
+  leader:     the Role in the release namespace (both modes): leaderElection.
 */}}
 {{- define "trustwire.rbac.rules" -}}
 {{- $root := .root }}
 {{- $mode := $root.Values.rbac.mode }}
 {{- $table := include "trustwire.rbac.ruleTable" $root | fromYaml }}
-{{- $peering := include "trustwire.peering.enabled" $root }}
 {{- $rules := list }}
-{{- if or (eq .scope "namespaced") (eq $mode "cluster") }}
-{{- $rules = concat $rules $table.namespaced }}
-{{- end }}
 {{- if eq .scope "cluster" }}
+{{- if eq $mode "cluster" }}
+{{- $rules = concat $rules $table.served }}
+{{- end }}
 {{- $rules = concat $rules $table.clusterScoped }}
+{{- if eq $mode "namespaced" }}
+{{- $rules = concat $rules $table.namespacedMode }}
 {{- end }}
-{{- if and $peering (eq .scope "cluster") (eq $mode "cluster") }}
-{{- $rules = concat $rules $table.peeringCluster }}
-{{- end }}
-{{- if and $peering (eq .scope "namespaced") (eq $mode "namespaced") }}
-{{- $rules = concat $rules $table.peeringNamespaced }}
+{{- else if eq .scope "namespaced" }}
+{{- $rules = concat $rules $table.served }}
+{{- else if eq .scope "leader" }}
+{{- $rules = concat $rules $table.leaderElection }}
+{{- else }}
+{{- fail (printf "trustwire.rbac.rules: unknown scope %q" .scope) }}
 {{- end }}
 {{- toYaml $rules }}
 {{- end }}

@@ -51,8 +51,10 @@ from trustwire.plan.identity import (
     IdentityObservation,
     IdentityPlan,
     PeerLink,
+    Publication,
     StoredObject,
     plan_identity,
+    publication_from_secrets,
 )
 from trustwire.plan.objects import merge_patch, object_body, object_patch
 from trustwire.plan.relationship import acceptance, distribution, shared_secret_object
@@ -101,6 +103,7 @@ class Controller:
     # ==================================================================================
     def observe_identity(self, body: Mapping[str, Any], deleted: bool) -> None:
         ref = ref_of(body)
+        self.state.forget_publication(ref)  # issuer and revoked kids come from the spec
         before = self.state.peers_of(ref)
         if deleted:
             self.state.drop_identity(ref)
@@ -129,7 +132,12 @@ class Controller:
             return
         namespace = str((body.get("metadata") or {}).get("namespace") or "default")
         if labels.get(names.IDENTITY_LABEL):
-            self._enqueue_identity(IdentityRef(namespace, labels[names.IDENTITY_LABEL]))
+            owner = IdentityRef(namespace, labels[names.IDENTITY_LABEL])
+            self._enqueue_identity(owner)
+            if labels.get(names.ROLE_LABEL) in ("ca", "credentials"):
+                self.state.forget_publication(owner)  # what peers trust comes from these two
+                for peer in self.state.peers_of(owner):
+                    self._enqueue_identity(peer)
         if labels.get(names.RELATIONSHIP_LABEL):
             key = (namespace, labels[names.RELATIONSHIP_LABEL])
             self.queue.add(("relationship", *key))
@@ -141,11 +149,9 @@ class Controller:
     def observe_configmap(self, body: Mapping[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
-        published = self.state.put_publication(body, deleted)
-        if published is not None:
-            self._enqueue_identity(published)
-            for peer in self.state.peers_of(published):
-                self._enqueue_identity(peer)
+        labels = meta.get("labels") or {}
+        if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "public":
+            self._enqueue_identity(IdentityRef(namespace, str(labels.get(names.IDENTITY_LABEL))))  # restore edits
         for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
             self._enqueue_identity(ref)
 
@@ -383,13 +389,17 @@ class Controller:
         return PeerState(peer, frozenset(trust.get("caFingerprints") or ()), frozenset(trust.get("kids") or ()),
                          rolled_out=bool(status.get("rolledOut")), has_workloads=has_workloads)
 
-    async def _publication(self, peer: IdentityRef) -> Any:
+    async def _publication(self, peer: IdentityRef) -> Publication | None:
+        """The peer's public material from its own managed Secrets (cached until they change)."""
         publication = self.state.publications.get(peer)
         if publication is None:
-            body = await self.client.get(CONFIGMAPS, peer.namespace, names.public_configmap(peer.name))
-            if body is not None:
-                self.state.put_publication(body, deleted=False)
-                publication = self.state.publications.get(peer)
+            ca = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.ca_secret(peer.name)))
+            creds = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace,
+                                                          names.credentials_secret(peer.name)))
+            entry = self.state.entries.get(peer)
+            publication = publication_from_secrets(peer, entry.identity if entry else None, ca, creds)
+            if publication is not None:
+                self.state.publications[peer] = publication
         return publication
 
     async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:

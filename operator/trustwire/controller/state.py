@@ -13,13 +13,10 @@ identity, which identities wire a workload or render a ConfigMap.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from trustwire import names
-from trustwire.k8s.client import CONFIGMAPS, decode_data
 from trustwire.model import IdentityRef, SpecError, TrustRelationship, parse_identity, parse_relationship
 from trustwire.plan.identity import Publication
 from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
@@ -31,18 +28,6 @@ WorkloadKey = tuple[str, str, str]  # namespace, kind, name
 def ref_of(body: Mapping[str, Any]) -> IdentityRef:
     meta = body.get("metadata") or {}
     return IdentityRef(str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-
-
-def publication_from(body: Mapping[str, Any]) -> Publication | None:
-    data = decode_data(CONFIGMAPS, body)
-    try:
-        jwks = json.loads(data.get("jwks.json", b'{"keys": []}')).get("keys", [])
-        info = json.loads(data.get("identity.json", b"{}"))
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(jwks, list) or not isinstance(info, dict):
-        return None
-    return Publication(data.get("ca.crt", b""), tuple(j for j in jwks if isinstance(j, dict)), info)
 
 
 @dataclasses.dataclass
@@ -150,16 +135,6 @@ class State:
                 out.add(peer)
         return out
 
-    # ---- publications --------------------------------------------------------------------
-    def put_publication(self, body: Mapping[str, Any], deleted: bool) -> IdentityRef | None:
-        meta = body.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if not names.is_managed(labels) or labels.get(names.ROLE_LABEL) != "public":
-            return None
-        ref = IdentityRef(str(meta.get("namespace") or "default"), str(labels.get(names.IDENTITY_LABEL, "")))
-        publication = None if deleted else publication_from(body)
-        if publication is None:
-            self.publications.pop(ref, None)
-        else:
-            self.publications[ref] = publication
-        return ref
+    # ---- publications (derived from an identity's own Secrets; see plan.identity) ---------
+    def forget_publication(self, ref: IdentityRef) -> None:
+        self.publications.pop(ref, None)

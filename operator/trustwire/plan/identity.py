@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from trustwire.model import (
     ServiceIdentity,
     TrustRelationship,
 )
+from trustwire.pki.keys import public_key_der
 from trustwire.plan import rotation as rot
 from trustwire.plan.conditions import TRUE, Check, Condition, passed, stalled, waiting
 from trustwire.plan.workloads import material_hash
@@ -48,6 +50,11 @@ JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
 SECRET_OPAQUE = "Opaque"  # noqa: S105
 #: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
 MIN_WAKE = timedelta(seconds=5)
+#: Rendering time for all of one identity's templates together (not per template), so that
+#: twenty template bombs cost one budget, not twenty.
+TEMPLATE_BUDGET = 4.0
+#: ...and for any single template, so one bomb does not starve the others.
+TEMPLATE_BUDGET_EACH = 1.0
 
 
 # --------------------------------------------------------------------------------------
@@ -199,6 +206,12 @@ def _clash(obj: StoredObject | None, kind: str, namespace: str) -> Check | None:
     return None
 
 
+def _ca_common_name(ident: ServiceIdentity) -> str:
+    """``<name>.<namespace> trustwire CA``, shortened to the X.509 limit of 64 characters."""
+    suffix = " trustwire CA"
+    return f"{ident.name}.{ident.namespace}"[: 64 - len(suffix)] + suffix
+
+
 def renewal_time(cert: x509.Certificate, renew_before: timedelta) -> datetime:
     """When to renew: ``renewBefore`` ahead of expiry, or at 2/3 of a lifetime shorter than that."""
     start, end = pki.not_before(cert), pki.not_after(cert)
@@ -255,8 +268,10 @@ def _ca_reissue_reason(identity: ServiceIdentity, obj: StoredObject | None, now:
 def _leaf_reissue_reason(identity: ServiceIdentity, ca: CAMaterial, creds: StoredObject | None,
                          now: datetime, rotate: bool) -> tuple[str, str] | None:
     """None when the stored leaf is still good; else (event reason, why)."""
-    if creds is None or not creds.data.get("tls.crt") or not creds.data.get("tls.key"):
+    if creds is None or ("tls.crt" not in creds.data and "tls.key" not in creds.data):
         return "Issued", "no certificate yet"
+    if not creds.data.get("tls.crt") or not creds.data.get("tls.key"):
+        return "Repaired", "tls.crt or tls.key was missing, empty or not valid base64"
     try:
         chain = pki.load_certificates(creds.data["tls.crt"])
         key = pki.load_private_key(creds.data["tls.key"])
@@ -293,8 +308,10 @@ class JwtMaterial:
 def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
               key_name: str) -> tuple[JwtMaterial | None, str | None]:
     """The JWT key stored under ``key_name`` (``jwt.key`` active, ``jwt-next.key`` published next)."""
-    if creds is None or not creds.data.get(key_name):
+    if creds is None or key_name not in creds.data:
         return None, "no JWT key yet"
+    if not creds.data[key_name]:
+        return None, f"the stored {key_name} was empty or not valid base64"
     try:
         key = pki.load_private_key(creds.data[key_name])
     except pki.PKIError as exc:
@@ -304,8 +321,24 @@ def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
     stamp = names.JWT_ISSUED_ANNOTATION if key_name == "jwt.key" else JWT_NEXT_ANNOTATION
     issued = _parse_time(creds.annotations.get(stamp))
     if issued is None:
-        return None, "the stored JWT key has no issue time"
-    return _jwt_material(identity, key, issued), None
+        return None, "the stored JWT key has no usable issue time"
+    material = _jwt_material(identity, key, issued)
+    if key_name == "jwt.key" and _witnesses_disagree(creds, material.kid):
+        # jwt.kid and jwt.jwk are both derived from jwt.key: when *both* name another key,
+        # jwt.key itself was replaced (one edited witness alone is simply restored)
+        return None, "jwt.key matches neither jwt.kid nor jwt.jwk (the key was replaced or swapped)"
+    return material, None
+
+
+def _witnesses_disagree(creds: StoredObject, kid: str) -> bool:
+    if "jwt.kid" not in creds.data or "jwt.jwk" not in creds.data:
+        return False
+    stored_kid = creds.data["jwt.kid"].decode("utf-8", "replace").strip()
+    try:
+        jwk_kid = json.loads(creds.data["jwt.jwk"]).get("kid")
+    except (ValueError, AttributeError):
+        jwk_kid = None
+    return stored_kid != kid and jwk_kid != kid
 
 
 def _previous_jwk(annotations: Mapping[str, str]) -> tuple[dict[str, str] | None, datetime | None]:
@@ -375,12 +408,16 @@ def _jwt_material(identity: ServiceIdentity, key: pki.PrivateKey, issued: dateti
 
 
 def _parse_time(text: str | None) -> datetime | None:
-    if not text:
+    """A timestamp we wrote; anything else (no zone, absurd year, garbage) counts as missing."""
+    if not text or len(text) > 40:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    if moment.tzinfo is None or not 2000 <= moment.year <= 9000:
+        return None
+    return moment
 
 
 # --------------------------------------------------------------------------------------
@@ -431,7 +468,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                 ca_phase = rot.DISTRIBUTING if ca_next else rot.RETIRING if ca_previous else rot.IDLE
             else:
                 key = pki.generate_private_key(ident.ca.key_algorithm)
-                cert = pki.create_ca(key, common_name=f"{ident.name}.{ns} trustwire CA", now=now,
+                cert = pki.create_ca(key, common_name=_ca_common_name(ident), now=now,
                                      lifetime=ident.ca.duration)
                 ca = CAMaterial(cert, key, pki.cert_to_pem(cert), pki.private_key_to_pem(key))
                 events.append(PlannedEvent("Normal" if reason[0] == "Issued" else "Warning", f"CA{reason[0]}",
@@ -440,7 +477,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             why = _ca_rotation_trigger(ident, ca, now, rotate)
             if ca_phase == rot.IDLE and why:
                 key = pki.generate_private_key(ident.ca.key_algorithm)
-                cert = pki.create_ca(key, common_name=f"{ident.name}.{ns} trustwire CA", now=now,
+                cert = pki.create_ca(key, common_name=_ca_common_name(ident), now=now,
                                      lifetime=ident.ca.duration)
                 ca_next = CAMaterial(cert, key, pki.cert_to_pem(cert), pki.private_key_to_pem(key))
                 ca_phase, ca_since = rot.DISTRIBUTING, now
@@ -483,6 +520,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     creds_records: dict[str, str] = {}
     creds_annotations: dict[str, str] = {}
     jwt: JwtMaterial | None = None
+    leaf_key: pki.PrivateKey | None = None
     if creds_clash:
         checks["CertificateReady"] = creds_clash
     elif ca is None:
@@ -537,12 +575,15 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     jwt_next: JwtMaterial | None = None
     jwt_previous: dict[str, str] | None = None
     previous_until: datetime | None = None
+    reserved_keys = {public_key_der(k) for k in (ca.key if ca else None, leaf_key) if k is not None}
     if ident.jwt.enabled and not creds_clash:
         jwt, problem = _load_jwt(ident, creds_obs, "jwt.key")
         jwt_next, _ = _load_jwt(ident, creds_obs, "jwt-next.key")
         annotations = creds_obs.annotations if creds_obs else {}
         jwt_previous, previous_until = _previous_jwk(annotations)
         jwt_reason: tuple[str, str] | None = None
+        if jwt is not None and public_key_der(jwt.key) in reserved_keys:
+            jwt, problem = None, "jwt.key is the same key as the CA or TLS key; a signing key must be its own"
         if jwt is None:
             kind = "Generated" if problem == "no JWT key yet" else \
                 "Rotated" if (problem or "").startswith("spec.jwt.algorithm") else "Repaired"
@@ -711,6 +752,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret cannot be written")
         else:
             context = _template_context(ident, ca, jwt, peers_context)
+            render_started = time.monotonic()
             failures: list[Check] = []
             for tpl in ident.templates:
                 source = obs.template_sources.get(tpl.name)
@@ -723,8 +765,13 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                     if old is not None:
                         trust_data[tpl.name] = old
                     continue
+                remaining = TEMPLATE_BUDGET - (time.monotonic() - render_started)
                 try:
-                    trust_data[tpl.name] = render_template(tpl.name, source, context).encode()
+                    if remaining <= 0:
+                        raise TemplateError(tpl.name, None, f"the identity's {TEMPLATE_BUDGET:.0f}s rendering "
+                                                           "budget for all its templates is used up")
+                    trust_data[tpl.name] = render_template(
+                        tpl.name, source, context, time_budget=min(remaining, TEMPLATE_BUDGET_EACH)).encode()
                 except TemplateError as exc:
                     failures.append(stalled("TemplateError", str(exc)))
                     old = trust_obs.data.get(tpl.name) if trust_obs else None
@@ -809,6 +856,58 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     future = [d for d in deadlines if d > now]
     wake_at = max(min(future), now + MIN_WAKE) if future else None
     return IdentityPlan(objects, checks, status, events, wake_at, mounted, [rotating])
+
+
+def publication_from_secrets(ref: IdentityRef, identity: ServiceIdentity | None, ca: StoredObject | None,
+                             credentials: StoredObject | None) -> Publication | None:
+    """What a peer trusts about ``ref``, derived from ``ref``'s own managed Secrets and spec.
+
+    Never from its public ConfigMap: that is output for parties outside the cluster, and
+    whoever may edit ConfigMaps in a namespace must not be able to push a CA or a JWT key
+    into every peer's trust. Only Secrets trustwire manages for ``ref`` count.
+    """
+    def ours(obj: StoredObject | None) -> bool:
+        return obj is not None and obj.managed and obj.owner == ref.name
+
+    if not ours(credentials):
+        return None
+    assert credentials is not None
+    cas: list[x509.Certificate] = []
+    sources = [(ca, field) for field in ("tls.crt", "next.crt", "previous.crt")] if ours(ca) else \
+        [(credentials, "ca.crt")]  # a bring-your-own CA has no CA Secret of ours
+    for obj, field in sources:
+        cert = _load_cert(obj, field)
+        if cert is not None and pki.is_ca(cert):
+            cas.append(cert)
+    if not cas:
+        return None
+    revoked = set(identity.jwt.revoked_kids) if identity is not None else set()
+    keys: list[Mapping[str, str]] = []
+    if identity is None or identity.jwt.enabled:
+        for key_name in ("jwt.key", "jwt-next.key"):
+            try:
+                key = pki.load_private_key(credentials.data[key_name]) if credentials.data.get(key_name) else None
+                if key is not None:
+                    algorithm = identity.jwt.algorithm if identity is not None else _stored_jwt_algorithm(credentials)
+                    if algorithm is not None and pki.jwt_algorithm_accepts(algorithm, key):
+                        keys.append(pki.public_jwk(key, algorithm))
+            except pki.PKIError:
+                continue
+        previous, _ = _previous_jwk(credentials.annotations)
+        if previous is not None and "kid" in previous:
+            keys.append(previous)
+    info: dict[str, Any] = {"name": ref.name, "namespace": ref.namespace, "revokedKids": sorted(revoked)}
+    if identity is not None:
+        info |= {"issuer": identity.issuer, "spiffeId": identity.spiffe_id}
+    jwks = tuple(k for k in keys if k.get("kid") not in revoked)
+    return Publication(pki.certs_to_pem(cas), jwks, info)
+
+
+def _stored_jwt_algorithm(credentials: StoredObject) -> pki.JwtAlgorithm | None:
+    try:
+        return pki.JwtAlgorithm(json.loads(credentials.data.get("jwt.jwk", b"{}")).get("alg"))
+    except (ValueError, AttributeError):
+        return None
 
 
 def _template_context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | None,

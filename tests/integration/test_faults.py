@@ -1,0 +1,321 @@
+"""API faults in front of the emulator: the operator converges, issues one CA per identity, loses
+nothing and reports status that agrees with its Secrets.
+
+The faults (``tests/integration/faults.py``) hit only the operator's requests (User-Agent
+``trustwire-operator`` and ``kopf``): 500/409/429 (``Retry-After: 1``) refused before the
+emulator changes anything, 500 after a write was applied (a lost response), slow answers,
+and watch streams cut (some ending in ``410 Gone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.faults import (
+    FaultInjector,
+    bundle_fingerprints,
+    ca_lineage,
+    fingerprint,
+    history_versions,
+    live_condition,
+    material_problems,
+    running_faulty_emulator,
+    secret_value,
+    status_problems,
+)
+from tests.integration.harness import Cluster, deployment, identity, relationship
+from trustwire import names, pki
+from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
+from trustwire.runtime import OperatorOptions, running_operator
+
+pytestmark = pytest.mark.integration
+
+IDENTITIES = [("gov", "dgc"), ("jobs", "jobserver"), ("proc", "dpm"), ("proc", "dpe")]
+RELATIONSHIPS = [("gov", "dgc-jobserver"), ("proc", "dpm-dpe")]
+
+
+@pytest.fixture
+async def faulty() -> AsyncIterator[tuple[Cluster, FaultInjector]]:
+    # a fixed seed; TRUSTWIRE_FAULT_SEED=<n> replays another fault sequence
+    injector = FaultInjector(seed=int(os.environ.get("TRUSTWIRE_FAULT_SEED", "20240611")), rate=0.3)
+    async with running_faulty_emulator(injector) as emu:
+        config = ApiConfig(server=emu.url)
+        async with running_operator(config, OperatorOptions(workers=4, resync_interval=3600.0)) as controller, \
+                Client(config, user_agent="trustwire-tests") as client:
+            yield Cluster(emu.emulator, client, controller), injector
+
+
+async def _apply_scenario(cluster: Cluster) -> None:
+    await cluster.apply(deployment("dgc", "gov"))
+    await cluster.apply(identity("dgc", "gov", workloads=[{"kind": "Deployment", "name": "dgc"}]))
+    await cluster.apply(identity("jobserver", "jobs", acceptFrom={"namespaces": ["gov"]}))
+    await cluster.apply(relationship("dgc-jobserver", "gov", ("dgc", None), ("jobserver", "jobs"),
+                                     initiator="dgc", jwt={"enabled": True, "roles": ["IMPERSONATION"]},
+                                     sharedSecret={"enabled": True}))
+    await cluster.apply(identity("dpm", "proc", keystores={"formats": ["PKCS12", "JKS"]}))
+    await cluster.apply(identity("dpe", "proc"))
+    await cluster.apply(relationship("dpm-dpe", "proc", ("dpm", None), ("dpe", None),
+                                     jwt={"enabled": True, "audience": "pf"}))
+
+
+async def _all_ready(cluster: Cluster) -> bool:
+    for plural, objects in (("serviceidentities", IDENTITIES), ("trustrelationships", RELATIONSHIPS)):
+        for ns, name in objects:
+            c = live_condition(cluster.emulator, plural, ns, name, "Ready")
+            if c is None or c["status"] != "True":
+                return False
+    return True
+
+
+async def _wait_all_ready(cluster: Cluster, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await _all_ready(cluster):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _peer(name: str) -> tuple[str, str]:
+    return {"dgc": ("jobs", "jobserver"), "jobserver": ("gov", "dgc"), "dpm": ("proc", "dpe"),
+            "dpe": ("proc", "dpm")}[name]
+
+
+async def test_operator_converges_through_api_faults_with_one_ca_per_identity(
+        faulty: tuple[Cluster, FaultInjector]) -> None:
+    cluster, injector = faulty
+    injector.enabled = True
+    await _apply_scenario(cluster)
+    # let the operator work under faults for a while (it may or may not finish meanwhile)
+    await _wait_all_ready(cluster, timeout=10.0)
+    injector.enabled = False
+    faults = injector.counts()
+    print("faults injected:", faults)
+    assert await _wait_all_ready(cluster, timeout=45.0), [
+        (ns, n, live_condition(cluster.emulator, "serviceidentities", ns, n, "Ready")) for ns, n in IDENTITIES]
+    await cluster.settle()
+    cluster.controller.resync_all()
+    await cluster.settle()
+
+    # the faults were real: injected, and seen by the operator's client
+    assert sum(faults.values()) >= 20, faults
+    for kind in ("500", "409", "429", "lost", "slow"):
+        assert faults.get(kind, 0) > 0, f"no {kind} fault was injected: {faults}"
+    seen = cluster.controller.client.errors
+    assert seen["500"] > 0 and seen["429"] > 0 and seen["409"] > 0, dict(seen)
+
+    fps: dict[str, str] = {}
+    for ns, name in IDENTITIES:
+        # exactly one CA ever existed, and it is the one in use: nothing issued was lost
+        lineage = ca_lineage(cluster.emulator, ns, name)
+        ca = await cluster.data("Secret", ns, names.ca_secret(name))
+        current = fingerprint(pki.load_certificates(ca["tls.crt"])[0])
+        assert lineage == [current], f"{ns}/{name}: CA fingerprints over history {lineage}, now {current}"
+        fps[name] = current
+        # the public ConfigMap never published another CA
+        for version in history_versions(cluster.emulator, "configmaps", ns, names.public_configmap(name)):
+            pem = (version.get("data") or {}).get("ca.crt", "").encode()
+            assert {fingerprint(c) for c in pki.load_certificates(pem)} <= {current} if pem else True
+        # material verifies and status agrees with the Secrets
+        creds = await cluster.data("Secret", ns, names.credentials_secret(name))
+        assert material_problems(ca["tls.crt"], creds, ca_key_pem=ca["tls.key"]) == [], (ns, name)
+        body = await cluster.get("ServiceIdentity", ns, name)
+        assert body is not None
+        assert status_problems(body["status"], ca["tls.crt"], creds) == [], (ns, name)
+
+    for ns, name in IDENTITIES:
+        peer_ns, peer = _peer(name)
+        trust = await cluster.data("Secret", ns, names.trust_secret(name))
+        assert bundle_fingerprints(trust) == {fps[peer]}, f"{name} must trust exactly {peer}'s CA"
+        # no trust bundle ever held a CA that is not one of the identities' single CAs
+        for version in history_versions(cluster.emulator, "secrets", ns, names.trust_secret(name)):
+            pem = secret_value(version, "trust-bundle.pem") or b""
+            if pem.strip():
+                assert {fingerprint(c) for c in pki.load_certificates(pem)} <= set(fps.values())
+        peer_creds = await cluster.data("Secret", peer_ns, names.credentials_secret(peer))
+        kids = [k["kid"] for k in json.loads(trust["peers.jwks"])["keys"]]
+        if name != "dgc":  # dgc initiates: it does not accept jobserver's tokens
+            assert peer_creds["jwt.kid"].decode() in kids, (name, kids)
+
+    dgc_trust = await cluster.data("Secret", "gov", names.trust_secret("dgc"))
+    job_trust = await cluster.data("Secret", "jobs", names.trust_secret("jobserver"))
+    assert dgc_trust["shared-jobserver.key"] == job_trust["shared-dgc.key"]
+    assert len(dgc_trust["shared-jobserver.key"]) == 32
+
+    # the workload was wired exactly once despite retried patches
+    wired = await cluster.get("Deployment", "gov", "dgc")
+    assert wired is not None
+    pod = wired["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]].count(names.VOLUME_NAME) == 1, pod["volumes"]
+    container = pod["containers"][0]
+    assert [m["name"] for m in container["volumeMounts"]].count(names.VOLUME_NAME) == 1, container
+    assert [e["name"] for e in container["env"]].count(names.ENV_DIR) == 1, container
+
+
+async def test_lost_responses_to_every_first_create_never_issue_a_second_ca(
+        faulty: tuple[Cluster, FaultInjector]) -> None:
+    """Each first POST of a managed Secret is stored by the emulator but answered 500: the
+    operator's retry meets 409, and the next pass must adopt what exists, not issue anew."""
+    cluster, injector = faulty
+    hit: set[str] = set()
+
+    def first_create_lost(request: Any) -> str | None:
+        if str(getattr(request.method, "value", request.method)).upper() != "POST":
+            return None
+        name = str(((request.data or {}).get("metadata") or {}).get("name", ""))
+        if "-trustwire-" in name and name not in hit:
+            hit.add(name)
+            return "lost"
+        return None
+
+    injector.script = first_create_lost
+    injector.enabled = True
+    await _apply_scenario(cluster)
+    assert await _wait_all_ready(cluster, timeout=30.0)
+    await cluster.settle()
+    assert {names.ca_secret(n) for _, n in IDENTITIES} <= hit, hit
+    for ns, name in IDENTITIES:
+        ca = await cluster.data("Secret", ns, names.ca_secret(name))
+        assert ca_lineage(cluster.emulator, ns, name) == [fingerprint(pki.load_certificates(ca["tls.crt"])[0])]
+        creds = await cluster.data("Secret", ns, names.credentials_secret(name))
+        assert material_problems(ca["tls.crt"], creds, ca_key_pem=ca["tls.key"]) == []
+        body = await cluster.get("ServiceIdentity", ns, name)
+        assert body is not None and status_problems(body["status"], ca["tls.crt"], creds) == []
+
+
+async def test_lost_response_to_a_workload_patch_does_not_wire_it_twice(
+        faulty: tuple[Cluster, FaultInjector]) -> None:
+    """The first JSON patch of the Deployment is applied but answered 500 (a response lost
+    after commit). Appending with ``/-`` is not idempotent: replaying the same patch blindly
+    adds a second volume, mount and env var."""
+    cluster, injector = faulty
+    done: list[int] = []
+
+    def first_workload_patch_lost(request: Any) -> str | None:
+        method = str(getattr(request.method, "value", request.method)).upper()
+        if method == "PATCH" and "/deployments/" in request.url.path and not done:
+            done.append(request.id)
+            return "lost"
+        return None
+
+    injector.script = first_workload_patch_lost
+    injector.enabled = True
+    app = deployment("app", "team")
+    pod = app["spec"]["template"]["spec"]
+    pod["volumes"] = [{"name": "data", "emptyDir": {}}]
+    pod["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    pod["containers"][0]["env"] = [{"name": "MODE", "value": "prod"}]
+    await cluster.apply(app)
+    await cluster.apply(identity("app", "team", workloads=[{"kind": "Deployment", "name": "app"}]))
+    await cluster.wait_condition("ServiceIdentity", "team", "app", "Ready", timeout=30.0)
+    await cluster.settle()
+    assert done, "the fault was not injected"
+    pod = (await cluster.get("Deployment", "team", "app") or {})["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert [v["name"] for v in pod["volumes"]].count(names.VOLUME_NAME) == 1, pod["volumes"]
+    assert [m["name"] for m in container["volumeMounts"]].count(names.VOLUME_NAME) == 1, container
+    assert [e["name"] for e in container["env"]].count(names.ENV_DIR) == 1, container
+
+
+# ======================================================================================
+# The fault filter itself
+# ======================================================================================
+@pytest.fixture
+async def bare() -> AsyncIterator[tuple[str, FaultInjector, Any]]:
+    injector = FaultInjector(seed=1, rate=1.0)
+    async with running_faulty_emulator(injector) as emu:
+        yield emu.url, injector, emu.emulator
+
+
+def _secret(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ns"},
+            "data": {"k": base64.b64encode(b"v").decode()}}
+
+
+def _only(injector: FaultInjector, kind: str) -> None:
+    injector.weights = {kind: 1.0}
+    injector.enabled = True
+
+
+@pytest.mark.parametrize("kind", ["500", "409", "429"])
+async def test_rejected_requests_answer_the_operator_and_change_nothing(bare: tuple[str, FaultInjector, Any],
+                                                                        kind: str) -> None:
+    url, injector, _ = bare
+    _only(injector, kind)
+    async with Client(ApiConfig(server=url), retries=0) as operator, \
+            Client(ApiConfig(server=url), user_agent="trustwire-tests") as tests:
+        with pytest.raises(ApiError) as info:
+            await operator.create(SECRETS, "ns", _secret("refused"))
+        assert info.value.status == int(kind)
+        assert await tests.get(SECRETS, "ns", "refused") is None, "a refused write must not be applied"
+        await tests.create(SECRETS, "ns", _secret("allowed"))  # the test's own requests pass untouched
+        assert await tests.get(SECRETS, "ns", "allowed") is not None
+    assert [i.kind for i in injector.log] == [kind]
+    async with aiohttp.ClientSession(headers={"User-Agent": "trustwire-operator"}) as session, \
+            session.patch(f"{url}/api/v1/namespaces/ns/secrets/allowed", json={"data": {"x": "eA=="}},
+                          headers={"Content-Type": "application/merge-patch+json"}) as response:
+        assert response.status == int(kind)
+        assert response.headers.get("Retry-After") == ("1" if kind == "429" else None)
+
+
+async def test_lost_response_applies_the_write_but_answers_500(bare: tuple[str, FaultInjector, Any]) -> None:
+    url, injector, _ = bare
+    _only(injector, "lost")
+    async with Client(ApiConfig(server=url), retries=0) as operator, \
+            Client(ApiConfig(server=url), user_agent="trustwire-tests") as tests:
+        with pytest.raises(ApiError) as info:
+            await operator.create(SECRETS, "ns", _secret("applied"))
+        assert info.value.status == 500
+        assert await tests.get(SECRETS, "ns", "applied") is not None
+        # reads are never "lost" (nothing to apply): they pass through
+        assert await operator.get(SECRETS, "ns", "applied") is not None
+    assert [i.kind for i in injector.log] == ["lost"]
+
+
+async def test_slow_requests_still_reach_the_emulator(bare: tuple[str, FaultInjector, Any]) -> None:
+    url, injector, _ = bare
+    _only(injector, "slow")
+    async with Client(ApiConfig(server=url), retries=0) as operator:
+        await operator.create(SECRETS, "ns", _secret("slow"))
+        assert await operator.get(SECRETS, "ns", "slow") is not None
+    assert [i.kind for i in injector.log] == ["slow", "slow"]
+
+
+async def test_dropped_watch_streams_end(bare: tuple[str, FaultInjector, Any]) -> None:
+    url, injector, _ = bare
+    _only(injector, "drop")
+    async with Client(ApiConfig(server=url), user_agent="trustwire-tests") as tests:
+        await tests.create(SECRETS, "ns", _secret("watched"))
+    lines: list[bytes] = []
+    async with aiohttp.ClientSession(headers={"User-Agent": "kopf/1.45"}) as session, \
+            session.get(f"{url}/api/v1/namespaces/ns/secrets", params={"watch": "true"}) as response:
+        assert response.status == 200
+
+        async def read_all() -> None:
+            async for line in response.content:
+                if line.strip():
+                    lines.append(line)
+
+        await asyncio.wait_for(read_all(), timeout=10.0)  # without the fault it never ends
+    events = [json.loads(line) for line in lines]
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "watched"
+    assert all(e["type"] in ("ADDED", "ERROR") for e in events)
+    assert [i.kind for i in injector.log] == ["drop"]
+
+
+async def test_faults_off_means_no_faults(bare: tuple[str, FaultInjector, Any]) -> None:
+    url, injector, _ = bare
+    injector.enabled = False
+    async with Client(ApiConfig(server=url), retries=0) as operator:
+        for i in range(20):
+            await operator.create(SECRETS, "ns", _secret(f"s{i}"))
+    assert injector.log == []
