@@ -58,7 +58,7 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
         namespaces=list(options.namespaces), standalone=True,  # HA is our Lease, not kopf peering
         liveness_endpoint=options.liveness_endpoint, stop_flag=stop, ready_flag=ready,
     ), name="kopf")
-    election = None
+    election: LeaderElection | None = None
     if options.lease:
         namespace, _, name = options.lease.rpartition("/")
         election = LeaderElection(client, namespace=namespace or "default", name=name, identity=options.identity,
@@ -72,8 +72,14 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
             kopf_task.result()  # re-raise why kopf could not start
         yield controller
     finally:
-        stop.set()
+        # Our workers first (they may be mid-write), then hand the Lease over while the API
+        # connection is certainly healthy, then kopf.
         worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+        if election is not None:
+            await election.release()
+        stop.set()
         # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
         # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -81,6 +87,4 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
         kopf_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(kopf_task, timeout=5.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
         await client.close()

@@ -97,3 +97,32 @@ async def test_a_lost_lease_stops_the_writer() -> None:
 def cluster_resource():  # type: ignore[no-untyped-def]
     from trustwire.k8s.client import IDENTITIES
     return IDENTITIES
+
+
+async def test_a_graceful_stop_hands_the_lease_over_at_once() -> None:
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
+        config = ApiConfig(server=emu.url)
+        replica_a = subprocess.Popen(
+            [sys.executable, "-m", "trustwire.cli", "run", "--server", emu.url, "--lease", LEASE,
+             "--identity", "op-a", "--liveness", "", "--metrics-port", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                lease = await client.get(LEASES, "trustwire-system", "trustwire")
+                if lease and lease["spec"]["holderIdentity"] == "op-a":
+                    break
+                await asyncio.sleep(0.05)
+            slow = OperatorOptions(workers=2, resync_interval=3600.0, lease=LEASE, identity="op-b",
+                                   lease_seconds=60.0, renew_seconds=0.5)
+            async with running_operator(config, slow) as b:
+                assert b.election is not None
+                await asyncio.sleep(1.0)
+                assert not b.election.leading.is_set()
+                replica_a.send_signal(signal.SIGTERM)  # a rolling update stops the old pod like this
+                assert await asyncio.to_thread(replica_a.wait, 15) == 0  # the emulator runs on this loop
+                # the Lease says 15 s; only the release explains a takeover within a few seconds
+                await asyncio.wait_for(b.election.leading.wait(), 5)
+        finally:
+            if replica_a.poll() is None:
+                replica_a.kill()
+                replica_a.wait(10)

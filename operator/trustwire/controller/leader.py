@@ -57,18 +57,40 @@ class LeaderElection:
         self.transitions = 0
 
     async def run(self) -> None:
-        """Try to acquire, then renew, forever; flips :attr:`leading` as it goes."""
+        """Try to acquire, then renew, forever; flips :attr:`leading` as it goes.
+
+        Each attempt is bounded by a renew deadline (⅔ of the lease duration): a holder
+        whose API calls hang steps down before any standby may consider the Lease expired.
+        """
+        deadline = self.lease_seconds * 2 / 3
         try:
             while True:
                 try:
-                    held = await self._attempt()
-                except (ApiError, OSError) as exc:
-                    log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                    held = await asyncio.wait_for(self._attempt(), timeout=deadline)
+                except (ApiError, OSError, TimeoutError) as exc:
+                    log.warning("lease %s/%s: %s", self.namespace, self.name, exc or "renewal timed out")
                     held = False
                 self._set(held)
                 await asyncio.sleep(self.renew_seconds if held else self.renew_seconds / 2)
         finally:
             self._set(False)
+
+    async def release(self) -> None:
+        """Give the Lease up (renewTime in the past) if we still hold it; best effort.
+
+        Called by the runtime on a graceful stop, after the workers stopped, so a rolling
+        update hands over at once instead of after a full lease duration."""
+        try:
+            lease = await asyncio.wait_for(self.client.get(LEASES, self.namespace, self.name), timeout=2)
+            spec = (lease or {}).get("spec") or {}
+            if spec.get("holderIdentity") != self.identity:
+                return
+            ops = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
+                   {"op": "add", "path": "/spec/renewTime", "value": _micro(datetime(2000, 1, 1, tzinfo=UTC))}]
+            await asyncio.wait_for(self.client.json_patch(LEASES, self.namespace, self.name, ops), timeout=2)
+            log.info("%s released lease %s/%s", self.identity, self.namespace, self.name)
+        except (ApiError, OSError, TimeoutError, RuntimeError) as exc:
+            log.warning("%s could not release lease %s/%s: %r", self.identity, self.namespace, self.name, exc)
 
     def _set(self, held: bool) -> None:
         if held and not self.leading.is_set():
