@@ -84,7 +84,8 @@ async def test_a_lost_lease_stops_the_writer() -> None:
             await asyncio.wait_for(controller.election.leading.wait(), 10)
             # someone else grabs the Lease (an operator with a skewed view, or an admin)
             await client.merge_patch(LEASES, "trustwire-system", "trustwire",
-                                     {"spec": {"holderIdentity": "intruder", "renewTime": "2999-01-01T00:00:00.000000Z"}})
+                                     {"spec": {"holderIdentity": "intruder",
+                                               "renewTime": "2999-01-01T00:00:00.000000Z"}})
             await asyncio.wait_for(controller.election.lost.wait(), 10)
             cluster = Cluster(emu.emulator, client, controller)
             since = len(cluster.operator_writes())

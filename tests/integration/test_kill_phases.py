@@ -3,7 +3,7 @@ the state it stored, with the same outcome, and never creates a second next-CA."
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import signal
 import subprocess
 import sys
@@ -56,7 +56,7 @@ async def test_sigkill_at_each_ca_phase_boundary() -> None:
             final = (await cluster.get("ServiceIdentity", "team", "alpha"))["status"]  # type: ignore[index]
 
             def beta_trusts_only_the_new_ca(body: dict | None) -> bool:  # type: ignore[type-arg]
-                bundle = __import__("base64").b64decode((body or {}).get("data", {}).get("trust-bundle.pem", ""))
+                bundle = base64.b64decode((body or {}).get("data", {}).get("trust-bundle.pem", ""))
                 fingerprints = {pki.fingerprint_sha256(c) for c in pki.load_certificates(bundle)} if bundle else set()
                 return fingerprints == {final["ca"]["fingerprint"]}
 
@@ -68,10 +68,12 @@ async def test_sigkill_at_each_ca_phase_boundary() -> None:
         assert phases_seen == [rot.DISTRIBUTING, rot.RETIRING, rot.IDLE]
         # exactly one next CA was ever prepared, and it is the one that became active
         history = emu.emulator.objects["v1/secrets", "team", names.ca_secret("alpha")].history
-        nexts = {pki.fingerprint_sha256(pki.load_certificates(__import__("base64").b64decode(v["data"]["next.crt"]))[0])
-                 for v in history if v is not None and "next.crt" in (v.get("data") or {})}
-        actives = [pki.fingerprint_sha256(pki.load_certificates(__import__("base64").b64decode(v["data"]["tls.crt"]))[0])
-                   for v in history if v is not None]
+        def fingerprint(b64: str) -> str:
+            return pki.fingerprint_sha256(pki.load_certificates(base64.b64decode(b64))[0])
+
+        nexts = {fingerprint(v["data"]["next.crt"]) for v in history
+                 if v is not None and "next.crt" in (v.get("data") or {})}
+        actives = [fingerprint(v["data"]["tls.crt"]) for v in history if v is not None]
         assert len(nexts) == 1, "a restarted operator must not prepare a second next-CA"
         assert list(dict.fromkeys(actives)) == [first_ca, *nexts]
         assert final["ca"]["fingerprint"] in nexts

@@ -81,7 +81,7 @@ async def _rotate_ca(cluster: Cluster, name: str, value: str, timeout: float = 6
 
 
 async def test_zero_failed_handshakes_through_ca_leaf_and_jwt_rotations(cluster: Cluster, tmp_path: Path) -> None:
-    alpha, beta, simulator, task = await _setup(cluster, tmp_path)
+    alpha, beta, _, task = await _setup(cluster, tmp_path)
     kids = {(await cluster.get("ServiceIdentity", "team", "alpha"))["status"]["jwt"]["kid"]}  # type: ignore[index]
     leaves = {(await cluster.get("ServiceIdentity", "team", "alpha"))["status"]["certificate"]["serial"]}  # type: ignore[index]
     probe = Probe(alpha, beta, audience="drill")
@@ -109,7 +109,7 @@ async def test_zero_failed_handshakes_through_ca_leaf_and_jwt_rotations(cluster:
 
 async def test_probe_sees_the_outage_when_distribution_is_skipped(cluster: Cluster, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    alpha, beta, simulator, task = await _setup(cluster, tmp_path)
+    alpha, beta, _, task = await _setup(cluster, tmp_path)
     # the negative control: activate the next CA without waiting for the peers
     monkeypatch.setattr(rot, "distribution_gate", lambda *a, **k: rot.Gate(True, "skipped"))
     monkeypatch.setattr("trustwire.plan.identity._gate_with_outsiders", lambda gate, *a, **k: gate)
