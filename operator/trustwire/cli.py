@@ -19,6 +19,7 @@ import click
 from rich.markup import escape
 
 from trustwire import __version__
+from trustwire.plan.identity import parse_time
 
 if TYPE_CHECKING:
     from trustwire.inspection import Target
@@ -197,16 +198,6 @@ def _condition(body: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     return None
 
 
-def _parse_stamp(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
-
-
 def _relative(moment: datetime, now: datetime) -> str:
     seconds = (moment - now).total_seconds()
     size = abs(seconds)
@@ -254,10 +245,10 @@ def _rotation_cell(status: Mapping[str, Any]) -> str:
 
 def _expiry_cell(status: Mapping[str, Any], now: datetime) -> str:
     cert = _section(status, "certificate")
-    not_after = _parse_stamp(cert.get("notAfter"))
+    not_after = parse_time(cert.get("notAfter"))
     if not_after is None:
         return "-"
-    renewal = _parse_stamp(cert.get("renewalTime"))
+    renewal = parse_time(cert.get("renewalTime"))
     colour = "red" if not_after <= now else "yellow" if renewal is not None and renewal <= now else ""
     text = f"{not_after.strftime('%Y-%m-%dT%H:%M:%SZ')} ({_relative(not_after, now)})"
     return f"[{colour}]{text}[/]" if colour else text

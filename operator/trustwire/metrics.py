@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sized
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
+
+from trustwire.plan.identity import parse_time
 
 __all__ = ["MATERIALS", "ControllerCollector", "ControllerLike", "MetricsServer", "parse_timestamp",
            "rotation_phases", "start_metrics_server"]
@@ -67,15 +68,8 @@ class ControllerLike(Protocol):
 
 def parse_timestamp(value: object) -> float | None:
     """An RFC 3339 timestamp from a status (``2027-01-01T00:00:00Z``) → Unix seconds; None if unusable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
+    parsed = parse_time(value)
+    return parsed.timestamp() if parsed is not None else None
 
 
 def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:

@@ -22,21 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trustwire.k8s.client import LEASES, ApiError, Client
+from trustwire.plan.identity import parse_time
 
 log = logging.getLogger("trustwire.leader")
 
 
 def _micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def default_identity() -> str:
@@ -120,7 +112,7 @@ class LeaderElection:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse(spec.get("renewTime"))
+        renewed = parse_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
         expired = renewed is None or now >= renewed + timedelta(seconds=duration)
         if holder != self.identity and not expired:

@@ -270,6 +270,7 @@ class Controller:
         body = await self.client.get(IDENTITIES, ref.namespace, ref.name)
         if body is None:
             self.state.drop_identity(ref)
+            self.statuses.pop(("identity", ref.namespace, ref.name), None)
             return
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -566,6 +567,7 @@ class Controller:
         shared_name = names.shared_secret(name)
         if body is None:
             self.state.drop_relationship(key)
+            self.statuses.pop(("relationship", namespace, name), None)
             await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
             return
         self.state.put_relationship(body)

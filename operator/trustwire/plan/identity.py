@@ -319,7 +319,7 @@ def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
     if not pki.jwt_algorithm_accepts(identity.jwt.algorithm, key):
         return None, f"spec.jwt.algorithm is now {identity.jwt.algorithm}"
     stamp = names.JWT_ISSUED_ANNOTATION if key_name == "jwt.key" else JWT_NEXT_ANNOTATION
-    issued = _parse_time(creds.annotations.get(stamp))
+    issued = parse_time(creds.annotations.get(stamp))
     if issued is None:
         return None, "the stored JWT key has no usable issue time"
     material = _jwt_material(identity, key, issued)
@@ -343,7 +343,7 @@ def _witnesses_disagree(creds: StoredObject, kid: str) -> bool:
 
 def _previous_jwk(annotations: Mapping[str, str]) -> tuple[dict[str, str] | None, datetime | None]:
     """The retired public JWK still published during its grace period (public data only)."""
-    until = _parse_time(annotations.get(JWT_PREVIOUS_UNTIL_ANNOTATION))
+    until = parse_time(annotations.get(JWT_PREVIOUS_UNTIL_ANNOTATION))
     try:
         jwk = json.loads(annotations.get(JWT_PREVIOUS_ANNOTATION, "null"))
     except ValueError:
@@ -407,9 +407,10 @@ def _jwt_material(identity: ServiceIdentity, key: pki.PrivateKey, issued: dateti
     return JwtMaterial(key, pki.private_key_to_pem(key), public, private, public["kid"], issued)
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    """A timestamp we wrote; anything else (no zone, absurd year, garbage) counts as missing."""
-    if not text or len(text) > 40:
+def parse_time(text: object) -> datetime | None:
+    """An RFC 3339 timestamp as we write them; anything else (no zone, absurd year, garbage,
+    not a string) is None. The one parser of timestamps for every layer."""
+    if not isinstance(text, str) or not text or len(text) > 40:
         return None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -464,7 +465,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                 ca, _ = _load_ca(obs.ca)
                 ca_next = _load_ca_pair(obs.ca, "next.crt", "next.key")
                 ca_previous = _load_cert(obs.ca, "previous.crt")
-                ca_since = _parse_time((obs.ca.annotations if obs.ca else {}).get(CA_SINCE_ANNOTATION)) or now
+                ca_since = parse_time((obs.ca.annotations if obs.ca else {}).get(CA_SINCE_ANNOTATION)) or now
                 ca_phase = rot.DISTRIBUTING if ca_next else rot.RETIRING if ca_previous else rot.IDLE
             else:
                 key = pki.generate_private_key(ident.ca.key_algorithm)
