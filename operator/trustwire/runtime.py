@@ -49,7 +49,8 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                     else "trustwire-operator")
     controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
                             resync_interval=options.resync_interval,
-                            propagation_delay=options.propagation_delay)
+                            propagation_delay=options.propagation_delay,
+                            namespaces=list(options.namespaces))
     registry = build_registry(controller, config, configure=configure)
     stop = asyncio.Event()
     ready = asyncio.Event()

@@ -33,7 +33,12 @@ async def test_resume_after_restart_makes_zero_writes() -> None:
             await cluster.apply(identity("beta", "jobs", acceptFrom={"namespaces": ["governance"]}))
             await cluster.apply(relationship("ab", "governance", ("alpha", None), ("beta", "jobs"),
                                              sharedSecret={"enabled": True}))
+            for i in range(8):  # a star: the hub has many relationships for the replay to race with
+                await cluster.apply(identity(f"spoke-{i}", "governance"))
+                await cluster.apply(relationship(f"hub-{i}", "governance", ("alpha", None), (f"spoke-{i}", None)))
             await cluster.wait_condition("TrustRelationship", "governance", "ab", "Ready", timeout=30)
+            for i in range(8):
+                await cluster.wait_condition("TrustRelationship", "governance", f"hub-{i}", "Ready", timeout=30)
             await asyncio.sleep(2.0)
         finally:
             first.terminate()

@@ -78,8 +78,11 @@ class Retry(Exception):
 class Controller:
     def __init__(self, client: Client, *, clock: Clock = utcnow, rng: random.Random | None = None,
                  workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1,
-                 propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY) -> None:
+                 propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY,
+                 namespaces: Sequence[str] = ()) -> None:
         self.client = client
+        #: served namespaces (empty: cluster-wide)
+        self.namespaces: list[str | None] = list(namespaces)
         self.propagation_delay = propagation_delay
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -192,7 +195,6 @@ class Controller:
         try:
             while True:
                 await election.leading.wait()
-                self.resync_all()
                 work = asyncio.create_task(self._work())
                 lost = asyncio.create_task(election.lost.wait())
                 await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -207,7 +209,23 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await elector
 
+    async def prime(self) -> None:
+        """Fill the caches with one LIST per kind before any reconcile (a "cache sync").
+
+        kopf replays every object when it starts watching, but not before our first
+        workers run: an identity reconciled before its relationships arrived would drop
+        its peers, and a relationship reconciled before its identities arrived would
+        report IdentityNotFound — writes, Events and rollouts caused by our own start-up.
+        """
+        for ns in self.namespaces or [None]:
+            for body in await self.client.list(IDENTITIES, ns):
+                self.state.put_identity(body)
+            for body in await self.client.list(RELATIONSHIPS, ns):
+                self.state.put_relationship(body)
+        self.resync_all()
+
     async def _work(self) -> None:
+        await self.prime()
         tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
         try:
