@@ -1,0 +1,313 @@
+"""The API emulator as a process of its own, for ``benchmarks/scale.py``.
+
+Why a separate process: the benchmark measures the *operator's* CPU and memory from
+``/proc/<pid>``; the emulator (``kmock.KubernetesEmulator``, started exactly as the demo
+and the tests start it, via :func:`trustwire.emulator.running_emulator`) and the driver
+polling it must not be charged to the operator, nor share its event loop.
+
+Protocol: the first line on stdout is ``{"url": ..., "pid": ...}``. Then one JSON command
+per line on stdin, one JSON answer per line on stdout:
+
+* ``{"cmd": "stats"}`` → request counts since start, by client (from the ``User-Agent``:
+  ``operator`` = trustwire's own client, ``kopf`` = kopf's watches, ``bench`` = the
+  driver, ``other``), kmock action (``FETCH``/``LIST``/``WATCH``/``CREATE``/``UPDATE``/
+  ``DELETE``), resource plural (or the URL path of discovery requests) and subresource;
+  plus the number of stored objects and the largest write body per resource (kmock's
+  HTTP server, aiohttp, refuses bodies over 1 MiB with 413).
+* ``{"cmd": "preload", "count": M, "namespaces": K, "size": B}`` → stores M Secrets of
+  about B bytes each, *without* any trustwire label, spread over K namespaces
+  ``unrelated-<k>``, directly into the emulator's object store (no HTTP round trips; the
+  operator is not running yet, so nobody could watch them being created anyway).
+* ``{"cmd": "quit"}`` or end of stdin → exit.
+
+kmock is a test double, built for dozens of requests, not the ~10⁵ of a 1,000-identity
+run. Three of its costs grow with the length of the run and would be measured instead of
+the operator, so this process removes them — none changes a response any client sees:
+
+1. **the request log.** kmock appends every request (body and aiohttp request included)
+   to a log, and matches each new request against its reactions by scanning that log
+   from the start (``request in reaction``) — quadratic in the number of requests. Here
+   each request is counted (by ``User-Agent``) and dropped from the log as soon as it has
+   been matched; requests not yet matched stay, so matching works exactly as before.
+   Each reaction's own log of served requests is emptied too.
+2. **object lookup.** kmock finds the object of a GET/PATCH/DELETE by scanning every
+   stored object (O(objects) per request; a real API server's is O(1)). Here a request
+   naming one object is answered by a dict lookup with the same key; lists and watches
+   still scan, as before.
+3. **object history.** kmock keeps every version of every object (a star hub's trust
+   Secret is rewritten hundreds of times at 1,000 identities); each history is cut to its
+   current version every five seconds.
+
+Measured effect: see ``docs/benchmarks.md`` (section Scale, "The emulator").
+
+``--label-selectors`` adds what kmock leaves out and every real API server does: LIST and
+WATCH honour ``?labelSelector=`` (equality terms), so a label-filtered watch receives only
+matching objects. Off by default — the benchmark reports kmock as it is and this variant
+next to it.
+
+``--plain-kmock`` (or ``TRUSTWIRE_BENCH_PLAIN_KMOCK=1``) keeps kmock exactly as it is and
+counts by iterating its whole request log (``list(emulator)``) at each ``stats`` command —
+to compare, and to check that the hooks change no count.
+``TRUSTWIRE_BENCH_PROFILE_EMULATOR=<file>`` runs the emulator under cProfile;
+``TRUSTWIRE_BENCH_TRACE_WRITES=<file>`` appends every write of the operator and kopf to a
+JSON-lines file (path and body; of Secrets and ConfigMaps only the data keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import kmock
+from kmock._internal import apps as kmock_apps  # the two hooks below need kmock's internals
+
+from trustwire.emulator import running_emulator
+
+WRITES = ("CREATE", "UPDATE", "DELETE")
+
+
+def classify(user_agent: str) -> str:
+    if user_agent.startswith("trustwire-operator"):
+        return "operator"
+    if user_agent.startswith("kopf/"):
+        return "kopf"
+    if user_agent.startswith("trustwire-bench"):
+        return "bench"
+    return "other"
+
+
+class Stats:
+    """Request counts by (client, action, plural, subresource); empties kmock's logs."""
+
+    def __init__(self, emulator: Any) -> None:
+        self.emulator = emulator
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+        self.largest: dict[str, int] = {}  # plural[/subresource] → largest write body in bytes
+        self.matched: set[int] = set()  # ids of logged requests that kmock has matched already
+        trace = os.environ.get("TRUSTWIRE_BENCH_TRACE_WRITES")  # a path: log every operator/kopf write
+        self.trace = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
+
+    @staticmethod
+    def key(request: Any) -> tuple[str, str, str, str]:
+        source = classify(str(request.headers.get("User-Agent", "")))
+        action = request.action.value if request.action is not None else str(request.method.value)
+        plural = request.resource.plural if request.resource is not None else None
+        plural = plural or str(request.url.path)  # discovery requests name no resource
+        return source, action, str(plural), str(request.subresource or "")
+
+    def count(self, request: Any) -> None:
+        key = self.key(request)
+        self.counts[key] += 1
+        if key[1] in WRITES:
+            size = len(request.body or b"")
+            kind = f"{key[2]}/{key[3]}" if key[3] else key[2]
+            self.largest[kind] = max(self.largest.get(kind, 0), size)
+        if self.trace is not None and key[0] in ("operator", "kopf") and key[1] in WRITES:
+            line = {"t": round(time.monotonic(), 3), "source": key[0], "action": key[1],
+                    "path": str(request.url.path), "body": _summary(request.data)}
+            self.trace.write(json.dumps(line) + "\n")
+            self.trace.flush()
+
+    def on_match(self, request: Any) -> None:
+        """Called just before kmock matches ``request``: count it, drop what is matched."""
+        self.count(request)
+        self.matched.add(id(request))
+        log: list[Any] = self.emulator._requests
+        if len(log) > 1:
+            log[:] = [r for r in log if r is request or id(r) not in self.matched]
+            self.matched = {id(r) for r in log if id(r) in self.matched}
+
+    def trim(self) -> None:
+        for reaction in self.emulator._payloads:  # every reaction keeps the requests it served
+            reaction._requests.clear()
+        for obj in self.emulator.objects.values():
+            history = obj.history
+            keep = 2 if obj.deleted else 1  # a soft-deleted object still answers with its last state
+            if len(history) > keep:
+                del history[:-keep]
+
+    def snapshot(self, *, plain: bool) -> dict[str, Any]:
+        # plain kmock: count its whole request log, as iterating the emulator yields it
+        counts = Counter(self.key(r) for r in list(self.emulator)) if plain else self.counts
+        return {
+            "counts": [[*key, n] for key, n in sorted(counts.items())],
+            "objects": len(self.emulator.objects),
+            "largest_write_bytes": dict(sorted(self.largest.items())),
+        }
+
+
+def _summary(data: Any) -> Any:
+    """A write's body for the trace, without Secret or ConfigMap values (only their keys)."""
+    if isinstance(data, dict):
+        return {k: (sorted(v) if k in ("data", "stringData") and isinstance(v, dict) else _summary(v))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [_summary(v) for v in data]
+    return data
+
+
+def install_hooks(stats: Stats) -> None:
+    """Costs 1 and 2 of the module docstring, for this process only (3 is :meth:`Stats.trim`)."""
+    original_handle = kmock_apps.RawHandler._handle
+
+    async def handle(self: Any, request: Any) -> Any:
+        # kmock's matching runs synchronously at the start of the original coroutine, so
+        # every request another task logged before is either matched already or still
+        # waiting to get here (and is kept).
+        if self is stats.emulator:
+            stats.on_match(request)
+        return await original_handle(self, request)
+
+    kmock_apps.RawHandler._handle = handle  # type: ignore[method-assign]
+
+    cls = kmock.KubernetesEmulator
+    original_get_objs = cls._KubernetesEmulator__get_objs  # type: ignore[attr-defined]
+
+    def get_objs(self: Any, request: Any, strict: bool) -> list[Any]:
+        if strict and request.name is not None and request.resource is not None:
+            obj = self._objects._objects.get((request.resource, request.namespace, request.name))
+            return [] if obj is None else [obj]
+        return list(original_get_objs(self, request, strict))
+
+    cls._KubernetesEmulator__get_objs = get_objs  # type: ignore[attr-defined]
+
+
+def selector_matches(selector: str, labels: Mapping[str, Any]) -> bool:
+    """Equality-based label selectors (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, comma = and).
+
+    Set-based terms (``in``, ``notin``) are not understood and match everything.
+    """
+    for term in (t.strip() for t in selector.split(",")):
+        if not term or " in " in term or " notin " in term:
+            continue
+        if "!=" in term:
+            key, value = (x.strip() for x in term.split("!=", 1))
+            ok = labels.get(key) != value
+        elif "=" in term:
+            key, value = (x.strip() for x in term.replace("==", "=").split("=", 1))
+            ok = labels.get(key) == value
+        elif term.startswith("!"):
+            ok = term[1:].strip() not in labels
+        else:
+            ok = term in labels
+        if not ok:
+            return False
+    return True
+
+
+def _labels(obj: Any) -> Mapping[str, Any]:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") if isinstance(obj, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def install_label_selectors() -> None:
+    """``--label-selectors``: honour ``?labelSelector=`` on LIST and WATCH, as a real API server does.
+
+    Must run before the emulator is created: kmock binds its list/watch handlers at creation.
+    """
+    cls = kmock.KubernetesEmulator
+    original_list, original_watch = cls._serve_list, cls._serve_watch
+
+    async def serve_list(self: Any, request: Any) -> Any:
+        payload = await original_list(self, request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(payload, dict):
+            payload = {**payload, "items": [o for o in payload["items"] if selector_matches(selector, _labels(o))]}
+        return payload
+
+    async def serve_watch(self: Any, request: Any) -> AsyncIterator[Any]:
+        selector = request.params.get("labelSelector")
+        async for item in original_watch(self, request):
+            if selector and isinstance(item, dict) and not selector_matches(selector, _labels(item.get("object"))):
+                continue
+            yield item
+
+    cls._serve_list = serve_list  # type: ignore[method-assign]
+    cls._serve_watch = serve_watch  # type: ignore[method-assign]
+
+
+def preload(emulator: Any, count: int, namespaces: int, size: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    payload = base64.b64encode(os.urandom(max(1, size * 3 // 4))).decode()
+    for i in range(count):
+        namespace = f"unrelated-{i % max(1, namespaces)}"
+        name = f"unrelated-{i}"
+        emulator.objects["v1/secrets", namespace, name] = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": "unrelated"}},
+            "data": {"payload": payload},
+        }
+    return {"preloaded": count, "seconds": round(time.perf_counter() - started, 3)}
+
+
+async def serve(*, plain: bool, label_selectors: bool) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def answer(payload: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.flush()
+
+    if label_selectors:
+        install_label_selectors()
+    async with running_emulator() as emu:
+        stats = Stats(emu.emulator)
+        if not plain:
+            install_hooks(stats)
+
+        async def housekeeping() -> None:
+            while True:
+                await asyncio.sleep(5.0)
+                stats.trim()
+
+        keeper = asyncio.create_task(housekeeping()) if not plain else None
+        answer({"url": emu.url, "pid": os.getpid(), "plain_kmock": plain, "label_selectors": label_selectors})
+        try:
+            while line := await reader.readline():
+                try:
+                    command = json.loads(line)
+                    cmd = command.get("cmd")
+                    if cmd == "stats":
+                        answer(stats.snapshot(plain=plain))
+                    elif cmd == "preload":
+                        answer(preload(emu.emulator, int(command["count"]),
+                                       int(command.get("namespaces", 10)), int(command.get("size", 1024))))
+                    elif cmd == "quit":
+                        answer({"bye": True})
+                        break
+                    else:
+                        answer({"error": f"unknown command {cmd!r}"})
+                except Exception as exc:  # a bad command must not kill the emulator mid-benchmark
+                    answer({"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+
+
+def main() -> int:
+    plain = "--plain-kmock" in sys.argv[1:] or os.environ.get("TRUSTWIRE_BENCH_PLAIN_KMOCK") == "1"
+    selectors = "--label-selectors" in sys.argv[1:]
+    profile = os.environ.get("TRUSTWIRE_BENCH_PROFILE_EMULATOR")
+    try:
+        if profile:
+            import cProfile
+
+            cProfile.runctx("asyncio.run(serve(plain=plain, label_selectors=selectors))", globals(),
+                            {"plain": plain, "selectors": selectors}, filename=profile)
+        else:
+            asyncio.run(serve(plain=plain, label_selectors=selectors))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

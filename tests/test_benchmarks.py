@@ -1,0 +1,69 @@
+"""Smoke test of the scale benchmark: it runs end to end and reports every field.
+
+Numbers are never asserted (DESIGN §7: speed is measured by benchmarks, not tests) —
+except the one that is a correctness property: a converged operator makes zero writes
+when it restarts and resyncs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.scale import Counts, relationship_pairs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NUMBERS = ("seconds_to_ready", "pair_ready_seconds", "operator_cpu_seconds", "crypto_floor_seconds",
+           "operator_rss_mb", "operator_peak_rss_mb")
+COUNTS = ("identities", "relationships", "unrelated_secrets", "api_reads", "api_writes", "steady_state_writes")
+
+
+def test_topologies() -> None:
+    assert relationship_pairs(1, "star") == []
+    assert relationship_pairs(4, "star") == [(0, 1), (0, 2), (0, 3)]
+    assert relationship_pairs(2, "ring") == [(0, 1)]
+    assert relationship_pairs(4, "ring") == [(0, 1), (1, 2), (2, 3), (3, 0)]
+
+
+def test_counts_are_told_apart_by_client_and_verb() -> None:
+    before = Counts.parse({"counts": [["operator", "FETCH", "secrets", "", 5]], "objects": 3})
+    after = Counts.parse({"counts": [["operator", "FETCH", "secrets", "", 7], ["operator", "UPDATE", "secrets", "", 1],
+                                     ["kopf", "WATCH", "secrets", "", 1], ["bench", "LIST", "secrets", "", 9]],
+                          "objects": 4})
+    diff = after - before
+    assert diff.total(actions=frozenset({"FETCH", "LIST", "WATCH"})) == 3  # the driver's LISTs are not counted
+    assert diff.total(actions=frozenset({"CREATE", "UPDATE", "DELETE"})) == 1
+    assert diff.breakdown() == {"kopf": {"WATCH secrets": 1}, "operator": {"FETCH secrets": 2, "UPDATE secrets": 1}}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_scale_smoke() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--identities", "3", "--topology", "star",
+         "--runs", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+
+    assert result["identities"] == 3
+    assert result["relationships"] == 2
+    assert result["topology"] == "star"
+    assert result["unrelated_secrets"] == 0
+    assert result["runs_completed"] == 1
+    for key in NUMBERS:
+        assert isinstance(result[key], (int, float)) and not isinstance(result[key], bool), key
+        assert result[key] >= 0, key
+    for key in COUNTS:
+        assert isinstance(result[key], int) and not isinstance(result[key], bool), key
+    assert result["api_writes"] > 0 and result["api_reads"] > 0  # the operator issued material
+    assert result["operator_peak_rss_mb"] >= result["operator_rss_mb"] > 0
+    assert result["steady_state_passes"] >= 3  # the steady-state window really covered resyncs
+    assert result["steady_state_writes"] == 0, result["runs"][0].get("steady_state_requests")
+    machine = result["machine"]
+    assert {"nproc", "cpu", "python"} <= set(machine)
+    assert len(result["runs"]) == 1 and result["runs"][0]["ready"] is True
