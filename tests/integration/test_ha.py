@@ -29,20 +29,25 @@ def _options(who: str) -> OperatorOptions:
                            lease_seconds=3.0, renew_seconds=0.5)
 
 
+async def _start_leader(url: str, client: Client) -> subprocess.Popen[bytes]:
+    """Replica "op-a" as a real process (so it can die the hard way), once it holds the Lease."""
+    replica = subprocess.Popen(
+        [sys.executable, "-m", "trustwire.cli", "run", "--server", url, "--lease", LEASE,
+         "--identity", "op-a", "--liveness", "", "--metrics-port", "0", "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        lease = await client.get(LEASES, "trustwire-system", "trustwire")
+        if lease and lease["spec"]["holderIdentity"] == "op-a":
+            break
+        await asyncio.sleep(0.05)
+    return replica
+
+
 async def test_only_the_lease_holder_writes_and_a_standby_takes_over() -> None:
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
         config = ApiConfig(server=emu.url)
-        # replica A is a real process, so it can die the hard way (SIGKILL)
-        replica_a = subprocess.Popen(
-            [sys.executable, "-m", "trustwire.cli", "run", "--server", emu.url, "--lease", LEASE,
-             "--identity", "op-a", "--liveness", "", "--metrics-port", "0", "--workers", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        replica_a = await _start_leader(emu.url, client)
         try:
-            for _ in range(200):
-                lease = await client.get(LEASES, "trustwire-system", "trustwire")
-                if lease and lease["spec"]["holderIdentity"] == "op-a":
-                    break
-                await asyncio.sleep(0.05)
             async with running_operator(config, _options("op-b")) as controller_b:
                 cluster = Cluster(emu.emulator, client, controller_b)
                 await cluster.apply(identity("alpha", "team"))
@@ -103,16 +108,8 @@ def cluster_resource():  # type: ignore[no-untyped-def]
 async def test_a_graceful_stop_hands_the_lease_over_at_once() -> None:
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
         config = ApiConfig(server=emu.url)
-        replica_a = subprocess.Popen(
-            [sys.executable, "-m", "trustwire.cli", "run", "--server", emu.url, "--lease", LEASE,
-             "--identity", "op-a", "--liveness", "", "--metrics-port", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        replica_a = await _start_leader(emu.url, client)
         try:
-            for _ in range(200):
-                lease = await client.get(LEASES, "trustwire-system", "trustwire")
-                if lease and lease["spec"]["holderIdentity"] == "op-a":
-                    break
-                await asyncio.sleep(0.05)
             slow = OperatorOptions(workers=2, resync_interval=3600.0, lease=LEASE, identity="op-b",
                                    lease_seconds=60.0, renew_seconds=0.5)
             async with running_operator(config, slow) as b:
