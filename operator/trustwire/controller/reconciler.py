@@ -367,8 +367,11 @@ class Controller:
             if not value:
                 password_problem = (f"spec.keystores.passwordSecretRef: Secret {ns}/{ref.name} "
                                     f"{'has no key ' + repr(ref.key) if body else 'does not exist'}")
+            elif not all(0x20 <= b <= 0x7E for b in value.strip()):
+                password_problem = (f"spec.keystores.passwordSecretRef: Secret {ns}/{ref.name} key {ref.key!r} "
+                                    "must be printable ASCII")
             else:
-                password = value.decode("utf-8", "replace").strip()
+                password = value.decode("ascii").strip()
 
         sources: dict[str, str | None] = {}
         for tpl in ident.templates:

@@ -197,6 +197,16 @@ def _stable_output(key: str, inputs: bytes, build: Callable[[], bytes], observed
     return built
 
 
+def _usable_password(obj: StoredObject | None, key: str) -> str | None:
+    """A stored password worth keeping: printable ASCII of sane length (ours are 32 URL-safe
+    characters). Anything else — garbage, NUL bytes — is replaced rather than fed to the
+    keystore writers."""
+    raw = obj.data.get(key) if obj is not None else None
+    if not raw or not 8 <= len(raw) <= 256 or not all(0x21 <= b <= 0x7E for b in raw):
+        return None
+    return raw.decode("ascii")
+
+
 def _clash(obj: StoredObject | None, kind: str, namespace: str) -> Check | None:
     if obj is not None and not obj.managed:
         return stalled("NameConflict",
@@ -546,7 +556,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
         creds_data["tls.crt"] = leaf_pem + ca.cert_pem
         creds_data["tls.key"] = key_pem
         creds_data["ca.crt"] = ca.cert_pem
-        password = obs.user_password or (creds_obs.text("keystore.password") if creds_obs else None) \
+        password = obs.user_password or _usable_password(creds_obs, "keystore.password") \
             or pki.random_password()
         creds_data["keystore.password"] = password.encode()
         chain_inputs = b"|".join([key_pem, leaf_pem, ca.cert_pem, password.encode(),
@@ -726,7 +736,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
         bundle_certs = [bundle[fp] for fp in sorted(bundle)]
         trusted_cas, trusted_kids = set(bundle), set(peer_keys)
         trust_data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
-        trust_password = obs.user_password or (trust_obs.text("truststore.password") if trust_obs else None) \
+        trust_password = obs.user_password or _usable_password(trust_obs, "truststore.password") \
             or pki.random_password()
         trust_data["truststore.password"] = trust_password.encode()
         bundle_inputs = b"|".join([trust_data["trust-bundle.pem"], trust_password.encode(),
