@@ -517,6 +517,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
             "steady_state_cpu_seconds": round(operator.cpu(), 3),
             "steady_state_requests": steady.breakdown(),
             "restarted_operator_rss_mb": round(operator.memory()[0], 1),
+            "restarted_operator_peak_rss_mb": round(operator.memory()[1], 1),
         })
         return result
     finally:
@@ -551,7 +552,8 @@ MEDIAN_FIELDS = ("seconds_to_ready", "pair_ready_seconds", "apply_seconds", "ope
                  "settle_writes", "operator_rss_mb", "operator_peak_rss_mb", "operator_rss_mb_settled",
                  "operator_baseline_rss_mb", "operator_startup_cpu_seconds", "steady_state_reads",
                  "steady_state_passes", "steady_state_seconds", "steady_state_cpu_seconds",
-                 "restarted_operator_rss_mb", "preload_seconds", "trust_secret_data_bytes")
+                 "restarted_operator_rss_mb", "restarted_operator_peak_rss_mb", "preload_seconds",
+                 "trust_secret_data_bytes")
 
 
 def crypto_floor_cpu_seconds(identities: int, sample: int = 50) -> float:
