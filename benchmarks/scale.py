@@ -30,6 +30,15 @@ One run:
    the operator's and kopf's writes over that whole phase; the number of identity passes
    seen is reported as ``steady_state_passes``.
 
+The crypto floor is ``benchmarks/crypto.py``'s ``crypto_floor_seconds(N)`` (wall clock) and
+the same issuance timed in CPU seconds (``crypto_floor_cpu_seconds``, the unit of
+``operator_cpu_seconds``); ``cpu_to_crypto_floor_cpu`` is the ratio of the two CPU times.
+
+Unrelated Secrets: the operator asks for Secrets with ``labelSelector=app.kubernetes.io/
+managed-by=trustwire``. A real API server applies it; kmock ignores it, so by default
+every unrelated Secret reaches kopf and is dropped there. ``--server-side-selectors``
+makes the emulator apply the selector, as a cluster would; report both.
+
 Reported values are medians over ``--runs`` runs, except ``steady_state_writes``, which is
 the maximum (one run with writes is a finding a median would hide); every run is in
 ``runs``. Usage::
@@ -37,6 +46,7 @@ the maximum (one run with writes is a finding a median would hide); every run is
     python benchmarks/scale.py --identities 100 --topology star
     python benchmarks/scale.py --identities 1000 --topology ring --runs 3 --json > ring-1000.json
     python benchmarks/scale.py --identities 100 --topology star --unrelated-secrets 10000
+    python benchmarks/scale.py --identities 100 --unrelated-secrets 10000 --server-side-selectors
 """
 
 from __future__ import annotations
@@ -600,9 +610,11 @@ def summarize(opts: Options, runs: list[dict[str, Any]], floors: tuple[float, fl
 
 
 def summary_table(summary: Mapping[str, Any]) -> Table:
-    table = Table(title=f"trustwire scale: {summary['identities']} identities, {summary['topology']}, "
-                        f"{summary['unrelated_secrets']} unrelated Secrets — medians of "
-                        f"{summary['runs_completed']}/{summary['runs_requested']} runs", title_justify="left")
+    table = Table(title="trustwire scale", title_justify="left",
+                  caption=f"{summary['identities']} identities, {summary['topology']}, "
+                          f"{summary['unrelated_secrets']} unrelated Secrets; medians of "
+                          f"{summary['runs_completed']}/{summary['runs_requested']} runs "
+                          "(steady_state_writes: maximum)", caption_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("relationships", "seconds_to_ready", "pair_ready_seconds", "apply_seconds",
@@ -610,7 +622,7 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
                 "cpu_to_crypto_floor_cpu", "emulator_cpu_seconds",
                 "api_reads", "api_writes", "settle_writes", "steady_state_writes", "steady_state_passes",
                 "operator_baseline_rss_mb", "operator_rss_mb", "operator_peak_rss_mb",
-                "restarted_operator_rss_mb"):
+                "restarted_operator_rss_mb", "restarted_operator_peak_rss_mb"):
         table.add_row(key, str(summary.get(key)))
     return table
 
