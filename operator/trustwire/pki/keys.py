@@ -75,7 +75,7 @@ def generate_private_key(algorithm: KeyAlgorithm) -> PrivateKey:
 
 
 def private_key_to_pem(key: PrivateKey) -> bytes:
-    """Unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``)."""
+    """Unencrypted PKCS#8 PEM (a ``BEGIN PRIVATE KEY`` block)."""
     return key.private_bytes(
         encoding=serialization.Encoding.PEM,
         format=serialization.PrivateFormat.PKCS8,
