@@ -2,9 +2,10 @@
 
 The emulator runs in the test process; the operator is a real subprocess,
 ``python -m trustwire.cli run --server <url> --standalone --liveness '' --metrics-port 0``.
-Each run (seeded) makes a sequence of changes; a random 50-800 ms after each change the
-operator is killed with SIGKILL (no cleanup, no finalizers, half-done writes) and started
-again. After the final restart and convergence:
+Each run (seeded) makes a sequence of changes; after a random number (1-6) of the
+operator's writes following each change, the operator is killed with SIGKILL (no cleanup,
+no finalizers, half-done writes) and started again. Counting writes rather than
+milliseconds puts the kill inside the work on a slow or loaded machine too. After the final restart and convergence:
 
 * one CA lineage per identity — never two different CA fingerprints for one identity
   unless the earlier one was never referenced by any leaf;
@@ -242,16 +243,15 @@ async def test_sigkill_at_random_moments_leaves_one_ca_lineage_and_consistent_tr
     cluster = Cluster(emulator, client, controller=None)  # type: ignore[arg-type]
     rng = random.Random(seed)
     changes = _changes(cluster, rng)
-    killed: list[tuple[str, int, bool]] = []  # (change, ms after it, whether the operator was mid-work)
+    killed: list[tuple[str, int, bool]] = []  # (change, writes after it, whether the operator was mid-work)
     await operator.start()
     for what, change in changes:
         writes_before = _operator_writes(emulator)
         await change()
-        delay_ms = rng.randint(50, 800)
-        await asyncio.sleep(delay_ms / 1000)
-        busy = _operator_writes(emulator) > writes_before and not _converged(emulator)
+        made = await _writes_since(emulator, writes_before, rng.randint(1, 6))
+        busy = made > 0 and not _converged(emulator)
         await operator.kill()
-        killed.append((what, delay_ms, busy))
+        killed.append((what, made, busy))
         await operator.start()
     await _all_ready(emulator)
     await _quiet(emulator)
@@ -259,6 +259,23 @@ async def test_sigkill_at_random_moments_leaves_one_ca_lineage_and_consistent_tr
     assert operator.starts == len(changes) + 1
     # the kills really interrupted work in progress (else this test proves nothing)
     assert sum(busy for *_, busy in killed) >= 2, killed
+
+
+async def _writes_since(emulator: Any, before: int, wanted: int, quiet: float = 1.0, timeout: float = 30.0) -> int:
+    """Until the operator has made ``wanted`` writes since ``before`` (or went quiet after fewer)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    made, since = 0, loop.time()
+    while loop.time() < deadline:
+        now = _operator_writes(emulator) - before
+        if now >= wanted:
+            return now
+        if now != made:
+            made, since = now, loop.time()
+        elif made and loop.time() - since >= quiet:
+            return made
+        await asyncio.sleep(0.005)
+    return made
 
 
 def _operator_writes(emulator: Any) -> int:

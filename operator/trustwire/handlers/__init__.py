@@ -59,7 +59,10 @@ def build_registry(controller: Controller, config: ApiConfig, *,
 
     def watch(group_version: tuple[str, ...], observe: Observer, **filters: Any) -> None:
         @kopf.on.event(*group_version, registry=registry, **filters)
-        def handler(event: Mapping[str, Any], type: str | None, **_: Any) -> None:
+        async def handler(event: Mapping[str, Any], type: str | None, **_: Any) -> None:
+            # async on purpose: kopf runs sync handlers in a thread pool, but the
+            # observers mutate the controller's caches and wake its asyncio queue,
+            # which is only safe on the event loop's own thread.
             observe(_object(event), type == "DELETED")
 
     watch(("trustwire.io", "v1alpha1", "serviceidentities"), controller.observe_identity)
@@ -76,7 +79,7 @@ def build_registry(controller: Controller, config: ApiConfig, *,
         watch(("apps", "v1", plural), workload_observer(kind))
 
     @kopf.on.probe(id="reconciles", registry=registry)
-    def reconciles(**_: Any) -> dict[str, int]:
+    async def reconciles(**_: Any) -> dict[str, int]:
         return dict(controller.reconciles)
 
     return registry
