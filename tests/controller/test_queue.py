@@ -239,3 +239,27 @@ async def test_re_armed_wake_ups_count_once_and_do_not_pile_up() -> None:
     assert await asyncio.wait_for(queue.get(), timeout=5) == "identity/a"
     queue.done("identity/a")
     assert len(queue) == 1  # only b's wake-up is left
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2, 3])
+@pytest.mark.parametrize("key_added", [True, False])
+async def test_a_cancelled_get_ends_cancelled_even_when_woken_at_the_same_moment(key_added: bool, yields: int) -> None:
+    """Shutdown cancels workers blocked in ``get`` while watch events keep arriving. A
+    cancellation that lands together with the wake-up must still end the worker: with
+    ``asyncio.wait_for`` on Python 3.11 it was swallowed, and the worker either ran on with
+    the key or waited forever — a shutdown that never finished."""
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add_after("later", 60.0)  # a delayed key: the getter waits with a timeout
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)  # blocked on the empty queue
+    if key_added:
+        queue.add("x")  # wakes the getter ...
+    else:
+        queue._changed.set()  # ... or a spurious wake-up with nothing to hand out
+    for _ in range(yields):  # ... and the cancellation lands a few loop steps later
+        await asyncio.sleep(0)
+    requested = getter.cancel()  # False when get already returned (nothing to check then)
+    done, _ = await asyncio.wait({getter}, timeout=1.0)
+    assert done == {getter}, "the cancelled get never finished"
+    if requested:
+        assert getter.cancelled(), f"the cancellation was swallowed: get returned {getter.result()!r}"

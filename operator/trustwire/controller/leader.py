@@ -58,7 +58,8 @@ class LeaderElection:
         try:
             while True:
                 try:
-                    held = await asyncio.wait_for(self._attempt(), timeout=deadline)
+                    async with asyncio.timeout(deadline):
+                        held = await self._attempt()
                 except (ApiError, OSError, TimeoutError) as exc:
                     log.warning("lease %s/%s: %s", self.namespace, self.name, exc or "renewal timed out")
                     held = False
@@ -73,13 +74,15 @@ class LeaderElection:
         Called by the runtime on a graceful stop, after the workers stopped, so a rolling
         update hands over at once instead of after a full lease duration."""
         try:
-            lease = await asyncio.wait_for(self.client.get(LEASES, self.namespace, self.name), timeout=2)
+            async with asyncio.timeout(2):
+                lease = await self.client.get(LEASES, self.namespace, self.name)
             spec = (lease or {}).get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 return
             ops = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
                    {"op": "add", "path": "/spec/renewTime", "value": _micro(datetime(2000, 1, 1, tzinfo=UTC))}]
-            await asyncio.wait_for(self.client.json_patch(LEASES, self.namespace, self.name, ops), timeout=2)
+            async with asyncio.timeout(2):
+                await self.client.json_patch(LEASES, self.namespace, self.name, ops)
             log.info("%s released lease %s/%s", self.identity, self.namespace, self.name)
         except (ApiError, OSError, TimeoutError, RuntimeError) as exc:
             log.warning("%s could not release lease %s/%s: %r", self.identity, self.namespace, self.name, exc)

@@ -83,8 +83,12 @@ class WorkQueue(Generic[K]):
                 self._active.add(key)
                 return key
             self._changed.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the event is set, and a cancelled worker would then wait here
+            # forever (a hung shutdown; tests/controller/test_queue.py shows it).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
 
     def done(self, key: K) -> None:
         self._active.discard(key)
