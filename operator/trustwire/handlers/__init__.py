@@ -25,7 +25,7 @@ import kopf
 
 from trustwire import names
 from trustwire.controller.reconciler import Controller
-from trustwire.k8s.client import ApiConfig
+from trustwire.k8s.client import LIST_PAGE_SIZE, ApiConfig
 
 Observer = Callable[[Mapping[str, Any], bool], None]
 
@@ -52,6 +52,7 @@ def build_registry(controller: Controller, config: ApiConfig, *,
         settings.posting.enabled = False  # our Events are deliberate; kopf's log-events could echo payloads
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
+        settings.watching.chunk_size = LIST_PAGE_SIZE  # a paginated first LIST, not all Secrets at once
         settings.networking.error_backoffs = [1, 2, 5, 10]
         settings.queueing.exit_timeout = 0.5  # our handlers are instant; do not hold up shutdown
         if configure is not None:

@@ -31,6 +31,8 @@ import aiohttp
 from trustwire.names import FIELD_MANAGER
 
 USER_AGENT = "trustwire-operator"
+#: Objects per LIST page (the same chunk size kopf is given for its initial listings).
+LIST_PAGE_SIZE = 500
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -217,10 +219,18 @@ class Client:
         return result
 
     async def list(self, resource: Resource, namespace: str | None = None, *,
-                   label_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self._request("list", resource.path(namespace), params=params)
-        return list((result or {}).get("items", []))
+                   label_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Every object, fetched in pages (``limit``/``continue``) so a large cluster never
+        arrives as one huge response; a server that ignores ``limit`` answers in one."""
+        params = {"limit": str(page_size)} | ({"labelSelector": label_selector} if label_selector else {})
+        items: list[dict[str, Any]] = []
+        while True:
+            result = await self._request("list", resource.path(namespace), params=params) or {}
+            items.extend(result.get("items", []))
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {**params, "continue": str(token)}
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
