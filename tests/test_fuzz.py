@@ -521,14 +521,22 @@ def test_template_bombs_in_every_template_slot_are_bounded_per_identity() -> Non
 
 
 @pytest.mark.timeout(30)
-def test_maximal_legal_template_list_renders() -> None:
-    """MAX_TEMPLATES templates of MAX_INLINE_TEMPLATE bytes each: accepted and rendered (or refused by size)."""
+@pytest.mark.parametrize(("count", "fits"), [(15, True), (MAX_TEMPLATES, False)])
+def test_maximal_legal_template_list_renders_or_is_refused_by_size(count: int, fits: bool) -> None:
+    """Templates of MAX_INLINE_TEMPLATE bytes each: rendered while their output fits in the
+    trust Secret (1 MiB); the maximal list (20 x 64 KiB) does not fit, and says so."""
     body = "{{ self.name }}" + "x" * (MAX_INLINE_TEMPLATE - len("{{ self.name }}"))
-    ident = _template_identity([{"name": f"t{i}.conf", "inline": body} for i in range(MAX_TEMPLATES)])
+    ident = _template_identity([{"name": f"t{i}.conf", "inline": body} for i in range(count)])
     plan = plan_identity(_observe(ident))
     assert plan.checks["TemplatesReady"].ok, plan.checks["TemplatesReady"]
-    trust = _objects(plan)[names.trust_secret("dgc")]
-    assert all(trust[f"t{i}.conf"].startswith(b"dgcxxx") for i in range(MAX_TEMPLATES))
+    if fits:
+        trust = _objects(plan)[names.trust_secret("dgc")]
+        assert all(trust[f"t{i}.conf"].startswith(b"dgcxxx") for i in range(count))
+        assert plan.checks["TrustReady"].ok
+    else:
+        check = plan.checks["TrustReady"]
+        assert (check.reason, check.stalled) == ("TrustTooLarge", True)
+        assert names.trust_secret("dgc") not in _objects(plan)  # never sent: the API server would refuse it
 
 
 # ======================================================================================

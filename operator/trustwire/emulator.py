@@ -49,7 +49,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
 
 @attrs.define(kw_only=True)
 class RecordingEmulator(kmock.KubernetesEmulator):
-    """The emulator with an O(1) request journal.
+    """The emulator with an O(1) request journal and a real API server's body limit.
 
     kmock keeps every request and, to route each new one, scans that log from the oldest
     entry, so a long run (the rotate demo, a benchmark, a whole integration test) slows
@@ -62,6 +62,12 @@ class RecordingEmulator(kmock.KubernetesEmulator):
 
     journal: list[Any] = attrs.field(factory=list, init=False)
 
+    async def __call__(self, raw_request: Any) -> Any:
+        # aiohttp refuses request bodies over 1 MiB; kube-apiserver accepts up to 3 MiB and
+        # judges a Secret by its decoded data (1 MiB), which the operator checks itself.
+        raw_request._client_max_size = API_SERVER_BODY_LIMIT
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: Any) -> Any:
         self.journal.append(request)
         if len(self._requests) > _KEEP * 2:
@@ -70,6 +76,9 @@ class RecordingEmulator(kmock.KubernetesEmulator):
                 del reaction._requests[:-_KEEP]
         return await super()._handle(request)
 
+
+#: kube-apiserver's ``--max-request-body-bytes`` default (3 MiB).
+API_SERVER_BODY_LIMIT = 3 * 1024 * 1024
 
 #: How many recent requests kmock's own logs keep (enough for every request in flight).
 _KEEP = 64

@@ -129,6 +129,24 @@ def test_entry_reflects_deletion_and_distribution(state: State, identity_body: F
     assert entry.distributed == frozenset({"gov/r1", "jobs/r2"})
 
 
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([{"type": "Stalled", "status": "True", "reason": "TrustTooLarge"}], "TrustTooLarge"),
+        ([{"type": "Stalled", "status": "False", "reason": "NotStalled"}], None),
+        ([{"type": "Ready", "status": "True", "reason": "Ready"}, "garbage"], None),
+        ([], None),
+    ],
+)
+def test_entry_carries_the_stalled_reason(
+    state: State, identity_body: Factory, conditions: list[Any], expected: str | None
+) -> None:
+    body = identity_body("hub", "gov")
+    body["status"] = {"conditions": conditions}
+    entry = state.lookup(state.put_identity(body))
+    assert entry is not None and entry.stalled_reason == expected
+
+
 def test_ref_of_defaults_the_namespace() -> None:
     assert ref_of({"metadata": {"name": "x"}}) == IdentityRef("default", "x")
     assert ref_of({"metadata": {"name": "x", "namespace": "n"}}) == IdentityRef("n", "x")

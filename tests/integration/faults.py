@@ -48,7 +48,7 @@ OPERATOR_AGENTS = ("trustwire-operator", "kopf")
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 #: Fault kinds and where they act.
-REJECT_KINDS = ("500", "409", "429")
+REJECT_KINDS = ("500", "409", "429", "422")
 REACTION_KINDS = ("lost", "slow", "drop")
 
 
@@ -162,6 +162,10 @@ class FaultInjector:
             return aiohttp.web.json_response(
                 _status(409, "Conflict", "injected fault: the object has been modified; please retry"),
                 status=409)
+        if kind == "422":  # what a real API server answers a Secret over 1 MiB (only by script)
+            return aiohttp.web.json_response(
+                _status(422, "Invalid", "injected fault: data: Too long: must have at most 1048576 bytes"),
+                status=422)
         return aiohttp.web.json_response(_status(429, "TooManyRequests", "injected fault: throttled"),
                                          status=429, headers={"Retry-After": "1"})
 

@@ -31,7 +31,7 @@ from tests.integration.faults import (
     secret_value,
     status_problems,
 )
-from tests.integration.harness import Cluster, deployment, identity, relationship
+from tests.integration.harness import Cluster, condition, deployment, identity, relationship
 from trustwire import names, pki
 from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
 from trustwire.runtime import OperatorOptions, running_operator
@@ -224,6 +224,42 @@ async def test_lost_response_to_a_workload_patch_does_not_wire_it_twice(
     assert [v["name"] for v in pod["volumes"]].count(names.VOLUME_NAME) == 1, pod["volumes"]
     assert [m["name"] for m in container["volumeMounts"]].count(names.VOLUME_NAME) == 1, container
     assert [e["name"] for e in container["env"]].count(names.ENV_DIR) == 1, container
+
+
+async def test_a_write_refused_for_good_turns_ready_false_until_a_change_fixes_it(
+        faulty: tuple[Cluster, FaultInjector]) -> None:
+    """Every PATCH of dgc's trust Secret is refused with 422: the pass cannot finish, so the
+    last good ``Ready=True`` must not stand; it comes back when a later pass gets through."""
+    cluster, injector = faulty
+    trust = f"/secrets/{names.trust_secret('dgc')}"
+
+    def refuse_trust_patch(request: Any) -> str | None:
+        method = str(getattr(request.method, "value", request.method)).upper()
+        return "422" if method == "PATCH" and request.url.path.endswith(trust) else None
+
+    await cluster.apply(identity("dgc", "gov"))
+    await cluster.wait_condition("ServiceIdentity", "gov", "dgc", "Ready", timeout=30.0)
+    await cluster.settle()
+    injector.script = refuse_trust_patch
+    injector.enabled = True
+    await cluster.apply(identity("jobserver", "jobs", acceptFrom={"namespaces": ["gov"]}))
+    await cluster.apply(relationship("dgc-jobserver", "gov", ("dgc", None), ("jobserver", "jobs")))
+    body = await cluster.wait_condition("ServiceIdentity", "gov", "dgc", "Stalled", reason="WriteRejected",
+                                        timeout=30.0)
+    ready = condition(body, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "WriteRejected")
+    assert ready["message"] == (f"Applied: the API server refused PATCH /api/v1/namespaces/gov{trust}: "
+                                "422 Invalid")
+    assert condition(body, "CAReady") is not None  # the domain conditions of the last finished pass stay
+    await cluster.settle()  # the Event follows the status write
+    warnings = [e for e in cluster.events("gov", "dgc") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["WriteRejected"]
+    relationship_ready = condition(await cluster.get("TrustRelationship", "gov", "dgc-jobserver"), "Ready")
+    assert relationship_ready is not None and relationship_ready["status"] == "False"
+    injector.enabled = False
+    await cluster.apply(identity("dgc", "gov", dnsNames=["dgc.example.com"]))  # a change brings a new pass
+    await cluster.wait_condition("ServiceIdentity", "gov", "dgc", "Ready", timeout=30.0)
+    await cluster.wait_condition("TrustRelationship", "gov", "dgc-jobserver", "Ready", timeout=30.0)
 
 
 # ======================================================================================

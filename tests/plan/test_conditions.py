@@ -13,6 +13,7 @@ from trustwire.plan.conditions import (
     Check,
     Condition,
     as_condition,
+    failed_pass,
     first_failure,
     merge_conditions,
     passed,
@@ -191,3 +192,27 @@ def test_transitions_report_status_or_reason_changes() -> None:
     assert [c.type for c in transitions(old, new)] == ["Ready", "TrustReady", "Rotating"]
     assert transitions(None, new) == new
     assert transitions(old, []) == []
+
+
+@pytest.mark.parametrize(
+    ("check", "ready", "reconciling", "stalled_"),
+    [
+        (stalled("WriteRejected", "413"), ("False", "WriteRejected"), ("False", "Settled"), ("True", "WriteRejected")),
+        (PENDING, ("False", "PeerPending"), ("True", "PeerPending"), ("False", "NotStalled")),
+    ],
+)
+def test_a_failed_pass_rewrites_the_summary_and_keeps_the_domain_conditions(
+    now: datetime, check: Check, ready: tuple[str, str], reconciling: tuple[str, str], stalled_: tuple[str, str]
+) -> None:
+    earlier = now - timedelta(hours=1)
+    old = merge_conditions(None, summarize({"CAReady": OK, "TrustReady": OK}, ready_message="all good"),
+                           now=earlier, generation=2)
+    out = failed_pass(old, "Applied", check, now=now, generation=3)
+    got = {c["type"]: c for c in out}
+    assert [c["type"] for c in out] == ["Ready", "Reconciling", "Stalled", "CAReady", "TrustReady"]
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ready
+    assert got["Ready"]["message"] == f"Applied: {check.message}"
+    assert (got["Reconciling"]["status"], got["Reconciling"]["reason"]) == reconciling
+    assert (got["Stalled"]["status"], got["Stalled"]["reason"]) == stalled_
+    assert got["Ready"]["lastTransitionTime"] == stamp(now)  # Ready flipped
+    assert got["CAReady"] == next(c for c in old if c["type"] == "CAReady")  # untouched, time and all

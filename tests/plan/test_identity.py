@@ -36,6 +36,7 @@ from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 from trustwire.plan import rotation as rot
 from trustwire.plan.identity import (
     MIN_WAKE,
+    SECRET_DATA_LIMIT,
     DesiredObject,
     IdentityObservation,
     IdentityPlan,
@@ -1714,3 +1715,89 @@ def test_every_file_trustwire_mounts_is_reserved_from_template_names(
         with pytest.raises(SpecError) as info:
             parse_identity(identity_body(templates=[{"name": key, "inline": "x"}]))
         assert info.value.fields == ["spec.templates[0].name"], key
+
+
+# ======================================================================================
+# A hub whose trust outgrows what one Secret may hold
+# ======================================================================================
+@pytest.fixture
+def hub_links(
+    make_rel: Callable[..., TrustRelationship], make_peer: Callable[..., Peer]
+) -> Callable[..., tuple[PeerLink, ...]]:
+    """``hub_links(first, last, second_ca=False)``: dgc ↔ spoke-i for i in [first, last), real material."""
+
+    def make(first: int, last: int, *, second_ca: bool = False) -> tuple[PeerLink, ...]:
+        links = []
+        for i in range(first, last):
+            peer = make_peer(f"spoke-{i}", slot=i)
+            # as while the peer rotates its CA: the current and the next one
+            pem = pki.cert_to_pem(peer.ca) + pki.cert_to_pem(make_peer(f"spoke-{i}", slot=1000 + i).ca) \
+                if second_ca else None
+            links.append(link(make_rel(f"spoke-{i}"), peer.publication(ca_pem=pem)))
+        return tuple(links)
+
+    return make
+
+
+def trust_size(plan: IdentityPlan, ident: ServiceIdentity) -> int:
+    return sum(len(v) for v in trust(plan, ident).values())
+
+
+def test_a_hub_keeps_the_peers_it_trusts_when_more_would_not_fit(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    first = hub_links(0, 200)
+    settled = plan_identity(observe(ident, now, links=first))
+    assert settled.checks["TrustReady"].ok and settled.status["peerCount"] == 200
+    assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer, so 600 peers cannot fit in 1 MiB
+    # 400 more peers arrive and spoke-0's relationship is removed in the same pass
+    crowded = (*first[1:], *hub_links(200, 600))
+    plan = plan_identity(feed_back(observe(ident, now, links=crowded), settled))
+    check = plan.checks["TrustReady"]
+    assert (check.ok, check.stalled, check.reason) == (False, True, "TrustTooLarge")
+    assert "dgc-trustwire-trust" in check.message and "599 peer(s) and 0 template(s)" in check.message
+    assert "199 peer(s) already trusted stay trusted, 400 wait" in check.message
+    # the Secret that is written fits, holds the 199 still-related peers and not spoke-0
+    data = trust(plan, ident)
+    assert trust_size(plan, ident) <= SECRET_DATA_LIMIT
+    held = {p["identity"] for p in json.loads(data["peers.json"])}
+    assert held == {f"spoke-{i}" for i in range(1, 200)}
+    bundle = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data["trust-bundle.pem"])}
+    assert bundle == set(plan.status["trust"]["caFingerprints"])
+    assert {p["identity"] for p in plan.status["peers"]} == held  # peers read this as "distributed"
+    assert plan.mounted["peers.json"] == data["peers.json"]
+
+
+def test_a_hub_whose_trusted_peers_alone_outgrow_the_secret_leaves_it_untouched(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    settled = plan_identity(observe(ident, now, links=hub_links(0, 400)))
+    assert settled.checks["TrustReady"].ok and trust_size(settled, ident) <= SECRET_DATA_LIMIT
+    before = dict(trust(settled, ident))
+    # every peer now publishes two CAs: the same 400 peers need more than 1 MiB
+    plan = plan_identity(feed_back(observe(ident, now, links=hub_links(0, 400, second_ca=True)), settled))
+    assert plan.checks["TrustReady"].reason == "TrustTooLarge"
+    assert "400 peer(s) already trusted stay trusted, 0 wait" in plan.checks["TrustReady"].message
+    assert names.trust_secret("dgc") not in by_name(plan)  # nothing written: the stored Secret stays as it was
+    cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(before["trust-bundle.pem"])}
+    kids = {k["kid"] for k in json.loads(before["peers.jwks"])["keys"]}
+    assert plan.status["trust"] == {"caFingerprints": sorted(cas), "kids": sorted(kids)}
+    assert plan.mounted["truststore.p12"] == before["truststore.p12"]
+
+
+def test_pending_peers_are_summarized_not_listed(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    links = tuple(link(make_rel(f"spoke-{i}"), None) for i in range(40))
+    check = plan_identity(observe(ident, now, links=links)).checks["TrustReady"]
+    assert check.reason == "PeerPending"
+    assert check.message.count("has not published") == 5 and check.message.endswith("; and 35 more")

@@ -23,10 +23,12 @@ REL_NS = "gov"
 
 
 def entry(
-    namespace: str, name: str, *accept: str, deleting: bool = False, distributed: frozenset[str] = frozenset()
+    namespace: str, name: str, *accept: str, deleting: bool = False, distributed: frozenset[str] = frozenset(),
+    stalled_reason: str | None = None,
 ) -> IdentityEntry:
     return IdentityEntry(
-        IdentityRef(namespace, name), None, tuple(accept), deleting=deleting, distributed=distributed
+        IdentityRef(namespace, name), None, tuple(accept), deleting=deleting, distributed=distributed,
+        stalled_reason=stalled_reason,
     )
 
 
@@ -194,6 +196,28 @@ def test_distribution_with_a_vanished_identity(rel: Callable[..., TrustRelations
     check = distribution(rel("jobs"), lookup_of(entry(REL_NS, "dgc", distributed=frozenset({"gov/rel"}))))
     assert (check.ok, check.reason) == (False, "Distributing")
     assert "jobs/jobserver" in check.message
+
+
+@pytest.mark.parametrize(
+    ("holds_it", "stall", "reason", "is_stalled"),
+    [
+        (False, "TrustTooLarge", "PeerStalled", True),  # it will not arrive without a change
+        (False, None, "Distributing", False),
+        (True, "TemplateError", "Distributed", False),  # stalled for another reason, but it holds the peer
+    ],
+)
+def test_distribution_to_a_stalled_identity_is_stalled_too(
+    rel: Callable[..., TrustRelationship], holds_it: bool, stall: str | None, reason: str, is_stalled: bool
+) -> None:
+    key = f"{REL_NS}/rel"
+    lookup = lookup_of(
+        entry(REL_NS, "dgc", distributed=frozenset({key})),
+        entry("jobs", "jobserver", "*", distributed=frozenset({key} if holds_it else set()), stalled_reason=stall),
+    )
+    check = distribution(rel("jobs"), lookup)
+    assert (check.reason, check.stalled) == (reason, is_stalled)
+    if is_stalled:
+        assert "jobs/jobserver is stalled (TrustTooLarge)" in check.message
 
 
 # ======================================================================================

@@ -254,10 +254,12 @@ class Controller:
             except Exception as exc:  # a bug or an outage must not kill the worker
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = 2.0 if isinstance(exc, (Retry, ApiError)) else 10.0
+                delay = _retry_delay(exc)
                 log.warning("reconcile of %s %s/%s failed (%s); retrying in %.0fs",
                             key[0], key[1], key[2], self.last_error, delay)
-                self.queue.add_after(key, delay)
+                self.queue.add_after(key, delay * (1 + self.jitter * self.rng.random()))
+                if not _transient(exc):
+                    await self._report_failure(key, exc)
             finally:
                 stat = (key[0], result)
                 self.reconcile_results[stat] = self.reconcile_results.get(stat, 0) + 1
@@ -650,9 +652,40 @@ class Controller:
         for c in changed:
             if c.type == "Ready" and c.ok and old.get("conditions"):
                 await self.post_event(body, "Normal", "Ready", c.message)
-            elif not c.ok and c.type not in ("Reconciling", "Stalled", "Ready", "Rotating"):
+            elif not c.ok and c.type in checks and checks[c.type].stalled:
+                # Warnings are for what a human must fix; states that resolve by themselves
+                # (a peer not published yet, distribution in progress) show in conditions only
                 await self.post_event(body, "Warning", c.reason, f"{c.type}: {c.message}")
         return changed
+
+    async def _report_failure(self, key: Key, exc: Exception) -> None:
+        """Best effort: a pass that failed for good says so in Ready/Stalled, so that neither
+        ``kubectl wait --for=condition=Ready`` nor a dashboard trusts the last good status."""
+        kind, namespace, name = key
+        resource = IDENTITIES if kind == "identity" else RELATIONSHIPS
+        if isinstance(exc, ApiError):  # status, reason and what was refused; never the API's own text
+            check = cond.stalled("WriteRejected", f"the API server refused {exc.verb.upper()} {exc.path}: "
+                                                  f"{exc.status} {exc.reason}")
+        else:
+            check = cond.waiting("InternalError", f"{type(exc).__name__} while reconciling; retrying "
+                                                  "(the operator log has the details)")
+        try:
+            body = await self.client.get(resource, namespace, name)
+            if body is None:
+                return
+            old: Mapping[str, Any] = body.get("status") or {}
+            conditions = cond.failed_pass(old.get("conditions"), "Applied", check, now=self.clock(),
+                                          generation=(body.get("metadata") or {}).get("generation"))
+            new = {**old, "conditions": conditions}
+            patch = merge_patch(dict(old), new)
+            if patch is None:
+                return
+            await self.client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
+            self.statuses[key] = new
+            if check.stalled:
+                await self.post_event(body, "Warning", check.reason, f"Applied: {check.message}")
+        except ApiError as report_error:
+            log.info("could not report the failed pass on %s/%s: %s", namespace, name, report_error.status)
 
     async def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body.get("metadata") or {}
@@ -671,6 +704,20 @@ class Controller:
             await self.client.create(EVENTS, namespace, event)
         except ApiError as exc:  # an Event is best effort; never fail a reconcile over one
             log.info("could not post event %s on %s/%s: %s", reason, namespace, meta.get("name"), exc.status)
+
+
+def _transient(exc: Exception) -> bool:
+    """Conflicts, outages and objects that vanished mid-pass resolve within seconds."""
+    return isinstance(exc, Retry) or (isinstance(exc, ApiError) and (exc.retryable or exc.status in (404, 410)))
+
+
+def _retry_delay(exc: Exception) -> float:
+    """Seconds until a failed pass is tried again (a watch event brings it back sooner)."""
+    if _transient(exc):
+        return 2.0
+    if isinstance(exc, ApiError):  # refused as sent (forbidden, too large, invalid): only a change can help
+        return 300.0
+    return 10.0
 
 
 def _stored(resource: Resource, body: Mapping[str, Any] | None, *, require_managed: bool = True) -> StoredObject | None:

@@ -61,8 +61,12 @@ class State:
         status = body.get("status") or {}
         distributed = frozenset(str(p.get("relationship")) for p in status.get("peers") or []
                                 if isinstance(p, Mapping))
+        stalled_reason = next((str(c.get("reason")) for c in status.get("conditions") or []
+                               if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"),
+                              None)
         self.entries[ref] = IdentityEntry(ref, parsed, lenient_accept_from(body),
-                                          deleting=bool(meta.get("deletionTimestamp")), distributed=distributed)
+                                          deleting=bool(meta.get("deletionTimestamp")), distributed=distributed,
+                                          stalled_reason=stalled_reason)
         workloads: set[WorkloadKey] = set()
         templates: set[tuple[str, str]] = set()
         if parsed is not None:

@@ -125,6 +125,19 @@ def merge_conditions(
     return out
 
 
+SUMMARY_TYPES = ("Ready", "Reconciling", "Stalled")
+
+
+def failed_pass(old: Sequence[Mapping[str, Any]] | None, type_: str, check: Check, *, now: datetime,
+                generation: int | None) -> list[dict[str, Any]]:
+    """Stored conditions after a pass that could not finish: ``Ready``, ``Reconciling`` and
+    ``Stalled`` say why (``<type_>: <message>``); the domain conditions stay as the last
+    finished pass left them, since nothing newer is known about them."""
+    summary = summarize({type_: check}, ready_message="")[:len(SUMMARY_TYPES)]
+    kept = [dict(c) for c in (old or []) if isinstance(c, Mapping) and c.get("type") not in SUMMARY_TYPES]
+    return [*merge_conditions(old, summary, now=now, generation=generation), *kept]
+
+
 def transitions(old: Sequence[Mapping[str, Any]] | None, new: Sequence[Condition]) -> list[Condition]:
     """Conditions whose status or reason differs from before (what deserves an Event)."""
     previous = {c.get("type"): c for c in (old or []) if isinstance(c, Mapping)}

@@ -55,6 +55,8 @@ MIN_WAKE = timedelta(seconds=5)
 TEMPLATE_BUDGET = 4.0
 #: ...and for any single template, so one bomb does not starve the others.
 TEMPLATE_BUDGET_EACH = 1.0
+#: Kubernetes refuses a Secret whose data values add up to more than 1 MiB (``MaxSecretSize``).
+SECRET_DATA_LIMIT = 1024 * 1024
 
 
 # --------------------------------------------------------------------------------------
@@ -155,6 +157,12 @@ class IdentityPlan:
 # --------------------------------------------------------------------------------------
 def _json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _bounded(items: Sequence[str], shown: int = 5) -> str:
+    """A condition message naming a few items, not all of a hub's thousand."""
+    head = "; ".join(items[:shown])
+    return f"{head}; and {len(items) - shown} more" if len(items) > shown else head
 
 
 def _digest(*parts: bytes) -> str:
@@ -666,138 +674,21 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     # ---- trust: peers' CAs, JWKS, shared secrets, templates ---------------------------
     trust_obs = obs.trust
     trust_clash = _clash(trust_obs, "Secret", ns)
-    trust_data: dict[str, bytes] = {}
-    trust_records: dict[str, str] = {}
-    peers_status: list[dict[str, Any]] = []
-    peers_context: list[dict[str, Any]] = []
-    pending: list[str] = []
-    trusted_cas: set[str] = set()
-    trusted_kids: set[str] = set()
     if trust_clash:
-        checks["TrustReady"] = trust_clash
+        trust = TrustContent({}, {}, [], set(), set(), {"TrustReady": trust_clash})
+        if ident.templates:
+            trust.checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret cannot be written")
     else:
-        bundle: dict[str, x509.Certificate] = {}
-        peer_keys: dict[str, Mapping[str, str]] = {}
-        peers_json: list[dict[str, Any]] = []
-        short_names = [link.peer.name for link in obs.links]
-        for link in sorted(obs.links, key=lambda lk: (str(lk.peer), lk.relationship.namespace, lk.relationship.name)):
-            rel, pub = link.relationship, link.publication
-            me = IdentityRef(ns, ident.name)
-            direction = "both" if rel.initiator is None else ("outbound" if rel.initiator == me else "inbound")
-            entry_status = {"identity": link.peer.name, "namespace": link.peer.namespace,
-                            "relationship": f"{rel.namespace}/{rel.name}", "mtls": rel.mtls, "jwt": rel.jwt,
-                            "sharedSecret": rel.shared_secret}
-            if pub is None:
-                pending.append(f"{link.peer} has not published its material yet")
-                continue
-            secret_file = None
-            if rel.shared_secret:
-                if link.shared_secret is None:
-                    pending.append(f"the shared secret of relationship {rel.namespace}/{rel.name} is not ready")
-                    continue
-                key_name = link.peer.name if short_names.count(link.peer.name) == 1 else \
-                    f"{link.peer.namespace}.{link.peer.name}"
-                secret_file = f"shared-{key_name}.key"
-                trust_data[secret_file] = link.shared_secret
-            ca_fingerprints: list[str] = []
-            ca_pem = b""
-            if rel.mtls:
-                try:
-                    peer_cas = pki.load_certificates(pub.ca_pem)
-                except pki.PKIError:
-                    pending.append(f"{link.peer} publishes an unreadable CA")
-                    continue
-                for cert in peer_cas:
-                    bundle[pki.fingerprint_sha256(cert)] = cert
-                    ca_fingerprints.append(pki.fingerprint_sha256(cert))
-                ca_pem = pki.certs_to_pem(peer_cas)
-            revoked = set(pub.revoked_kids)
-            peer_jwks = [dict(j) for j in pub.jwks if j.get("kid") not in revoked]
-            accepts_tokens = rel.jwt and rel.sends_to(link.peer)
-            if accepts_tokens:
-                for j in peer_jwks:
-                    peer_keys[str(j["kid"])] = j
-            kids = [str(j["kid"]) for j in peer_jwks] if rel.jwt else []
-            entry = {
-                "identity": link.peer.name, "namespace": link.peer.namespace,
-                "relationship": f"{rel.namespace}/{rel.name}", "direction": direction,
-                "mtls": rel.mtls, "jwt": rel.jwt, "kids": kids if accepts_tokens else [],
-                "roles": list(rel.roles), "audience": rel.audience, "scopes": list(rel.scopes),
-                "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
-                "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
-                "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
-            }
-            peers_json.append(entry)
-            peers_status.append(entry_status)
-            peers_context.append({**entry, "jwks": peer_jwks if accepts_tokens else [],
-                                  "caPem": ca_pem.decode(),
-                                  "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
-                                  "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
-        bundle_certs = [bundle[fp] for fp in sorted(bundle)]
-        trusted_cas, trusted_kids = set(bundle), set(peer_keys)
-        trust_data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
-        trust_password = obs.user_password or _usable_password(trust_obs, "truststore.password") \
-            or pki.random_password()
-        trust_data["truststore.password"] = trust_password.encode()
-        bundle_inputs = b"|".join([trust_data["trust-bundle.pem"], trust_password.encode(),
-                                   b"legacy" if ident.keystores.legacy_pkcs12 else b"modern"])
-        # A truststore exists only with something to trust: PKCS#12 cannot be empty, and an
-        # identity without mTLS peers should not pretend to trust anyone (README: "Files").
-        if bundle_certs and KeystoreFormat.PKCS12 in ident.keystores.formats:
-            trust_data["truststore.p12"] = _stable_output(
-                "truststore.p12", bundle_inputs,
-                lambda: pki.pkcs12_truststore(bundle_certs, trust_password, legacy=ident.keystores.legacy_pkcs12),
-                trust_obs, trust_records)
-        if bundle_certs and KeystoreFormat.JKS in ident.keystores.formats:
-            trust_data["truststore.jks"] = _stable_output(
-                "truststore.jks", bundle_inputs, lambda: pki.jks_truststore(bundle_certs, trust_password),
-                trust_obs, trust_records)
-        trust_data["peers.jwks"] = _json(pki.jwks([peer_keys[k] for k in sorted(peer_keys)]))
-        trust_data["peers.json"] = _json(peers_json)
-        checks["TrustReady"] = (waiting("PeerPending", "; ".join(pending)) if pending else
-                                passed("Distributed", f"{len(peers_json)} peer(s) trusted"))
-
-    # ---- templates ---------------------------------------------------------------------
-    if ident.templates:
-        if trust_clash:
-            checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret cannot be written")
-        else:
-            context = _template_context(ident, ca, jwt, peers_context)
-            render_started = time.monotonic()
-            failures: list[Check] = []
-            for tpl in ident.templates:
-                source = obs.template_sources.get(tpl.name)
-                if source is None:
-                    ref = tpl.config_map
-                    where = f"ConfigMap {ns}/{ref.name} key {ref.key}" if ref else "inline source"
-                    failures.append(waiting("TemplateSourceMissing",
-                                            f"template {tpl.name!r}: {where} does not exist"))
-                    old = trust_obs.data.get(tpl.name) if trust_obs else None
-                    if old is not None:
-                        trust_data[tpl.name] = old
-                    continue
-                remaining = TEMPLATE_BUDGET - (time.monotonic() - render_started)
-                try:
-                    if remaining <= 0:
-                        raise TemplateError(tpl.name, None, f"the identity's {TEMPLATE_BUDGET:.0f}s rendering "
-                                                           "budget for all its templates is used up")
-                    trust_data[tpl.name] = render_template(
-                        tpl.name, source, context, time_budget=min(remaining, TEMPLATE_BUDGET_EACH)).encode()
-                except TemplateError as exc:
-                    failures.append(stalled("TemplateError", str(exc)))
-                    old = trust_obs.data.get(tpl.name) if trust_obs else None
-                    if old is not None:  # keep the last good output in place
-                        trust_data[tpl.name] = old
-            checks["TemplatesReady"] = failures[0] if failures else passed(
-                "Rendered", f"{len(ident.templates)} template(s) rendered")
-
-    if not trust_clash:
-        annotations = {names.DERIVED_ANNOTATION: json.dumps(trust_records, sort_keys=True)} if trust_records else {}
-        objects.append(DesiredObject("Secret", names.trust_secret(ident.name), trust_data,
-                                     names.identity_labels(ident.name, "trust"), annotations, type=SECRET_OPAQUE))
-
-    status["peers"] = peers_status
-    status["peerCount"] = len(peers_status)
+        trust = _fitting_trust(obs, ca, jwt)
+        annotations = {names.DERIVED_ANNOTATION: json.dumps(trust.records, sort_keys=True)} if trust.records else {}
+        if trust.write:
+            objects.append(DesiredObject("Secret", names.trust_secret(ident.name), trust.data,
+                                         names.identity_labels(ident.name, "trust"), annotations,
+                                         type=SECRET_OPAQUE))
+    checks.update(trust.checks)
+    trust_data, trusted_cas, trusted_kids = trust.data, trust.trusted_cas, trust.trusted_kids
+    status["peers"] = trust.peers_status
+    status["peerCount"] = len(trust.peers_status)
     mounted = {**creds_data, **trust_data} if "tls.crt" in creds_data else {}
 
     # ---- CA: retire, then the CA Secret and the public ConfigMap -------------------------
@@ -867,6 +758,206 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
     future = [d for d in deadlines if d > now]
     wake_at = max(min(future), now + MIN_WAKE) if future else None
     return IdentityPlan(objects, checks, status, events, wake_at, mounted, [rotating])
+
+
+@dataclasses.dataclass
+class TrustContent:
+    """The trust Secret's data for a set of peers, and what it tells status and peers."""
+
+    data: dict[str, bytes]
+    records: dict[str, str]
+    peers_status: list[dict[str, Any]]
+    trusted_cas: set[str]
+    trusted_kids: set[str]
+    #: TrustReady, and TemplatesReady when the identity has templates
+    checks: dict[str, Check]
+    #: False when the Secret must be left exactly as it is
+    write: bool = True
+
+    @property
+    def size(self) -> int:
+        return sum(len(value) for value in self.data.values())
+
+
+def _fitting_trust(obs: IdentityObservation, ca: CAMaterial | None, jwt: JwtMaterial | None) -> TrustContent:
+    """The trust Secret for every peer — or, when that outgrows what a Secret may hold, for
+    the peers it already holds (so removals and revocations still take effect at once, and
+    nothing already trusted is lost), reported as ``TrustTooLarge``."""
+    ident, ns = obs.identity, obs.identity.namespace
+    trust = _trust_content(obs, ca, jwt, obs.links)
+    if trust.size <= SECRET_DATA_LIMIT:
+        return trust
+    held = _held_peers(obs.trust)
+    kept = tuple(link for link in obs.links if _link_key(link) in held)
+    fitting = _trust_content(obs, ca, jwt, kept)
+    if fitting.size > SECRET_DATA_LIMIT:  # even those no longer fit: leave the Secret exactly as it is
+        stored = dict(obs.trust.data) if obs.trust is not None else {}
+        fitting = TrustContent(stored, {}, fitting.peers_status, *_trusted_in(stored), fitting.checks, write=False)
+    waiting_peers = len(obs.links) - len(kept)
+    rendered = sum(len(trust.data.get(t.name, b"")) for t in ident.templates)
+    fitting.checks["TrustReady"] = stalled(
+        "TrustTooLarge",
+        f"Secret {ns}/{names.trust_secret(ident.name)} would need {trust.size:,} bytes for {len(obs.links)} "
+        f"peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered); Kubernetes limits a "
+        f"Secret to {SECRET_DATA_LIMIT:,} bytes (1 MiB). {len(kept)} peer(s) already trusted stay trusted, "
+        f"{waiting_peers} wait. Split the peers across several identities, shorten the templates, or leave "
+        "JKS out of spec.keystores.formats")
+    return fitting
+
+
+def _link_key(link: PeerLink) -> tuple[str, str, str]:
+    rel = link.relationship
+    return link.peer.namespace, link.peer.name, f"{rel.namespace}/{rel.name}"
+
+
+def _held_peers(trust: StoredObject | None) -> set[tuple[str, str, str]]:
+    """(namespace, identity, relationship) of every peer in a stored ``peers.json``."""
+    try:
+        entries = json.loads(trust.data.get("peers.json", b"[]")) if trust is not None else []
+    except ValueError:
+        return set()
+    if not isinstance(entries, list):
+        return set()
+    return {(str(e.get("namespace")), str(e.get("identity")), str(e.get("relationship")))
+            for e in entries if isinstance(e, dict)}
+
+
+def _trusted_in(data: Mapping[str, bytes]) -> tuple[set[str], set[str]]:
+    """CA fingerprints and kids a stored trust Secret really holds."""
+    try:
+        cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data.get("trust-bundle.pem", b""))}
+    except pki.PKIError:
+        cas = set()
+    try:
+        keys = json.loads(data.get("peers.jwks", b"{}")).get("keys", [])
+        kids = {str(k.get("kid")) for k in keys if isinstance(k, dict)}
+    except (ValueError, AttributeError):
+        kids = set()
+    return cas, kids
+
+
+def _trust_content(obs: IdentityObservation, ca: CAMaterial | None, jwt: JwtMaterial | None,
+                   links: Sequence[PeerLink]) -> TrustContent:
+    """Peers' CAs, JWKS, shared secrets and rendered templates for ``links``."""
+    ident, ns, trust_obs = obs.identity, obs.identity.namespace, obs.trust
+    checks: dict[str, Check] = {}
+    trust_data: dict[str, bytes] = {}
+    trust_records: dict[str, str] = {}
+    peers_status: list[dict[str, Any]] = []
+    peers_context: list[dict[str, Any]] = []
+    pending: list[str] = []
+    bundle: dict[str, x509.Certificate] = {}
+    peer_keys: dict[str, Mapping[str, str]] = {}
+    peers_json: list[dict[str, Any]] = []
+    short_names = [link.peer.name for link in links]
+    for link in sorted(links, key=lambda lk: (str(lk.peer), lk.relationship.namespace, lk.relationship.name)):
+        rel, pub = link.relationship, link.publication
+        me = IdentityRef(ns, ident.name)
+        direction = "both" if rel.initiator is None else ("outbound" if rel.initiator == me else "inbound")
+        entry_status = {"identity": link.peer.name, "namespace": link.peer.namespace,
+                        "relationship": f"{rel.namespace}/{rel.name}", "mtls": rel.mtls, "jwt": rel.jwt,
+                        "sharedSecret": rel.shared_secret}
+        if pub is None:
+            pending.append(f"{link.peer} has not published its material yet")
+            continue
+        secret_file = None
+        if rel.shared_secret:
+            if link.shared_secret is None:
+                pending.append(f"the shared secret of relationship {rel.namespace}/{rel.name} is not ready")
+                continue
+            key_name = link.peer.name if short_names.count(link.peer.name) == 1 else \
+                f"{link.peer.namespace}.{link.peer.name}"
+            secret_file = f"shared-{key_name}.key"
+            trust_data[secret_file] = link.shared_secret
+        ca_fingerprints: list[str] = []
+        ca_pem = b""
+        if rel.mtls:
+            try:
+                peer_cas = pki.load_certificates(pub.ca_pem)
+            except pki.PKIError:
+                pending.append(f"{link.peer} publishes an unreadable CA")
+                continue
+            for cert in peer_cas:
+                bundle[pki.fingerprint_sha256(cert)] = cert
+                ca_fingerprints.append(pki.fingerprint_sha256(cert))
+            ca_pem = pki.certs_to_pem(peer_cas)
+        revoked = set(pub.revoked_kids)
+        peer_jwks = [dict(j) for j in pub.jwks if j.get("kid") not in revoked]
+        accepts_tokens = rel.jwt and rel.sends_to(link.peer)
+        if accepts_tokens:
+            for j in peer_jwks:
+                peer_keys[str(j["kid"])] = j
+        kids = [str(j["kid"]) for j in peer_jwks] if rel.jwt else []
+        entry = {
+            "identity": link.peer.name, "namespace": link.peer.namespace,
+            "relationship": f"{rel.namespace}/{rel.name}", "direction": direction,
+            "mtls": rel.mtls, "jwt": rel.jwt, "kids": kids if accepts_tokens else [],
+            "roles": list(rel.roles), "audience": rel.audience, "scopes": list(rel.scopes),
+            "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
+            "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
+            "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
+        }
+        peers_json.append(entry)
+        peers_status.append(entry_status)
+        peers_context.append({**entry, "jwks": peer_jwks if accepts_tokens else [],
+                              "caPem": ca_pem.decode(),
+                              "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
+                              "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
+    bundle_certs = [bundle[fp] for fp in sorted(bundle)]
+    trust_data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
+    trust_password = obs.user_password or _usable_password(trust_obs, "truststore.password") \
+        or pki.random_password()
+    trust_data["truststore.password"] = trust_password.encode()
+    bundle_inputs = b"|".join([trust_data["trust-bundle.pem"], trust_password.encode(),
+                               b"legacy" if ident.keystores.legacy_pkcs12 else b"modern"])
+    # A truststore exists only with something to trust: PKCS#12 cannot be empty, and an
+    # identity without mTLS peers should not pretend to trust anyone (README: "Files").
+    if bundle_certs and KeystoreFormat.PKCS12 in ident.keystores.formats:
+        trust_data["truststore.p12"] = _stable_output(
+            "truststore.p12", bundle_inputs,
+            lambda: pki.pkcs12_truststore(bundle_certs, trust_password, legacy=ident.keystores.legacy_pkcs12),
+            trust_obs, trust_records)
+    if bundle_certs and KeystoreFormat.JKS in ident.keystores.formats:
+        trust_data["truststore.jks"] = _stable_output(
+            "truststore.jks", bundle_inputs, lambda: pki.jks_truststore(bundle_certs, trust_password),
+            trust_obs, trust_records)
+    trust_data["peers.jwks"] = _json(pki.jwks([peer_keys[k] for k in sorted(peer_keys)]))
+    trust_data["peers.json"] = _json(peers_json)
+    checks["TrustReady"] = (waiting("PeerPending", _bounded(pending)) if pending else
+                            passed("Distributed", f"{len(peers_json)} peer(s) trusted"))
+
+    # ---- templates ---------------------------------------------------------------------
+    if ident.templates:
+        context = _template_context(ident, ca, jwt, peers_context)
+        render_started = time.monotonic()
+        failures: list[Check] = []
+        for tpl in ident.templates:
+            source = obs.template_sources.get(tpl.name)
+            if source is None:
+                ref = tpl.config_map
+                where = f"ConfigMap {ns}/{ref.name} key {ref.key}" if ref else "inline source"
+                failures.append(waiting("TemplateSourceMissing",
+                                        f"template {tpl.name!r}: {where} does not exist"))
+                old = trust_obs.data.get(tpl.name) if trust_obs else None
+                if old is not None:
+                    trust_data[tpl.name] = old
+                continue
+            remaining = TEMPLATE_BUDGET - (time.monotonic() - render_started)
+            try:
+                if remaining <= 0:
+                    raise TemplateError(tpl.name, None, f"the identity's {TEMPLATE_BUDGET:.0f}s rendering "
+                                                       "budget for all its templates is used up")
+                trust_data[tpl.name] = render_template(
+                    tpl.name, source, context, time_budget=min(remaining, TEMPLATE_BUDGET_EACH)).encode()
+            except TemplateError as exc:
+                failures.append(stalled("TemplateError", str(exc)))
+                old = trust_obs.data.get(tpl.name) if trust_obs else None
+                if old is not None:  # keep the last good output in place
+                    trust_data[tpl.name] = old
+        checks["TemplatesReady"] = failures[0] if failures else passed(
+            "Rendered", f"{len(ident.templates)} template(s) rendered")
+
+    return TrustContent(trust_data, trust_records, peers_status, set(bundle), set(peer_keys), checks)
 
 
 def publication_from_secrets(ref: IdentityRef, identity: ServiceIdentity | None, ca: StoredObject | None,

@@ -30,6 +30,8 @@ class IdentityEntry:
     deleting: bool = False
     #: "ns/name" of the relationships the identity reports in status.peers
     distributed: frozenset[str] = frozenset()
+    #: the reason of its ``Stalled=True`` condition, when a human must act on it
+    stalled_reason: str | None = None
 
     def accepts(self, namespace: str) -> bool:
         return namespace == self.ref.namespace or "*" in self.accept_from or namespace in self.accept_from
@@ -72,7 +74,12 @@ def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
     missing = [str(ref) for ref in rel.between
                if (entry := lookup(ref)) is None or key not in entry.distributed]
     if missing:
-        return waiting("Distributing", f"waiting for {', '.join(missing)} to receive the peer material")
+        message = f"waiting for {', '.join(missing)} to receive the peer material"
+        stuck = [f"{ref} is stalled ({entry.stalled_reason})" for ref in rel.between
+                 if (entry := lookup(ref)) is not None and key not in entry.distributed and entry.stalled_reason]
+        if stuck:  # e.g. a hub whose trust Secret is full: it will not arrive without a change
+            return stalled("PeerStalled", f"{message}; {'; '.join(stuck)}")
+        return waiting("Distributing", message)
     return passed("Distributed", "both identities hold each other's material")
 
 
