@@ -78,7 +78,7 @@ from trustwire.pki import KeyAlgorithm
 try:  # from the repository root (python -m benchmarks.scale, tests)
     from benchmarks.crypto import crypto_floor_seconds, issue_identity, machine
 except ModuleNotFoundError:  # as a script: benchmarks/ itself is sys.path[0]
-    from crypto import crypto_floor_seconds, issue_identity, machine  # type: ignore[no-redef]
+    from crypto import crypto_floor_seconds, issue_identity, machine  # type: ignore[no-redef,import-not-found]
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "bench"

@@ -35,6 +35,7 @@ def trust() -> dict[str, Any]:
 
 
 def _version(crd: dict[str, Any]) -> dict[str, Any]:
+    version: dict[str, Any]
     (version,) = crd["spec"]["versions"]
     return version
 

@@ -40,6 +40,7 @@ def scenario(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], list[
 
 
 def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any]
     (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     return container
 

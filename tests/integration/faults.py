@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from jwcrypto import jwk as jwcrypto_jwk
 
 from trustwire import names
-from trustwire.emulator import RESOURCES, RunningEmulator
+from trustwire.emulator import RESOURCES
 
 OPERATOR_AGENTS = ("trustwire-operator", "kopf")
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
@@ -220,14 +220,22 @@ class FaultyEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
+@dataclasses.dataclass
+class RunningFaultyEmulator:
+    """:class:`trustwire.emulator.RunningEmulator` for a :class:`FaultyEmulator` (no ``journal``)."""
+
+    emulator: FaultyEmulator
+    url: str
+
+
 @contextlib.asynccontextmanager
-async def running_faulty_emulator(injector: FaultInjector) -> AsyncIterator[RunningEmulator]:
+async def running_faulty_emulator(injector: FaultInjector) -> AsyncIterator[RunningFaultyEmulator]:
     """Like :func:`trustwire.emulator.running_emulator`, with ``injector`` in front."""
     async with FaultyEmulator(injector=injector) as emulator, kmock.Server(emulator) as server:
         for key, info in RESOURCES.items():
             emulator.resources[key] = info  # type: ignore[assignment]
         injector.bind(emulator)
-        yield RunningEmulator(emulator, str(server.url).rstrip("/"))
+        yield RunningFaultyEmulator(emulator, str(server.url).rstrip("/"))
 
 
 # ======================================================================================

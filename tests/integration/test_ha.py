@@ -12,7 +12,7 @@ import pytest
 from tests.integration.harness import Cluster, identity, relationship
 from trustwire import names
 from trustwire.emulator import running_emulator
-from trustwire.k8s.client import LEASES, ApiConfig, Client
+from trustwire.k8s.client import LEASES, ApiConfig, Client, Resource
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ async def test_a_lost_lease_stops_the_writer() -> None:
             assert (await client.get(cluster_resource(), "team", "alpha") or {}).get("status") is None
 
 
-def cluster_resource():  # type: ignore[no-untyped-def]
+def cluster_resource() -> Resource:
     from trustwire.k8s.client import IDENTITIES
     return IDENTITIES
 

@@ -7,6 +7,7 @@ import base64
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -44,10 +45,12 @@ async def test_sigkill_at_each_ca_phase_boundary() -> None:
                                      {"metadata": {"annotations": {names.ROTATE_ANNOTATION: "ca:kill"}}})
             phases_seen = []
             for wanted in (rot.DISTRIBUTING, rot.RETIRING, rot.IDLE):
+                def reached(b: dict[str, Any] | None, w: str = wanted) -> bool:
+                    return bool(((b or {}).get("status") or {}).get("rotation", {}).get("ca", {}).get("phase") == w
+                                and b["status"]["ca"]["fingerprint"] != (first_ca if w == rot.IDLE else None))  # type: ignore[index]
+
                 body = await cluster.wait_for(
-                    "ServiceIdentity", "team", "alpha",
-                    lambda b, w=wanted: ((b or {}).get("status") or {}).get("rotation", {}).get("ca", {})
-                    .get("phase") == w and b["status"]["ca"]["fingerprint"] != (first_ca if w == rot.IDLE else None),  # type: ignore[index]
+                    "ServiceIdentity", "team", "alpha", reached,
                     timeout=40, what=f"to reach {wanted}")
                 phases_seen.append(wanted)
                 _kill(operator)  # right at the boundary, before anything else happens

@@ -12,6 +12,7 @@ import pytest
 from tests.integration.harness import Cluster, deployment, identity, relationship
 from trustwire import names, pki
 from trustwire.drill import PodFiles, Probe, ProbeResult, RolloutSimulator, Side, SimulatedWorkload, TLSEndpoint
+from trustwire.k8s.client import Resource
 from trustwire.plan import rotation as rot
 from trustwire.runtime import OperatorOptions
 
@@ -32,7 +33,7 @@ async def _annotate(cluster: Cluster, name: str, value: str) -> None:
                                      {"metadata": {"annotations": {names.ROTATE_ANNOTATION: value}}})
 
 
-def cluster_resource():  # type: ignore[no-untyped-def]
+def cluster_resource() -> Resource:
     from trustwire.k8s.client import IDENTITIES
     return IDENTITIES
 
@@ -130,7 +131,8 @@ async def test_manual_rotation_acts_once_per_distinct_value(cluster: Cluster) ->
     await cluster.wait_condition("ServiceIdentity", "team", "solo", "Ready")
 
     async def serial() -> str:
-        return (await cluster.get("ServiceIdentity", "team", "solo"))["status"]["certificate"]["serial"]  # type: ignore[index]
+        serial: str = (await cluster.get("ServiceIdentity", "team", "solo"))["status"]["certificate"]["serial"]  # type: ignore[index]
+        return serial
 
     first = await serial()
     await _annotate(cluster, "solo", "certificate:1")
@@ -145,7 +147,7 @@ async def test_manual_rotation_acts_once_per_distinct_value(cluster: Cluster) ->
     assert await serial() == second
     await _annotate(cluster, "solo", "certificate:2")
     await cluster.wait_for("ServiceIdentity", "team", "solo",
-                           lambda b: b["status"]["certificate"]["serial"] != second, what="to renew again")
+                           lambda b: b["status"]["certificate"]["serial"] != second, what="to renew again")  # type: ignore[index]
     events = [e for e in cluster.events("team", "solo") if e["reason"] == "CertificateRenewed"]
     assert len(events) == 2
 

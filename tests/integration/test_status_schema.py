@@ -36,7 +36,8 @@ def pruned_paths(value: Any, schema: dict[str, Any], path: str = "status") -> li
 
 def status_schema(plural: str) -> dict[str, Any]:
     crd = yaml.safe_load((CRDS / f"trustwire.io_{plural}.yaml").read_text())
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    status: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    return status
 
 
 def test_the_checker_flags_an_undeclared_field() -> None:

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 def _pod_spec(body: dict) -> dict:  # type: ignore[type-arg]
-    return body["spec"]["template"]["spec"]
+    spec: dict = body["spec"]["template"]["spec"]  # type: ignore[type-arg]
+    return spec
 
 
 def _hash(body: dict | None) -> str | None:  # type: ignore[type-arg]
