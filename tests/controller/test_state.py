@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from trustwire.controller.state import State, ref_of
+from trustwire.controller.state import EVERYTHING, Change, State, identity_change, ref_of, relationship_change
 from trustwire.model import IdentityRef
 from trustwire.plan.identity import Publication
 
@@ -209,3 +210,73 @@ def test_publication_cache_is_forgotten_on_request(state: State) -> None:
     state.forget_publication(ref)
     assert ref not in state.publications
     state.forget_publication(ref)  # forgetting twice is harmless
+
+
+# ======================================================================================
+# Who must look again after a watch event
+# ======================================================================================
+def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``body`` with the dotted ``path`` set to ``value``."""
+    out = copy.deepcopy(body)
+    *parents, leaf = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return out
+
+
+NOTHING = Change(own=False, relationships=False, peers=False)
+STALLED = [{"type": "Stalled", "status": "True", "reason": "TrustTooLarge"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # our own status echoes: conditions, summaries — nobody needs to look again
+        ("status.conditions", [{"type": "Ready", "status": "False", "reason": "PeerPending"}], NOTHING),
+        ("status.certificate", {"serial": "ff"}, NOTHING),
+        ("metadata.resourceVersion", "999", NOTHING),
+        ("metadata.managedFields", [{"manager": "trustwire"}], NOTHING),
+        # what relationships read
+        ("status.peers", [{"relationship": "gov/r1"}], Change(own=False, relationships=True, peers=False)),
+        ("status.conditions", STALLED, Change(own=False, relationships=True, peers=False)),
+        # what peers read as rotation evidence
+        ("status.trust", {"caFingerprints": ["ab"], "kids": []}, Change(own=False, relationships=False, peers=True)),
+        ("status.rolledOut", False, Change(own=False, relationships=False, peers=True)),
+        # what a user or the finalizer writes: everything
+        ("spec.dnsNames", ["x.example.com"], EVERYTHING),
+        ("metadata.generation", 2, EVERYTHING),
+        ("metadata.annotations", {"trustwire.io/rotate": "ca"}, EVERYTHING),
+        ("metadata.finalizers", ["trustwire.io/finalizer"], EVERYTHING),
+        ("metadata.deletionTimestamp", "2031-01-01T00:00:00Z", EVERYTHING),
+    ],
+)
+def test_identity_change_names_who_must_look_again(
+    identity_body: Factory, path: str, value: Any, expected: Change
+) -> None:
+    old = identity_body("dgc", "gov")
+    old["status"] = {"peers": [], "trust": {"caFingerprints": [], "kids": []}, "rolledOut": True, "conditions": []}
+    assert identity_change(old, _with(old, path, value)) == expected
+
+
+def test_identity_change_for_new_and_deleted_objects_is_everything(identity_body: Factory) -> None:
+    body = identity_body("dgc", "gov")
+    assert identity_change(None, body) == EVERYTHING
+    assert identity_change(body, None) == EVERYTHING
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("status.conditions", [{"type": "Ready", "status": "True"}], NOTHING),
+        ("spec.initiator", "dgc", EVERYTHING),
+        ("metadata.deletionTimestamp", "2031-01-01T00:00:00Z", EVERYTHING),
+    ],
+)
+def test_relationship_change_is_only_about_spec_and_metadata(
+    relationship_body: Factory, path: str, value: Any, expected: Change
+) -> None:
+    old = relationship_body("dgc", "jobserver", name="r", namespace="gov", b_namespace="jobs")
+    assert relationship_change(old, _with(old, path, value)) == expected
+    assert relationship_change(None, old) == EVERYTHING

@@ -31,7 +31,7 @@ from typing import Any
 from trustwire import names
 from trustwire.controller.leader import LeaderElection
 from trustwire.controller.queue import WorkQueue
-from trustwire.controller.state import State, ref_of
+from trustwire.controller.state import State, identity_change, ref_of, relationship_change
 from trustwire.k8s.client import (
     CONFIGMAPS,
     EVENTS,
@@ -106,28 +106,36 @@ class Controller:
     # ==================================================================================
     def observe_identity(self, body: Mapping[str, Any], deleted: bool) -> None:
         ref = ref_of(body)
-        self.state.forget_publication(ref)  # issuer and revoked kids come from the spec
+        change = identity_change(self.state.identities.get(ref), None if deleted else body)
+        if change.own:
+            self.state.forget_publication(ref)  # issuer and revoked kids come from the spec
         before = self.state.peers_of(ref)
         if deleted:
             self.state.drop_identity(ref)
         else:
             self.state.put_identity(body)
-        self._enqueue_identity(ref)
-        for key in self.state.rel_index.get(ref, set()):
-            self.queue.add(("relationship", *key))
-        for peer in before | self.state.peers_of(ref):
-            self._enqueue_identity(peer)
+        if change.own:
+            self._enqueue_identity(ref)
+        if change.relationships:
+            for key in self.state.rel_index.get(ref, set()):
+                self.queue.add(("relationship", *key))
+        if change.peers:
+            for peer in before | self.state.peers_of(ref):
+                self._enqueue_identity(peer)
 
     def observe_relationship(self, body: Mapping[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        record = self.state.relationships.get(key)
+        change = relationship_change(record.body if record else None, None if deleted else body)
         if deleted:
             affected = self.state.drop_relationship(key)
         else:
             _, affected = self.state.put_relationship(body)
-        self.queue.add(("relationship", *key))
-        for ref in affected:
-            self._enqueue_identity(ref)
+        if change.own:
+            self.queue.add(("relationship", *key))
+            for ref in affected:
+                self._enqueue_identity(ref)
 
     def observe_secret(self, body: Mapping[str, Any], deleted: bool) -> None:
         labels = (body.get("metadata") or {}).get("labels") or {}

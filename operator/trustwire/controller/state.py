@@ -37,6 +37,61 @@ class RelationshipRecord:
     error: SpecError | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """Who must look again after an object changed.
+
+    Most watch events of our own kinds are echoes of our own status writes; reconciling
+    the object and all its peers again for each would multiply the passes (and at
+    1,000 identities, the API reads) for nothing. Only what someone actually reads counts.
+    """
+
+    #: spec or metadata: the object itself must be reconciled
+    own: bool = True
+    #: what its relationships read (status.peers, Stalled): they must be reconciled
+    relationships: bool = True
+    #: what its peers read (the spec, status.trust and status.rolledOut as rotation evidence)
+    peers: bool = True
+
+
+EVERYTHING = Change()
+
+
+def _intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parts of an object a user (or the operator's finalizer) writes: spec and metadata
+    that carry meaning, not resourceVersion or managedFields."""
+    meta = body.get("metadata") or {}
+    return (body.get("spec"), meta.get("generation"), meta.get("labels"), meta.get("annotations"),
+            meta.get("deletionTimestamp"), meta.get("finalizers"))
+
+
+def _stalled_reason(status: Mapping[str, Any]) -> str | None:
+    return next((str(c.get("reason")) for c in status.get("conditions") or []
+                 if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"), None)
+
+
+def _distributed(status: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(str(p.get("relationship")) for p in status.get("peers") or [] if isinstance(p, Mapping))
+
+
+def identity_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
+    if old is None or new is None or _intent(old) != _intent(new):
+        return EVERYTHING
+    before, after = old.get("status") or {}, new.get("status") or {}
+    return Change(
+        own=False,
+        relationships=(_distributed(before), _stalled_reason(before)) != (_distributed(after), _stalled_reason(after)),
+        peers=(before.get("trust"), before.get("rolledOut")) != (after.get("trust"), after.get("rolledOut")),
+    )
+
+
+def relationship_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
+    """A relationship's status is read by nobody; only its spec and metadata matter."""
+    if old is None or new is None or _intent(old) != _intent(new):
+        return EVERYTHING
+    return Change(own=False, relationships=False, peers=False)
+
+
 class State:
     def __init__(self) -> None:
         self.identities: dict[IdentityRef, Mapping[str, Any]] = {}
@@ -59,14 +114,9 @@ class State:
         except SpecError:
             parsed = None
         status = body.get("status") or {}
-        distributed = frozenset(str(p.get("relationship")) for p in status.get("peers") or []
-                                if isinstance(p, Mapping))
-        stalled_reason = next((str(c.get("reason")) for c in status.get("conditions") or []
-                               if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"),
-                              None)
         self.entries[ref] = IdentityEntry(ref, parsed, lenient_accept_from(body),
-                                          deleting=bool(meta.get("deletionTimestamp")), distributed=distributed,
-                                          stalled_reason=stalled_reason)
+                                          deleting=bool(meta.get("deletionTimestamp")),
+                                          distributed=_distributed(status), stalled_reason=_stalled_reason(status))
         workloads: set[WorkloadKey] = set()
         templates: set[tuple[str, str]] = set()
         if parsed is not None:
