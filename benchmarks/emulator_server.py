@@ -208,7 +208,8 @@ def _labels(obj: Any) -> Mapping[str, Any]:
 
 
 def install_label_selectors() -> None:
-    """``--label-selectors``: honour ``?labelSelector=`` on LIST and WATCH, as a real API server does.
+    """``--label-selectors``: honour ``?labelSelector=`` on LIST and WATCH, and ``limit``/``continue``
+    pagination on LIST, as a real API server does.
 
     Must run before the emulator is created: kmock binds its list/watch handlers at creation.
     """
@@ -220,6 +221,16 @@ def install_label_selectors() -> None:
         selector = request.params.get("labelSelector")
         if selector and isinstance(payload, dict):
             payload = {**payload, "items": [o for o in payload["items"] if selector_matches(selector, _labels(o))]}
+        limit = request.params.get("limit")
+        if limit and isinstance(payload, dict) and int(limit) > 0:
+            # pages as a real API server serves them: ``limit`` items, then a ``continue`` token
+            # (an offset here; a real server's token is opaque and pins a consistent snapshot)
+            start, size = int(request.params.get("continue") or 0), int(limit)
+            items = payload["items"]
+            meta = dict(payload.get("metadata") or {})
+            if start + size < len(items):
+                meta["continue"] = str(start + size)
+            payload = {**payload, "metadata": meta, "items": items[start:start + size]}
         return payload
 
     async def serve_watch(self: Any, request: Any) -> AsyncIterator[Any]:

@@ -37,7 +37,8 @@ the same issuance timed in CPU seconds (``crypto_floor_cpu_seconds``, the unit o
 Unrelated Secrets: the operator asks for Secrets with ``labelSelector=app.kubernetes.io/
 managed-by=trustwire``. A real API server applies it; kmock ignores it, so by default
 every unrelated Secret reaches kopf and is dropped there. ``--server-side-selectors``
-makes the emulator apply the selector, as a cluster would; report both.
+makes the emulator apply the selector (and serve LISTs in ``limit`` pages), as a cluster
+would; report both.
 
 Reported values are medians over ``--runs`` runs, except ``steady_state_writes``, which is
 the maximum (one run with writes is a finding a median would hide); every run is in
@@ -282,6 +283,12 @@ def is_ready(body: Mapping[str, Any]) -> bool:
     return False
 
 
+def is_stalled(body: Mapping[str, Any]) -> bool:
+    """``Stalled=True``: the operator says only a change of the input can help."""
+    return any(isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"
+               for c in (body.get("status") or {}).get("conditions") or [])
+
+
 def not_ready_reason(body: Mapping[str, Any]) -> str:
     for condition in (body.get("status") or {}).get("conditions") or []:
         if isinstance(condition, Mapping) and condition.get("type") == "Ready":
@@ -456,9 +463,14 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
                     if ready_ids == n and ready_rels == len(pairs) and len(sids) == n:
                         ready = True
                         break
-                    if elapsed > opts.timeout:
+                    pending = [b for b in [*sids, *rels] if not is_ready(b)]
+                    # everything still pending is Stalled (e.g. a hub whose trust Secret would
+                    # outgrow 1 MiB): waiting longer cannot help, so report it now
+                    stuck = len(sids) == n and len(rels) == len(pairs) and all(map(is_stalled, pending))
+                    if elapsed > opts.timeout or stuck:
                         waiting = [f"{b['kind']} {b['metadata']['name']}: {not_ready_reason(b)[:300]}"
-                                   for b in [*sids, *rels] if not is_ready(b)][:10]
+                                   for b in pending][:10]
+                        result["stalled"] = len(pending) if stuck else 0
                         break
                     await asyncio.sleep(opts.poll)
             t_ready = time.monotonic() - t0
@@ -648,8 +660,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="unrelated Secrets (~1 KB, no trustwire label) stored before the operator "
                              "starts")
     parser.add_argument("--server-side-selectors", action="store_true",
-                        help="let the emulator honour labelSelector on LIST/WATCH, as a real API server does "
-                             "(kmock ignores it)")
+                        help="let the emulator honour labelSelector on LIST/WATCH and limit/continue "
+                             "pagination on LIST, as a real API server does (kmock ignores both)")
     parser.add_argument("--runs", type=int, default=3, help="runs to take medians over (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object, no progress display")
     parser.add_argument("--workers", type=int, default=8, help="operator --workers (default 8)")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.scale import Counts, relationship_pairs
+from benchmarks.scale import Counts, is_ready, is_stalled, relationship_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +27,21 @@ def test_topologies() -> None:
     assert relationship_pairs(4, "star") == [(0, 1), (0, 2), (0, 3)]
     assert relationship_pairs(2, "ring") == [(0, 1)]
     assert relationship_pairs(4, "ring") == [(0, 1), (1, 2), (2, 3), (3, 0)]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "ready", "stalled"),
+    [
+        ([{"type": "Ready", "status": "True"}, {"type": "Stalled", "status": "False"}], True, False),
+        ([{"type": "Ready", "status": "False"}, {"type": "Stalled", "status": "True"}], False, True),
+        ([{"type": "Ready", "status": "False"}, {"type": "Reconciling", "status": "True"}], False, False),
+        ([], False, False),
+    ],
+)
+def test_ready_and_stalled_are_read_from_conditions(conditions: list[dict[str, str]], ready: bool,
+                                                    stalled: bool) -> None:
+    body = {"status": {"conditions": conditions}}
+    assert (is_ready(body), is_stalled(body)) == (ready, stalled)
 
 
 def test_counts_are_told_apart_by_client_and_verb() -> None:

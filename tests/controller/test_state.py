@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from trustwire.controller.state import EVERYTHING, Change, State, identity_change, ref_of, relationship_change
+from trustwire.controller.state import (
+    EVERYTHING,
+    Change,
+    State,
+    identity_change,
+    ref_of,
+    relationship_change,
+    remembered,
+)
 from trustwire.model import IdentityRef
 from trustwire.plan.identity import Publication
 
@@ -256,8 +264,11 @@ def test_identity_change_names_who_must_look_again(
     identity_body: Factory, path: str, value: Any, expected: Change
 ) -> None:
     old = identity_body("dgc", "gov")
-    old["status"] = {"peers": [], "trust": {"caFingerprints": [], "kids": []}, "rolledOut": True, "conditions": []}
+    old["status"] = {"peers": [], "trust": {"caFingerprints": [], "kids": []}, "rolledOut": True, "conditions": [],
+                     "certificate": {"serial": "01"}}
     assert identity_change(old, _with(old, path, value)) == expected
+    # the slim copy the state keeps between events tells the same story
+    assert identity_change(remembered(old), _with(old, path, value)) == expected
 
 
 def test_identity_change_for_new_and_deleted_objects_is_everything(identity_body: Factory) -> None:

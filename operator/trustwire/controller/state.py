@@ -74,6 +74,26 @@ def _distributed(status: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(str(p.get("relationship")) for p in status.get("peers") or [] if isinstance(p, Mapping))
 
 
+def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an identity kept between events: what :func:`identity_change` compares and
+    peers read (spec, meaningful metadata, ``status.trust``/``rolledOut``, the relationships
+    in ``status.peers`` and a ``Stalled`` condition) — not the summaries and messages of a
+    status that, for a hub, lists hundreds of peers."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "spec": body.get("spec"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations",
+                                          "deletionTimestamp", "finalizers") if k in meta},
+        "status": {
+            "trust": status.get("trust"), "rolledOut": status.get("rolledOut"),
+            "peers": [{"relationship": r} for r in sorted(_distributed(status))],
+            "conditions": [c for c in status.get("conditions") or []
+                           if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"],
+        },
+    }
+
+
 def identity_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
     if old is None or new is None or _intent(old) != _intent(new):
         return EVERYTHING
@@ -107,7 +127,7 @@ class State:
     def put_identity(self, body: Mapping[str, Any]) -> IdentityRef:
         ref = ref_of(body)
         self.drop_identity(ref)
-        self.identities[ref] = body
+        self.identities[ref] = remembered(body)
         meta = body.get("metadata") or {}
         try:
             parsed = parse_identity(body)
