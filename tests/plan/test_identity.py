@@ -45,6 +45,7 @@ from trustwire.plan.identity import (
     StoredObject,
     ca_renewal_time,
     plan_identity,
+    publication_from_secrets,
     renewal_time,
 )
 from trustwire.plan.objects import object_body, object_patch
@@ -993,15 +994,36 @@ def test_revoking_the_previous_kid_drops_it_at_once(
     assert old_kid not in jwks_kids(plan, revoking)
 
 
-def test_jwt_algorithm_change_replaces_the_key(
+def test_jwt_algorithm_change_publishes_the_new_key_before_it_signs(
     settled: Callable[..., Any], make_ident: Callable[..., ServiceIdentity], now: datetime
 ) -> None:
-    _, _, obs = settled()
+    """A new spec.jwt.algorithm is a rotation, not a swap: the old key (in its old algorithm)
+    keeps signing and stays published until the new one has reached every receiver."""
+    ident, first, obs = settled()
+    old_kid = creds(first, ident)["jwt.kid"].decode()
     changed = make_ident(jwt={"algorithm": "EdDSA"})
-    plan = plan_identity(dataclasses.replace(obs, identity=changed))
-    assert events_of(plan) == {"JwtKeyRotated": "Normal"}  # a spec change, not a repair (no Warning)
-    assert json.loads(creds(plan, changed)["jwt.jwk"])["kty"] == "OKP"
-    assert_material_valid(plan, changed, now)
+    obs = dataclasses.replace(obs, identity=changed)
+    publishing = plan_identity(obs)
+    assert events_of(publishing) == {"JwtKeyPublishing": "Normal"}
+    assert "spec.jwt.algorithm is now EdDSA" in publishing.events[0].message
+    data = creds(publishing, changed)
+    assert data["jwt.kid"].decode() == old_kid and json.loads(data["jwt.jwk"])["alg"] == "ES256"
+    assert pki.key_algorithm_of(pki.load_private_key(data["jwt-next.key"])) is KeyAlgorithm.Ed25519
+    assert publishing.status["jwt"]["algorithm"] == "ES256"  # what signs now
+    published = {k["kid"]: k["alg"] for k in json.loads(public(publishing, changed)["jwks.json"])["keys"]}
+    assert published[old_kid] == "ES256" and sorted(published.values()) == ["ES256", "EdDSA"]
+    # what peers trust (derived from the Secrets) holds both keys in their own algorithms
+    written = {o.name: stored(o) for o in publishing.objects}
+    publication = publication_from_secrets(ME, changed, written[names.ca_secret("dgc")],
+                                           written[names.credentials_secret("dgc")])
+    assert publication is not None and {j["kid"]: j["alg"] for j in publication.jwks} == published
+    # after the propagation delay (no peers) the EdDSA key signs
+    at = now + obs.propagation_delay
+    obs, activated = step(obs, publishing, at)
+    assert events_of(activated) == {"JwtKeyActivated": "Normal"}
+    assert json.loads(creds(activated, changed)["jwt.jwk"])["kty"] == "OKP"
+    assert activated.status["jwt"]["algorithm"] == "EdDSA"
+    assert_material_valid(activated, changed, at)
 
 
 @pytest.mark.parametrize(

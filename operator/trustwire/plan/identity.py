@@ -321,6 +321,18 @@ class JwtMaterial:
     private: dict[str, str]
     kid: str
     issued_at: datetime
+    algorithm: pki.JwtAlgorithm
+
+
+def _jwt_algorithm(identity: ServiceIdentity | None, credentials: StoredObject, key_name: str,
+                   key: pki.PrivateKey) -> pki.JwtAlgorithm | None:
+    """The algorithm a stored JWT key is used with: the spec's, or — for the active key after
+    ``spec.jwt.algorithm`` changed — the one it was issued for (``jwt.jwk``), so it keeps
+    signing and stays published until its successor in the new algorithm is activated."""
+    wanted: list[pki.JwtAlgorithm | None] = [identity.jwt.algorithm] if identity is not None else []
+    if key_name == "jwt.key" or identity is None:
+        wanted.append(_stored_jwt_algorithm(credentials))
+    return next((a for a in wanted if a is not None and pki.jwt_algorithm_accepts(a, key)), None)
 
 
 def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
@@ -334,13 +346,14 @@ def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
         key = pki.load_private_key(creds.data[key_name])
     except pki.PKIError as exc:
         return None, f"the stored JWT key was unusable ({exc})"
-    if not pki.jwt_algorithm_accepts(identity.jwt.algorithm, key):
+    algorithm = _jwt_algorithm(identity, creds, key_name, key)
+    if algorithm is None:
         return None, f"spec.jwt.algorithm is now {identity.jwt.algorithm}"
     stamp = names.JWT_ISSUED_ANNOTATION if key_name == "jwt.key" else JWT_NEXT_ANNOTATION
     issued = parse_time(creds.annotations.get(stamp))
     if issued is None:
         return None, "the stored JWT key has no usable issue time"
-    material = _jwt_material(identity, key, issued)
+    material = _jwt_material(algorithm, key, issued)
     if key_name == "jwt.key" and _witnesses_disagree(creds, material.kid):
         # jwt.kid and jwt.jwk are both derived from jwt.key: when *both* name another key,
         # jwt.key itself was replaced (one edited witness alone is simply restored)
@@ -419,10 +432,10 @@ def _gate_with_outsiders(gate: rot.Gate, consumers: Sequence[object], now: datet
     return rot.Gate(False, "no peers; waiting the propagation delay for outside consumers", since + delay)
 
 
-def _jwt_material(identity: ServiceIdentity, key: pki.PrivateKey, issued: datetime) -> JwtMaterial:
-    public = pki.public_jwk(key, identity.jwt.algorithm)
-    private = pki.private_jwk(key, identity.jwt.algorithm)
-    return JwtMaterial(key, pki.private_key_to_pem(key), public, private, public["kid"], issued)
+def _jwt_material(algorithm: pki.JwtAlgorithm, key: pki.PrivateKey, issued: datetime) -> JwtMaterial:
+    public = pki.public_jwk(key, algorithm)
+    private = pki.private_jwk(key, algorithm)
+    return JwtMaterial(key, pki.private_key_to_pem(key), public, private, public["kid"], issued, algorithm)
 
 
 def parse_time(text: object) -> datetime | None:
@@ -614,7 +627,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             # generated now would be stored nowhere and be a different one on every pass.
             jwt, jwt_next, jwt_previous = None, None, None
         elif jwt_reason is not None:
-            jwt = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
+            jwt = _jwt_material(ident.jwt.algorithm, pki.generate_jwt_key(ident.jwt.algorithm), now)
             jwt_next, jwt_previous = None, None
             events.append(PlannedEvent("Normal" if jwt_reason[0] != "Repaired" else "Warning",
                                        f"JwtKey{jwt_reason[0]}",
@@ -623,9 +636,11 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
         if jwt_next is not None and jwt_next.kid in ident.jwt.revoked_kids:
             jwt_next = None
         if jwt_next is None and "tls.crt" in creds_data and (
-                now >= jwt.issued_at + ident.jwt.rotation_period or rotate == "jwt"):
-            jwt_next = _jwt_material(ident, pki.generate_jwt_key(ident.jwt.algorithm), now)
-            why = "rotation requested" if rotate == "jwt" else "spec.jwt.rotationPeriod elapsed"
+                now >= jwt.issued_at + ident.jwt.rotation_period or rotate == "jwt"
+                or jwt.algorithm != ident.jwt.algorithm):
+            jwt_next = _jwt_material(ident.jwt.algorithm, pki.generate_jwt_key(ident.jwt.algorithm), now)
+            why = f"spec.jwt.algorithm is now {ident.jwt.algorithm}" if jwt.algorithm != ident.jwt.algorithm \
+                else "rotation requested" if rotate == "jwt" else "spec.jwt.rotationPeriod elapsed"
             events.append(PlannedEvent("Normal", "JwtKeyPublishing",
                                        f"next JWT key {jwt_next.kid} published to peers for verification ({why})"))
         if jwt_next is not None:
@@ -661,7 +676,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
         rotation_time = jwt.issued_at + ident.jwt.rotation_period
         deadlines.append(rotation_time)
         published = [j["kid"] for j in _own_jwks(jwt, jwt_next, jwt_previous)]
-        status["jwt"] = {"kid": jwt.kid, "algorithm": str(ident.jwt.algorithm), "publishedKids": published,
+        status["jwt"] = {"kid": jwt.kid, "algorithm": str(jwt.algorithm), "publishedKids": published,
                          "rotationTime": _stamp(rotation_time)}
 
     if creds_data and "tls.crt" in creds_data:
@@ -725,7 +740,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
             "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
             "caFingerprints": [pki.fingerprint_sha256(c) for c in own_cas],
             "kids": [j["kid"] for j in own_jwks], "revokedKids": list(ident.jwt.revoked_kids),
-            "jwtAlgorithm": str(ident.jwt.algorithm) if ident.jwt.enabled else None,
+            "jwtAlgorithm": str(jwt.algorithm) if jwt is not None else None,
         }
         objects.append(DesiredObject("ConfigMap", names.public_configmap(ident.name), {
             "ca.crt": pki.certs_to_pem(own_cas), "jwks.json": _json(pki.jwks(own_jwks)),
@@ -989,10 +1004,9 @@ def publication_from_secrets(ref: IdentityRef, identity: ServiceIdentity | None,
         for key_name in ("jwt.key", "jwt-next.key"):
             try:
                 key = pki.load_private_key(credentials.data[key_name]) if credentials.data.get(key_name) else None
-                if key is not None:
-                    algorithm = identity.jwt.algorithm if identity is not None else _stored_jwt_algorithm(credentials)
-                    if algorithm is not None and pki.jwt_algorithm_accepts(algorithm, key):
-                        keys.append(pki.public_jwk(key, algorithm))
+                algorithm = _jwt_algorithm(identity, credentials, key_name, key) if key is not None else None
+                if key is not None and algorithm is not None:
+                    keys.append(pki.public_jwk(key, algorithm))
             except pki.PKIError:
                 continue
         previous, _ = _previous_jwk(credentials.annotations)
