@@ -796,28 +796,43 @@ class TrustContent:
 
 def _fitting_trust(obs: IdentityObservation, ca: CAMaterial | None, jwt: JwtMaterial | None) -> TrustContent:
     """The trust Secret for every peer — or, when that outgrows what a Secret may hold, for
-    the peers it already holds (so removals and revocations still take effect at once, and
-    nothing already trusted is lost), reported as ``TrustTooLarge``."""
+    the peers it already holds plus, in a fixed order, as many waiting peers as still fit
+    (so removals and revocations take effect at once, nothing already trusted is lost, and
+    the set only grows from pass to pass), reported as ``TrustTooLarge``."""
     ident, ns = obs.identity, obs.identity.namespace
     trust = _trust_content(obs, ca, jwt, obs.links)
     if trust.size <= SECRET_DATA_LIMIT:
         return trust
     held = _held_peers(obs.trust)
-    kept = tuple(link for link in obs.links if _link_key(link) in held)
+    kept = [link for link in obs.links if _link_key(link) in held]
+    waiting_links = sorted((link for link in obs.links if _link_key(link) not in held), key=_link_order)
     fitting = _trust_content(obs, ca, jwt, kept)
     if fitting.size > SECRET_DATA_LIMIT:  # even those no longer fit: leave the Secret exactly as it is
         stored = dict(obs.trust.data) if obs.trust is not None else {}
         fitting = TrustContent(stored, {}, fitting.peers_status, *_trusted_in(stored), fitting.checks, write=False)
-    waiting_peers = len(obs.links) - len(kept)
+    elif waiting_links:
+        per_peer = (trust.size - fitting.size) / len(waiting_links)
+        count = min(len(waiting_links), int((SECRET_DATA_LIMIT - fitting.size) / max(per_peer, 1.0)))
+        while count > 0:
+            candidate = _trust_content(obs, ca, jwt, [*kept, *waiting_links[:count]])
+            if candidate.size <= SECRET_DATA_LIMIT:
+                fitting = candidate
+                break
+            count = min(count - 1, int(count * 0.97))
+    trusted = len(fitting.peers_status)
     rendered = sum(len(trust.data.get(t.name, b"")) for t in ident.templates)
     fitting.checks["TrustReady"] = stalled(
         "TrustTooLarge",
         f"Secret {ns}/{names.trust_secret(ident.name)} would need {trust.size:,} bytes for {len(obs.links)} "
         f"peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered); Kubernetes limits a "
-        f"Secret to {SECRET_DATA_LIMIT:,} bytes (1 MiB). {len(kept)} peer(s) already trusted stay trusted, "
-        f"{waiting_peers} wait. Split the peers across several identities, shorten the templates, or leave "
-        "JKS out of spec.keystores.formats")
+        f"Secret to {SECRET_DATA_LIMIT:,} bytes (1 MiB). {trusted} peer(s) are trusted, "
+        f"{len(obs.links) - trusted} wait. Split the peers across several identities, shorten the templates, "
+        "or leave JKS out of spec.keystores.formats")
     return fitting
+
+
+def _link_order(link: PeerLink) -> tuple[str, str, str]:
+    return str(link.peer), link.relationship.namespace, link.relationship.name
 
 
 def _link_key(link: PeerLink) -> tuple[str, str, str]:
@@ -865,7 +880,7 @@ def _trust_content(obs: IdentityObservation, ca: CAMaterial | None, jwt: JwtMate
     peer_keys: dict[str, Mapping[str, str]] = {}
     peers_json: list[dict[str, Any]] = []
     short_names = [link.peer.name for link in links]
-    for link in sorted(links, key=lambda lk: (str(lk.peer), lk.relationship.namespace, lk.relationship.name)):
+    for link in sorted(links, key=_link_order):
         rel, pub = link.relationship, link.publication
         me = IdentityRef(ns, ident.name)
         direction = "both" if rel.initiator is None else ("outbound" if rel.initiator == me else "inbound")
