@@ -471,6 +471,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
                         waiting = [f"{b['kind']} {b['metadata']['name']}: {not_ready_reason(b)[:300]}"
                                    for b in pending][:10]
                         result["stalled"] = len(pending) if stuck else 0
+                        result["seconds_to_stalled"] = round(elapsed, 3) if stuck else None
                         break
                     await asyncio.sleep(opts.poll)
             t_ready = time.monotonic() - t0
