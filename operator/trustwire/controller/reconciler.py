@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trustwire import names
+from trustwire.controller.heap import HeapTrimmer
 from trustwire.controller.leader import LeaderElection
 from trustwire.controller.queue import WorkQueue
 from trustwire.controller.state import State, identity_change, ref_of, relationship_change
@@ -100,6 +101,8 @@ class Controller:
         self.failures = 0
         self.last_error: str | None = None
         self.election: LeaderElection | None = None
+        #: called when the queue goes idle: returns the heap a burst of passes left behind
+        self.trim_heap: Callable[[], object] = HeapTrimmer()
 
     # ==================================================================================
     # Event intake (called from kopf handlers; cheap, synchronous, never raises)
@@ -274,6 +277,8 @@ class Controller:
                 self.reconcile_seconds[stat] = (self.reconcile_seconds.get(stat, 0.0)
                                                 + asyncio.get_running_loop().time() - started)
                 self.queue.done(key)
+                if self.queue.idle:
+                    self.trim_heap()
 
     async def reconcile(self, key: Key) -> None:
         kind, namespace, name = key
