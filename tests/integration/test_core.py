@@ -76,6 +76,7 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
     assert prove_jwt(a, b, audience="pf", now=now).ok
     assert prove_jwt(b, a, audience="pf", now=now).ok
 
+    await cluster.settle()  # Events are posted after the status write the wait saw
     events = {e["reason"] for e in cluster.events(ns_a, "alpha")}
     assert {"CAIssued", "CertificateIssued", "JwtKeyGenerated"} <= events
 

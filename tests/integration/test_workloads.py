@@ -173,6 +173,7 @@ async def test_templates_render_rerender_on_configmap_edit_and_keep_last_good(cl
     message = condition(body, "TemplatesReady")["message"]  # type: ignore[index]
     assert "app.properties" in message and "line 2" in message, message
     assert (await cluster.data("Secret", "team", names.trust_secret("alpha")))["app.properties"] == b"v2 team"
+    await cluster.settle()  # the Event is posted after the status write the wait saw
     events = [e for e in cluster.events("team", "alpha") if e["reason"] == "TemplateError"]
     assert events and "app.properties" in events[0]["message"]
     peers = json.loads((await cluster.data("Secret", "team", names.trust_secret("alpha")))["peers.json"])

@@ -602,7 +602,10 @@ class Controller:
         body = await self.client.get(RELATIONSHIPS, namespace, name)
         shared_name = names.shared_secret(name)
         if body is None:
-            self.state.drop_relationship(key)
+            # Gone before its DELETED event was seen: whoever it named must drop the peer now
+            # (the event, when it comes, finds nothing left to tell them).
+            for ref in self.state.drop_relationship(key):
+                self._enqueue_identity(ref)
             self.statuses.pop(("relationship", namespace, name), None)
             await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
             return
