@@ -659,11 +659,8 @@ class Controller:
                                                   generation=generation)
         if generation is not None:
             new["observedGeneration"] = generation
-        self.statuses[(("identity" if resource is IDENTITIES else "relationship"), namespace, name)] = new
-        patch = merge_patch(dict(old), new)
-        if patch is None:
+        if not await self._store_status(resource, namespace, name, old, new):
             return []
-        await self.client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
         changed = cond.transitions(old.get("conditions"), conditions)
         for c in changed:
             if c.type == "Ready" and c.ok and old.get("conditions"):
@@ -673,6 +670,16 @@ class Controller:
                 # (a peer not published yet, distribution in progress) show in conditions only
                 await self.post_event(body, "Warning", c.reason, f"{c.type}: {c.message}")
         return changed
+
+    async def _store_status(self, resource: Resource, namespace: str, name: str, old: Mapping[str, Any],
+                            new: dict[str, Any]) -> bool:
+        """Remember ``new`` for metrics and write it if it differs from ``old``; True if written."""
+        self.statuses[(("identity" if resource is IDENTITIES else "relationship"), namespace, name)] = new
+        patch = merge_patch(dict(old), new)
+        if patch is None:
+            return False
+        await self.client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
+        return True
 
     async def _report_failure(self, key: Key, exc: Exception) -> None:
         """Best effort: a pass that failed for good says so in Ready/Stalled, so that neither
@@ -692,13 +699,8 @@ class Controller:
             old: Mapping[str, Any] = body.get("status") or {}
             conditions = cond.failed_pass(old.get("conditions"), "Applied", check, now=self.clock(),
                                           generation=(body.get("metadata") or {}).get("generation"))
-            new = {**old, "conditions": conditions}
-            patch = merge_patch(dict(old), new)
-            if patch is None:
-                return
-            await self.client.merge_patch(resource, namespace, name, {"status": patch}, subresource="status")
-            self.statuses[key] = new
-            if check.stalled:
+            written = await self._store_status(resource, namespace, name, old, {**old, "conditions": conditions})
+            if written and check.stalled:
                 await self.post_event(body, "Warning", check.reason, f"Applied: {check.message}")
         except ApiError as report_error:
             log.info("could not report the failed pass on %s/%s: %s", namespace, name, report_error.status)

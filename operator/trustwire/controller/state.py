@@ -65,9 +65,13 @@ def _intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
             meta.get("deletionTimestamp"), meta.get("finalizers"))
 
 
+def _stalled_conditions(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"]
+
+
 def _stalled_reason(status: Mapping[str, Any]) -> str | None:
-    return next((str(c.get("reason")) for c in status.get("conditions") or []
-                 if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"), None)
+    return next((str(c.get("reason")) for c in _stalled_conditions(status)), None)
 
 
 def _distributed(status: Mapping[str, Any]) -> frozenset[str]:
@@ -88,8 +92,7 @@ def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
         "status": {
             "trust": status.get("trust"), "rolledOut": status.get("rolledOut"),
             "peers": [{"relationship": r} for r in sorted(_distributed(status))],
-            "conditions": [c for c in status.get("conditions") or []
-                           if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"],
+            "conditions": _stalled_conditions(status),
         },
     }
 

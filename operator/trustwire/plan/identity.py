@@ -329,10 +329,12 @@ def _jwt_algorithm(identity: ServiceIdentity | None, credentials: StoredObject, 
     """The algorithm a stored JWT key is used with: the spec's, or — for the active key after
     ``spec.jwt.algorithm`` changed — the one it was issued for (``jwt.jwk``), so it keeps
     signing and stays published until its successor in the new algorithm is activated."""
-    wanted: list[pki.JwtAlgorithm | None] = [identity.jwt.algorithm] if identity is not None else []
-    if key_name == "jwt.key" or identity is None:
-        wanted.append(_stored_jwt_algorithm(credentials))
-    return next((a for a in wanted if a is not None and pki.jwt_algorithm_accepts(a, key)), None)
+    if identity is not None and pki.jwt_algorithm_accepts(identity.jwt.algorithm, key):
+        return identity.jwt.algorithm
+    if key_name != "jwt.key" and identity is not None:
+        return None
+    stored = _stored_jwt_algorithm(credentials)  # parsed only when the spec's does not fit
+    return stored if stored is not None and pki.jwt_algorithm_accepts(stored, key) else None
 
 
 def _load_jwt(identity: ServiceIdentity, creds: StoredObject | None,
