@@ -214,10 +214,56 @@ def test_publication_cache_is_forgotten_on_request(state: State) -> None:
     """Peers' material is derived from their Secrets (plan.identity.publication_from_secrets);
     the state only caches it, and forgets it when those Secrets or the spec change."""
     ref = IdentityRef("ns", "alpha")
-    state.publications[ref] = Publication(b"pem", (), {})
-    state.forget_publication(ref)
+    state.publications.fetched(ref, state.publications.epoch(ref), Publication(b"pem", (), {}))
+    assert ref in state.publications
+    state.publications.forget(ref)
     assert ref not in state.publications
-    state.forget_publication(ref)  # forgetting twice is harmless
+    state.publications.forget(ref)  # forgetting twice is harmless
+    state.publications.fetched(ref, state.publications.epoch(ref), None)
+    assert ref in state.publications and state.publications.get(ref) is None  # "nothing yet" is kept too
+
+
+def test_a_fetch_that_raced_a_change_is_not_kept(state: State) -> None:
+    """A reader's fetch began before the peer changed: what it read may already be replaced,
+    so it must not stay cached (the echo of the peer's own write wakes nobody to correct it)."""
+    ref = IdentityRef("ns", "alpha")
+    old, new = Publication(b"old", (), {}), Publication(b"new", (), {})
+    for change in (lambda: state.publications.forget(ref), lambda: state.publications.published(ref, new)):
+        epoch = state.publications.epoch(ref)
+        change()
+        state.publications.fetched(ref, epoch, old)
+        assert state.publications.get(ref) != old
+
+
+@pytest.mark.parametrize(("cached", "published", "readers_told"), [
+    ("missing", "new", True),       # a reader may be mid-fetch: it must look again
+    ("nothing yet", "new", True),   # a reader saw "not published": it waits for this
+    ("old", "new", True),
+    ("new", "new", False),          # e.g. a renewed leaf: peers trust the same CA and keys
+])
+def test_an_own_write_tells_readers_only_when_the_publication_changed(
+        state: State, cached: str, published: str, readers_told: bool) -> None:
+    ref = IdentityRef("ns", "alpha")
+    values = {"nothing yet": None, "old": Publication(b"old", (), {}), "new": Publication(b"new", (), {})}
+    if cached != "missing":
+        state.publications.fetched(ref, state.publications.epoch(ref), values[cached])
+    assert state.publications.published(ref, values[published]) is readers_told
+    assert state.publications.get(ref) == values[published]
+
+
+def test_echo_of_our_own_write_is_recognised_and_nothing_else(state: State) -> None:
+    ours = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"a": "Yg=="},
+            "metadata": {"name": "s", "namespace": "ns", "labels": {"x": "y"}, "resourceVersion": "7"}}
+    assert not state.is_echo("secrets", ours, deleted=False)  # nothing written yet: news
+    state.wrote("secrets", ours)
+    replayed = _with(ours, "metadata.resourceVersion", "8")  # bookkeeping differs, content not
+    assert state.is_echo("secrets", replayed, deleted=False)
+    for path, value in (("data.a", "Yw=="), ("metadata.labels.x", "z"), ("type", "kubernetes.io/tls"),
+                        ("metadata.annotations", {"k": "v"})):
+        assert not state.is_echo("secrets", _with(ours, path, value), deleted=False), path
+    assert not state.is_echo("configmaps", ours, deleted=False)  # another kind, another object
+    assert not state.is_echo("secrets", ours, deleted=True)  # a deletion is always news
+    assert not state.is_echo("secrets", ours, deleted=False)  # and forgets what was written
 
 
 # ======================================================================================
@@ -234,7 +280,7 @@ def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-NOTHING = Change(own=False, relationships=False, peers=False)
+NOTHING = Change(own=False, relationships=frozenset(), peers=False)
 STALLED = [{"type": "Stalled", "status": "True", "reason": "TrustTooLarge"}]
 
 
@@ -247,16 +293,21 @@ STALLED = [{"type": "Stalled", "status": "True", "reason": "TrustTooLarge"}]
         ("metadata.resourceVersion", "999", NOTHING),
         ("metadata.managedFields", [{"manager": "trustwire"}], NOTHING),
         # what relationships read
-        ("status.peers", [{"relationship": "gov/r1"}], Change(own=False, relationships=True, peers=False)),
-        ("status.conditions", STALLED, Change(own=False, relationships=True, peers=False)),
+        ("status.peers", [{"relationship": "gov/r1"}], Change(own=False, relationships=frozenset({"gov/r1"}),
+                                                               peers=False)),  # only the one that came
+        ("status.conditions", STALLED, Change(own=False, relationships=None, peers=False)),  # all
         # what peers read as rotation evidence
-        ("status.trust", {"caFingerprints": ["ab"], "kids": []}, Change(own=False, relationships=False, peers=True)),
-        ("status.rolledOut", False, Change(own=False, relationships=False, peers=True)),
-        # what a user or the finalizer writes: everything
+        ("status.trust", {"caFingerprints": ["ab"], "kids": []},
+         Change(own=False, relationships=frozenset(), peers=True)),
+        ("status.rolledOut", False, Change(own=False, relationships=frozenset(), peers=True)),
+        # what a user writes: everything
         ("spec.dnsNames", ["x.example.com"], EVERYTHING),
         ("metadata.generation", 2, EVERYTHING),
         ("metadata.annotations", {"trustwire.io/rotate": "ca"}, EVERYTHING),
-        ("metadata.finalizers", ["trustwire.io/finalizer"], EVERYTHING),
+        # our finalizer appearing is the echo of the pass that added it; any other change is news
+        ("metadata.finalizers", ["trustwire.io/finalizer"], NOTHING),
+        ("metadata.finalizers", ["example.com/theirs"], EVERYTHING),
+        ("metadata.finalizers", ["example.com/theirs", "trustwire.io/finalizer"], EVERYTHING),
         ("metadata.deletionTimestamp", "2031-01-01T00:00:00Z", EVERYTHING),
     ],
 )

@@ -226,6 +226,42 @@ async def test_lost_response_to_a_workload_patch_does_not_wire_it_twice(
     assert [e["name"] for e in container["env"]].count(names.ENV_DIR) == 1, container
 
 
+async def test_a_pass_that_fails_after_publishing_still_tells_the_peers(
+        faulty: tuple[Cluster, FaultInjector]) -> None:
+    """jobserver's pass writes its CA and credentials, then its trust Secret's create is
+    refused (409). The watch echoes of the two writes that landed wake nobody (they are the
+    operator's own), so the failed pass itself must tell dgc — which had already looked and
+    found nothing published — or dgc waits for a resync (seen under random faults)."""
+    cluster, injector = faulty
+    prefix = names.trust_secret("jobserver").removesuffix("trust")
+    refused: list[str] = []
+    phase = ["withhold"]
+
+    def refuse(request: Any) -> str | None:
+        if str(getattr(request.method, "value", request.method)).upper() != "POST":
+            return None
+        name = str(((request.data or {}).get("metadata") or {}).get("name", ""))
+        if phase[0] == "withhold" and name.startswith(prefix):  # jobserver cannot publish yet
+            return "409"
+        if phase[0] == "trust once" and name == names.trust_secret("jobserver") and not refused:
+            refused.append(name)
+            return "409"
+        return None
+
+    injector.script = refuse
+    injector.enabled = True
+    await cluster.apply(identity("dgc", "gov"))
+    await cluster.apply(identity("jobserver", "jobs", acceptFrom={"namespaces": ["gov"]}))
+    await cluster.apply(relationship("dgc-jobserver", "gov", ("dgc", None), ("jobserver", "jobs")))
+    await cluster.wait_condition("ServiceIdentity", "gov", "dgc", "TrustReady", status="False",
+                                 reason="PeerPending", timeout=30.0)  # dgc looked and found nothing
+    phase[0] = "trust once"
+    await cluster.wait_condition("ServiceIdentity", "jobs", "jobserver", "Ready", timeout=30.0)
+    assert refused, "the fault was not injected"
+    body = await cluster.wait_condition("ServiceIdentity", "gov", "dgc", "Ready", timeout=15.0)
+    assert [p["identity"] for p in body["status"]["peers"]] == ["jobserver"]
+
+
 async def test_a_write_refused_for_good_turns_ready_false_until_a_change_fixes_it(
         faulty: tuple[Cluster, FaultInjector]) -> None:
     """Every PATCH of dgc's trust Secret is refused with 422: the pass cannot finish, so the

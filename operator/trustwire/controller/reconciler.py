@@ -111,7 +111,7 @@ class Controller:
         ref = ref_of(body)
         change = identity_change(self.state.identities.get(ref), None if deleted else body)
         if change.own:
-            self.state.forget_publication(ref)  # issuer and revoked kids come from the spec
+            self.state.publications.forget(ref)  # issuer and revoked kids come from the spec
         before = self.state.peers_of(ref)
         if deleted:
             self.state.drop_identity(ref)
@@ -119,12 +119,13 @@ class Controller:
             self.state.put_identity(body)
         if change.own:
             self._enqueue_identity(ref)
-        if change.relationships:
-            for key in self.state.rel_index.get(ref, set()):
+        for key in self.state.rel_index.get(ref, set()):
+            if change.relationships is None or f"{key[0]}/{key[1]}" in change.relationships:
                 self.queue.add(("relationship", *key))
         if change.peers:
             for peer in before | self.state.peers_of(ref):
-                self._enqueue_identity(peer)
+                if change.own or peer in self.state.awaiting_peers:
+                    self._enqueue_identity(peer)
 
     def observe_relationship(self, body: Mapping[str, Any], deleted: bool) -> None:
         meta = body.get("metadata") or {}
@@ -141,15 +142,21 @@ class Controller:
                 self._enqueue_identity(ref)
 
     def observe_secret(self, body: Mapping[str, Any], deleted: bool) -> None:
-        labels = (body.get("metadata") or {}).get("labels") or {}
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
         if not names.is_managed(labels):
             return
-        namespace = str((body.get("metadata") or {}).get("namespace") or "default")
+        namespace = str(meta.get("namespace") or "default")
+        if labels.get(names.RELATIONSHIP_LABEL):
+            exists = self.state.relationship_secrets.discard if deleted else self.state.relationship_secrets.add
+            exists((namespace, str(meta.get("name"))))
+        if self.state.is_echo(SECRETS.plural, body, deleted):
+            return  # our own write: the pass that made it already told whoever reads it
         if labels.get(names.IDENTITY_LABEL):
             owner = IdentityRef(namespace, labels[names.IDENTITY_LABEL])
             self._enqueue_identity(owner)
             if labels.get(names.ROLE_LABEL) in ("ca", "credentials"):
-                self.state.forget_publication(owner)  # what peers trust comes from these two
+                self.state.publications.forget(owner)  # what peers trust comes from these two
                 for peer in self.state.peers_of(owner):
                     self._enqueue_identity(peer)
         if labels.get(names.RELATIONSHIP_LABEL):
@@ -164,7 +171,8 @@ class Controller:
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         labels = meta.get("labels") or {}
-        if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "public":
+        if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "public" \
+                and not self.state.is_echo(CONFIGMAPS.plural, body, deleted):
             self._enqueue_identity(IdentityRef(namespace, str(labels.get(names.IDENTITY_LABEL))))  # restore edits
         for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
             self._enqueue_identity(ref)
@@ -325,7 +333,12 @@ class Controller:
         rotate = self._rotation_request(meta, handled)
         observation, raw = await self._gather_identity(ident, now, old_status)
         plan = await asyncio.to_thread(plan_identity, observation, rotate=rotate)
-        await self._apply(ident.namespace, plan.objects, raw, owner=body)
+        self._await_evidence(ref, plan, observation)
+        written: dict[str, Mapping[str, Any]] = {}
+        try:
+            await self._apply(ident.namespace, plan.objects, raw, owner=body, written=written)
+        finally:  # also when a later write fails: the echoes of the earlier ones wake nobody
+            self._announce_publication(ident, {**raw, **written}, written)
         checks = dict(plan.checks)
         extra: dict[str, Any] = dict(plan.status)
         workloads_check, workload_status = await self._wire_workloads(ident, plan, old_status)
@@ -414,6 +427,17 @@ class Controller:
             propagation_delay=self.propagation_delay)
         return observation, raw
 
+    def _await_evidence(self, ref: IdentityRef, plan: IdentityPlan, observation: IdentityObservation) -> None:
+        """Peers' status changes (their trust, their rollouts) wake only identities waiting on a
+        rotation gate; the rest never read them. A change that arrived while this pass ran,
+        after it gathered, is caught here — later ones find ``ref`` marked as waiting."""
+        if not plan.awaits_peers:
+            self.state.awaiting_peers.discard(ref)
+            return
+        self.state.awaiting_peers.add(ref)
+        if any(self._peer_state(lk.peer) != observation.peer_states.get(lk.peer) for lk in observation.links):
+            self.queue.add(("identity", ref.namespace, ref.name))
+
     def _peer_state(self, peer: IdentityRef) -> PeerState | None:
         """What the peer reports (in its own status) about the material it holds and runs."""
         body = self.state.identities.get(peer)
@@ -428,16 +452,34 @@ class Controller:
 
     async def _publication(self, peer: IdentityRef) -> Publication | None:
         """The peer's public material from its own managed Secrets (cached until they change)."""
-        publication = self.state.publications.get(peer)
-        if publication is None:
-            ca = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.ca_secret(peer.name)))
-            creds = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace,
-                                                          names.credentials_secret(peer.name)))
-            entry = self.state.entries.get(peer)
-            publication = publication_from_secrets(peer, entry.identity if entry else None, ca, creds)
-            if publication is not None:
-                self.state.publications[peer] = publication
+        if peer in self.state.publications:
+            return self.state.publications.get(peer)
+        epoch = self.state.publications.epoch(peer)
+        ca = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.ca_secret(peer.name)))
+        creds = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.credentials_secret(peer.name)))
+        entry = self.state.entries.get(peer)
+        publication = publication_from_secrets(peer, entry.identity if entry else None, ca, creds)
+        self.state.publications.fetched(peer, epoch, publication)
         return publication
+
+    def _announce_publication(self, ident: ServiceIdentity, bodies: Mapping[str, Mapping[str, Any] | None],
+                              written: Mapping[str, Any]) -> None:
+        """After a pass wrote the identity's CA or credentials Secret: remember what it now
+        publishes and wake its peers if that changed (the watch echo of the write wakes
+        nobody). A renewed leaf publishes nothing new, so its peers are left alone."""
+        ref = IdentityRef(ident.namespace, ident.name)
+        ca_name, creds_name = names.ca_secret(ident.name), names.credentials_secret(ident.name)
+        if ca_name not in written and creds_name not in written:
+            return
+        if ca_name in bodies:
+            changed = self.state.publications.published(ref, publication_from_secrets(
+                ref, ident, _stored(SECRETS, bodies[ca_name]), _stored(SECRETS, bodies.get(creds_name))))
+        else:  # a bring-your-own CA was not gathered (a CA Secret of ours may linger): readers fetch
+            self.state.publications.forget(ref)
+            changed = True
+        if changed:
+            for peer in self.state.peers_of(ref):
+                self._enqueue_identity(peer)
 
     async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:
         if not rel.shared_secret:
@@ -449,24 +491,30 @@ class Controller:
         return stored.data.get("shared.key") or None
 
     async def _apply(self, namespace: str, objects: list[DesiredObject],
-                     raw: Mapping[str, Mapping[str, Any] | None], owner: Mapping[str, Any]) -> None:
+                     raw: Mapping[str, Mapping[str, Any] | None], owner: Mapping[str, Any],
+                     written: dict[str, Mapping[str, Any]]) -> None:
+        """Create what is missing and patch what differs. Adds each write to ``written`` as it
+        lands (the server's answer, by name; also remembered so that its watch echo wakes
+        nobody), so a caller learns what was written even when a later write fails."""
         for desired in objects:
             resource = SECRETS if desired.kind == "Secret" else CONFIGMAPS
             observed = raw.get(desired.name) if desired.name in raw else \
                 await self.client.get(resource, namespace, desired.name)
+            result: Mapping[str, Any] | None = None
             if observed is None:
                 try:
-                    await self.client.create(resource, namespace, object_body(desired, namespace, owner))
+                    result = await self.client.create(resource, namespace, object_body(desired, namespace, owner))
                 except ApiError as exc:
                     if exc.status == 409:
                         raise Retry(f"{desired.kind} {namespace}/{desired.name} appeared meanwhile") from None
                     raise
-                continue
-            if not names.is_managed((observed.get("metadata") or {}).get("labels")):
+            elif not names.is_managed((observed.get("metadata") or {}).get("labels")):
                 continue  # never touch what we do not manage (the plan reports the clash)
-            patch = object_patch(desired, observed)
-            if patch is not None:
-                await self.client.merge_patch(resource, namespace, desired.name, patch)
+            elif (patch := object_patch(desired, observed)) is not None:
+                result = await self.client.merge_patch(resource, namespace, desired.name, patch)
+            if result is not None:
+                self.state.wrote(resource.plural, result)
+                written[desired.name] = result
 
     async def _wire_workloads(self, ident: ServiceIdentity, plan: IdentityPlan, old_status: Mapping[str, Any],
                               ) -> tuple[cond.Check, list[dict[str, Any]]]:
@@ -607,7 +655,7 @@ class Controller:
             for ref in self.state.drop_relationship(key):
                 self._enqueue_identity(ref)
             self.statuses.pop(("relationship", namespace, name), None)
-            await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
+            await self._delete_shared_secret(namespace, name)
             return
         self.state.put_relationship(body)
         record = self.state.relationships[key]
@@ -628,21 +676,33 @@ class Controller:
                     "NameConflict", f"Secret {namespace}/{shared_name} exists and is not managed by trustwire")
             else:
                 desired = shared_secret_object(rel, stored, lambda: secrets.token_bytes(32))
-                await self._apply(namespace, [desired], {shared_name: observed}, owner=body)
+                written: dict[str, Mapping[str, Any]] = {}
+                await self._apply(namespace, [desired], {shared_name: observed}, owner=body, written=written)
+                if written:
+                    self.state.relationship_secrets.add((namespace, shared_name))
+                    for ref in rel.between:  # they deliver it (the write's echo wakes nobody)
+                        self._enqueue_identity(ref)
                 checks["SharedSecretReady"] = cond.passed("Generated", "shared secret delivered to both sides")
         else:
-            await self._delete_managed(SECRETS, namespace, shared_name, names.RELATIONSHIP_LABEL, name)
+            await self._delete_shared_secret(namespace, name)
         if accepted.ok:
             checks["Distributed"] = distribution(rel, self.state.lookup)
         await self._write_status(RELATIONSHIPS, namespace, name, body, checks,
                                  {"identities": [str(r) for r in rel.between]}, now,
                                  ready_message=f"{rel.between[0]} and {rel.between[1]} trust each other")
 
-    async def _delete_managed(self, resource: Resource, namespace: str, name: str, label: str, value: str) -> None:
-        existing = await self.client.get(resource, namespace, name)
+    async def _delete_shared_secret(self, namespace: str, relationship: str) -> None:
+        """Delete the relationship's shared secret if one exists. Known from the Secret watch,
+        so a relationship without one costs no read; one the watch has not delivered yet
+        (just after a start) is deleted by the pass its ADDED event causes."""
+        name = names.shared_secret(relationship)
+        if (namespace, name) not in self.state.relationship_secrets:
+            return
+        existing = await self.client.get(SECRETS, namespace, name)
         labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
-        if existing is not None and names.is_managed(labels) and labels.get(label) == value:
-            await self.client.delete(resource, namespace, name)
+        if existing is not None and names.is_managed(labels) and labels.get(names.RELATIONSHIP_LABEL) == relationship:
+            await self.client.delete(SECRETS, namespace, name)
+
 
     # ==================================================================================
     # Status and events

@@ -1,22 +1,28 @@
 """What the operator remembers between watch events: our own resources and their indexes.
 
-Only objects trustwire owns or reads by contract are kept: ServiceIdentities,
-TrustRelationships and the *public* ConfigMaps peers publish (small; what a star hub
-reads for each of its N peers on every pass). Secrets are never cached — they are read
-fresh when an identity is reconciled, so memory does not grow with the Secrets in a
-cluster and a reconcile never acts on a stale copy of key material.
+Kept: ServiceIdentities (a slim copy), TrustRelationships, each identity's *publication*
+(what peers trust of it, derived from its own Secrets) and, per managed Secret or
+ConfigMap, a digest of what our last write of it left on the server. Secrets themselves
+are never cached — they are read fresh when an identity is reconciled, so memory does not
+grow with the Secrets in a cluster and a reconcile never acts on a stale copy of key
+material.
 
 The indexes answer "who is affected?" for each kind of event: which relationships name an
-identity, which identities wire a workload or render a ConfigMap.
+identity, which identities wire a workload or render a ConfigMap. The write digests answer
+"is this event news?": the watch echo of our own write is not, and waking the writer
+again for it was a third of all passes at scale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from trustwire import names
 from trustwire.model import IdentityRef, SpecError, TrustRelationship, parse_identity, parse_relationship
 from trustwire.plan.identity import Publication
 from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
@@ -48,9 +54,11 @@ class Change:
 
     #: spec or metadata: the object itself must be reconciled
     own: bool = True
-    #: what its relationships read (status.peers, Stalled): they must be reconciled
-    relationships: bool = True
-    #: what its peers read (the spec, status.trust and status.rolledOut as rotation evidence)
+    #: the relationships (``namespace/name``) that must be reconciled: those whose entry in
+    #: status.peers came or went; ``None``: all of them (the spec or ``Stalled`` changed)
+    relationships: frozenset[str] | None = None
+    #: what its peers read (the spec, status.trust and status.rolledOut as rotation evidence);
+    #: with ``own`` False only evidence changed, which only peers waiting on a gate read
     peers: bool = True
 
 
@@ -58,11 +66,22 @@ EVERYTHING = Change()
 
 
 def _intent(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The parts of an object a user (or the operator's finalizer) writes: spec and metadata
-    that carry meaning, not resourceVersion or managedFields."""
+    """The parts of an object a user writes: spec and metadata that carry meaning, not
+    resourceVersion or managedFields (finalizers: :func:`_intent_changed`)."""
     meta = body.get("metadata") or {}
     return (body.get("spec"), meta.get("generation"), meta.get("labels"), meta.get("annotations"),
-            meta.get("deletionTimestamp"), meta.get("finalizers"))
+            meta.get("deletionTimestamp"))
+
+
+def _intent_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether someone changed what the object asks for. Our own finalizer appearing is the
+    echo of the pass that added it — a pass already under way, not news; any other change
+    of the finalizers (ours removed, someone else's) is."""
+    if old is None or new is None or _intent(old) != _intent(new):
+        return True
+    before = list((old.get("metadata") or {}).get("finalizers") or [])
+    after = list((new.get("metadata") or {}).get("finalizers") or [])
+    return before != after and (names.FINALIZER in before or after != [*before, names.FINALIZER])
 
 
 def _stalled_conditions(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -98,21 +117,22 @@ def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def identity_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
-    if old is None or new is None or _intent(old) != _intent(new):
+    if old is None or new is None or _intent_changed(old, new):
         return EVERYTHING
     before, after = old.get("status") or {}, new.get("status") or {}
     return Change(
         own=False,
-        relationships=(_distributed(before), _stalled_reason(before)) != (_distributed(after), _stalled_reason(after)),
+        relationships=None if _stalled_reason(before) != _stalled_reason(after)
+        else _distributed(before) ^ _distributed(after),
         peers=(before.get("trust"), before.get("rolledOut")) != (after.get("trust"), after.get("rolledOut")),
     )
 
 
 def relationship_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
     """A relationship's status is read by nobody; only its spec and metadata matter."""
-    if old is None or new is None or _intent(old) != _intent(new):
+    if old is None or new is None or _intent_changed(old, new):
         return EVERYTHING
-    return Change(own=False, relationships=False, peers=False)
+    return Change(own=False, relationships=frozenset(), peers=False)
 
 
 class State:
@@ -121,7 +141,13 @@ class State:
         self.entries: dict[IdentityRef, IdentityEntry] = {}
         self.relationships: dict[RelKey, RelationshipRecord] = {}
         self.rel_index: dict[IdentityRef, set[RelKey]] = defaultdict(set)
-        self.publications: dict[IdentityRef, Publication] = {}
+        self.publications = PublicationCache()
+        #: (plural, namespace, name) → digest of what our own last write of it returned
+        self.written: dict[tuple[str, str, str], bytes] = {}
+        #: identities whose last pass waits on a rotation gate fed by peers' status
+        self.awaiting_peers: set[IdentityRef] = set()
+        #: (namespace, name) of the managed relationship Secrets (shared secrets) that exist
+        self.relationship_secrets: set[tuple[str, str]] = set()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
@@ -154,6 +180,7 @@ class State:
 
     def drop_identity(self, ref: IdentityRef) -> None:
         self.identities.pop(ref, None)
+        self.awaiting_peers.discard(ref)
         self.entries.pop(ref, None)
         workloads, templates = self._identity_keys.pop(ref, (set(), set()))
         for key in workloads:
@@ -212,6 +239,78 @@ class State:
                 out.add(peer)
         return out
 
-    # ---- publications (derived from an identity's own Secrets; see plan.identity) ---------
-    def forget_publication(self, ref: IdentityRef) -> None:
-        self.publications.pop(ref, None)
+    # ---- our own writes -------------------------------------------------------------------
+    def wrote(self, plural: str, body: Mapping[str, Any]) -> None:
+        """Remember what our write of a Secret or ConfigMap left on the server (its response)."""
+        meta = body.get("metadata") or {}
+        self.written[(plural, str(meta.get("namespace") or "default"), str(meta.get("name")))] = \
+            content_digest(body)
+
+    def is_echo(self, plural: str, body: Mapping[str, Any], deleted: bool) -> bool:
+        """Whether a watch event only reports our own last write of this object, unchanged.
+
+        Any other content — a user's edit, a restart's replay (nothing remembered yet),
+        an older write of ours arriving late — is news, and so is every deletion.
+        """
+        meta = body.get("metadata") or {}
+        key = (plural, str(meta.get("namespace") or "default"), str(meta.get("name")))
+        if deleted:
+            self.written.pop(key, None)
+            return False
+        digest = self.written.get(key)
+        return digest is not None and digest == content_digest(body)
+
+
+def content_digest(body: Mapping[str, Any]) -> bytes:
+    """The parts of a Secret or ConfigMap a pass reads: type, data, labels and annotations
+    (not resourceVersion, managedFields or timestamps, which every write changes)."""
+    meta = body.get("metadata") or {}
+    parts = [body.get("type"), body.get("data"), body.get("binaryData"), meta.get("labels"),
+             meta.get("annotations"), meta.get("deletionTimestamp")]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()[:16]
+
+
+_UNKNOWN = object()
+
+
+class PublicationCache:
+    """Each identity's publication (:func:`trustwire.plan.identity.publication_from_secrets`),
+    kept until its Secrets or spec change; ``None`` (nothing published yet) is kept too.
+
+    Three parties race here: a reader fetching a peer's Secrets, the peer's own pass that
+    has just written them, and a watch event saying someone else changed them. Each change
+    bumps the identity's epoch, and a fetch is kept only if no change happened while it was
+    in flight — otherwise a reader could cache material already replaced, and since the
+    echo of our own write wakes nobody, nothing would correct it before the next resync.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[IdentityRef, Publication | None] = {}
+        self._epochs: dict[IdentityRef, int] = {}
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._known
+
+    def get(self, ref: IdentityRef) -> Publication | None:
+        return self._known.get(ref)
+
+    def epoch(self, ref: IdentityRef) -> int:
+        return self._epochs.get(ref, 0)
+
+    def fetched(self, ref: IdentityRef, epoch: int, publication: Publication | None) -> None:
+        """Keep what a reader fetched, unless it changed since the fetch began (``epoch``)."""
+        if self.epoch(ref) == epoch:
+            self._known[ref] = publication
+
+    def forget(self, ref: IdentityRef) -> None:
+        """Its Secrets or spec changed in a way we did not write: readers fetch again."""
+        self._known.pop(ref, None)
+        self._epochs[ref] = self.epoch(ref) + 1
+
+    def published(self, ref: IdentityRef, publication: Publication | None) -> bool:
+        """The identity's own pass wrote its Secrets: keep what they now publish; True if
+        that differs from what readers may have seen (they must look again)."""
+        changed = self._known.get(ref, _UNKNOWN) != publication
+        self._known[ref] = publication
+        self._epochs[ref] = self.epoch(ref) + 1
+        return changed

@@ -150,6 +150,8 @@ class IdentityPlan:
     mounted: dict[str, bytes]
     #: conditions outside the Ready summary (``Rotating``: reason = phase)
     extra_conditions: list[Condition] = dataclasses.field(default_factory=list)
+    #: a rotation gate waits for what peers report in their status (their trust, rollouts)
+    awaits_peers: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -774,7 +776,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None) -> Ide
                          "; ".join(phases + [g.message for g in rotation_waits.values()]))
     future = [d for d in deadlines if d > now]
     wake_at = max(min(future), now + MIN_WAKE) if future else None
-    return IdentityPlan(objects, checks, status, events, wake_at, mounted, [rotating])
+    return IdentityPlan(objects, checks, status, events, wake_at, mounted, [rotating],
+                        awaits_peers=bool(rotation_waits.keys() & {"ca", "jwt"}))
 
 
 @dataclasses.dataclass
