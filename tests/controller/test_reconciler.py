@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from trustwire import names
 from trustwire.controller.reconciler import Controller
 from trustwire.emulator import running_emulator
-from trustwire.k8s.client import RELATIONSHIPS, ApiConfig, Client
+from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client
 from trustwire.model import IdentityRef
 
 Factory = Callable[..., dict[str, Any]]
@@ -40,3 +41,99 @@ async def test_a_relationship_gone_before_its_delete_event_still_wakes_both_iden
             controller.queue.done(key)
         assert {("identity", "team", "alpha"), ("identity", "team", "beta")} <= queued
         assert controller.state.relationships_of(IdentityRef("team", "alpha")) == []
+
+
+async def _drain(controller: Controller) -> set[tuple[str, str, str]]:
+    queued: set[tuple[str, str, str]] = set()
+    while not controller.queue.idle:
+        key = await controller.queue.get()
+        queued.add(key)
+        controller.queue.done(key)
+    return queued
+
+
+async def test_the_echo_of_an_own_write_wakes_nobody_and_an_edit_wakes_the_owner_and_peers(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """A pass's own writes come back as watch events; re-running the writer (and, for its CA
+    and credentials, every peer) for each was a third of all passes at scale. The pass tells
+    peers itself when what it publishes changed; anyone else's change is still news."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = Controller(client)
+        for name in ("alpha", "beta"):
+            body = identity_body(name, "team")
+            await client.create(IDENTITIES, "team", body)
+            controller.observe_identity(body, deleted=False)
+        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
+        await client.create(RELATIONSHIPS, "team", rel)
+        controller.observe_relationship(rel, deleted=False)
+        await _drain(controller)
+
+        await controller.reconcile(("identity", "team", "beta"))  # beta looks: alpha has published nothing
+        assert controller.state.publications.get(IdentityRef("team", "alpha")) is None
+        await controller.reconcile(("identity", "team", "alpha"))  # alpha issues and publishes
+        assert await _drain(controller) == {("identity", "team", "beta")}  # told by alpha's pass
+
+        alpha = names.credentials_secret("alpha")
+        for secret in (names.ca_secret("alpha"), alpha, names.trust_secret("alpha")):
+            echo = await client.get(SECRETS, "team", secret)
+            assert echo is not None
+            controller.observe_secret(echo, deleted=False)
+        assert await _drain(controller) == set()
+
+        edited = await client.merge_patch(SECRETS, "team", alpha, {"data": {"jwt.kid": "ZWRpdGVk"}})
+        assert edited is not None
+        controller.observe_secret(edited, deleted=False)
+        assert await _drain(controller) == {("identity", "team", "alpha"), ("identity", "team", "beta")}
+        assert IdentityRef("team", "alpha") not in controller.state.publications  # refetched by beta
+
+
+async def test_peers_status_wakes_only_an_identity_waiting_on_a_rotation_gate(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """What peers report in status (their trust, their rollouts) is read only by a rotation
+    gate; an identity not waiting on one is not reconciled again for it."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = Controller(client)
+        for name in ("alpha", "beta"):
+            body = identity_body(name, "team")
+            await client.create(IDENTITIES, "team", body)
+            controller.observe_identity(body, deleted=False)
+        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
+        controller.observe_relationship(rel, deleted=False)
+        await _drain(controller)
+        beta = await client.get(IDENTITIES, "team", "beta")
+        assert beta is not None
+        news = {**beta, "status": {"trust": {"caFingerprints": ["ab" * 32], "kids": []}}}
+
+        controller.observe_identity(news, deleted=False)
+        assert await _drain(controller) == set()
+
+        controller.state.awaiting_peers.add(IdentityRef("team", "alpha"))  # as a Distributing pass leaves it
+        controller.observe_identity({**beta, "status": {"trust": {"caFingerprints": [], "kids": ["k"]}}},
+                                    deleted=False)
+        assert await _drain(controller) == {("identity", "team", "alpha")}
+
+
+async def test_a_shared_secret_is_deleted_once_the_watch_has_shown_it(
+        relationship_body: Factory) -> None:
+    """A relationship without a shared secret does not read one on every pass; a leftover
+    one (the feature was switched off) is deleted by the pass its watch event causes."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = Controller(client)
+        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
+        await client.create(RELATIONSHIPS, "team", rel)
+        controller.observe_relationship(rel, deleted=False)
+        leftover = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"shared.key": "eHg="},
+                    "metadata": {"name": names.shared_secret("ab"), "namespace": "team",
+                                 "labels": {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: "ab"}}}
+        await client.create(SECRETS, "team", leftover)
+        await _drain(controller)
+        before = client.counts["get"]
+
+        await controller.reconcile(("relationship", "team", "ab"))
+        assert client.counts["get"] == before + 1  # the relationship itself, no Secret read
+        assert await client.get(SECRETS, "team", names.shared_secret("ab")) is not None
+
+        controller.observe_secret(leftover, deleted=False)  # its ADDED event
+        assert await _drain(controller) == {("relationship", "team", "ab")}
+        await controller.reconcile(("relationship", "team", "ab"))
+        assert await client.get(SECRETS, "team", names.shared_secret("ab")) is None
