@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 
+import kopf
+
 from trustwire.controller.reconciler import Controller
-from trustwire.handlers import build_registry
+from trustwire.handlers import NoDiffBase, build_registry
 from trustwire.k8s.client import ApiConfig, Client
 
 
@@ -22,3 +24,19 @@ def test_watch_and_probe_handlers_run_on_the_event_loop() -> None:
     assert len(watching) == 7 and len(probes) == 1  # identities, relationships, secrets, configmaps, 3 workload kinds
     threaded = [h.id for h in [*watching, *probes] if not inspect.iscoroutinefunction(h.fn)]
     assert threaded == []
+
+
+def test_without_change_detecting_handlers_kopf_builds_no_diff_base() -> None:
+    """kopf's diff base serves only change-detecting (create/update/resume) and daemon
+    handlers; with none registered, the operator's settings skip building one per event."""
+    config = ApiConfig(server="http://127.0.0.1:1")
+    registry = build_registry(Controller(Client(config)), config)
+    assert registry._changing.get_all_handlers() == [] and registry._spawning.get_all_handlers() == []
+    settings = kopf.OperatorSettings()
+    for handler in registry._activities.get_all_handlers():
+        if handler.id.endswith("startup"):
+            handler.fn(settings=settings)
+    storage = settings.persistence.diffbase_storage
+    assert isinstance(storage, NoDiffBase)
+    body = kopf.Body({"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "dg=="}})
+    assert storage.build(body=body) == {} and storage.fetch(body=body) is None

@@ -70,6 +70,7 @@ async def test_the_echo_of_an_own_write_wakes_nobody_and_an_edit_wakes_the_owner
 
         await controller.reconcile(("identity", "team", "beta"))  # beta looks: alpha has published nothing
         assert controller.state.publications.get(IdentityRef("team", "alpha")) is None
+        assert await _drain(controller) == {("identity", "team", "alpha")}  # beta published: alpha is told
         await controller.reconcile(("identity", "team", "alpha"))  # alpha issues and publishes
         assert await _drain(controller) == {("identity", "team", "beta")}  # told by alpha's pass
 

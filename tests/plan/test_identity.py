@@ -20,6 +20,8 @@ import jks
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jwcrypto.jwk import JWK
 
 from trustwire import names, pki
@@ -43,6 +45,7 @@ from trustwire.plan.identity import (
     PeerLink,
     Publication,
     StoredObject,
+    _json,
     ca_renewal_time,
     plan_identity,
     publication_from_secrets,
@@ -1828,3 +1831,31 @@ def test_pending_peers_are_summarized_not_listed(
     check = plan_identity(observe(ident, now, links=links)).checks["TrustReady"]
     assert check.reason == "PeerPending"
     assert check.message.count("has not published") == 5 and check.message.endswith("; and 35 more")
+
+
+# ======================================================================================
+# The files' JSON: byte for byte what json.dumps(indent=2, sort_keys=True) writes
+# ======================================================================================
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
+    | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_json_files_are_what_the_standard_library_writes(value: Any) -> None:
+    """Stored files must not change bytes between versions (a change rolls every pod):
+    the fast writer must agree with json.dumps on everything, deferring what it does not write."""
+    assert _json(value) == (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+@pytest.mark.parametrize("value", [{1: "a"}, {"a": {2.5: "b"}}, [float("nan")], {"k": float("inf")}])
+def test_json_files_leave_unusual_values_to_the_standard_library(value: Any) -> None:
+    assert _json(value) == (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def test_json_files_refuse_what_json_refuses() -> None:
+    with pytest.raises(TypeError):
+        _json({"a": object()})

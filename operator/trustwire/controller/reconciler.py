@@ -464,22 +464,19 @@ class Controller:
 
     def _announce_publication(self, ident: ServiceIdentity, bodies: Mapping[str, Mapping[str, Any] | None],
                               written: Mapping[str, Any]) -> None:
-        """After a pass wrote the identity's CA or credentials Secret: remember what it now
-        publishes and wake its peers if that changed (the watch echo of the write wakes
-        nobody). A renewed leaf publishes nothing new, so its peers are left alone."""
+        """After a pass wrote the identity's CA or credentials Secret: unless readers already
+        hold what they now publish (a renewed leaf publishes nothing new), make them fetch it
+        again and wake them — the watch echo of the write wakes nobody."""
         ref = IdentityRef(ident.namespace, ident.name)
         ca_name, creds_name = names.ca_secret(ident.name), names.credentials_secret(ident.name)
         if ca_name not in written and creds_name not in written:
             return
-        if ca_name in bodies:
-            changed = self.state.publications.published(ref, publication_from_secrets(
-                ref, ident, _stored(SECRETS, bodies[ca_name]), _stored(SECRETS, bodies.get(creds_name))))
-        else:  # a bring-your-own CA was not gathered (a CA Secret of ours may linger): readers fetch
-            self.state.publications.forget(ref)
-            changed = True
-        if changed:
-            for peer in self.state.peers_of(ref):
-                self._enqueue_identity(peer)
+        if ca_name in bodies and self.state.publications.unchanged(ref, publication_from_secrets(
+                ref, ident, _stored(SECRETS, bodies[ca_name]), _stored(SECRETS, bodies.get(creds_name)))):
+            return  # (a bring-your-own CA was not gathered: a CA Secret of ours may linger, so fetch)
+        self.state.publications.forget(ref)
+        for peer in self.state.peers_of(ref):
+            self._enqueue_identity(peer)
 
     async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:
         if not rel.shared_secret:

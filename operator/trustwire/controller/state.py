@@ -155,6 +155,14 @@ class State:
     # ---- identities ----------------------------------------------------------------------
     def put_identity(self, body: Mapping[str, Any]) -> IdentityRef:
         ref = ref_of(body)
+        known, entry = self.identities.get(ref), self.entries.get(ref)
+        if known is not None and entry is not None and not _intent_changed(known, body):
+            # a status echo (most events): the parsed spec and the indexes stand
+            status = body.get("status") or {}
+            self.identities[ref] = remembered(body)
+            self.entries[ref] = dataclasses.replace(entry, distributed=_distributed(status),
+                                                    stalled_reason=_stalled_reason(status))
+            return ref
         self.drop_identity(ref)
         self.identities[ref] = remembered(body)
         meta = body.get("metadata") or {}
@@ -279,9 +287,11 @@ class PublicationCache:
 
     Three parties race here: a reader fetching a peer's Secrets, the peer's own pass that
     has just written them, and a watch event saying someone else changed them. Each change
-    bumps the identity's epoch, and a fetch is kept only if no change happened while it was
-    in flight — otherwise a reader could cache material already replaced, and since the
-    echo of our own write wakes nobody, nothing would correct it before the next resync.
+    forgets and bumps the identity's epoch, and a fetch is kept only if no change happened
+    while it was in flight — otherwise a reader could cache material already replaced, and
+    since the echo of our own write wakes nobody, nothing would correct it before the next
+    resync. The writer never stores what it computed: its view (what it read at the start
+    of its pass, plus what it wrote) may already be older than what a reader fetched.
     """
 
     def __init__(self) -> None:
@@ -307,10 +317,6 @@ class PublicationCache:
         self._known.pop(ref, None)
         self._epochs[ref] = self.epoch(ref) + 1
 
-    def published(self, ref: IdentityRef, publication: Publication | None) -> bool:
-        """The identity's own pass wrote its Secrets: keep what they now publish; True if
-        that differs from what readers may have seen (they must look again)."""
-        changed = self._known.get(ref, _UNKNOWN) != publication
-        self._known[ref] = publication
-        self._epochs[ref] = self.epoch(ref) + 1
-        return changed
+    def unchanged(self, ref: IdentityRef, publication: Publication | None) -> bool:
+        """Whether readers already hold exactly ``publication`` (say, after a leaf renewal)."""
+        return self._known.get(ref, _UNKNOWN) == publication

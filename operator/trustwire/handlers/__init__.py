@@ -35,6 +35,21 @@ def _object(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return obj if isinstance(obj, Mapping) else {}
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base is for change-detecting handlers, which we do not have (see above):
+    it is never stored, yet kopf builds one for every watch event — a deep copy of every
+    watched body, Secrets included (~3 % of the operator's CPU at 1,000 identities)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def build_registry(controller: Controller, config: ApiConfig, *,
                    configure: Callable[[kopf.OperatorSettings], None] | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
@@ -50,6 +65,7 @@ def build_registry(controller: Controller, config: ApiConfig, *,
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors["v1", "secrets"] = names.MANAGED_SELECTOR
         settings.posting.enabled = False  # our Events are deliberate; kopf's log-events could echo payloads
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.chunk_size = LIST_PAGE_SIZE  # a paginated first LIST, not all Secrets at once
