@@ -471,8 +471,9 @@ class Controller:
         ca_name, creds_name = names.ca_secret(ident.name), names.credentials_secret(ident.name)
         if ca_name not in written and creds_name not in written:
             return
-        if ca_name in bodies and self.state.publications.unchanged(ref, publication_from_secrets(
-                ref, ident, _stored(SECRETS, bodies[ca_name]), _stored(SECRETS, bodies.get(creds_name)))):
+        if ca_name in bodies and ref in self.state.publications and self.state.publications.unchanged(
+                ref, publication_from_secrets(ref, ident, _stored(SECRETS, bodies[ca_name]),
+                                              _stored(SECRETS, bodies.get(creds_name)))):
             return  # (a bring-your-own CA was not gathered: a CA Secret of ours may linger, so fetch)
         self.state.publications.forget(ref)
         for peer in self.state.peers_of(ref):
