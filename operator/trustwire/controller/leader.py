@@ -9,6 +9,13 @@ moment the Lease is lost.
 Every change to the Lease is an RFC 6902 JSON patch whose ``test`` ops pin the holder and
 renew time we read, so two replicas racing for an expired Lease cannot both win — on a
 real API server and in the emulator alike (neither needs ``resourceVersion`` for this).
+
+Expiry is judged like client-go does, without comparing clocks across machines: a
+Lease is expired when *this* replica has seen the same holder and renew time for a full
+lease duration on its own monotonic clock. (``renewTime`` is written for people and
+tools; a replica whose wall clock is an hour off must neither steal a live Lease nor
+hold on to a dead one.) So a new replica waits one lease duration before taking over
+an abandoned Lease, and a graceful stop hands over at once by clearing the holder.
 """
 
 from __future__ import annotations
@@ -17,12 +24,12 @@ import asyncio
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from trustwire.k8s.client import LEASES, ApiError, Client
-from trustwire.plan.identity import parse_time
 
 log = logging.getLogger("trustwire.leader")
 
@@ -38,12 +45,17 @@ def default_identity() -> str:
 class LeaderElection:
     def __init__(self, client: Client, *, namespace: str, name: str = "trustwire", identity: str | None = None,
                  lease_seconds: float = 15.0, renew_seconds: float = 5.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.namespace, self.name = namespace, name
         self.identity = identity or default_identity()
         self.lease_seconds, self.renew_seconds = lease_seconds, renew_seconds
         self.clock = clock
+        self.monotonic = monotonic
+        #: the (holder, renewTime) last seen on the Lease, and when (monotonic) it was first seen
+        self._seen: tuple[Any, Any] | None = None
+        self._seen_at = 0.0
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
         self.transitions = 0
@@ -69,7 +81,7 @@ class LeaderElection:
             self._set(False)
 
     async def release(self) -> None:
-        """Give the Lease up (renewTime in the past) if we still hold it; best effort.
+        """Give the Lease up (no holder) if we still hold it; best effort.
 
         Called by the runtime on a graceful stop, after the workers stopped, so a rolling
         update hands over at once instead of after a full lease duration."""
@@ -80,7 +92,8 @@ class LeaderElection:
             if spec.get("holderIdentity") != self.identity:
                 return
             ops = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
-                   {"op": "add", "path": "/spec/renewTime", "value": _micro(datetime(2000, 1, 1, tzinfo=UTC))}]
+                   {"op": "add", "path": "/spec/holderIdentity", "value": ""},
+                   {"op": "add", "path": "/spec/renewTime", "value": _micro(self.clock())}]
             async with asyncio.timeout(2):
                 await self.client.json_patch(LEASES, self.namespace, self.name, ops)
             log.info("%s released lease %s/%s", self.identity, self.namespace, self.name)
@@ -115,9 +128,10 @@ class LeaderElection:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = parse_time(spec.get("renewTime"))
+        if (holder, spec.get("renewTime")) != self._seen:
+            self._seen, self._seen_at = (holder, spec.get("renewTime")), self.monotonic()
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
-        expired = renewed is None or now >= renewed + timedelta(seconds=duration)
+        expired = not holder or self.monotonic() >= self._seen_at + duration
         if holder != self.identity and not expired:
             return False
         acquire = holder != self.identity
