@@ -8,6 +8,7 @@ loop's own thread, so every watch and probe handler must be a coroutine function
 from __future__ import annotations
 
 import inspect
+from typing import Any, cast
 
 import kopf
 
@@ -35,8 +36,9 @@ def test_without_change_detecting_handlers_kopf_builds_no_diff_base() -> None:
     settings = kopf.OperatorSettings()
     for handler in registry._activities.get_all_handlers():
         if handler.id.endswith("startup"):
-            handler.fn(settings=settings)
+            startup: Any = handler.fn  # kopf passes many more kwargs; ours takes **_
+            startup(settings=settings)
     storage = settings.persistence.diffbase_storage
     assert isinstance(storage, NoDiffBase)
-    body = kopf.Body({"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "dg=="}})
+    body = kopf.Body(cast(kopf.RawBody, {"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "dg=="}}))
     assert storage.build(body=body) == {} and storage.fetch(body=body) is None

@@ -10,6 +10,10 @@ identity trusting it), queues those keys, and a few workers reconcile them:
 3. :meth:`Controller._apply` — create what is missing, patch what differs, nothing else;
 4. status written only when it changed, Events only for issuance and transitions.
 
+Most watch events are echoes of the operator's own writes; those wake nobody (the pass
+that wrote tells whoever reads what changed), so a pass runs for news only — README,
+"Who a watch event wakes".
+
 Writes follow the object order of the plan (CA before leaf before publication before
 trust) so a crash between two writes always leaves a state the next pass adopts rather
 than re-issues. A 409 on create means another writer got there first: the key is
@@ -700,7 +704,6 @@ class Controller:
         labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
         if existing is not None and names.is_managed(labels) and labels.get(names.RELATIONSHIP_LABEL) == relationship:
             await self.client.delete(SECRETS, namespace, name)
-
 
     # ==================================================================================
     # Status and events
