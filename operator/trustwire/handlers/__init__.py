@@ -71,6 +71,10 @@ def build_registry(controller: Controller, config: ApiConfig, *,
         settings.watching.chunk_size = LIST_PAGE_SIZE  # a paginated first LIST, not all Secrets at once
         settings.networking.error_backoffs = [1, 2, 5, 10]
         settings.queueing.exit_timeout = 0.5  # our handlers are instant; do not hold up shutdown
+        # kopf keeps a worker task per object alive this long after its last event (default
+        # 5 s): after a start-up replay that is one idle task per watched object at once, and
+        # the memory they pinned stayed fragmented (docs/benchmarks.md, finding 3).
+        settings.batching.idle_timeout = 0.5
         if configure is not None:
             configure(settings)
 
