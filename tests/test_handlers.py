@@ -38,6 +38,7 @@ def test_without_change_detecting_handlers_kopf_builds_no_diff_base() -> None:
         if handler.id.endswith("startup"):
             startup: Any = handler.fn  # kopf passes many more kwargs; ours takes **_
             startup(settings=settings)
+    assert settings.queueing.idle_timeout <= 1.0  # per-object workers do not outlive their burst (memory)
     storage = settings.persistence.diffbase_storage
     assert isinstance(storage, NoDiffBase)
     body = kopf.Body(cast(kopf.RawBody, {"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "dg=="}}))

@@ -74,7 +74,7 @@ def build_registry(controller: Controller, config: ApiConfig, *,
         # kopf keeps a worker task per object alive this long after its last event (default
         # 5 s): after a start-up replay that is one idle task per watched object at once, and
         # the memory they pinned stayed fragmented (docs/benchmarks.md, finding 3).
-        settings.batching.idle_timeout = 0.5
+        settings.queueing.idle_timeout = 0.5
         if configure is not None:
             configure(settings)
 
