@@ -15,34 +15,6 @@ from trustwire.model import IdentityRef
 Factory = Callable[..., dict[str, Any]]
 
 
-async def test_a_relationship_gone_before_its_delete_event_still_wakes_both_identities(
-        identity_body: Factory, relationship_body: Factory) -> None:
-    """The pass finds the relationship deleted before the DELETED event was processed: it
-    must tell both identities to drop the peer, because the event will find nothing left
-    in the cache to tell them (seen as a trust Secret that kept a deleted peer)."""
-    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
-        controller = Controller(client)
-        for name in ("alpha", "beta"):
-            controller.observe_identity(identity_body(name, "team"), deleted=False)
-        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
-        await client.create(RELATIONSHIPS, "team", rel)
-        controller.observe_relationship(rel, deleted=False)
-        while not controller.queue.idle:  # drain what the events queued
-            controller.queue.done(await controller.queue.get())
-        await client.delete(RELATIONSHIPS, "team", "ab")
-
-        await controller.reconcile(("relationship", "team", "ab"))
-        controller.observe_relationship(rel, deleted=True)  # the DELETED event, late
-
-        queued: set[tuple[str, str, str]] = set()
-        while not controller.queue.idle:
-            key = await controller.queue.get()
-            queued.add(key)
-            controller.queue.done(key)
-        assert {("identity", "team", "alpha"), ("identity", "team", "beta")} <= queued
-        assert controller.state.relationships_of(IdentityRef("team", "alpha")) == []
-
-
 async def _drain(controller: Controller) -> set[tuple[str, str, str]]:
     queued: set[tuple[str, str, str]] = set()
     while not controller.queue.idle:
@@ -52,21 +24,47 @@ async def _drain(controller: Controller) -> set[tuple[str, str, str]]:
     return queued
 
 
+async def _alpha_and_beta(client: Client, identity_body: Factory, relationship_body: Factory) -> Controller:
+    """A controller that has seen identities team/alpha and team/beta and relationship ab
+    between them (all three stored in the emulator), with the passes their events queued
+    taken off the queue unrun."""
+    controller = Controller(client)
+    for name in ("alpha", "beta"):
+        body = identity_body(name, "team")
+        await client.create(IDENTITIES, "team", body)
+        controller.observe_identity(body, deleted=False)
+    rel = relationship_body("alpha", "beta", name="ab", namespace="team")
+    await client.create(RELATIONSHIPS, "team", rel)
+    controller.observe_relationship(rel, deleted=False)
+    await _drain(controller)
+    return controller
+
+
+async def test_a_relationship_gone_before_its_delete_event_still_wakes_both_identities(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """The pass finds the relationship deleted before the DELETED event was processed: it
+    must tell both identities to drop the peer, because the event will find nothing left
+    in the cache to tell them (seen as a trust Secret that kept a deleted peer)."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = await _alpha_and_beta(client, identity_body, relationship_body)
+        rel = await client.get(RELATIONSHIPS, "team", "ab")
+        assert rel is not None
+        await client.delete(RELATIONSHIPS, "team", "ab")
+
+        await controller.reconcile(("relationship", "team", "ab"))
+        controller.observe_relationship(rel, deleted=True)  # the DELETED event, late
+
+        assert {("identity", "team", "alpha"), ("identity", "team", "beta")} <= await _drain(controller)
+        assert controller.state.relationships_of(IdentityRef("team", "alpha")) == []
+
+
 async def test_the_echo_of_an_own_write_wakes_nobody_and_an_edit_wakes_the_owner_and_peers(
         identity_body: Factory, relationship_body: Factory) -> None:
     """A pass's own writes come back as watch events; re-running the writer (and, for its CA
     and credentials, every peer) for each was a third of all passes at scale. The pass tells
     peers itself when what it publishes changed; anyone else's change is still news."""
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
-        controller = Controller(client)
-        for name in ("alpha", "beta"):
-            body = identity_body(name, "team")
-            await client.create(IDENTITIES, "team", body)
-            controller.observe_identity(body, deleted=False)
-        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
-        await client.create(RELATIONSHIPS, "team", rel)
-        controller.observe_relationship(rel, deleted=False)
-        await _drain(controller)
+        controller = await _alpha_and_beta(client, identity_body, relationship_body)
 
         await controller.reconcile(("identity", "team", "beta"))  # beta looks: alpha has published nothing
         assert controller.state.publications.get(IdentityRef("team", "alpha")) is None
@@ -93,14 +91,7 @@ async def test_peers_status_wakes_only_an_identity_waiting_on_a_rotation_gate(
     """What peers report in status (their trust, their rollouts) is read only by a rotation
     gate; an identity not waiting on one is not reconciled again for it."""
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
-        controller = Controller(client)
-        for name in ("alpha", "beta"):
-            body = identity_body(name, "team")
-            await client.create(IDENTITIES, "team", body)
-            controller.observe_identity(body, deleted=False)
-        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
-        controller.observe_relationship(rel, deleted=False)
-        await _drain(controller)
+        controller = await _alpha_and_beta(client, identity_body, relationship_body)
         beta = await client.get(IDENTITIES, "team", "beta")
         assert beta is not None
         news = {**beta, "status": {"trust": {"caFingerprints": ["ab" * 32], "kids": []}}}

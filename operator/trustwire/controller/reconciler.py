@@ -159,10 +159,8 @@ class Controller:
         if labels.get(names.IDENTITY_LABEL):
             owner = IdentityRef(namespace, labels[names.IDENTITY_LABEL])
             self._enqueue_identity(owner)
-            if labels.get(names.ROLE_LABEL) in ("ca", "credentials"):
-                self.state.publications.forget(owner)  # what peers trust comes from these two
-                for peer in self.state.peers_of(owner):
-                    self._enqueue_identity(peer)
+            if labels.get(names.ROLE_LABEL) in ("ca", "credentials"):  # what peers trust comes from these two
+                self._republished(owner)
         if labels.get(names.RELATIONSHIP_LABEL):
             key = (namespace, labels[names.RELATIONSHIP_LABEL])
             self.queue.add(("relationship", *key))
@@ -479,6 +477,10 @@ class Controller:
                 ref, publication_from_secrets(ref, ident, _stored(SECRETS, bodies[ca_name]),
                                               _stored(SECRETS, bodies.get(creds_name)))):
             return  # (a bring-your-own CA was not gathered: a CA Secret of ours may linger, so fetch)
+        self._republished(ref)
+
+    def _republished(self, ref: IdentityRef) -> None:
+        """What ``ref`` publishes may have changed: its peers fetch it again, and look."""
         self.state.publications.forget(ref)
         for peer in self.state.peers_of(ref):
             self._enqueue_identity(peer)

@@ -250,9 +250,7 @@ class State:
     # ---- our own writes -------------------------------------------------------------------
     def wrote(self, plural: str, body: Mapping[str, Any]) -> None:
         """Remember what our write of a Secret or ConfigMap left on the server (its response)."""
-        meta = body.get("metadata") or {}
-        self.written[(plural, str(meta.get("namespace") or "default"), str(meta.get("name")))] = \
-            content_digest(body)
+        self.written[_written_key(plural, body)] = content_digest(body)
 
     def is_echo(self, plural: str, body: Mapping[str, Any], deleted: bool) -> bool:
         """Whether a watch event only reports our own last write of this object, unchanged.
@@ -260,13 +258,17 @@ class State:
         Any other content — a user's edit, a restart's replay (nothing remembered yet),
         an older write of ours arriving late — is news, and so is every deletion.
         """
-        meta = body.get("metadata") or {}
-        key = (plural, str(meta.get("namespace") or "default"), str(meta.get("name")))
+        key = _written_key(plural, body)
         if deleted:
             self.written.pop(key, None)
             return False
         digest = self.written.get(key)
         return digest is not None and digest == content_digest(body)
+
+
+def _written_key(plural: str, body: Mapping[str, Any]) -> tuple[str, str, str]:
+    ref = ref_of(body)
+    return plural, ref.namespace, ref.name
 
 
 def content_digest(body: Mapping[str, Any]) -> bytes:
