@@ -354,3 +354,18 @@ def test_accessors_on_a_certificate_without_extensions(key_for: KeyFactory) -> N
 def test_arbitrary_bytes_only_raise_pkierror(data: bytes) -> None:
     with pytest.raises(PKIError):
         load_certificates(data)
+
+
+def test_load_certificates_refuses_a_certificate_that_only_fails_when_read(key_for: KeyFactory) -> None:
+    """cryptography decodes a certificate's names lazily: one whose subject is garbled (here
+    a byte of the CN's UTF8String flipped into invalid UTF-8) loads, then raises ValueError from
+    whichever check reads it first — seen as the planner crashing on a garbled CA Secret
+    (tests/test_fuzz.py). It must be refused at load, like any other bad certificate."""
+    cert = create_ca(key_for(KeyAlgorithm.ECDSAP256), common_name="dgc", now=NOW, lifetime=CA_LIFETIME)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    utf8 = b"\x0c\x03dgc"
+    assert utf8 in der
+    body = base64.encodebytes(der.replace(utf8, b"\x0c\x03d\xa7c"))
+    pem = b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(PKIError, match="cannot be decoded"):
+        load_certificates(pem)

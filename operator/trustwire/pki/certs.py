@@ -278,6 +278,11 @@ def load_certificates(pem: bytes) -> list[x509.Certificate]:
         raise PKIError("data is not a valid PEM certificate bundle") from None
     if not certs:  # pragma: no cover - cryptography already raises on an empty bundle
         raise PKIError("no certificate found in PEM data")
+    for cert in certs:
+        try:  # cryptography decodes names, extensions and the key only when first asked: ask now
+            cert.subject, cert.issuer, cert.extensions, cert.public_key()
+        except (ValueError, x509.DuplicateExtension, UnsupportedAlgorithm):
+            raise PKIError("data holds a certificate whose names, extensions or key cannot be decoded") from None
     return certs
 
 
