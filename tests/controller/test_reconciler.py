@@ -3,6 +3,8 @@ orderings of watch events and passes that a running operator only hits under loa
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +86,33 @@ async def test_the_echo_of_an_own_write_wakes_nobody_and_an_edit_wakes_the_owner
         controller.observe_secret(edited, deleted=False)
         assert await _drain(controller) == {("identity", "team", "alpha"), ("identity", "team", "beta")}
         assert IdentityRef("team", "alpha") not in controller.state.publications  # refetched by beta
+
+
+async def test_two_fetches_that_disagree_on_a_publication_make_every_reader_look_again(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """Seen at 1,000 identities: two readers fetched a peer while its first pass was writing.
+    One read "nothing published yet", the other (landing second) the finished material and
+    cached it; the peer's pass then found its readers "already holding" what it publishes
+    and told nobody — the first reader kept the peer out of its trust until a resync.
+    Here beta is fully published, one fetch is in flight and another fetch of the same
+    epoch lands first with "nothing yet": the disagreement must wake every reader."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = await _alpha_and_beta(client, identity_body, relationship_body)
+        beta = IdentityRef("team", "beta")
+        await controller.reconcile(("identity", "team", "beta"))  # beta issues and publishes
+        await _drain(controller)
+        assert beta not in controller.state.publications
+
+        in_flight = asyncio.create_task(controller._publication(beta))
+        await asyncio.sleep(0)  # it has read the epoch and is waiting for beta's Secrets
+        controller.state.publications.fetched(beta, controller.state.publications.epoch(beta), None)
+        assert await in_flight is not None  # the material, which contradicts what is cached
+
+        assert beta not in controller.state.publications
+        assert ("identity", "team", "alpha") in await _drain(controller)
+        await controller.reconcile(("identity", "team", "alpha"))
+        trust = await client.get(SECRETS, "team", names.trust_secret("alpha"))
+        assert trust is not None and b"beta" in base64.b64decode(trust["data"]["peers.json"])
 
 
 async def test_peers_status_wakes_only_an_identity_waiting_on_a_rotation_gate(

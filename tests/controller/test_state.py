@@ -233,6 +233,24 @@ def test_a_fetch_that_raced_a_change_is_not_kept(state: State) -> None:
     assert ref not in state.publications
 
 
+@pytest.mark.parametrize(("first", "second"), [(None, "material"), ("material", None),
+                                               ("material", "other material")])
+def test_two_fetches_of_one_epoch_that_disagree_are_forgotten(
+        state: State, first: str | None, second: str | None) -> None:
+    """Readers fetching while the peer writes may read "nothing yet" or the finished material,
+    and land in either order. The cache cannot tell which is newer, and a writer comparing
+    its publication with the cache would leave the other reader uninformed: so the entry is
+    dropped and the caller makes every reader fetch again."""
+    ref = IdentityRef("ns", "alpha")
+    epoch = state.publications.epoch(ref)
+    value = {None: None, "material": Publication(b"new", (), {}), "other material": Publication(b"x", (), {})}
+    assert state.publications.fetched(ref, epoch, value[first]) is True
+    assert state.publications.fetched(ref, epoch, value[first]) is True  # agreeing fetches are kept
+    assert ref in state.publications
+    assert state.publications.fetched(ref, epoch, value[second]) is False
+    assert ref not in state.publications and state.publications.epoch(ref) == epoch + 1
+
+
 @pytest.mark.parametrize(("cached", "written", "unchanged"), [
     ("missing", "new", False),      # a reader may be mid-fetch: it must look again
     ("nothing yet", "new", False),  # a reader saw "not published": it waits for this

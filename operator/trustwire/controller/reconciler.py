@@ -461,7 +461,8 @@ class Controller:
         creds = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.credentials_secret(peer.name)))
         entry = self.state.entries.get(peer)
         publication = publication_from_secrets(peer, entry.identity if entry else None, ca, creds)
-        self.state.publications.fetched(peer, epoch, publication)
+        if not self.state.publications.fetched(peer, epoch, publication):
+            self._republished(peer)  # readers disagree on what it publishes: all look again
         return publication
 
     def _announce_publication(self, ident: ServiceIdentity, bodies: Mapping[str, Mapping[str, Any] | None],

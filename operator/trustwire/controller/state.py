@@ -293,7 +293,10 @@ class PublicationCache:
     while it was in flight — otherwise a reader could cache material already replaced, and
     since the echo of our own write wakes nobody, nothing would correct it before the next
     resync. The writer never stores what it computed: its view (what it read at the start
-    of its pass, plus what it wrote) may already be older than what a reader fetched.
+    of its pass, plus what it wrote) may already be older than what a reader fetched. And
+    two readers' fetches of one epoch that disagree (one landed between the peer's writes)
+    drop the entry and wake every reader, since the writer's "readers already hold this"
+    check could otherwise leave the one holding the other answer uninformed.
     """
 
     def __init__(self) -> None:
@@ -309,10 +312,23 @@ class PublicationCache:
     def epoch(self, ref: IdentityRef) -> int:
         return self._epochs.get(ref, 0)
 
-    def fetched(self, ref: IdentityRef, epoch: int, publication: Publication | None) -> None:
-        """Keep what a reader fetched, unless it changed since the fetch began (``epoch``)."""
-        if self.epoch(ref) == epoch:
-            self._known[ref] = publication
+    def fetched(self, ref: IdentityRef, epoch: int, publication: Publication | None) -> bool:
+        """Keep what a reader fetched, unless it changed since the fetch began (``epoch``).
+
+        False when two fetches of the same epoch disagree (the first read "not published
+        yet" between the peer's writes, the second the finished material, or the other way
+        round when the slower fetch lands last): a reader may be holding either, and the
+        writer's :meth:`unchanged` check would then wrongly clear it. The entry is forgotten
+        and the caller must make every reader fetch again.
+        """
+        if self.epoch(ref) != epoch:
+            return True  # whoever changed it has already made the readers look again
+        known = self._known.get(ref, _UNKNOWN)
+        if known is not _UNKNOWN and known != publication:
+            self.forget(ref)
+            return False
+        self._known[ref] = publication
+        return True
 
     def forget(self, ref: IdentityRef) -> None:
         """Its Secrets or spec changed in a way we did not write: readers fetch again."""
