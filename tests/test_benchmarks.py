@@ -1,4 +1,4 @@
-"""Smoke test of the scale benchmark: it runs end to end and reports every field.
+"""Smoke tests of the benchmarks: they run end to end and report every field.
 
 Numbers are never asserted (DESIGN §7: speed is measured by benchmarks, not tests) —
 except the one that is a correctness property: a converged operator makes zero writes
@@ -82,3 +82,19 @@ def test_scale_smoke() -> None:
     machine = result["machine"]
     assert {"nproc", "cpu", "python"} <= set(machine)
     assert len(result["runs"]) == 1 and result["runs"][0]["ready"] is True
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_request_cost_smoke() -> None:
+    """``benchmarks/api_requests.py`` runs as documented and reports a figure per kind."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "api_requests.py"), "--count", "5", "--runs", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert set(result["median_cpu_ms_per_request"]) == {"get-missing", "get-secret", "create-event",
+                                                         "patch-status"}
+    for kind, runs in result["cpu_ms_per_request"].items():
+        assert len(runs) == 2 and all(value > 0 for value in runs), kind
+    assert {"nproc", "cpu", "python"} <= set(result["machine"])
