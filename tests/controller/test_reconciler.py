@@ -8,10 +8,12 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from trustwire import names
-from trustwire.controller.reconciler import Controller
+from trustwire.controller.reconciler import Controller, Retry
 from trustwire.emulator import running_emulator
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client
+from trustwire.k8s.client import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client
 from trustwire.model import IdentityRef
 
 Factory = Callable[..., dict[str, Any]]
@@ -134,22 +136,28 @@ async def test_peers_status_wakes_only_an_identity_waiting_on_a_rotation_gate(
         assert await _drain(controller) == {("identity", "team", "alpha")}
 
 
-async def test_a_shared_secret_is_deleted_once_the_watch_has_shown_it(
+async def test_a_shared_secret_is_deleted_whether_listed_or_shown_by_the_watch(
         relationship_body: Factory) -> None:
     """A relationship without a shared secret does not read one on every pass; a leftover
-    one (the feature was switched off) is deleted by the pass its watch event causes."""
+    one (the feature was switched off) is deleted by the first pass if the start-up listing
+    found it, else by the pass its watch event causes."""
+    leftover = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"shared.key": "eHg="},
+                "metadata": {"name": names.shared_secret("ab"), "namespace": "team",
+                             "labels": {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: "ab"}}}
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
-        controller = Controller(client)
-        rel = relationship_body("alpha", "beta", name="ab", namespace="team")
-        await client.create(RELATIONSHIPS, "team", rel)
-        controller.observe_relationship(rel, deleted=False)
-        leftover = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"shared.key": "eHg="},
-                    "metadata": {"name": names.shared_secret("ab"), "namespace": "team",
-                                 "labels": {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: "ab"}}}
+        await client.create(RELATIONSHIPS, "team", relationship_body("alpha", "beta", name="ab", namespace="team"))
         await client.create(SECRETS, "team", leftover)
-        await _drain(controller)
-        before = client.counts["get"]
+        listed = Controller(client)
+        await listed.prime()
+        await _drain(listed)
+        await listed.reconcile(("relationship", "team", "ab"))
+        assert await client.get(SECRETS, "team", names.shared_secret("ab")) is None
 
+        controller = Controller(client)
+        await controller.prime()
+        await _drain(controller)
+        await client.create(SECRETS, "team", leftover)  # after the listing, its ADDED event still to come
+        before = client.counts["get"]
         await controller.reconcile(("relationship", "team", "ab"))
         assert client.counts["get"] == before + 1  # the relationship itself, no Secret read
         assert await client.get(SECRETS, "team", names.shared_secret("ab")) is not None
@@ -158,3 +166,79 @@ async def test_a_shared_secret_is_deleted_once_the_watch_has_shown_it(
         assert await _drain(controller) == {("relationship", "team", "ab")}
         await controller.reconcile(("relationship", "team", "ab"))
         assert await client.get(SECRETS, "team", names.shared_secret("ab")) is None
+
+
+async def _primed(client: Client) -> Controller:
+    """A controller after its start-up listing, with the passes it queued taken off unrun."""
+    controller = Controller(client)
+    await controller.prime()
+    await _drain(controller)
+    return controller
+
+
+async def test_a_first_pass_reads_no_secret_the_inventory_knows_is_absent(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """A new identity has no Secrets or ConfigMap yet, and neither has its new peer: after the
+    start-up listing the pass knows it and asks the API only for the identity itself."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        await _alpha_and_beta(client, identity_body, relationship_body)
+        controller = await _primed(client)
+        before = client.counts["get"]
+
+        await controller.reconcile(("identity", "team", "alpha"))
+
+        assert client.counts["get"] == before + 1
+        for name in (names.ca_secret("alpha"), names.credentials_secret("alpha"), names.trust_secret("alpha")):
+            assert await client.get(SECRETS, "team", name) is not None, name
+        assert await client.get(CONFIGMAPS, "team", names.public_configmap("alpha")) is not None
+
+
+async def test_material_the_inventory_has_not_seen_yet_is_adopted_not_issued_again(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """alpha's material was issued after this controller listed (by a previous leader, say)
+    and its watch events are still on the way. Believing it absent, the pass issues a new CA:
+    the create is refused, nothing is overwritten, and the next pass adopts what exists —
+    one CA lineage."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        await _alpha_and_beta(client, identity_body, relationship_body)
+        controller = await _primed(client)
+        previous_leader = await _primed(client)
+        await previous_leader.reconcile(("identity", "team", "alpha"))
+        issued = await client.get(SECRETS, "team", names.ca_secret("alpha"))
+        assert issued is not None
+
+        with pytest.raises(Retry):
+            await controller.reconcile(("identity", "team", "alpha"))
+        await controller.reconcile(("identity", "team", "alpha"))
+
+        ca = await client.get(SECRETS, "team", names.ca_secret("alpha"))
+        assert ca is not None and ca["data"] == issued["data"]
+        alpha = await client.get(IDENTITIES, "team", "alpha")
+        assert alpha is not None
+        ca_ready = {c["type"]: c for c in alpha["status"]["conditions"]}["CAReady"]
+        assert ca_ready["status"] == "True"
+
+
+async def test_a_secret_that_is_not_ours_is_never_learnt_from_the_watch_but_still_reported(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """A user's own Secret under our name has no label, so neither the listing nor a real
+    API server's labelled watch shows it. The create of ours is refused, and the next pass
+    reads it and reports the clash, leaving it untouched."""
+    theirs = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"mine": "eHg="},
+              "metadata": {"name": names.credentials_secret("alpha"), "namespace": "team"}}
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        await _alpha_and_beta(client, identity_body, relationship_body)
+        await client.create(SECRETS, "team", theirs)
+        controller = await _primed(client)
+        controller.observe_secret(theirs, deleted=False)  # kmock's watch ignores the selector
+
+        with pytest.raises(Retry):
+            await controller.reconcile(("identity", "team", "alpha"))
+        await controller.reconcile(("identity", "team", "alpha"))
+
+        alpha = await client.get(IDENTITIES, "team", "alpha")
+        assert alpha is not None
+        reasons = {c["reason"] for c in alpha["status"]["conditions"]}
+        assert "NameConflict" in reasons
+        untouched = await client.get(SECRETS, "team", names.credentials_secret("alpha"))
+        assert untouched is not None and untouched["data"] == theirs["data"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from trustwire import names
 from trustwire.controller.state import (
     EVERYTHING,
     Change,
@@ -280,6 +281,53 @@ def test_echo_of_our_own_write_is_recognised_and_nothing_else(state: State) -> N
     assert not state.is_echo("configmaps", ours, deleted=False)  # another kind, another object
     assert not state.is_echo("secrets", ours, deleted=True)  # a deletion is always news
     assert not state.is_echo("secrets", ours, deleted=False)  # and forgets what was written
+
+
+# ======================================================================================
+# Which managed objects exist (names only)
+# ======================================================================================
+def _object(name: str, namespace: str = "ns", *, managed: bool = True) -> dict[str, Any]:
+    labels = {names.MANAGED_BY: names.MANAGER} if managed else {"app": "theirs"}
+    return {"metadata": {"name": name, "namespace": namespace, "labels": labels}}
+
+
+@pytest.mark.parametrize(("listed", "events", "query", "may_exist"), [
+    # nothing listed yet: anything may exist
+    ([], [], ("secrets", "ns", "a"), True),
+    # listed, never seen: known absent — in that namespace only
+    (["ns"], [], ("secrets", "ns", "a"), False),
+    (["ns"], [], ("secrets", "other", "a"), True),
+    ([None], [], ("secrets", "other", "a"), False),  # a cluster-wide listing covers every namespace
+    # seen by the watch, in its kind only
+    (["ns"], [("secrets", _object("a"), False)], ("secrets", "ns", "a"), True),
+    (["ns"], [("secrets", _object("a"), False)], ("configmaps", "ns", "a"), False),
+    # deleted: gone; and a deleted object comes back with its next event
+    (["ns"], [("secrets", _object("a"), False), ("secrets", _object("a"), True)], ("secrets", "ns", "a"), False),
+    (["ns"], [("secrets", _object("a"), True), ("secrets", _object("a"), False)], ("secrets", "ns", "a"), True),
+    # not ours: never learnt from a watch event (a labelled watch does not deliver it)...
+    (["ns"], [("secrets", _object("a", managed=False), False)], ("secrets", "ns", "a"), False),
+    # ...and one that lost our label stays known: its name is taken
+    (["ns"], [("secrets", _object("a"), False), ("secrets", _object("a", managed=False), False)],
+     ("secrets", "ns", "a"), True),
+])
+def test_the_inventory_knows_absence_only_where_it_listed(
+        state: State, listed: list[str | None], events: list[tuple[str, dict[str, Any], bool]],
+        query: tuple[str, str, str], may_exist: bool) -> None:
+    for namespace in listed:
+        state.inventory.listed(namespace)
+    for plural, body, deleted in events:
+        state.inventory.observed(plural, body, deleted)
+    assert state.inventory.may_exist(*query) is may_exist
+
+
+def test_our_writes_and_a_refused_create_make_a_name_known(state: State) -> None:
+    state.inventory.listed("ns")
+    state.wrote("secrets", _object("written"))
+    state.inventory.exists("secrets", "ns", "refused")  # a create answered 409: someone has that name
+    assert state.inventory.may_exist("secrets", "ns", "written")
+    assert state.inventory.may_exist("secrets", "ns", "refused")
+    state.inventory.gone("secrets", "ns", "written")
+    assert not state.inventory.may_exist("secrets", "ns", "written")
 
 
 # ======================================================================================

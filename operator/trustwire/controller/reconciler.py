@@ -146,14 +146,12 @@ class Controller:
                 self._enqueue_identity(ref)
 
     def observe_secret(self, body: Mapping[str, Any], deleted: bool) -> None:
+        self.state.inventory.observed(SECRETS.plural, body, deleted)
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
         if not names.is_managed(labels):
             return
         namespace = str(meta.get("namespace") or "default")
-        if labels.get(names.RELATIONSHIP_LABEL):
-            exists = self.state.relationship_secrets.discard if deleted else self.state.relationship_secrets.add
-            exists((namespace, str(meta.get("name"))))
         if self.state.is_echo(SECRETS.plural, body, deleted):
             return  # our own write: the pass that made it already told whoever reads it
         if labels.get(names.IDENTITY_LABEL):
@@ -170,6 +168,7 @@ class Controller:
                     self._enqueue_identity(ref)
 
     def observe_configmap(self, body: Mapping[str, Any], deleted: bool) -> None:
+        self.state.inventory.observed(CONFIGMAPS.plural, body, deleted)
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
         labels = meta.get("labels") or {}
@@ -237,12 +236,19 @@ class Controller:
         workers run: an identity reconciled before its relationships arrived would drop
         its peers, and a relationship reconciled before its identities arrived would
         report IdentityNotFound — writes, Events and rollouts caused by our own start-up.
+        Of our Secrets and ConfigMaps only the names are kept (:class:`Inventory`), a page
+        at a time.
         """
         for ns in self.namespaces or [None]:
             for body in await self.client.list(IDENTITIES, ns):
                 self.state.put_identity(body)
             for body in await self.client.list(RELATIONSHIPS, ns):
                 self.state.put_relationship(body)
+            for resource in (SECRETS, CONFIGMAPS):
+                async for page in self.client.pages(resource, ns, label_selector=names.MANAGED_SELECTOR):
+                    for body in page:
+                        self.state.inventory.observed(resource.plural, body, deleted=False)
+            self.state.inventory.listed(ns)
         self.resync_all()
 
     async def _work(self) -> None:
@@ -377,7 +383,7 @@ class Controller:
         raw: dict[str, Mapping[str, Any] | None] = {}
 
         async def stored(resource: Resource, name: str) -> StoredObject | None:
-            body = await self.client.get(resource, ns, name)
+            body = await self._read(resource, ns, name)
             raw[name] = body
             return _stored(resource, body)
 
@@ -457,8 +463,8 @@ class Controller:
         if peer in self.state.publications:
             return self.state.publications.get(peer)
         epoch = self.state.publications.epoch(peer)
-        ca = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.ca_secret(peer.name)))
-        creds = _stored(SECRETS, await self.client.get(SECRETS, peer.namespace, names.credentials_secret(peer.name)))
+        ca = _stored(SECRETS, await self._read(SECRETS, peer.namespace, names.ca_secret(peer.name)))
+        creds = _stored(SECRETS, await self._read(SECRETS, peer.namespace, names.credentials_secret(peer.name)))
         entry = self.state.entries.get(peer)
         publication = publication_from_secrets(peer, entry.identity if entry else None, ca, creds)
         if not self.state.publications.fetched(peer, epoch, publication):
@@ -489,11 +495,19 @@ class Controller:
     async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:
         if not rel.shared_secret:
             return None
-        body = await self.client.get(SECRETS, rel.namespace, names.shared_secret(rel.name))
+        body = await self._read(SECRETS, rel.namespace, names.shared_secret(rel.name))
         stored = _stored(SECRETS, body)
         if stored is None or not stored.managed:
             return None
         return stored.data.get("shared.key") or None
+
+    async def _read(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of our own Secrets or ConfigMaps, fresh from the API — or ``None`` without a
+        request when the inventory knows no such object exists (a user's objects — a
+        bring-your-own CA, a password Secret, a template — are always read)."""
+        if not self.state.inventory.may_exist(resource.plural, namespace, name):
+            return None
+        return await self.client.get(resource, namespace, name)
 
     async def _apply(self, namespace: str, objects: list[DesiredObject],
                      raw: Mapping[str, Mapping[str, Any] | None], owner: Mapping[str, Any],
@@ -502,15 +516,17 @@ class Controller:
         lands (the server's answer, by name; also remembered so that its watch echo wakes
         nobody), so a caller learns what was written even when a later write fails."""
         for desired in objects:
-            resource = SECRETS if desired.kind == "Secret" else CONFIGMAPS
+            resource = _resource(desired)
             observed = raw.get(desired.name) if desired.name in raw else \
-                await self.client.get(resource, namespace, desired.name)
+                await self._read(resource, namespace, desired.name)
             result: Mapping[str, Any] | None = None
             if observed is None:
                 try:
                     result = await self.client.create(resource, namespace, object_body(desired, namespace, owner))
                 except ApiError as exc:
-                    if exc.status == 409:
+                    if exc.status == 409:  # the inventory missed it, so perhaps its siblings too:
+                        for other in objects:  # the next pass reads them all (one may clash)
+                            self.state.inventory.exists(_resource(other).plural, namespace, other.name)
                         raise Retry(f"{desired.kind} {namespace}/{desired.name} appeared meanwhile") from None
                     raise
             elif not names.is_managed((observed.get("metadata") or {}).get("labels")):
@@ -616,10 +632,11 @@ class Controller:
         if delete_ca:
             doomed.append((SECRETS, names.ca_secret(ref.name)))
         for resource, name in doomed:
-            existing = await self.client.get(resource, ns, name)
+            existing = await self._read(resource, ns, name)
             labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
             if existing is not None and names.is_managed(labels) and labels.get(names.IDENTITY_LABEL) == ref.name:
                 await self.client.delete(resource, ns, name)
+                self.state.inventory.gone(resource.plural, ns, name)
         await self.post_event(body, "Normal", "Deleted",
                               "removed credentials, trust and public material"
                               + ("" if delete_ca else "; kept the CA Secret (deletionPolicy Retain)"))
@@ -674,7 +691,7 @@ class Controller:
         accepted = acceptance(rel, self.state.lookup)
         checks = {"Accepted": accepted}
         if accepted.ok and rel.shared_secret:
-            observed = await self.client.get(SECRETS, namespace, shared_name)
+            observed = await self._read(SECRETS, namespace, shared_name)
             stored = _stored(SECRETS, observed)
             if stored is not None and not stored.managed:
                 checks["SharedSecretReady"] = cond.stalled(
@@ -684,7 +701,6 @@ class Controller:
                 written: dict[str, Mapping[str, Any]] = {}
                 await self._apply(namespace, [desired], {shared_name: observed}, owner=body, written=written)
                 if written:
-                    self.state.relationship_secrets.add((namespace, shared_name))
                     for ref in rel.between:  # they deliver it (the write's echo wakes nobody)
                         self._enqueue_identity(ref)
                 checks["SharedSecretReady"] = cond.passed("Generated", "shared secret delivered to both sides")
@@ -697,16 +713,14 @@ class Controller:
                                  ready_message=f"{rel.between[0]} and {rel.between[1]} trust each other")
 
     async def _delete_shared_secret(self, namespace: str, relationship: str) -> None:
-        """Delete the relationship's shared secret if one exists. Known from the Secret watch,
-        so a relationship without one costs no read; one the watch has not delivered yet
-        (just after a start) is deleted by the pass its ADDED event causes."""
+        """Delete the relationship's shared secret if one exists (a relationship without one
+        costs no read: see :class:`Inventory`)."""
         name = names.shared_secret(relationship)
-        if (namespace, name) not in self.state.relationship_secrets:
-            return
-        existing = await self.client.get(SECRETS, namespace, name)
+        existing = await self._read(SECRETS, namespace, name)
         labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
         if existing is not None and names.is_managed(labels) and labels.get(names.RELATIONSHIP_LABEL) == relationship:
             await self.client.delete(SECRETS, namespace, name)
+            self.state.inventory.gone(SECRETS.plural, namespace, name)
 
     # ==================================================================================
     # Status and events
@@ -800,6 +814,10 @@ def _retry_delay(exc: Exception) -> float:
     if isinstance(exc, ApiError):  # refused as sent (forbidden, too large, invalid): only a change can help
         return 300.0
     return 10.0
+
+
+def _resource(desired: DesiredObject) -> Resource:
+    return SECRETS if desired.kind == "Secret" else CONFIGMAPS
 
 
 def _stored(resource: Resource, body: Mapping[str, Any] | None, *, require_managed: bool = True) -> StoredObject | None:

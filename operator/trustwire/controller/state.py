@@ -1,11 +1,11 @@
 """What the operator remembers between watch events: our own resources and their indexes.
 
 Kept: ServiceIdentities (a slim copy), TrustRelationships, each identity's *publication*
-(what peers trust of it, derived from its own Secrets) and, per managed Secret or
-ConfigMap, a digest of what our last write of it left on the server. Secrets themselves
-are never cached — they are read fresh when an identity is reconciled, so memory does not
-grow with the Secrets in a cluster and a reconcile never acts on a stale copy of key
-material.
+(what peers trust of it, derived from its own Secrets), the *names* of the managed Secrets
+and ConfigMaps that exist and, per managed Secret or ConfigMap, a digest of what our last
+write of it left on the server. Secrets themselves are never cached — they are read fresh
+when an identity is reconciled, so memory does not grow with the Secrets in a cluster and
+a reconcile never acts on a stale copy of key material.
 
 The indexes answer "who is affected?" for each kind of event: which relationships name an
 identity, which identities wire a workload or render a ConfigMap. The write digests answer
@@ -146,8 +146,8 @@ class State:
         self.written: dict[tuple[str, str, str], bytes] = {}
         #: identities whose last pass waits on a rotation gate fed by peers' status
         self.awaiting_peers: set[IdentityRef] = set()
-        #: (namespace, name) of the managed relationship Secrets (shared secrets) that exist
-        self.relationship_secrets: set[tuple[str, str]] = set()
+        #: which managed Secrets and ConfigMaps exist (names only)
+        self.inventory = Inventory()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
@@ -250,7 +250,9 @@ class State:
     # ---- our own writes -------------------------------------------------------------------
     def wrote(self, plural: str, body: Mapping[str, Any]) -> None:
         """Remember what our write of a Secret or ConfigMap left on the server (its response)."""
-        self.written[_written_key(plural, body)] = content_digest(body)
+        key = _written_key(plural, body)
+        self.written[key] = content_digest(body)
+        self.inventory.exists(*key)
 
     def is_echo(self, plural: str, body: Mapping[str, Any], deleted: bool) -> bool:
         """Whether a watch event only reports our own last write of this object, unchanged.
@@ -278,6 +280,54 @@ def content_digest(body: Mapping[str, Any]) -> bytes:
     parts = [body.get("type"), body.get("data"), body.get("binaryData"), meta.get("labels"),
              meta.get("annotations"), meta.get("deletionTimestamp")]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()[:16]
+
+
+class Inventory:
+    """Which managed Secrets and ConfigMaps exist — names only, never contents — so that a
+    pass need not ask the API about objects that are not there.
+
+    A new identity's first pass used to GET its three Secrets and its ConfigMap, and each
+    peer's two Secrets, only to be told 404: at 1,000 identities about 6,400 of 17,500
+    reads. The names come from one labelled LIST per served namespace before the first
+    pass (:meth:`listed`), then from the watch and from our own writes.
+
+    Only "absent" is acted on, and it is never trusted for safety: creation is atomic, so
+    an object that exists after all (created a moment ago by someone else, its watch event
+    still on the way; or not ours and so not labelled, and never watched) makes our create
+    fail with 409 — the caller then marks it :meth:`exists` and the next pass reads it. A
+    name kept after its object is gone costs one read that answers 404. A namespace whose
+    Secrets were never listed is unknown: everything in it may exist.
+    """
+
+    def __init__(self) -> None:
+        self._names: set[tuple[str, str, str]] = set()
+        #: namespaces listed; ``None`` in it: all of them (a cluster-wide operator)
+        self._listed: set[str | None] = set()
+
+    def may_exist(self, plural: str, namespace: str, name: str) -> bool:
+        if (plural, namespace, name) in self._names:
+            return True
+        return None not in self._listed and namespace not in self._listed
+
+    def exists(self, plural: str, namespace: str, name: str) -> None:
+        self._names.add((plural, namespace, name))
+
+    def gone(self, plural: str, namespace: str, name: str) -> None:
+        self._names.discard((plural, namespace, name))
+
+    def observed(self, plural: str, body: Mapping[str, Any], deleted: bool) -> None:
+        """A watch event: a managed object exists, any deleted object is gone. An object that
+        lost our label stays known (a real API server reports it DELETED to a labelled watch;
+        either way, the next create of that name meets it)."""
+        key = _written_key(plural, body)
+        if deleted:
+            self.gone(*key)
+        elif names.is_managed((body.get("metadata") or {}).get("labels")):
+            self.exists(*key)
+
+    def listed(self, namespace: str | None) -> None:
+        """Every managed object of ``namespace`` (``None``: of the cluster) has been seen."""
+        self._listed.add(namespace)
 
 
 _UNKNOWN = object()

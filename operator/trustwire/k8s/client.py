@@ -22,7 +22,7 @@ import os
 import ssl
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +192,10 @@ class Client:
             try:
                 async with self._session.request(_METHODS[verb], self.config.server + path, data=data,
                                                  headers=headers, params=params) as response:
-                    text = await response.text()
+                    raw = await response.read()  # JSON is UTF-8, and json.loads takes bytes
                     if response.status < 400:
-                        return json.loads(text) if text else None
-                    error = _api_error(response.status, text, verb, path)
+                        return json.loads(raw) if raw else None
+                    error = _api_error(response.status, raw, verb, path)
                     retry_after = response.headers.get("Retry-After")
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 error = ApiError(503, type(exc).__name__, "connection to the API server failed", verb=verb, path=path)
@@ -218,19 +218,24 @@ class Client:
             raise
         return result
 
-    async def list(self, resource: Resource, namespace: str | None = None, *,
-                   label_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
-        """Every object, fetched in pages (``limit``/``continue``) so a large cluster never
+    async def pages(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
+                    page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object, a page (``limit``/``continue``) at a time, so a large cluster never
         arrives as one huge response; a server that ignores ``limit`` answers in one."""
         params = {"limit": str(page_size)} | ({"labelSelector": label_selector} if label_selector else {})
-        items: list[dict[str, Any]] = []
         while True:
             result = await self._request("list", resource.path(namespace), params=params) or {}
-            items.extend(result.get("items", []))
+            yield list(result.get("items", []))
             token = (result.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
             params = {**params, "continue": str(token)}
+
+    async def list(self, resource: Resource, namespace: str | None = None, *,
+                   label_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Every object (see :meth:`pages`)."""
+        return [body async for page in self.pages(resource, namespace, label_selector=label_selector,
+                                                  page_size=page_size) for body in page]
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
@@ -282,9 +287,9 @@ class Client:
         return sum(self.counts[v] for v in ("create", "patch", "delete"))
 
 
-def _api_error(status: int, text: str, verb: str, path: str) -> ApiError:
+def _api_error(status: int, raw: bytes, verb: str, path: str) -> ApiError:
     try:
-        payload = json.loads(text)
+        payload = json.loads(raw)
         reason, message = str(payload.get("reason", "")), str(payload.get("message", ""))
     except (ValueError, AttributeError):
         reason, message = "", ""
