@@ -527,7 +527,8 @@ class Controller:
                     if exc.status == 409:  # the inventory missed it, so perhaps its siblings too:
                         for other in objects:  # the next pass reads them all (one may clash)
                             self.state.inventory.exists(_resource(other).plural, namespace, other.name)
-                        raise Retry(f"{desired.kind} {namespace}/{desired.name} appeared meanwhile") from None
+                        raise Retry(f"{desired.kind} {namespace}/{desired.name} already exists; "
+                                    "the next pass reads it") from None
                     raise
             elif not names.is_managed((observed.get("metadata") or {}).get("labels")):
                 continue  # never touch what we do not manage (the plan reports the clash)

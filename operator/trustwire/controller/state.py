@@ -294,9 +294,10 @@ class Inventory:
     Only "absent" is acted on, and it is never trusted for safety: creation is atomic, so
     an object that exists after all (created a moment ago by someone else, its watch event
     still on the way; or not ours and so not labelled, and never watched) makes our create
-    fail with 409 — the caller then marks it :meth:`exists` and the next pass reads it. A
-    name kept after its object is gone costs one read that answers 404. A namespace whose
-    Secrets were never listed is unknown: everything in it may exist.
+    fail with 409 — the caller then marks it and the other objects of that pass
+    :meth:`exists`, and the next pass reads them all. A name kept after its object is gone
+    costs one read that answers 404. A namespace whose Secrets were never listed is
+    unknown: everything in it may exist.
     """
 
     def __init__(self) -> None:
@@ -316,9 +317,11 @@ class Inventory:
         self._names.discard((plural, namespace, name))
 
     def observed(self, plural: str, body: Mapping[str, Any], deleted: bool) -> None:
-        """A watch event: a managed object exists, any deleted object is gone. An object that
-        lost our label stays known (a real API server reports it DELETED to a labelled watch;
-        either way, the next create of that name meets it)."""
+        """A watch event: a managed object exists, any deleted object is gone. An event of an
+        object without our label changes nothing: a real API server's labelled watch never
+        sends one (an object that loses our label arrives as DELETED), and kmock's, which
+        ignores the selector, sends the user's own objects. Either way, a create of that
+        name meets the object and is refused."""
         key = _written_key(plural, body)
         if deleted:
             self.gone(*key)
