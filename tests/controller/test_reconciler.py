@@ -44,6 +44,14 @@ async def _alpha_and_beta(client: Client, identity_body: Factory, relationship_b
     return controller
 
 
+async def _primed(client: Client) -> Controller:
+    """A controller after its start-up listing, with the passes it queued taken off unrun."""
+    controller = Controller(client)
+    await controller.prime()
+    await _drain(controller)
+    return controller
+
+
 async def test_a_relationship_gone_before_its_delete_event_still_wakes_both_identities(
         identity_body: Factory, relationship_body: Factory) -> None:
     """The pass finds the relationship deleted before the DELETED event was processed: it
@@ -147,15 +155,11 @@ async def test_a_shared_secret_is_deleted_whether_listed_or_shown_by_the_watch(
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
         await client.create(RELATIONSHIPS, "team", relationship_body("alpha", "beta", name="ab", namespace="team"))
         await client.create(SECRETS, "team", leftover)
-        listed = Controller(client)
-        await listed.prime()
-        await _drain(listed)
+        listed = await _primed(client)
         await listed.reconcile(("relationship", "team", "ab"))
         assert await client.get(SECRETS, "team", names.shared_secret("ab")) is None
 
-        controller = Controller(client)
-        await controller.prime()
-        await _drain(controller)
+        controller = await _primed(client)
         await client.create(SECRETS, "team", leftover)  # after the listing, its ADDED event still to come
         before = client.counts["get"]
         await controller.reconcile(("relationship", "team", "ab"))
@@ -166,14 +170,6 @@ async def test_a_shared_secret_is_deleted_whether_listed_or_shown_by_the_watch(
         assert await _drain(controller) == {("relationship", "team", "ab")}
         await controller.reconcile(("relationship", "team", "ab"))
         assert await client.get(SECRETS, "team", names.shared_secret("ab")) is None
-
-
-async def _primed(client: Client) -> Controller:
-    """A controller after its start-up listing, with the passes it queued taken off unrun."""
-    controller = Controller(client)
-    await controller.prime()
-    await _drain(controller)
-    return controller
 
 
 async def test_a_first_pass_reads_no_secret_the_inventory_knows_is_absent(

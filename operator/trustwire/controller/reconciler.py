@@ -633,11 +633,7 @@ class Controller:
         if delete_ca:
             doomed.append((SECRETS, names.ca_secret(ref.name)))
         for resource, name in doomed:
-            existing = await self._read(resource, ns, name)
-            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
-            if existing is not None and names.is_managed(labels) and labels.get(names.IDENTITY_LABEL) == ref.name:
-                await self.client.delete(resource, ns, name)
-                self.state.inventory.gone(resource.plural, ns, name)
+            await self._delete_ours(resource, ns, name, names.IDENTITY_LABEL, ref.name)
         await self.post_event(body, "Normal", "Deleted",
                               "removed credentials, trust and public material"
                               + ("" if delete_ca else "; kept the CA Secret (deletionPolicy Retain)"))
@@ -716,12 +712,18 @@ class Controller:
     async def _delete_shared_secret(self, namespace: str, relationship: str) -> None:
         """Delete the relationship's shared secret if one exists (a relationship without one
         costs no read: see :class:`Inventory`)."""
-        name = names.shared_secret(relationship)
-        existing = await self._read(SECRETS, namespace, name)
+        await self._delete_ours(SECRETS, namespace, names.shared_secret(relationship),
+                                names.RELATIONSHIP_LABEL, relationship)
+
+    async def _delete_ours(self, resource: Resource, namespace: str, name: str, owner_label: str,
+                           owner: str) -> None:
+        """Delete one of our objects if it exists, is managed and belongs to ``owner`` (by
+        ``owner_label``); anything else under that name is left alone."""
+        existing = await self._read(resource, namespace, name)
         labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
-        if existing is not None and names.is_managed(labels) and labels.get(names.RELATIONSHIP_LABEL) == relationship:
-            await self.client.delete(SECRETS, namespace, name)
-            self.state.inventory.gone(SECRETS.plural, namespace, name)
+        if existing is not None and names.is_managed(labels) and labels.get(owner_label) == owner:
+            await self.client.delete(resource, namespace, name)
+            self.state.inventory.gone(resource.plural, namespace, name)
 
     # ==================================================================================
     # Status and events
