@@ -26,7 +26,7 @@ import pytest
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "operator" / "trustwire"
 
-THIRD_PARTY_IO = ("kopf", "kubernetes", "aiohttp", "kmock")
+THIRD_PARTY_IO = ("kopf", "kubernetes", "aiohttp", "httptools", "kmock")
 IO_LAYERS = (
     "trustwire.k8s",
     "trustwire.controller",

@@ -154,7 +154,7 @@ def _load(server: str | None, kubeconfig: str | None, context: str | None) -> Ap
 
 def _api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
     """Run ``work`` with a short-retrying client; API and network failures become one line."""
-    from trustwire.k8s.client import ApiError, Client
+    from trustwire.k8s.client import UNREACHABLE, ApiError, Client
 
     async def go() -> _T:
         async with Client(config, timeout=20.0, retries=1) as client:
@@ -163,11 +163,9 @@ def _api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
     try:
         return asyncio.run(go())
     except ApiError as exc:
-        if exc.api_message == "connection to the API server failed":
-            why = {"ClientConnectorError": "connection refused or host unreachable",
-                   "TimeoutError": "timed out"}.get(exc.reason, exc.reason)
+        if exc.reason == UNREACHABLE:
             raise click.ClickException(f"cannot reach the Kubernetes API server at {config.server} "
-                                       f"({why})") from None
+                                       f"({exc.api_message})") from None
         if exc.status == 404 and exc.verb == "list" and "/apis/trustwire.io/" in exc.path:
             raise click.ClickException(f"the API server at {config.server} does not serve "
                                        "trustwire.io/v1alpha1 (are the trustwire CRDs installed?)") from None

@@ -29,7 +29,9 @@ from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, SECRETS
 
 pytestmark = pytest.mark.integration
 
-LOGGERS = ("trustwire", "kopf", "aiohttp")
+#: ``kopf.objects`` by name too: the CLI quiets it to WARNING for the whole process
+#: (``quiet_kopf_logging``), so a CLI test run earlier in the session would hide its records
+LOGGERS = ("trustwire", "kopf", "kopf.objects", "aiohttp")
 
 OWN_KEY_TEMPLATE = ("issuer={{ self.issuer }}\nkid={{ self.kid }}\n"
                     "signing-key={{ self.jwtPrivateKeyPem|properties_escape }}\n"

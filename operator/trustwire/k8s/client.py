@@ -1,10 +1,12 @@
 """The only code that talks to the Kubernetes API server.
 
-A deliberately small asynchronous JSON client (aiohttp) rather than the generated
-``kubernetes`` client: the operator needs a handful of verbs on a handful of resources,
-must stay responsive on one event loop next to kopf's watch streams, and must say exactly
-which patch format it sends — a strategic-merge patch and a JSON merge patch mean
-different things for lists, so every write names its content type explicitly.
+A deliberately small asynchronous JSON client rather than the generated ``kubernetes``
+client: the operator needs a handful of verbs on a handful of resources, must stay
+responsive on one event loop next to kopf's watch streams, and must say exactly which
+patch format it sends — a strategic-merge patch and a JSON merge patch mean different
+things for lists, so every write names its content type explicitly. The HTTP underneath
+is :mod:`trustwire.k8s.transport` (keep-alive connections, httptools' parser), because a
+general-purpose HTTP client cost more CPU per request than the request itself.
 
 Adapters follow the Gafaelfawr convention: a 404 on read becomes ``None``, a 404 on delete
 ``False``; every other failure is an :class:`ApiError` whose message carries the API's
@@ -25,15 +27,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
-import aiohttp
-
+from trustwire.k8s.transport import Pool, TransportError
 from trustwire.names import FIELD_MANAGER
 
 USER_AGENT = "trustwire-operator"
 #: Objects per LIST page (the same chunk size kopf is given for its initial listings).
 LIST_PAGE_SIZE = 500
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+#: :attr:`ApiError.reason` when no HTTP answer came (the message says why); retried like a 503
+UNREACHABLE = "Unreachable"
 
 
 #: Our verb names (as in RBAC rules) → HTTP methods.
@@ -99,9 +103,9 @@ class ApiConfig:
     insecure: bool = False
     default_namespace: str | None = None
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
+    def ssl_context(self) -> ssl.SSLContext | None:
         if not self.server.startswith("https"):
-            return False
+            return None
         ctx = ssl.create_default_context()
         if self.ca_data:
             ctx.load_verify_locations(cadata=self.ca_data.decode())
@@ -155,9 +159,9 @@ class Client:
                  user_agent: str = USER_AGENT) -> None:
         self.config = config
         self.user_agent = user_agent
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -168,9 +172,9 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
@@ -180,26 +184,24 @@ class Client:
 
     async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
                        params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers(), timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=32))
+        if self._pool is None:
+            self._pool = Pool(self.config.server, ssl_context=self.config.ssl_context(), headers=self._headers(),
+                              timeout=self._timeout)
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": content_type} if content_type else {}
+        target = quote(path) + (f"?{urlencode(params)}" if params else "")
         retries = self._retries if retries is None else retries
         for attempt in range(retries + 1):
             self.counts[verb] += 1
             try:
-                async with self._session.request(_METHODS[verb], self.config.server + path, data=data,
-                                                 headers=headers, params=params) as response:
-                    raw = await response.read()  # JSON is UTF-8, and json.loads takes bytes
-                    if response.status < 400:
-                        return json.loads(raw) if raw else None
-                    error = _api_error(response.status, raw, verb, path)
-                    retry_after = response.headers.get("Retry-After")
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-                error = ApiError(503, type(exc).__name__, "connection to the API server failed", verb=verb, path=path)
+                response = await self._pool.request(_METHODS[verb], target, body=data, content_type=content_type)
+            except TransportError as exc:
+                error = ApiError(503, UNREACHABLE, str(exc), verb=verb, path=path)
                 retry_after = None
+            else:
+                if response.status < 400:
+                    return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
+                error = _api_error(response.status, response.body, verb, path)
+                retry_after = response.headers.get("retry-after")
             self.errors[str(error.status)] += 1
             # 409 on create means "someone else made it": the caller adopts, no blind retry.
             if not (error.status == 429 or error.status >= 500) or attempt == retries:

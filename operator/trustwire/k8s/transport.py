@@ -1,0 +1,223 @@
+"""HTTP/1.1 to the API server: a small pool of keep-alive connections, parsed by httptools.
+
+Why not aiohttp's client, which kopf keeps using for its watch streams: the operator sends
+one short JSON request after another (~25,000 until Ready at 1,000 identities), and
+aiohttp's general-purpose machinery around each of them — URL objects, cookie jar, header
+multidicts, tracing hooks, stream readers, response objects — cost the operator ~0.1 ms of
+CPU per request, twice what the request itself costs (``benchmarks/api_requests.py``, and
+the CPU finding in ``docs/benchmarks.md``). The API server needs none of it: one host, no
+cookies, no redirects, no compression (we never ask for it), bodies that fit in memory.
+
+What is ours here is only the plumbing. The bytes are parsed by httptools (llhttp, the
+parser of Node.js): status line, headers, ``Content-Length`` and chunked bodies, and
+whether the server keeps the connection open. TLS is Python's ``ssl``.
+
+Rules that make a pooled connection safe to reuse:
+
+* a connection goes back to the pool only after a complete response that the server
+  did not mark ``Connection: close``; anything else — a timeout, a cancelled caller, a
+  parse error, a lost connection — closes it, so a late answer can never be read as the
+  answer to the next request;
+* a request on a connection taken from the pool that is closed before one byte of the
+  answer arrived (the server dropped an idle keep-alive connection as we sent) is sent
+  once more on a new connection; every other failure is the caller's to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class TransportError(Exception):
+    """No complete HTTP response: connection refused or lost, timeout, unparseable answer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]  #: names lower-cased; a repeated header keeps its last value
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._answer: asyncio.Future[Response] | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._received = False  #: a byte of the current answer arrived
+        self._headers_done = False
+        self._keep_alive = False
+        self.reused = False
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():
+            self.close()  # bytes nobody asked for (say, a 408 on an idle connection): not reusable
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(TransportError(f"unparseable answer: {exc}"))  # llhttp says what, never echoes bytes
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._answer is None or self._answer.done():
+            return
+        if self._headers_done and "content-length" not in self._headers \
+                and "chunked" not in self._headers.get("transfer-encoding", ""):
+            self._complete()  # a body delimited by the end of the connection (RFC 9112 §6.3)
+        else:
+            self._fail(TransportError("connection closed" + (" mid-answer" if self._received else " before an answer")))
+
+    # ---- httptools callbacks -------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message is done
+        self._complete()
+
+    # ---- use -----------------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def answered_nothing(self) -> bool:
+        return not self._received
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.usable and self._keep_alive
+
+    async def exchange(self, request: bytes) -> Response:
+        assert self._transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._headers, self._body, self._received, self._headers_done, self._keep_alive = {}, [], False, False, False
+        self._transport.write(request)
+        return await self._answer
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _complete(self) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(Response(self._parser.get_status_code(), self._headers,
+                                             b"".join(self._body)))
+
+    def _fail(self, error: TransportError) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(error)
+
+
+class Pool:
+    """Keep-alive connections to one API server, at most ``limit`` open at once.
+
+    ``server`` is the server URL as in a kubeconfig: ``http(s)://host[:port][/path]``; a path
+    prefix (an API server behind a proxy) is kept in front of every request path.
+    """
+
+    def __init__(self, server: str, *, ssl_context: ssl.SSLContext | None, headers: dict[str, str],
+                 timeout: float, limit: int = 32) -> None:
+        url = urlsplit(server)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"API server URL must be http(s)://host[:port]: {server!r}")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._prefix = url.path.rstrip("/")
+        self._ssl = ssl_context if url.scheme == "https" else None
+        authority = f"[{self._host}]" if ":" in self._host else self._host
+        if url.port:
+            authority += f":{url.port}"
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": authority, **headers}.items())
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[_Connection] = []
+
+    async def request(self, method: str, target: str, *, body: bytes | None = None,
+                      content_type: str | None = None) -> Response:
+        """Send one request (``target``: path and query, already encoded) and read the answer."""
+        head = f"{method} {self._prefix}{target} HTTP/1.1\r\n{self._fixed}"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head += f"Content-Length: {len(body or b'')}\r\n"
+        request = (head + "\r\n").encode("latin-1") + (body or b"")
+        try:
+            async with self._slots, asyncio.timeout(self._timeout):
+                return await self._send(request)
+        except TimeoutError:
+            raise TransportError(f"timed out after {self._timeout:g} s") from None
+
+    async def _send(self, request: bytes) -> Response:
+        connection = await self._connection()
+        try:
+            response = await connection.exchange(request)
+        except TransportError:
+            connection.close()
+            if not (connection.reused and connection.answered_nothing):
+                raise
+            connection = await self._connect()  # the server dropped an idle connection as we sent
+            try:
+                response = await connection.exchange(request)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:  # cancelled or timed out mid-answer: the connection's state is unknown
+            connection.close()
+            raise
+        if connection.keep_alive:
+            connection.reused = True
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return response
+
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable:
+                return connection
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(
+                _Connection, self._host, self._port, ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None)
+        except ssl.SSLError as exc:
+            raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from None
+        except socket.gaierror:
+            raise TransportError(f"cannot resolve host {self._host}") from None
+        except OSError:
+            raise TransportError("connection refused or host unreachable") from None
+        return connection
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()

@@ -1,0 +1,408 @@
+"""The HTTP/1.1 pool against real servers on loopback: aiohttp's web server, and raw sockets
+for the answers a well-behaved server never gives (garbage, a close instead of an answer).
+
+What must hold for a pooled connection to be safe: one connection serves request after
+request; an answer the caller stopped waiting for (timeout, cancellation) is never read as
+the answer to the next request; a server that says ``Connection: close`` or drops an idle
+connection costs a new connection, not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from trustwire.k8s.client import UNREACHABLE, ApiConfig, ApiError, Client, Resource
+from trustwire.k8s.transport import Pool, TransportError
+
+HEADERS = {"Accept": "application/json", "User-Agent": "trustwire-test"}
+Serve = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start an aiohttp web server with the given routes; returns its URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: list[web.RouteDef], *, ssl_context: ssl.SSLContext | None = None,
+                    keepalive_timeout: float = 75.0) -> str:
+        app = web.Application()
+        app.add_routes(routes)
+        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def client_port(request: web.Request) -> int:
+    """The client's source port: one per connection."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    assert peer is not None
+    return int(peer[1])
+
+
+def pool(url: str, *, timeout: float = 5.0, limit: int = 32) -> Pool:
+    return Pool(url, ssl_context=None, headers=HEADERS, timeout=timeout, limit=limit)
+
+
+async def test_one_connection_serves_request_after_request(serve: Serve) -> None:
+    seen: list[tuple[int, str, str, dict[str, str], bytes]] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append((client_port(request), request.method, request.path_qs, dict(request.headers),
+                     await request.read()))
+        return web.json_response({"n": len(seen)})
+
+    url = await serve([web.route("*", "/api/v1/things", echo)])
+    http = pool(url)
+    try:
+        first = await http.request("GET", "/api/v1/things?limit=2")
+        second = await http.request("PATCH", "/api/v1/things", body=b'{"a":1}',
+                                    content_type="application/merge-patch+json")
+        third = await http.request("POST", "/api/v1/things", body=b"")
+    finally:
+        await http.close()
+    assert [r.status for r in (first, second, third)] == [200, 200, 200]
+    assert [r.body for r in (first, second, third)] == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    assert first.headers["content-type"] == "application/json; charset=utf-8"
+    assert len({port for port, *_ in seen}) == 1, "each request opened a new connection"
+    assert [(method, path) for _, method, path, _, _ in seen] == [
+        ("GET", "/api/v1/things?limit=2"), ("PATCH", "/api/v1/things"), ("POST", "/api/v1/things")]
+    headers = seen[1][3]
+    assert headers["Host"] == url.removeprefix("http://")
+    assert headers["User-Agent"] == "trustwire-test"
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert headers["Content-Length"] == "7" and seen[1][4] == b'{"a":1}'
+    assert seen[2][3]["Content-Length"] == "0"
+
+
+async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Serve) -> None:
+    ports: list[int] = []
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        ports.append(client_port(request))
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b'{"items": [', b'"a", ', b'"b"]}'):
+            await response.write(part)
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    url = await serve([web.get("/list", chunked)])
+    http = pool(url)
+    try:
+        answers = [await http.request("GET", "/list") for _ in range(2)]
+    finally:
+        await http.close()
+    assert [a.body for a in answers] == [b'{"items": ["a", "b"]}'] * 2
+    assert answers[0].headers["transfer-encoding"] == "chunked"
+    assert len(set(ports)) == 1
+
+
+async def test_connection_close_is_obeyed(serve: Serve) -> None:
+    ports: list[int] = []
+
+    async def closing(request: web.Request) -> web.Response:
+        ports.append(client_port(request))
+        response = web.json_response({})
+        response.force_close()
+        return response
+
+    url = await serve([web.get("/", closing)])
+    http = pool(url)
+    try:
+        for _ in range(3):
+            assert (await http.request("GET", "/")).status == 200
+    finally:
+        await http.close()
+    assert len(set(ports)) == 3
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced(serve: Serve) -> None:
+    ports: list[int] = []
+
+    async def ok(request: web.Request) -> web.Response:
+        ports.append(client_port(request))
+        return web.json_response({})
+
+    url = await serve([web.get("/", ok)], keepalive_timeout=0.05)
+    http = pool(url)
+    try:
+        await http.request("GET", "/")
+        await asyncio.sleep(0.3)  # the server's keep-alive timeout passes
+        assert (await http.request("GET", "/")).status == 200
+    finally:
+        await http.close()
+    assert len(set(ports)) == 2
+
+
+async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve) -> None:
+    ports: list[int] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        ports.append(client_port(request))
+        if request.path == "/slow":
+            await asyncio.sleep(0.5)
+        return web.json_response({"path": request.path})
+
+    url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
+    http = pool(url, timeout=0.2)
+    try:
+        with pytest.raises(TransportError, match=r"^timed out after 0.2 s$"):
+            await http.request("GET", "/slow")
+        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
+        await asyncio.sleep(0.5)  # the slow answer is sent now, to a closed connection
+        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
+    finally:
+        await http.close()
+    assert ports[0] != ports[1], "the timed-out connection was reused"
+
+
+async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.sleep(0.2)
+        return web.json_response({"path": request.path})
+
+    url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
+    http = pool(url)
+    try:
+        slow = asyncio.create_task(http.request("GET", "/slow"))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'  # the slow one is due first
+        await asyncio.sleep(0.3)
+        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
+    finally:
+        await http.close()
+
+
+async def test_at_most_limit_connections_at_once(serve: Serve) -> None:
+    in_flight, peak, ports = 0, 0, set()
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        ports.add(client_port(request))
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return web.json_response({"path": request.path})
+
+    url = await serve([web.get("/{n}", slow)])
+    http = pool(url, limit=3)
+    try:
+        answers = await asyncio.gather(*(http.request("GET", f"/{n}") for n in range(20)))
+    finally:
+        await http.close()
+    assert [a.body for a in answers] == [f'{{"path": "/{n}"}}'.encode() for n in range(20)]
+    assert peak == 3 and len(ports) == 3
+
+
+async def test_a_path_prefix_in_the_server_url_is_kept(serve: Serve) -> None:
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.json_response({})
+
+    url = await serve([web.get("/k8s/clusters/c-1/api/v1/secrets", record)])
+    http = pool(url + "/k8s/clusters/c-1/")
+    try:
+        assert (await http.request("GET", "/api/v1/secrets?labelSelector=a%3Db")).status == 200
+    finally:
+        await http.close()
+    assert seen == ["/k8s/clusters/c-1/api/v1/secrets?labelSelector=a%3Db"]
+
+
+@pytest.mark.parametrize("server", ["localhost:6443", "ftp://host", "https://", "/just/a/path"])
+def test_a_server_url_that_is_not_http_is_refused(server: str) -> None:
+    with pytest.raises(ValueError, match=r"must be http\(s\)://host\[:port\]"):
+        Pool(server, ssl_context=None, headers={}, timeout=1.0)
+
+
+# ---- servers that misbehave: raw sockets --------------------------------------------------
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+RawServer = Callable[[RawHandler], Awaitable[tuple[str, list[int]]]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    """A TCP server whose handler gets each connection and its number (0, 1, …)."""
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: RawHandler) -> tuple[str, list[int]]:
+        connections: list[int] = []
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(len(connections))
+            try:
+                await handler(reader, writer, connections[-1])
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", connections
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def test_a_body_ended_by_closing_the_connection(raw_server: RawServer) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"whole": "body"}')
+        await writer.drain()
+
+    url, connections = await raw_server(handler)
+    http = pool(url)
+    try:
+        first = await http.request("GET", "/")
+        second = await http.request("GET", "/")
+    finally:
+        await http.close()
+    assert first.status == second.status == 200
+    assert first.body == second.body == b'{"whole": "body"}'
+    assert len(connections) == 2
+
+
+async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one(
+        raw_server: RawServer) -> None:
+    """The server answers the first request on each connection and drops the second unanswered."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request: closed without an answer
+
+    url, connections = await raw_server(handler)
+    http = pool(url)
+    try:
+        assert (await http.request("GET", "/")).body == b"{}"
+        assert (await http.request("GET", "/")).body == b"{}"
+    finally:
+        await http.close()
+    assert len(connections) == 2
+
+
+async def test_a_new_connection_closed_unanswered_is_an_error(
+        raw_server: RawServer) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    url, connections = await raw_server(handler)
+    http = pool(url)
+    try:
+        with pytest.raises(TransportError, match=r"^connection closed before an answer$"):
+            await http.request("GET", "/")
+    finally:
+        await http.close()
+    assert len(connections) == 1, "a request on a fresh connection was sent twice"
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", r"^unparseable answer: Expected HTTP/"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", r"^connection closed mid-answer$"),
+])
+async def test_an_answer_that_is_not_http_is_an_error(
+        raw_server: RawServer, answer: bytes, error: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+
+    url, _ = await raw_server(handler)
+    http = pool(url)
+    try:
+        with pytest.raises(TransportError, match=error):
+            await http.request("GET", "/")
+    finally:
+        await http.close()
+
+
+async def test_nobody_listening() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    http = pool(f"http://127.0.0.1:{port}")
+    with pytest.raises(TransportError, match=r"^connection refused or host unreachable$"):
+        await http.request("GET", "/")
+
+
+# ---- TLS, through the client as the operator configures it ----------------------------------
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+    d = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"),
+            "-subj", "/CN=test API CA", "-days", "2")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-new", *ec, "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"),
+                "-subj", f"/CN=test {name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+                "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.crt"))
+    return {p.name: p for p in d.iterdir()}
+
+
+SECRETS = Resource("", "v1", "secrets", "Secret")
+
+
+async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, Path]) -> None:
+    subjects: list[str] = []
+
+    async def get(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subjects.append(dict(item[0] for item in peer["subject"])["commonName"] if peer else "")
+        return web.json_response({"metadata": {"name": request.match_info["name"]}})
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls_files["ca.crt"])
+    context.load_cert_chain(tls_files["server.crt"], tls_files["server.key"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    url = await serve([web.get("/api/v1/namespaces/ns/secrets/{name}", get)], ssl_context=context)
+
+    trusted = ApiConfig(server=url, ca_data=tls_files["ca.crt"].read_bytes(),
+                        cert_data=tls_files["client.crt"].read_bytes(), key_data=tls_files["client.key"].read_bytes())
+    async with Client(trusted) as client:
+        assert await client.get(SECRETS, "ns", "a") == {"metadata": {"name": "a"}}
+        assert await client.get(SECRETS, "ns", "b") == {"metadata": {"name": "b"}}
+    assert subjects == ["test client", "test client"]
+
+    untrusted = ApiConfig(server=url, cert_data=trusted.cert_data, key_data=trusted.key_data)
+    async with Client(untrusted, retries=0) as client:
+        with pytest.raises(ApiError) as caught:
+            await client.get(SECRETS, "ns", "a")
+    assert (caught.value.status, caught.value.reason) == (503, UNREACHABLE)
+    assert caught.value.api_message.startswith("TLS handshake failed: CERTIFICATE_VERIFY_FAILED")
