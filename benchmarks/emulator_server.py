@@ -9,7 +9,8 @@ Protocol: the first line on stdout is ``{"url": ..., "pid": ...}``. Then one JSO
 per line on stdin, one JSON answer per line on stdout:
 
 * ``{"cmd": "stats"}`` → request counts since start, by client (from the ``User-Agent``:
-  ``operator`` = trustwire's own client, ``kopf`` = kopf's watches, ``bench`` = the
+  ``operator`` = trustwire's own client (its watches of Secrets and ConfigMaps included),
+  ``kopf`` = kopf's watches of the declared kinds, ``bench`` = the
   driver, ``other``), kmock action (``FETCH``/``LIST``/``WATCH``/``CREATE``/``UPDATE``/
   ``DELETE``), resource plural (or the URL path of discovery requests) and subresource;
   plus the number of stored objects and the largest write body per resource (kmock's

@@ -240,7 +240,7 @@ class Counts:
                    if s in sources and (actions is None or a in actions) and (plural is None or p == plural))
 
     def watching(self) -> set[str]:
-        return {p for (s, a, p, _), n in self.by_key.items() if s == "kopf" and a == "WATCH" and n}
+        return {p for (s, a, p, _), n in self.by_key.items() if s in OPERATOR_SOURCES and a == "WATCH" and n}
 
     def breakdown(self, sources: Sequence[str] = OPERATOR_SOURCES) -> dict[str, dict[str, int]]:
         """source → "ACTION plural[/sub]" → n."""
@@ -367,7 +367,8 @@ async def wait_until(predicate: Callable[[], Any], *, limit: float, interval: fl
 
 
 async def wait_started(emulator: Emulator, operator: Operator, *, limit: float = 120.0) -> None:
-    """Until kopf watches every resource and the operator's CPU has gone idle."""
+    """Until the operator watches every resource (kopf the declared kinds, the controller its
+    Secrets and ConfigMaps) and its CPU has gone idle."""
 
     async def watching() -> bool:
         operator.check_alive()

@@ -1,14 +1,16 @@
-"""The API client against a real HTTP server on loopback that paginates as kube-apiserver does."""
+"""The API client against real HTTP servers on loopback that paginate and stream watches as
+kube-apiserver does."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from trustwire.k8s.client import SECRETS, ApiConfig, Client
+from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
 
 
 @pytest.fixture
@@ -51,3 +53,85 @@ async def test_list_follows_continue_tokens_until_the_last_page(
     assert len(seen) == requests
     assert all(q["limit"] == str(page_size) and q["labelSelector"] == "a=b" for q in seen)
     assert [q.get("continue") for q in seen] == [None, *(f"token-{n}" for n in range(page_size, 7, page_size))]
+
+
+async def test_each_page_says_where_a_watch_after_the_listing_starts(
+        paginating: tuple[str, list[dict[str, str]]]) -> None:
+    url, _ = paginating
+    async with Client(ApiConfig(server=url)) as client:
+        pages = [page async for page in client.pages(SECRETS, "ns", page_size=3)]
+    assert [(len(p.items), p.resource_version) for p in pages] == [(3, "1"), (3, "1"), (1, "1")]
+
+
+async def _serve(routes: list[web.RouteDef]) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
+async def test_watch_yields_events_split_anyhow_and_raises_the_error_event() -> None:
+    """kube-apiserver's watch: one JSON event per line, over chunks cut wherever the network
+    cuts them; an ERROR event (here 410 Gone) ends the watch as an ApiError."""
+    seen: list[dict[str, str]] = []
+    parts = [b'{"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "11"}}}\n{"ty',
+             b'pe": "MODIFIED", "object": {"metadata": {"name": "a", "resourceVersion": "12"}}}\n\n',
+             b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}\n',
+             b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", '
+             b'"message": "too old resource version: 10 (15)"}}\n']
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.query))
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in parts:
+            await response.write(part)
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    runner, url = await _serve([web.get("/api/v1/namespaces/ns/secrets", watch)])
+    events: list[dict[str, Any]] = []
+    try:
+        async with Client(ApiConfig(server=url)) as client:
+            with pytest.raises(ApiError) as caught:
+                async for event in client.watch(SECRETS, "ns", label_selector="a=b", resource_version="10",
+                                                timeout_seconds=60):
+                    events.append(event)
+            assert client.counts["watch"] == 1
+    finally:
+        await runner.cleanup()
+    assert [(e["type"], e["object"]["metadata"]["resourceVersion"]) for e in events] == [
+        ("ADDED", "11"), ("MODIFIED", "12"), ("BOOKMARK", "15")]
+    assert (caught.value.status, caught.value.reason, caught.value.verb) == (410, "Expired", "watch")
+    assert seen == [{"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "60",
+                     "labelSelector": "a=b", "resourceVersion": "10"}]
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (403, {"kind": "Status", "reason": "Forbidden", "message": "cannot watch secrets"}, (403, "Forbidden")),
+    (200, None, (503, "BadWatchEvent")),
+])
+async def test_a_watch_that_cannot_start_or_sends_garbage_is_an_api_error(
+        status: int, body: dict[str, str] | None, expected: tuple[int, str]) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if body is not None:
+            return web.json_response(body, status=status)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"<html>not a watch</html>\n")
+        return response
+
+    runner, url = await _serve([web.get("/api/v1/namespaces/ns/secrets", answer)])
+    try:
+        async with Client(ApiConfig(server=url)) as client:
+            with pytest.raises(ApiError) as caught:
+                async for _ in client.watch(SECRETS, "ns"):
+                    pass
+    finally:
+        await runner.cleanup()
+    assert (caught.value.status, caught.value.reason) == expected

@@ -34,7 +34,7 @@ async def serve() -> AsyncIterator[Serve]:
                     keepalive_timeout: float = 75.0) -> str:
         app = web.Application()
         app.add_routes(routes)
-        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
+        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
@@ -406,3 +406,91 @@ async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, 
             await client.get(SECRETS, "ns", "a")
     assert (caught.value.status, caught.value.reason) == (503, UNREACHABLE)
     assert caught.value.api_message.startswith("TLS handshake failed: CERTIFICATE_VERIFY_FAILED")
+
+
+# ---- streamed answers (watches) -------------------------------------------------------------
+
+async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve) -> None:
+    """The first line is in the caller's hands while the server still holds the second."""
+    first_read = asyncio.Event()
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"n": 1}\n')
+        await asyncio.wait_for(first_read.wait(), 5.0)
+        await response.write(b'{"n": 2}\n')
+        await response.write_eof()
+        return response
+
+    url = await serve([web.get("/watch", watch)])
+    http = pool(url)
+    received: list[bytes] = []
+    try:
+        async with http.stream("/watch", idle_timeout=5.0) as (head, chunks):
+            assert head.status == 200 and head.body == b""
+            async for chunk in chunks:
+                received.append(chunk)
+                first_read.set()
+    finally:
+        await http.close()
+    assert b"".join(received) == b'{"n": 1}\n{"n": 2}\n'
+    assert received[0] == b'{"n": 1}\n'
+
+
+async def test_a_refused_stream_comes_whole_without_chunks(serve: Serve) -> None:
+    async def forbidden(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Status", "code": 403}, status=403)
+
+    url = await serve([web.get("/watch", forbidden)])
+    http = pool(url)
+    try:
+        async with http.stream("/watch", idle_timeout=5.0) as (head, chunks):
+            assert (head.status, head.body) == (403, b'{"kind": "Status", "code": 403}')
+            assert [c async for c in chunks] == []
+    finally:
+        await http.close()
+
+
+async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Serve) -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"{}\n")
+        if request.path == "/cut":
+            assert request.transport is not None
+            request.transport.close()  # mid-body: no terminating chunk
+        await asyncio.sleep(5)
+        return response
+
+    url = await serve([web.get("/silent", silent), web.get("/cut", silent)])
+    http = pool(url)
+    try:
+        for path, error in (("/silent", r"^nothing received for 0.2 s$"), ("/cut", r"^connection closed mid-answer$")):
+            async with http.stream(path, idle_timeout=0.2) as (_, chunks):
+                with pytest.raises(TransportError, match=error):
+                    async for chunk in chunks:
+                        assert chunk == b"{}\n"
+    finally:
+        await http.close()
+
+
+async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve) -> None:
+    async def forever(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(5)
+        return response
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    url = await serve([web.get("/watch", forever), web.get("/ok", ok)])
+    http = pool(url, limit=1, timeout=1.0)
+    try:
+        async with http.stream("/watch", idle_timeout=5.0), http.stream("/watch", idle_timeout=5.0):
+            assert (await http.request("GET", "/ok")).status == 200
+    finally:
+        await http.close()

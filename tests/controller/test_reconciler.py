@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -238,3 +240,83 @@ async def test_a_secret_that_is_not_ours_is_never_learnt_from_the_watch_but_stil
         assert "NameConflict" in reasons
         untouched = await client.get(SECRETS, "team", names.credentials_secret("alpha"))
         assert untouched is not None and untouched["data"] == theirs["data"]
+
+
+async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_when_told_410(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """Against a server that keeps resourceVersions as kube-apiserver does (kmock does not):
+    the watch starts where the start-up listing ended, resumes from the last version seen
+    when the server ends it, after a 500 tries that version again, and after 410 Gone lists
+    again — forgetting a Secret deleted while nobody watched — and resyncs every key."""
+    from aiohttp import web
+
+    ca, trust = names.ca_secret("alpha"), names.trust_secret("alpha")
+    labels = {names.MANAGED_BY: names.MANAGER, names.IDENTITY_LABEL: "alpha"}
+    store = {ca: {"metadata": {"name": ca, "namespace": "ns", "labels": labels, "resourceVersion": "5"}}}
+    watched: list[str | None] = []
+    last_watch = asyncio.Event()
+
+    def listing(items: list[Any], version: str) -> web.Response:
+        return web.json_response({"metadata": {"resourceVersion": version}, "items": items})
+
+    async def secrets(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return listing(list(store.values()), "10" if not watched else "20")
+        watched.append(request.query.get("resourceVersion"))
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        if len(watched) == 3:
+            return web.json_response({"kind": "Status", "code": 500, "reason": "InternalError"}, status=500)
+        await response.prepare(request)
+        if len(watched) == 1:  # one event, then the server's timeout ends the watch
+            store[trust] = {"metadata": {"name": trust, "namespace": "ns", "labels": labels, "resourceVersion": "11"}}
+            await response.write(json.dumps({"type": "ADDED", "object": store[trust]}).encode() + b"\n")
+        elif len(watched) == 2:  # history compacted; meanwhile the CA Secret was deleted
+            del store[ca]
+            await response.write(b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Gone"}}\n')
+        else:
+            last_watch.set()
+            await asyncio.sleep(30)
+        await response.write_eof()
+        return response
+
+    async def quiet(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            kind = request.path.rsplit("/", 1)[1]
+            items = {"serviceidentities": [identity_body("alpha", "ns")],
+                     "trustrelationships": [relationship_body("alpha", "beta", name="ab", namespace="ns")]}
+            return listing(items.get(kind, []), "10")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(30)
+        return response
+
+    app = web.Application()
+    app.add_routes([web.get("/api/v1/namespaces/ns/secrets", secrets),
+                    web.get("/api/v1/namespaces/ns/configmaps", quiet),
+                    web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet)])
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with Client(ApiConfig(server=url)) as client:
+            controller = Controller(client, namespaces=["ns"], jitter=0.0)
+            await controller.prime()
+            assert controller.state.inventory.may_exist("secrets", "ns", ca)
+            assert not controller.state.inventory.may_exist("secrets", "ns", trust)
+            await _drain(controller)
+            follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+            try:
+                await asyncio.wait_for(last_watch.wait(), 10.0)
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
+    finally:
+        await runner.cleanup()
+    assert watched == ["10", "11", "20", "20"]
+    assert controller.state.inventory.may_exist("secrets", "ns", trust)
+    assert not controller.state.inventory.may_exist("secrets", "ns", ca), "a Secret deleted in the gap was kept"
+    assert ("relationship", "ns", "ab") in await _drain(controller), "nothing was resynced after the 410"

@@ -1,8 +1,10 @@
 """The reconcile loop: gather → plan → apply → status, one identity or relationship at a time.
 
-kopf delivers watch events; the handlers only tell the :class:`Controller` which objects
-changed. The controller works out who is *affected* (a peer's new CA touches every
-identity trusting it), queues those keys, and a few workers reconcile them:
+Watch events say which objects changed — kopf's for the kinds users declare (identities,
+relationships, workloads), the controller's own watch for the Secrets and ConfigMaps it
+writes (:meth:`Controller._follow`, below). The controller works out who is *affected* (a
+peer's new CA touches every identity trusting it), queues those keys, and a few workers
+reconcile them:
 
 1. :meth:`Controller._gather_identity` — the one place that reads: the identity, its four
    objects, referenced Secrets/ConfigMaps, and each accepted peer's publication;
@@ -69,6 +71,8 @@ from trustwire.plan.workloads import Wiring, material_hash, rollout_complete, wi
 log = logging.getLogger("trustwire")
 
 Key = tuple[str, str, str]  # ("identity" | "relationship", namespace, name)
+#: seconds between attempts to re-open a failing watch (kopf's networking back-offs)
+WATCH_BACKOFF = (1.0, 2.0, 5.0, 10.0)
 Clock = Callable[[], datetime]
 
 
@@ -88,6 +92,8 @@ class Controller:
         self.client = client
         #: served namespaces (empty: cluster-wide)
         self.namespaces: list[str | None] = list(namespaces)
+        #: (plural, namespace) → resourceVersion of prime's listing, where _follow starts
+        self._versions: dict[tuple[str, str | None], str | None] = {}
         self.propagation_delay = propagation_delay
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -109,7 +115,7 @@ class Controller:
         self.trim_heap: Callable[[], object] = HeapTrimmer()
 
     # ==================================================================================
-    # Event intake (called from kopf handlers; cheap, synchronous, never raises)
+    # Event intake (from kopf's handlers and from _follow; cheap, synchronous, never raises)
     # ==================================================================================
     def observe_identity(self, body: Mapping[str, Any], deleted: bool) -> None:
         ref = ref_of(body)
@@ -237,24 +243,78 @@ class Controller:
         its peers, and a relationship reconciled before its identities arrived would
         report IdentityNotFound — writes, Events and rollouts caused by our own start-up.
         Of our Secrets and ConfigMaps only the names are kept (:class:`Inventory`), a page
-        at a time.
+        at a time, and where each listing ended, for :meth:`_follow` to watch on from.
         """
+        self._versions.clear()
         for ns in self.namespaces or [None]:
             for body in await self.client.list(IDENTITIES, ns):
                 self.state.put_identity(body)
             for body in await self.client.list(RELATIONSHIPS, ns):
                 self.state.put_relationship(body)
             for resource in (SECRETS, CONFIGMAPS):
-                async for page in self.client.pages(resource, ns, label_selector=names.MANAGED_SELECTOR):
-                    for body in page:
-                        self.state.inventory.observed(resource.plural, body, deleted=False)
+                self._versions[resource.plural, ns] = await self._list_ours(resource, ns)
             self.state.inventory.listed(ns)
         self.resync_all()
+
+    async def _list_ours(self, resource: Resource, namespace: str | None) -> str | None:
+        """The names of our objects of one kind in ``namespace`` (``None``: all), replacing
+        what the inventory knew of them; returns the listing's resourceVersion."""
+        self.state.inventory.forget(resource.plural, namespace)
+        version = None
+        async for page in self.client.pages(resource, namespace, label_selector=names.MANAGED_SELECTOR):
+            for body in page.items:
+                self.state.inventory.observed(resource.plural, body, deleted=False)
+            version = page.resource_version
+        return version
+
+    async def _follow(self, resource: Resource, namespace: str | None) -> None:
+        """Watch our Secrets (or the ConfigMaps: templates live in the user's own) of one
+        served namespace, from where :meth:`prime` listed them, for as long as we lead.
+
+        Not through kopf, unlike the kinds users declare: these are most of the operator's
+        watch events (5 of ~12 per identity, nearly all echoes of our own writes), and
+        kopf's per-event pipeline — causes, per-object workers, loggers, handler kwargs,
+        made for stateful handlers — cost ~0.2 ms each, more than the observer they call
+        (docs/benchmarks.md, finding 10). A watch the server ends is resumed from the last
+        version seen; an expired version (410) is listed again and every key resynced (what
+        changed in the gap is not known); any other failure is retried after a back-off.
+        """
+        observe = self.observe_secret if resource is SECRETS else self.observe_configmap
+        selector = names.MANAGED_SELECTOR if resource is SECRETS else None
+        version = self._versions.get((resource.plural, namespace))
+        failures = 0
+        while True:
+            try:
+                async for event in self.client.watch(resource, namespace, label_selector=selector,
+                                                     resource_version=version):
+                    failures = 0
+                    body = event.get("object")
+                    if not isinstance(body, Mapping):
+                        continue
+                    version = str((body.get("metadata") or {}).get("resourceVersion") or "") or version
+                    if event.get("type") != "BOOKMARK":
+                        observe(body, event.get("type") == "DELETED")
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("watch of %s%s expired; listing again", resource.plural,
+                             f" in {namespace}" if namespace else "")
+                    try:
+                        version = await self._list_ours(resource, namespace)
+                    except ApiError:
+                        version = None  # watching from now on replays nothing; the resync below looks
+                    self.resync_all()
+                    continue
+                delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
+                failures += 1
+                log.debug("watch of %s failed (%s); again in %ss", resource.plural, exc, delay)
+                await asyncio.sleep(delay * (1 + self.jitter * self.rng.random()))
 
     async def _work(self) -> None:
         await self.prime()
         tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
+        tasks += [asyncio.create_task(self._follow(resource, ns), name=f"trustwire-watch-{resource.plural}")
+                  for ns in self.namespaces or [None] for resource in (SECRETS, CONFIGMAPS)]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -328,6 +328,12 @@ class Inventory:
         elif names.is_managed((body.get("metadata") or {}).get("labels")):
             self.exists(*key)
 
+    def forget(self, plural: str, namespace: str | None) -> None:
+        """Before listing ``plural`` again (``namespace`` ``None``: everywhere): names of
+        objects deleted while no watch was looking must not outlive the new listing."""
+        self._names = {key for key in self._names
+                       if key[0] != plural or (namespace is not None and key[1] != namespace)}
+
     def listed(self, namespace: str | None) -> None:
         """Every managed object of ``namespace`` (``None``: of the cluster) has been seen."""
         self._listed.add(namespace)

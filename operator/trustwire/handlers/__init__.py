@@ -6,10 +6,10 @@ object — API writes that a no-op resync must not make. Watch events plus our o
 level-triggered controller give the same guarantees with zero bookkeeping writes; our
 own finalizer (``trustwire.io/finalizer``) covers deletion.
 
-Secrets are watched with a server-side label selector (``app.kubernetes.io/managed-by=
-trustwire``) and a matching client-side filter, so memory and CPU do not grow with the
-unrelated Secrets of a cluster. ConfigMaps are watched unfiltered because templates
-live in the user's own ConfigMaps; kopf keeps no copy of the bodies.
+kopf watches the kinds users declare: identities, relationships and the workloads we wire.
+The Secrets and ConfigMaps the operator writes are watched by the controller itself
+(``Controller._follow``): they are most of the watch events, and kopf's per-event pipeline
+cost more than our observers (docs/benchmarks.md, finding 10).
 
 A registry is built per operator instance (no module-level decorators), so several
 operators can run in one process — tests do exactly that.
@@ -23,9 +23,8 @@ from typing import Any
 
 import kopf
 
-from trustwire import names
 from trustwire.controller.reconciler import Controller
-from trustwire.k8s.client import LIST_PAGE_SIZE, ApiConfig
+from trustwire.k8s.client import LIST_PAGE_SIZE, WATCH_SECONDS, ApiConfig
 
 Observer = Callable[[Mapping[str, Any], bool], None]
 
@@ -63,12 +62,11 @@ def build_registry(controller: Controller, config: ApiConfig, *,
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.watching.label_selectors["v1", "secrets"] = names.MANAGED_SELECTOR
         settings.posting.enabled = False  # our Events are deliberate; kopf's log-events could echo payloads
         settings.persistence.diffbase_storage = NoDiffBase()
-        settings.watching.server_timeout = 300
-        settings.watching.client_timeout = 330
-        settings.watching.chunk_size = LIST_PAGE_SIZE  # a paginated first LIST, not all Secrets at once
+        settings.watching.server_timeout = WATCH_SECONDS
+        settings.watching.client_timeout = WATCH_SECONDS + 30
+        settings.watching.chunk_size = LIST_PAGE_SIZE  # a paginated first LIST
         settings.networking.error_backoffs = [1, 2, 5, 10]
         settings.queueing.exit_timeout = 0.5  # our handlers are instant; do not hold up shutdown
         # kopf keeps a worker task per object alive this long after its last event (default
@@ -88,8 +86,6 @@ def build_registry(controller: Controller, config: ApiConfig, *,
 
     watch(("trustwire.io", "v1alpha1", "serviceidentities"), controller.observe_identity)
     watch(("trustwire.io", "v1alpha1", "trustrelationships"), controller.observe_relationship)
-    watch(("v1", "secrets"), controller.observe_secret, labels={names.MANAGED_BY: names.MANAGER})
-    watch(("v1", "configmaps"), controller.observe_configmap)
     def workload_observer(kind: str) -> Observer:
         def observe(body: Mapping[str, Any], deleted: bool) -> None:
             controller.observe_workload(kind, body)

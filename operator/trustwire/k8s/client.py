@@ -26,7 +26,7 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from trustwire.k8s.transport import Pool, TransportError
@@ -35,6 +35,8 @@ from trustwire.names import FIELD_MANAGER
 USER_AGENT = "trustwire-operator"
 #: Objects per LIST page (the same chunk size kopf is given for its initial listings).
 LIST_PAGE_SIZE = 500
+#: How long the server keeps a watch open before we resume it (kopf's is set the same)
+WATCH_SECONDS = 300
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: :attr:`ApiError.reason` when no HTTP answer came (the message says why); retried like a 503
 UNREACHABLE = "Unreachable"
@@ -53,6 +55,12 @@ class ApiError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status in (409, 429) or self.status >= 500
+
+
+class Page(NamedTuple):
+    items: list[dict[str, Any]]
+    #: of the listing as a whole: where a watch that follows it starts (None: not told)
+    resource_version: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +184,12 @@ class Client:
             await self._pool.close()
             self._pool = None
 
+    def _connections(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self.config.server, ssl_context=self.config.ssl_context(), headers=self._headers(),
+                              timeout=self._timeout)
+        return self._pool
+
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if self.config.token:
@@ -184,16 +198,14 @@ class Client:
 
     async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
                        params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
-        if self._pool is None:
-            self._pool = Pool(self.config.server, ssl_context=self.config.ssl_context(), headers=self._headers(),
-                              timeout=self._timeout)
+        pool = self._connections()
         data = json.dumps(body).encode() if body is not None else None
         target = quote(path) + (f"?{urlencode(params)}" if params else "")
         retries = self._retries if retries is None else retries
         for attempt in range(retries + 1):
             self.counts[verb] += 1
             try:
-                response = await self._pool.request(_METHODS[verb], target, body=data, content_type=content_type)
+                response = await pool.request(_METHODS[verb], target, body=data, content_type=content_type)
             except TransportError as exc:
                 error = ApiError(503, UNREACHABLE, str(exc), verb=verb, path=path)
                 retry_after = None
@@ -221,14 +233,16 @@ class Client:
         return result
 
     async def pages(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
-                    page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[list[dict[str, Any]]]:
+                    page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[Page]:
         """Every object, a page (``limit``/``continue``) at a time, so a large cluster never
         arrives as one huge response; a server that ignores ``limit`` answers in one."""
         params = {"limit": str(page_size)} | ({"labelSelector": label_selector} if label_selector else {})
         while True:
             result = await self._request("list", resource.path(namespace), params=params) or {}
-            yield list(result.get("items", []))
-            token = (result.get("metadata") or {}).get("continue")
+            meta = result.get("metadata") or {}
+            yield Page(list(result.get("items", [])), str(meta["resourceVersion"]) if meta.get("resourceVersion")
+                       else None)
+            token = meta.get("continue")
             if not token:
                 return
             params = {**params, "continue": str(token)}
@@ -237,7 +251,48 @@ class Client:
                    label_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
         """Every object (see :meth:`pages`)."""
         return [body async for page in self.pages(resource, namespace, label_selector=label_selector,
-                                                  page_size=page_size) for body in page]
+                                                  page_size=page_size) for body in page.items]
+
+    async def watch(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
+                    resource_version: str | None = None, timeout_seconds: int = WATCH_SECONDS,
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``type``, ``object``) after ``resource_version`` until the server ends
+        the stream (``timeout_seconds``, or a dropped connection: an :class:`ApiError` 503).
+
+        An ``ERROR`` event is raised as the :class:`ApiError` it carries — 410 Gone: the
+        version is too old, list again. ``BOOKMARK`` events (asked for) carry only a newer
+        ``resourceVersion``. Not retried here: resuming is the caller's decision.
+        """
+        path = resource.path(namespace)
+        params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        params |= ({"labelSelector": label_selector} if label_selector else {}) \
+            | ({"resourceVersion": resource_version} if resource_version else {})
+        self.counts["watch"] += 1
+        pool = self._connections()
+        try:
+            async with pool.stream(f"{quote(path)}?{urlencode(params)}",
+                                   idle_timeout=timeout_seconds + 30) as (head, chunks):
+                if head.status >= 400:
+                    self.errors[str(head.status)] += 1
+                    raise _api_error(head.status, head.body, "watch", path)
+                pending = b""
+                async for chunk in chunks:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        if event.get("type") == "ERROR":
+                            status = event.get("object") or {}
+                            raise ApiError(int(status.get("code") or 500), str(status.get("reason") or "Error"),
+                                           str(status.get("message") or "")[:300], verb="watch", path=path)
+                        yield event
+        except TransportError as exc:
+            self.errors["503"] += 1
+            raise ApiError(503, UNREACHABLE, str(exc), verb="watch", path=path) from None
+        except ValueError:  # a line that is not JSON
+            self.errors["503"] += 1
+            raise ApiError(503, "BadWatchEvent", "a watch event that is not JSON", verb="watch", path=path) from None
 
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(

@@ -26,9 +26,11 @@ Rules that make a pooled connection safe to reuse:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
@@ -46,12 +48,19 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection; one request at a time."""
+    """One TCP (or TLS) connection; one request at a time.
+
+    An answer is either delivered whole (:meth:`exchange`) or, for a watch, as its status
+    and headers first and then its body as it arrives (``stream=True``, :meth:`chunks`).
+    """
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._answer: asyncio.Future[Response] | None = None
+        self._stream: asyncio.Queue[bytes | TransportError | None] | None = None
+        self._streaming = False  #: the head was delivered; the body goes to ``_stream``
+        self._busy = False  #: a request was sent and its answer is not complete
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._received = False  #: a byte of the current answer arrived
@@ -65,7 +74,7 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._answer is None or self._answer.done():
+        if not self._busy:
             self.close()  # bytes nobody asked for (say, a 408 on an idle connection): not reusable
             return
         self._received = True
@@ -77,11 +86,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        if self._answer is None or self._answer.done():
+        if not self._busy:
             return
         if self._headers_done and "content-length" not in self._headers \
                 and "chunked" not in self._headers.get("transfer-encoding", ""):
-            self._complete()  # a body delimited by the end of the connection (RFC 9112 §6.3)
+            self.on_message_complete()  # a body delimited by the end of the connection (RFC 9112 §6.3)
         else:
             self._fail(TransportError("connection closed" + (" mid-answer" if self._received else " before an answer")))
 
@@ -91,13 +100,25 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        if self._stream is not None and 200 <= self._parser.get_status_code() < 300:
+            self._streaming = True
+            self._deliver()  # the caller reads the body as it comes
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        if self._streaming:
+            assert self._stream is not None
+            self._stream.put_nowait(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message is done
-        self._complete()
+        self._busy = False
+        if self._streaming:
+            assert self._stream is not None
+            self._stream.put_nowait(None)
+        else:
+            self._deliver()
 
     # ---- use -----------------------------------------------------------------------------
     @property
@@ -112,24 +133,46 @@ class _Connection(asyncio.Protocol):
     def keep_alive(self) -> bool:
         return self.usable and self._keep_alive
 
-    async def exchange(self, request: bytes) -> Response:
+    async def exchange(self, request: bytes, *, stream: bool = False) -> Response:
+        """Send ``request``; the whole answer, or with ``stream`` a 2xx answer's head only."""
         assert self._transport is not None
         self._answer = asyncio.get_running_loop().create_future()
+        self._stream = asyncio.Queue() if stream else None
+        self._streaming, self._busy = False, True
         self._headers, self._body, self._received, self._headers_done, self._keep_alive = {}, [], False, False, False
         self._transport.write(request)
         return await self._answer
+
+    async def chunks(self, idle_timeout: float) -> AsyncIterator[bytes]:
+        """The body of a streamed answer as it arrives, until it ends (none if not 2xx)."""
+        assert self._stream is not None
+        while self._streaming:
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await self._stream.get()
+            except TimeoutError:
+                raise TransportError(f"nothing received for {idle_timeout:g} s") from None
+            if chunk is None:
+                return
+            if isinstance(chunk, TransportError):
+                raise chunk
+            yield chunk
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
-    def _complete(self) -> None:
+    def _deliver(self) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_result(Response(self._parser.get_status_code(), self._headers,
                                              b"".join(self._body)))
 
     def _fail(self, error: TransportError) -> None:
-        if self._answer is not None and not self._answer.done():
+        self._busy = False
+        if self._streaming:
+            assert self._stream is not None
+            self._stream.put_nowait(error)
+        elif self._answer is not None and not self._answer.done():
             self._answer.set_exception(error)
 
 
@@ -160,17 +203,44 @@ class Pool:
     async def request(self, method: str, target: str, *, body: bytes | None = None,
                       content_type: str | None = None) -> Response:
         """Send one request (``target``: path and query, already encoded) and read the answer."""
-        head = f"{method} {self._prefix}{target} HTTP/1.1\r\n{self._fixed}"
-        if content_type:
-            head += f"Content-Type: {content_type}\r\n"
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            head += f"Content-Length: {len(body or b'')}\r\n"
-        request = (head + "\r\n").encode("latin-1") + (body or b"")
+        request = self._encode(method, target, body, content_type)
         try:
             async with self._slots, asyncio.timeout(self._timeout):
                 return await self._send(request)
         except TimeoutError:
             raise TransportError(f"timed out after {self._timeout:g} s") from None
+
+    @contextlib.asynccontextmanager
+    async def stream(self, target: str, *, idle_timeout: float) -> AsyncIterator[tuple[Response, AsyncIterator[bytes]]]:
+        """GET an answer that is read as it arrives (a watch): its head, then its body's chunks.
+
+        On a connection of its own, outside ``limit`` (watches last minutes; they must not
+        starve short requests, nor wait for them), closed when the block ends. The head of an
+        answer that is not 2xx comes with its whole body, and no chunks.
+        """
+        request = self._encode("GET", target, None, None)
+        try:
+            async with asyncio.timeout(self._timeout):
+                connection = await self._connect()
+        except TimeoutError:
+            raise TransportError(f"timed out after {self._timeout:g} s") from None
+        try:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    head = await connection.exchange(request, stream=True)
+            except TimeoutError:
+                raise TransportError(f"timed out after {self._timeout:g} s") from None
+            yield head, connection.chunks(idle_timeout)
+        finally:
+            connection.close()
+
+    def _encode(self, method: str, target: str, body: bytes | None, content_type: str | None) -> bytes:
+        head = f"{method} {self._prefix}{target} HTTP/1.1\r\n{self._fixed}"
+        if content_type:
+            head += f"Content-Type: {content_type}\r\n"
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head += f"Content-Length: {len(body or b'')}\r\n"
+        return (head + "\r\n").encode("latin-1") + (body or b"")
 
     async def _send(self, request: bytes) -> Response:
         connection = await self._connection()
