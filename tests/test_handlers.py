@@ -22,7 +22,7 @@ def test_watch_and_probe_handlers_run_on_the_event_loop() -> None:
     registry = build_registry(Controller(Client(config)), config)
     watching = registry._watching.get_all_handlers()
     probes = [h for h in registry._activities.get_all_handlers() if h.id == "reconciles"]
-    assert len(watching) == 5 and len(probes) == 1  # identities, relationships, 3 workload kinds
+    assert len(watching) == 3 and len(probes) == 1  # the 3 workload kinds
     threaded = [h.id for h in [*watching, *probes] if not inspect.iscoroutinefunction(h.fn)]
     assert threaded == []
 

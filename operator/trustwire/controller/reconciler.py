@@ -1,10 +1,9 @@
 """The reconcile loop: gather → plan → apply → status, one identity or relationship at a time.
 
-Watch events say which objects changed — kopf's for the kinds users declare (identities,
-relationships, workloads), the controller's own watch for the Secrets and ConfigMaps it
-writes (:meth:`Controller._follow`, below). The controller works out who is *affected* (a
-peer's new CA touches every identity trusting it), queues those keys, and a few workers
-reconcile them:
+Watch events say which objects changed — the controller's own watches of identities,
+relationships and the Secrets and ConfigMaps it writes (:meth:`Controller._follow`), kopf's
+of the workloads it wires. The controller works out who is *affected* (a peer's new CA
+touches every identity trusting it), queues those keys, and a few workers reconcile them:
 
 1. :meth:`Controller._gather_identity` — the one place that reads: the identity, its four
    objects, referenced Secrets/ConfigMaps, and each accepted peer's publication;
@@ -73,6 +72,10 @@ log = logging.getLogger("trustwire")
 Key = tuple[str, str, str]  # ("identity" | "relationship", namespace, name)
 #: seconds between attempts to re-open a failing watch (kopf's networking back-offs)
 WATCH_BACKOFF = (1.0, 2.0, 5.0, 10.0)
+#: what the controller lists and watches itself (:meth:`Controller._follow`), in listing
+#: order, with the label selector of the listing: of Secrets and ConfigMaps only ours
+FOLLOWED: dict[Resource, str | None] = {IDENTITIES: None, RELATIONSHIPS: None,
+                                        SECRETS: names.MANAGED_SELECTOR, CONFIGMAPS: names.MANAGED_SELECTOR}
 Clock = Callable[[], datetime]
 
 
@@ -115,7 +118,7 @@ class Controller:
         self.trim_heap: Callable[[], object] = HeapTrimmer()
 
     # ==================================================================================
-    # Event intake (from kopf's handlers and from _follow; cheap, synchronous, never raises)
+    # Event intake (from _follow, and kopf's handlers for workloads; cheap, synchronous, never raises)
     # ==================================================================================
     def observe_identity(self, body: Mapping[str, Any], deleted: bool) -> None:
         ref = ref_of(body)
@@ -236,51 +239,65 @@ class Controller:
                 await elector
 
     async def prime(self) -> None:
-        """Fill the caches with one LIST per kind before any reconcile (a "cache sync").
+        """Fill the caches with one LIST per kind before any reconcile (a "cache sync"), and
+        note where each listing ended, for :meth:`_follow` to watch on from.
 
-        kopf replays every object when it starts watching, but not before our first
-        workers run: an identity reconciled before its relationships arrived would drop
-        its peers, and a relationship reconciled before its identities arrived would
-        report IdentityNotFound — writes, Events and rollouts caused by our own start-up.
-        Of our Secrets and ConfigMaps only the names are kept (:class:`Inventory`), a page
-        at a time, and where each listing ended, for :meth:`_follow` to watch on from.
+        Nothing is reconciled before every kind is listed: an identity reconciled before its
+        relationships arrived would drop its peers, and a relationship reconciled before its
+        identities arrived would report IdentityNotFound — writes, Events and rollouts
+        caused by our own start-up. Of our Secrets and ConfigMaps only the names are kept
+        (:class:`Inventory`), a page at a time.
         """
         self._versions.clear()
         for ns in self.namespaces or [None]:
-            for body in await self.client.list(IDENTITIES, ns):
-                self.state.put_identity(body)
-            for body in await self.client.list(RELATIONSHIPS, ns):
-                self.state.put_relationship(body)
-            for resource in (SECRETS, CONFIGMAPS):
-                self._versions[resource.plural, ns] = await self._list_ours(resource, ns)
+            for resource in FOLLOWED:
+                self._versions[resource.plural, ns] = await self._list(resource, ns)
             self.state.inventory.listed(ns)
         self.resync_all()
 
-    async def _list_ours(self, resource: Resource, namespace: str | None) -> str | None:
-        """The names of our objects of one kind in ``namespace`` (``None``: all), replacing
-        what the inventory knew of them; returns the listing's resourceVersion."""
-        self.state.inventory.forget(resource.plural, namespace)
+    async def _list(self, resource: Resource, namespace: str | None) -> str | None:
+        """One kind in ``namespace`` (``None``: all) into the caches, replacing what they
+        held of it — an object gone since the caches last saw it is forgotten, as if its
+        DELETED event had come. Returns the listing's resourceVersion. Queues nothing."""
+        if resource in (SECRETS, CONFIGMAPS):
+            self.state.inventory.forget(resource.plural, namespace)
+        identities: set[IdentityRef] = set()
+        relationships: set[tuple[str, str]] = set()
         version = None
-        async for page in self.client.pages(resource, namespace, label_selector=names.MANAGED_SELECTOR):
+        async for page in self.client.pages(resource, namespace, label_selector=FOLLOWED[resource]):
             for body in page.items:
-                self.state.inventory.observed(resource.plural, body, deleted=False)
+                if resource is IDENTITIES:
+                    identities.add(self.state.put_identity(body))
+                elif resource is RELATIONSHIPS:
+                    relationships.add(self.state.put_relationship(body)[0])
+                else:
+                    self.state.inventory.observed(resource.plural, body, deleted=False)
             version = page.resource_version
+        if resource is IDENTITIES:
+            for ref in [r for r in self.state.identities if namespace in (None, r.namespace) and r not in identities]:
+                self.state.drop_identity(ref)
+                self.state.publications.forget(ref)
+        elif resource is RELATIONSHIPS:
+            for key in [k for k in self.state.relationships if namespace in (None, k[0]) and k not in relationships]:
+                self.state.drop_relationship(key)
         return version
 
     async def _follow(self, resource: Resource, namespace: str | None) -> None:
-        """Watch our Secrets (or the ConfigMaps: templates live in the user's own) of one
-        served namespace, from where :meth:`prime` listed them, for as long as we lead.
+        """Watch one kind in one served namespace, from where :meth:`prime` listed it, for as
+        long as we lead; each event goes to its ``observe_*`` method.
 
-        Not through kopf, unlike the kinds users declare: these are most of the operator's
-        watch events (5 of ~12 per identity, nearly all echoes of our own writes), and
-        kopf's per-event pipeline — causes, per-object workers, loggers, handler kwargs,
-        made for stateful handlers — cost ~0.2 ms each, more than the observer they call
+        Not through kopf's handlers (which watch only the workloads): identities,
+        relationships, and our Secrets and ConfigMaps are nearly all of the operator's watch
+        events — about 12 per identity, most of them echoes of our own writes — and kopf's
+        per-event pipeline (causes, per-object workers, loggers, handler kwargs: made for
+        stateful handlers) cost ~0.2 ms each, several times the observer it calls
         (docs/benchmarks.md, finding 10). A watch the server ends is resumed from the last
         version seen; an expired version (410) is listed again and every key resynced (what
         changed in the gap is not known); any other failure is retried after a back-off.
         """
-        observe = self.observe_secret if resource is SECRETS else self.observe_configmap
-        selector = names.MANAGED_SELECTOR if resource is SECRETS else None
+        observe = {IDENTITIES: self.observe_identity, RELATIONSHIPS: self.observe_relationship,
+                   SECRETS: self.observe_secret, CONFIGMAPS: self.observe_configmap}[resource]
+        selector = None if resource is CONFIGMAPS else FOLLOWED[resource]  # templates: the user's ConfigMaps
         version = self._versions.get((resource.plural, namespace))
         failures = 0
         while True:
@@ -299,7 +316,7 @@ class Controller:
                     log.info("watch of %s%s expired; listing again", resource.plural,
                              f" in {namespace}" if namespace else "")
                     try:
-                        version = await self._list_ours(resource, namespace)
+                        version = await self._list(resource, namespace)
                     except ApiError:
                         version = None  # watching from now on replays nothing; the resync below looks
                     self.resync_all()
@@ -314,7 +331,7 @@ class Controller:
         tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
         tasks += [asyncio.create_task(self._follow(resource, ns), name=f"trustwire-watch-{resource.plural}")
-                  for ns in self.namespaces or [None] for resource in (SECRETS, CONFIGMAPS)]
+                  for ns in self.namespaces or [None] for resource in FOLLOWED]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -6,10 +6,12 @@ object — API writes that a no-op resync must not make. Watch events plus our o
 level-triggered controller give the same guarantees with zero bookkeeping writes; our
 own finalizer (``trustwire.io/finalizer``) covers deletion.
 
-kopf watches the kinds users declare: identities, relationships and the workloads we wire.
-The Secrets and ConfigMaps the operator writes are watched by the controller itself
-(``Controller._follow``): they are most of the watch events, and kopf's per-event pipeline
-cost more than our observers (docs/benchmarks.md, finding 10).
+kopf watches the workloads we wire (Deployments, StatefulSets, DaemonSets): rare events.
+Identities, relationships and the Secrets and ConfigMaps the operator writes are listed and
+watched by the controller itself while it leads (``Controller._follow``): they are nearly
+all of the watch events, and kopf's per-event pipeline cost several times the observer it
+calls (docs/benchmarks.md, finding 10). kopf also runs the login, the liveness endpoint and
+the ``reconciles`` probe.
 
 A registry is built per operator instance (no module-level decorators), so several
 operators can run in one process — tests do exactly that.
@@ -84,8 +86,6 @@ def build_registry(controller: Controller, config: ApiConfig, *,
             # which is only safe on the event loop's own thread.
             observe(_object(event), type == "DELETED")
 
-    watch(("trustwire.io", "v1alpha1", "serviceidentities"), controller.observe_identity)
-    watch(("trustwire.io", "v1alpha1", "trustrelationships"), controller.observe_relationship)
     def workload_observer(kind: str) -> Observer:
         def observe(body: Mapping[str, Any], deleted: bool) -> None:
             controller.observe_workload(kind, body)
