@@ -13,6 +13,7 @@ from tests.integration.harness import Cluster, identity, relationship
 from trustwire import names
 from trustwire.emulator import running_emulator
 from trustwire.k8s.client import LEASES, ApiConfig, Client, Resource
+from trustwire.model import IdentityRef
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration
@@ -58,13 +59,16 @@ async def test_only_the_lease_holder_writes_and_a_standby_takes_over() -> None:
                 assert controller_b.election is not None and not controller_b.election.leading.is_set()
                 assert _writes_by(cluster, "op-a"), "the leader did the work"
                 assert _writes_by(cluster, "op-b") == [], "the standby writes nothing"
-                assert len(controller_b.state.identities) == 2, "the standby's caches are warm"
+                # a standby lists and watches nothing: it fills its caches when it takes the Lease
+                assert controller_b.state.identities == {} and controller_b.client.counts["watch"] == 0
 
                 replica_a.send_signal(signal.SIGKILL)
                 replica_a.wait(10)
                 await cluster.apply(identity("gamma", "team"))
                 await asyncio.wait_for(controller_b.election.leading.wait(), 20)
                 await cluster.wait_condition("ServiceIdentity", "team", "gamma", "Ready")
+                assert set(controller_b.state.identities) == {IdentityRef("team", n)
+                                                              for n in ("alpha", "beta", "gamma")}
                 lease = await client.get(LEASES, "trustwire-system", "trustwire")
                 assert lease is not None and lease["spec"]["holderIdentity"] == "op-b"
                 assert lease["spec"]["leaseTransitions"] == 1

@@ -1,10 +1,10 @@
 """Leader election with a ``coordination.k8s.io/v1`` Lease: exactly one replica writes.
 
 Why not kopf peering? Peering pauses kopf's watch streams on standbys, but our controller
-also acts on timers (rotation deadlines, resyncs) that kopf does not know about, and a
-paused standby starts cold. Here every replica keeps watching — its caches stay warm for
-a fast takeover — while only the Lease holder's workers reconcile, and they stop the
-moment the Lease is lost.
+also acts on timers (rotation deadlines, resyncs) that kopf does not know about, and it
+watches what it reconciles itself (``Controller._follow``). Here only the Lease holder
+lists, watches and reconciles, and its workers and watches stop the moment the Lease is
+lost; a standby only reads the Lease, and lists what it needs when it takes over.
 
 Every change to the Lease is an RFC 6902 JSON patch whose ``test`` ops pin the holder and
 renew time we read, so two replicas racing for an expired Lease cannot both win — on a

@@ -213,9 +213,10 @@ class Controller:
     async def run(self, election: LeaderElection | None = None) -> None:
         """Reconcile forever; with an election, only while holding the Lease.
 
-        On acquiring the Lease everything is resynced (the caches are warm from the
-        watches); on losing it the workers are cancelled at once, mid-pass if need be —
-        every pass is idempotent, so the next leader simply redoes it.
+        On acquiring the Lease the caches are listed afresh and watched from there (a
+        follower watches nothing), and everything is resynced; on losing it the workers and
+        watches are cancelled at once, mid-pass if need be — every pass is idempotent, so
+        the next leader simply redoes it.
         """
         if election is None:
             await self._work()
