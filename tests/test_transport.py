@@ -460,6 +460,7 @@ async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Se
         await response.prepare(request)
         await response.write(b"{}\n")
         if request.path == "/cut":
+            await asyncio.sleep(0.05)  # the head and the first line are on their way first
             assert request.transport is not None
             request.transport.close()  # mid-body: no terminating chunk
         await asyncio.sleep(5)
