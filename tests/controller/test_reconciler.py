@@ -7,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -320,3 +320,41 @@ async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_whe
     assert controller.state.inventory.may_exist("secrets", "ns", trust)
     assert not controller.state.inventory.may_exist("secrets", "ns", ca), "a Secret deleted in the gap was kept"
     assert ("relationship", "ns", "ab") in await _drain(controller), "nothing was resynced after the 410"
+
+
+async def test_an_observer_that_raises_does_not_end_the_watch(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in an observer is logged (its type only: the body may hold key material) and
+    the watch is opened again after a back-off; kmock replays the object, which then lands."""
+    key = base64.b64encode(b"secret bytes").decode()
+    labels = {names.MANAGED_BY: names.MANAGER, names.IDENTITY_LABEL: "x"}
+    secret = {"apiVersion": "v1", "kind": "Secret", "data": {"tls.key": key},
+              "metadata": {"name": "x-trustwire-ca", "namespace": "team", "labels": labels}}
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = Controller(client, namespaces=["team"], jitter=0.0)
+        await controller.prime()
+        calls: list[str] = []
+        observe = controller.observe_secret
+
+        def flaky(body: Mapping[str, Any], deleted: bool) -> None:
+            calls.append(body["metadata"]["name"])
+            if len(calls) == 1:
+                raise KeyError(body["data"]["tls.key"])
+            observe(body, deleted)
+
+        controller.observe_secret = flaky  # type: ignore[method-assign]
+        await client.create(SECRETS, "team", secret)
+        follow = asyncio.create_task(controller._follow(SECRETS, "team"))
+        try:
+            for _ in range(50):
+                if len(calls) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+    assert calls[:2] == ["x-trustwire-ca", "x-trustwire-ca"]
+    assert controller.state.inventory.may_exist("secrets", "team", "x-trustwire-ca")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["watch of secrets: KeyError in an observer; watching again in 1.0s"]
+    assert not any(key in r.getMessage() for r in caplog.records)

@@ -312,6 +312,7 @@ class Controller:
                     version = str((body.get("metadata") or {}).get("resourceVersion") or "") or version
                     if event.get("type") != "BOOKMARK":
                         observe(body, event.get("type") == "DELETED")
+                continue  # the server ended the watch (its timeout): on from where it stopped
             except ApiError as exc:
                 if exc.status == 410:
                     log.info("watch of %s%s expired; listing again", resource.plural,
@@ -319,13 +320,17 @@ class Controller:
                     try:
                         version = await self._list(resource, namespace)
                     except ApiError:
-                        version = None  # watching from now on replays nothing; the resync below looks
+                        version = None  # a watch from no version begins with every object, as ADDED
                     self.resync_all()
                     continue
                 delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
-                failures += 1
                 log.debug("watch of %s failed (%s); again in %ss", resource.plural, exc, delay)
-                await asyncio.sleep(delay * (1 + self.jitter * self.rng.random()))
+            except Exception as exc:  # a bug in an observer must not end the watch for good
+                delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
+                log.warning("watch of %s: %s in an observer; watching again in %ss", resource.plural,
+                            type(exc).__name__, delay)
+            failures += 1
+            await asyncio.sleep(delay * (1 + self.jitter * self.rng.random()))
 
     async def _work(self) -> None:
         await self.prime()
