@@ -54,11 +54,24 @@ def client_port(request: web.Request) -> int:
     return int(peer[1])
 
 
-def pool(url: str, *, timeout: float = 5.0, limit: int = 32) -> Pool:
-    return Pool(url, ssl_context=None, headers=HEADERS, timeout=timeout, limit=limit)
+PoolFactory = Callable[..., Pool]
 
 
-async def test_one_connection_serves_request_after_request(serve: Serve) -> None:
+@pytest.fixture
+async def pool() -> AsyncIterator[PoolFactory]:
+    """``pool(url, timeout=5.0, limit=32)``: a pool closed when the test ends."""
+    made: list[Pool] = []
+
+    def make(url: str, *, timeout: float = 5.0, limit: int = 32) -> Pool:
+        made.append(Pool(url, ssl_context=None, headers=HEADERS, timeout=timeout, limit=limit))
+        return made[-1]
+
+    yield make
+    for http in made:
+        await http.close()
+
+
+async def test_one_connection_serves_request_after_request(serve: Serve, pool: PoolFactory) -> None:
     seen: list[tuple[int, str, str, dict[str, str], bytes]] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -68,13 +81,10 @@ async def test_one_connection_serves_request_after_request(serve: Serve) -> None
 
     url = await serve([web.route("*", "/api/v1/things", echo)])
     http = pool(url)
-    try:
-        first = await http.request("GET", "/api/v1/things?limit=2")
-        second = await http.request("PATCH", "/api/v1/things", body=b'{"a":1}',
-                                    content_type="application/merge-patch+json")
-        third = await http.request("POST", "/api/v1/things", body=b"")
-    finally:
-        await http.close()
+    first = await http.request("GET", "/api/v1/things?limit=2")
+    second = await http.request("PATCH", "/api/v1/things", body=b'{"a":1}',
+                                content_type="application/merge-patch+json")
+    third = await http.request("POST", "/api/v1/things", body=b"")
     assert [r.status for r in (first, second, third)] == [200, 200, 200]
     assert [r.body for r in (first, second, third)] == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
     assert first.headers["content-type"] == "application/json; charset=utf-8"
@@ -89,7 +99,7 @@ async def test_one_connection_serves_request_after_request(serve: Serve) -> None
     assert seen[2][3]["Content-Length"] == "0"
 
 
-async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Serve) -> None:
+async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Serve, pool: PoolFactory) -> None:
     ports: list[int] = []
 
     async def chunked(request: web.Request) -> web.StreamResponse:
@@ -105,53 +115,36 @@ async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Ser
 
     url = await serve([web.get("/list", chunked)])
     http = pool(url)
-    try:
-        answers = [await http.request("GET", "/list") for _ in range(2)]
-    finally:
-        await http.close()
+    answers = [await http.request("GET", "/list") for _ in range(2)]
     assert [a.body for a in answers] == [b'{"items": ["a", "b"]}'] * 2
     assert answers[0].headers["transfer-encoding"] == "chunked"
     assert len(set(ports)) == 1
 
 
-async def test_connection_close_is_obeyed(serve: Serve) -> None:
+@pytest.mark.parametrize(("force_close", "keepalive_timeout", "pause"), [
+    (True, 75.0, 0.0),  # every answer says Connection: close
+    (False, 0.05, 0.3),  # the server drops each idle connection before the next request comes
+])
+async def test_a_connection_the_server_ends_is_replaced(serve: Serve, pool: PoolFactory, force_close: bool,
+                                                       keepalive_timeout: float, pause: float) -> None:
     ports: list[int] = []
 
-    async def closing(request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.Response:
         ports.append(client_port(request))
         response = web.json_response({})
-        response.force_close()
+        if force_close:
+            response.force_close()
         return response
 
-    url = await serve([web.get("/", closing)])
+    url = await serve([web.get("/", answer)], keepalive_timeout=keepalive_timeout)
     http = pool(url)
-    try:
-        for _ in range(3):
-            assert (await http.request("GET", "/")).status == 200
-    finally:
-        await http.close()
+    for _ in range(3):
+        assert (await http.request("GET", "/")).status == 200
+        await asyncio.sleep(pause)
     assert len(set(ports)) == 3
 
 
-async def test_an_idle_connection_the_server_closed_is_replaced(serve: Serve) -> None:
-    ports: list[int] = []
-
-    async def ok(request: web.Request) -> web.Response:
-        ports.append(client_port(request))
-        return web.json_response({})
-
-    url = await serve([web.get("/", ok)], keepalive_timeout=0.05)
-    http = pool(url)
-    try:
-        await http.request("GET", "/")
-        await asyncio.sleep(0.3)  # the server's keep-alive timeout passes
-        assert (await http.request("GET", "/")).status == 200
-    finally:
-        await http.close()
-    assert len(set(ports)) == 2
-
-
-async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve) -> None:
+async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve, pool: PoolFactory) -> None:
     ports: list[int] = []
 
     async def answer(request: web.Request) -> web.Response:
@@ -162,18 +155,15 @@ async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve) ->
 
     url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
     http = pool(url, timeout=0.2)
-    try:
-        with pytest.raises(TransportError, match=r"^timed out after 0.2 s$"):
-            await http.request("GET", "/slow")
-        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
-        await asyncio.sleep(0.5)  # the slow answer is sent now, to a closed connection
-        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
-    finally:
-        await http.close()
+    with pytest.raises(TransportError, match=r"^timed out after 0.2 s$"):
+        await http.request("GET", "/slow")
+    assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
+    await asyncio.sleep(0.5)  # the slow answer is sent now, to a closed connection
+    assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
     assert ports[0] != ports[1], "the timed-out connection was reused"
 
 
-async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve) -> None:
+async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve, pool: PoolFactory) -> None:
     async def answer(request: web.Request) -> web.Response:
         if request.path == "/slow":
             await asyncio.sleep(0.2)
@@ -181,20 +171,17 @@ async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve) -> None
 
     url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
     http = pool(url)
-    try:
-        slow = asyncio.create_task(http.request("GET", "/slow"))
-        await asyncio.sleep(0.05)
-        slow.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await slow
-        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'  # the slow one is due first
-        await asyncio.sleep(0.3)
-        assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
-    finally:
-        await http.close()
+    slow = asyncio.create_task(http.request("GET", "/slow"))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'  # the slow one is due first
+    await asyncio.sleep(0.3)
+    assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
 
 
-async def test_at_most_limit_connections_at_once(serve: Serve) -> None:
+async def test_at_most_limit_connections_at_once(serve: Serve, pool: PoolFactory) -> None:
     in_flight, peak, ports = 0, 0, set()
 
     async def slow(request: web.Request) -> web.Response:
@@ -208,15 +195,12 @@ async def test_at_most_limit_connections_at_once(serve: Serve) -> None:
 
     url = await serve([web.get("/{n}", slow)])
     http = pool(url, limit=3)
-    try:
-        answers = await asyncio.gather(*(http.request("GET", f"/{n}") for n in range(20)))
-    finally:
-        await http.close()
+    answers = await asyncio.gather(*(http.request("GET", f"/{n}") for n in range(20)))
     assert [a.body for a in answers] == [f'{{"path": "/{n}"}}'.encode() for n in range(20)]
     assert peak == 3 and len(ports) == 3
 
 
-async def test_a_path_prefix_in_the_server_url_is_kept(serve: Serve) -> None:
+async def test_a_path_prefix_in_the_server_url_is_kept(serve: Serve, pool: PoolFactory) -> None:
     seen: list[str] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -225,10 +209,7 @@ async def test_a_path_prefix_in_the_server_url_is_kept(serve: Serve) -> None:
 
     url = await serve([web.get("/k8s/clusters/c-1/api/v1/secrets", record)])
     http = pool(url + "/k8s/clusters/c-1/")
-    try:
-        assert (await http.request("GET", "/api/v1/secrets?labelSelector=a%3Db")).status == 200
-    finally:
-        await http.close()
+    assert (await http.request("GET", "/api/v1/secrets?labelSelector=a%3Db")).status == 200
     assert seen == ["/k8s/clusters/c-1/api/v1/secrets?labelSelector=a%3Db"]
 
 
@@ -272,7 +253,7 @@ async def raw_server() -> AsyncIterator[RawServer]:
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-async def test_a_body_ended_by_closing_the_connection(raw_server: RawServer) -> None:
+async def test_a_body_ended_by_closing_the_connection(raw_server: RawServer, pool: PoolFactory) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"whole": "body"}')
@@ -280,18 +261,15 @@ async def test_a_body_ended_by_closing_the_connection(raw_server: RawServer) -> 
 
     url, connections = await raw_server(handler)
     http = pool(url)
-    try:
-        first = await http.request("GET", "/")
-        second = await http.request("GET", "/")
-    finally:
-        await http.close()
+    first = await http.request("GET", "/")
+    second = await http.request("GET", "/")
     assert first.status == second.status == 200
     assert first.body == second.body == b'{"whole": "body"}'
     assert len(connections) == 2
 
 
 async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_one(
-        raw_server: RawServer) -> None:
+        raw_server: RawServer, pool: PoolFactory) -> None:
     """The server answers the first request on each connection and drops the second unanswered."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -301,26 +279,20 @@ async def test_a_reused_connection_closed_unanswered_is_retried_once_on_a_new_on
 
     url, connections = await raw_server(handler)
     http = pool(url)
-    try:
-        assert (await http.request("GET", "/")).body == b"{}"
-        assert (await http.request("GET", "/")).body == b"{}"
-    finally:
-        await http.close()
+    assert (await http.request("GET", "/")).body == b"{}"
+    assert (await http.request("GET", "/")).body == b"{}"
     assert len(connections) == 2
 
 
 async def test_a_new_connection_closed_unanswered_is_an_error(
-        raw_server: RawServer) -> None:
+        raw_server: RawServer, pool: PoolFactory) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
 
     url, connections = await raw_server(handler)
     http = pool(url)
-    try:
-        with pytest.raises(TransportError, match=r"^connection closed before an answer$"):
-            await http.request("GET", "/")
-    finally:
-        await http.close()
+    with pytest.raises(TransportError, match=r"^connection closed before an answer$"):
+        await http.request("GET", "/")
     assert len(connections) == 1, "a request on a fresh connection was sent twice"
 
 
@@ -329,7 +301,7 @@ async def test_a_new_connection_closed_unanswered_is_an_error(
     (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}", r"^connection closed mid-answer$"),
 ])
 async def test_an_answer_that_is_not_http_is_an_error(
-        raw_server: RawServer, answer: bytes, error: str) -> None:
+        raw_server: RawServer, answer: bytes, error: str, pool: PoolFactory) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(answer)
@@ -337,14 +309,11 @@ async def test_an_answer_that_is_not_http_is_an_error(
 
     url, _ = await raw_server(handler)
     http = pool(url)
-    try:
-        with pytest.raises(TransportError, match=error):
-            await http.request("GET", "/")
-    finally:
-        await http.close()
+    with pytest.raises(TransportError, match=error):
+        await http.request("GET", "/")
 
 
-async def test_nobody_listening() -> None:
+async def test_nobody_listening(pool: PoolFactory) -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
@@ -410,7 +379,7 @@ async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, 
 
 # ---- streamed answers (watches) -------------------------------------------------------------
 
-async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve) -> None:
+async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve, pool: PoolFactory) -> None:
     """The first line is in the caller's hands while the server still holds the second."""
     first_read = asyncio.Event()
 
@@ -439,21 +408,18 @@ async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve) -> None:
     assert received[0] == b'{"n": 1}\n'
 
 
-async def test_a_refused_stream_comes_whole_without_chunks(serve: Serve) -> None:
+async def test_a_refused_stream_comes_whole_without_chunks(serve: Serve, pool: PoolFactory) -> None:
     async def forbidden(request: web.Request) -> web.Response:
         return web.json_response({"kind": "Status", "code": 403}, status=403)
 
     url = await serve([web.get("/watch", forbidden)])
     http = pool(url)
-    try:
-        async with http.stream("/watch", idle_timeout=5.0) as (head, chunks):
-            assert (head.status, head.body) == (403, b'{"kind": "Status", "code": 403}')
-            assert [c async for c in chunks] == []
-    finally:
-        await http.close()
+    async with http.stream("/watch", idle_timeout=5.0) as (head, chunks):
+        assert (head.status, head.body) == (403, b'{"kind": "Status", "code": 403}')
+        assert [c async for c in chunks] == []
 
 
-async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Serve) -> None:
+async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Serve, pool: PoolFactory) -> None:
     async def silent(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.enable_chunked_encoding()
@@ -468,17 +434,14 @@ async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Se
 
     url = await serve([web.get("/silent", silent), web.get("/cut", silent)])
     http = pool(url)
-    try:
-        for path, error in (("/silent", r"^nothing received for 0.2 s$"), ("/cut", r"^connection closed mid-answer$")):
-            async with http.stream(path, idle_timeout=0.2) as (_, chunks):
-                with pytest.raises(TransportError, match=error):
-                    async for chunk in chunks:
-                        assert chunk == b"{}\n"
-    finally:
-        await http.close()
+    for path, error in (("/silent", r"^nothing received for 0.2 s$"), ("/cut", r"^connection closed mid-answer$")):
+        async with http.stream(path, idle_timeout=0.2) as (_, chunks):
+            with pytest.raises(TransportError, match=error):
+                async for chunk in chunks:
+                    assert chunk == b"{}\n"
 
 
-async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve) -> None:
+async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve, pool: PoolFactory) -> None:
     async def forever(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
@@ -490,8 +453,5 @@ async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve) -> None:
 
     url = await serve([web.get("/watch", forever), web.get("/ok", ok)])
     http = pool(url, limit=1, timeout=1.0)
-    try:
-        async with http.stream("/watch", idle_timeout=5.0), http.stream("/watch", idle_timeout=5.0):
-            assert (await http.request("GET", "/ok")).status == 200
-    finally:
-        await http.close()
+    async with http.stream("/watch", idle_timeout=5.0), http.stream("/watch", idle_timeout=5.0):
+        assert (await http.request("GET", "/ok")).status == 200
