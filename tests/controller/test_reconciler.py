@@ -358,3 +358,40 @@ async def test_an_observer_that_raises_does_not_end_the_watch(caplog: pytest.Log
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["watch of secrets: KeyError in an observer; watching again in 1.0s"]
     assert not any(key in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refused_watch_is_logged_as_a_warning_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    """A watch the API server refuses for good (here RBAC: 403) must not fail silently: every
+    attempt is a WARNING naming the kind, the namespace and the API's reason."""
+    from aiohttp import web
+
+    attempts: list[str] = []
+
+    async def secrets(request: web.Request) -> web.Response:
+        if request.query.get("watch") != "true":
+            return web.json_response({"metadata": {"resourceVersion": "1"}, "items": []})
+        attempts.append(request.query.get("resourceVersion", ""))
+        return web.json_response({"kind": "Status", "code": 403, "reason": "Forbidden",
+                                  "message": "secrets is forbidden: cannot watch"}, status=403)
+
+    app = web.Application()
+    app.add_routes([web.get("/api/v1/namespaces/ns/secrets", secrets)])
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with Client(ApiConfig(server=url)) as client:
+            controller = Controller(client, namespaces=["ns"], jitter=0.0)
+            follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+            await asyncio.sleep(1.5)
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+    finally:
+        await runner.cleanup()
+    assert len(attempts) == 2, "not tried again after the back-off"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"watch of secrets in ns failed (WATCH /api/v1/namespaces/ns/secrets: 403 Forbidden: "
+                        f"secrets is forbidden: cannot watch); watching again in {s}s" for s in ("1.0", "2.0")]

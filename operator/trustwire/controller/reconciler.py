@@ -324,7 +324,11 @@ class Controller:
                     self.resync_all()
                     continue
                 delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
-                log.debug("watch of %s failed (%s); again in %ss", resource.plural, exc, delay)
+                # a refusal (RBAC, a missing CRD) or an outage that lasts is for a human to see;
+                # a dropped connection now and then is not
+                level = logging.DEBUG if exc.retryable and failures < 2 else logging.WARNING
+                log.log(level, "watch of %s%s failed (%s); watching again in %ss", resource.plural,
+                        f" in {namespace}" if namespace else "", exc, delay)
             except Exception as exc:  # a bug in an observer must not end the watch for good
                 delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
                 log.warning("watch of %s: %s in an observer; watching again in %ss", resource.plural,
