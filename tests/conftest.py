@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: a fixed clock, cached real keys, CR body factories.
+"""Fixtures shared by every test directory: a fixed clock, cached real keys, CR body factories,
+a real HTTP server on loopback.
 
 Keep this file small and general; fixtures used by one directory belong in that
 directory's own ``conftest.py``.
@@ -7,11 +8,13 @@ directory's own ``conftest.py``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from trustwire import pki
 from trustwire.model import API_VERSION
@@ -119,3 +122,30 @@ def relationship_body() -> Callable[..., Body]:
         return _body("TrustRelationship", name, namespace, spec, metadata)
 
     return make
+
+
+HttpServer = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[HttpServer]:
+    """``await http_server(routes, ssl_context=None, keepalive_timeout=75.0)``: aiohttp's web
+    server on loopback serving ``routes``; returns its URL. Stopped when the test ends,
+    without waiting for handlers that are still running (a watch that never ends)."""
+    runners: list[web.AppRunner] = []
+
+    async def start(routes: list[web.RouteDef], *, ssl_context: ssl.SSLContext | None = None,
+                    keepalive_timeout: float = 75.0) -> str:
+        app = web.Application()
+        app.add_routes(routes)
+        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout, shutdown_timeout=0.1)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

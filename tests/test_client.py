@@ -4,17 +4,17 @@ kube-apiserver does."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.conftest import HttpServer
 from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
 
 
 @pytest.fixture
-async def paginating() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+async def paginating(http_server: HttpServer) -> tuple[str, list[dict[str, str]]]:
     """Serves 7 Secrets in pages of ``limit`` with opaque ``continue`` tokens; records each query."""
     names = [f"s{i}" for i in range(7)]
     seen: list[dict[str, str]] = []
@@ -30,17 +30,7 @@ async def paginating() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         return web.json_response({"kind": "SecretList", "metadata": meta,
                                   "items": [{"metadata": {"name": n, "namespace": "ns"}} for n in page]})
 
-    app = web.Application()
-    app.router.add_get("/api/v1/namespaces/ns/secrets", list_secrets)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    return await http_server([web.get("/api/v1/namespaces/ns/secrets", list_secrets)]), seen
 
 
 @pytest.mark.parametrize(("page_size", "requests"), [(3, 3), (7, 1), (500, 1)])
@@ -63,17 +53,7 @@ async def test_each_page_says_where_a_watch_after_the_listing_starts(
     assert [(len(p.items), p.resource_version) for p in pages] == [(3, "1"), (3, "1"), (1, "1")]
 
 
-async def _serve(routes: list[web.RouteDef]) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.add_routes(routes)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-
-async def test_watch_yields_events_split_anyhow_and_raises_the_error_event() -> None:
+async def test_watch_yields_events_split_anyhow_and_raises_the_error_event(http_server: HttpServer) -> None:
     """kube-apiserver's watch: one JSON event per line, over chunks cut wherever the network
     cuts them; an ERROR event (here 410 Gone) ends the watch as an ApiError."""
     seen: list[dict[str, str]] = []
@@ -94,17 +74,14 @@ async def test_watch_yields_events_split_anyhow_and_raises_the_error_event() -> 
         await response.write_eof()
         return response
 
-    runner, url = await _serve([web.get("/api/v1/namespaces/ns/secrets", watch)])
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets", watch)])
     events: list[dict[str, Any]] = []
-    try:
-        async with Client(ApiConfig(server=url)) as client:
-            with pytest.raises(ApiError) as caught:
-                async for event in client.watch(SECRETS, "ns", label_selector="a=b", resource_version="10",
-                                                timeout_seconds=60):
-                    events.append(event)
-            assert client.counts["watch"] == 1
-    finally:
-        await runner.cleanup()
+    async with Client(ApiConfig(server=url)) as client:
+        with pytest.raises(ApiError) as caught:
+            async for event in client.watch(SECRETS, "ns", label_selector="a=b", resource_version="10",
+                                            timeout_seconds=60):
+                events.append(event)
+        assert client.counts["watch"] == 1
     assert [(e["type"], e["object"]["metadata"]["resourceVersion"]) for e in events] == [
         ("ADDED", "11"), ("MODIFIED", "12"), ("BOOKMARK", "15")]
     assert (caught.value.status, caught.value.reason, caught.value.verb) == (410, "Expired", "watch")
@@ -117,7 +94,7 @@ async def test_watch_yields_events_split_anyhow_and_raises_the_error_event() -> 
     (200, None, (503, "BadWatchEvent")),
 ])
 async def test_a_watch_that_cannot_start_or_sends_garbage_is_an_api_error(
-        status: int, body: dict[str, str] | None, expected: tuple[int, str]) -> None:
+        http_server: HttpServer, status: int, body: dict[str, str] | None, expected: tuple[int, str]) -> None:
     async def answer(request: web.Request) -> web.StreamResponse:
         if body is not None:
             return web.json_response(body, status=status)
@@ -126,12 +103,9 @@ async def test_a_watch_that_cannot_start_or_sends_garbage_is_an_api_error(
         await response.write(b"<html>not a watch</html>\n")
         return response
 
-    runner, url = await _serve([web.get("/api/v1/namespaces/ns/secrets", answer)])
-    try:
-        async with Client(ApiConfig(server=url)) as client:
-            with pytest.raises(ApiError) as caught:
-                async for _ in client.watch(SECRETS, "ns"):
-                    pass
-    finally:
-        await runner.cleanup()
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets", answer)])
+    async with Client(ApiConfig(server=url)) as client:
+        with pytest.raises(ApiError) as caught:
+            async for _ in client.watch(SECRETS, "ns"):
+                pass
     assert (caught.value.status, caught.value.reason) == expected

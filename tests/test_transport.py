@@ -18,33 +18,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.conftest import HttpServer
 from trustwire.k8s.client import UNREACHABLE, ApiConfig, ApiError, Client, Resource
 from trustwire.k8s.transport import Pool, TransportError
 
 HEADERS = {"Accept": "application/json", "User-Agent": "trustwire-test"}
-Serve = Callable[..., Awaitable[str]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start an aiohttp web server with the given routes; returns its URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(routes: list[web.RouteDef], *, ssl_context: ssl.SSLContext | None = None,
-                    keepalive_timeout: float = 75.0) -> str:
-        app = web.Application()
-        app.add_routes(routes)
-        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 def client_port(request: web.Request) -> int:
@@ -71,7 +49,7 @@ async def pool() -> AsyncIterator[PoolFactory]:
         await http.close()
 
 
-async def test_one_connection_serves_request_after_request(serve: Serve, pool: PoolFactory) -> None:
+async def test_one_connection_serves_request_after_request(http_server: HttpServer, pool: PoolFactory) -> None:
     seen: list[tuple[int, str, str, dict[str, str], bytes]] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -79,7 +57,7 @@ async def test_one_connection_serves_request_after_request(serve: Serve, pool: P
                      await request.read()))
         return web.json_response({"n": len(seen)})
 
-    url = await serve([web.route("*", "/api/v1/things", echo)])
+    url = await http_server([web.route("*", "/api/v1/things", echo)])
     http = pool(url)
     first = await http.request("GET", "/api/v1/things?limit=2")
     second = await http.request("PATCH", "/api/v1/things", body=b'{"a":1}',
@@ -99,7 +77,8 @@ async def test_one_connection_serves_request_after_request(serve: Serve, pool: P
     assert seen[2][3]["Content-Length"] == "0"
 
 
-async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(
+        http_server: HttpServer, pool: PoolFactory) -> None:
     ports: list[int] = []
 
     async def chunked(request: web.Request) -> web.StreamResponse:
@@ -113,7 +92,7 @@ async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Ser
         await response.write_eof()
         return response
 
-    url = await serve([web.get("/list", chunked)])
+    url = await http_server([web.get("/list", chunked)])
     http = pool(url)
     answers = [await http.request("GET", "/list") for _ in range(2)]
     assert [a.body for a in answers] == [b'{"items": ["a", "b"]}'] * 2
@@ -125,7 +104,7 @@ async def test_a_chunked_answer_is_read_whole_and_the_connection_kept(serve: Ser
     (True, 75.0, 0.0),  # every answer says Connection: close
     (False, 0.05, 0.3),  # the server drops each idle connection before the next request comes
 ])
-async def test_a_connection_the_server_ends_is_replaced(serve: Serve, pool: PoolFactory, force_close: bool,
+async def test_a_connection_the_server_ends_is_replaced(http_server: HttpServer, pool: PoolFactory, force_close: bool,
                                                        keepalive_timeout: float, pause: float) -> None:
     ports: list[int] = []
 
@@ -136,7 +115,7 @@ async def test_a_connection_the_server_ends_is_replaced(serve: Serve, pool: Pool
             response.force_close()
         return response
 
-    url = await serve([web.get("/", answer)], keepalive_timeout=keepalive_timeout)
+    url = await http_server([web.get("/", answer)], keepalive_timeout=keepalive_timeout)
     http = pool(url)
     for _ in range(3):
         assert (await http.request("GET", "/")).status == 200
@@ -144,7 +123,7 @@ async def test_a_connection_the_server_ends_is_replaced(serve: Serve, pool: Pool
     assert len(set(ports)) == 3
 
 
-async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_timed_out_answer_is_never_read_as_the_next_one(http_server: HttpServer, pool: PoolFactory) -> None:
     ports: list[int] = []
 
     async def answer(request: web.Request) -> web.Response:
@@ -153,7 +132,7 @@ async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve, po
             await asyncio.sleep(0.5)
         return web.json_response({"path": request.path})
 
-    url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
+    url = await http_server([web.get("/slow", answer), web.get("/fast", answer)])
     http = pool(url, timeout=0.2)
     with pytest.raises(TransportError, match=r"^timed out after 0.2 s$"):
         await http.request("GET", "/slow")
@@ -163,13 +142,13 @@ async def test_a_timed_out_answer_is_never_read_as_the_next_one(serve: Serve, po
     assert ports[0] != ports[1], "the timed-out connection was reused"
 
 
-async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_cancelled_request_leaves_no_answer_behind(http_server: HttpServer, pool: PoolFactory) -> None:
     async def answer(request: web.Request) -> web.Response:
         if request.path == "/slow":
             await asyncio.sleep(0.2)
         return web.json_response({"path": request.path})
 
-    url = await serve([web.get("/slow", answer), web.get("/fast", answer)])
+    url = await http_server([web.get("/slow", answer), web.get("/fast", answer)])
     http = pool(url)
     slow = asyncio.create_task(http.request("GET", "/slow"))
     await asyncio.sleep(0.05)
@@ -181,7 +160,7 @@ async def test_a_cancelled_request_leaves_no_answer_behind(serve: Serve, pool: P
     assert (await http.request("GET", "/fast")).body == b'{"path": "/fast"}'
 
 
-async def test_at_most_limit_connections_at_once(serve: Serve, pool: PoolFactory) -> None:
+async def test_at_most_limit_connections_at_once(http_server: HttpServer, pool: PoolFactory) -> None:
     in_flight, peak, ports = 0, 0, set()
 
     async def slow(request: web.Request) -> web.Response:
@@ -193,21 +172,21 @@ async def test_at_most_limit_connections_at_once(serve: Serve, pool: PoolFactory
         in_flight -= 1
         return web.json_response({"path": request.path})
 
-    url = await serve([web.get("/{n}", slow)])
+    url = await http_server([web.get("/{n}", slow)])
     http = pool(url, limit=3)
     answers = await asyncio.gather(*(http.request("GET", f"/{n}") for n in range(20)))
     assert [a.body for a in answers] == [f'{{"path": "/{n}"}}'.encode() for n in range(20)]
     assert peak == 3 and len(ports) == 3
 
 
-async def test_a_path_prefix_in_the_server_url_is_kept(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_path_prefix_in_the_server_url_is_kept(http_server: HttpServer, pool: PoolFactory) -> None:
     seen: list[str] = []
 
     async def record(request: web.Request) -> web.Response:
         seen.append(request.path_qs)
         return web.json_response({})
 
-    url = await serve([web.get("/k8s/clusters/c-1/api/v1/secrets", record)])
+    url = await http_server([web.get("/k8s/clusters/c-1/api/v1/secrets", record)])
     http = pool(url + "/k8s/clusters/c-1/")
     assert (await http.request("GET", "/api/v1/secrets?labelSelector=a%3Db")).status == 200
     assert seen == ["/k8s/clusters/c-1/api/v1/secrets?labelSelector=a%3Db"]
@@ -349,7 +328,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 SECRETS = Resource("", "v1", "secrets", "Secret")
 
 
-async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, Path]) -> None:
+async def test_tls_with_a_client_certificate(http_server: HttpServer, tls_files: dict[str, Path]) -> None:
     subjects: list[str] = []
 
     async def get(request: web.Request) -> web.Response:
@@ -360,7 +339,7 @@ async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls_files["ca.crt"])
     context.load_cert_chain(tls_files["server.crt"], tls_files["server.key"])
     context.verify_mode = ssl.CERT_REQUIRED
-    url = await serve([web.get("/api/v1/namespaces/ns/secrets/{name}", get)], ssl_context=context)
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets/{name}", get)], ssl_context=context)
 
     trusted = ApiConfig(server=url, ca_data=tls_files["ca.crt"].read_bytes(),
                         cert_data=tls_files["client.crt"].read_bytes(), key_data=tls_files["client.key"].read_bytes())
@@ -379,7 +358,7 @@ async def test_tls_with_a_client_certificate(serve: Serve, tls_files: dict[str, 
 
 # ---- streamed answers (watches) -------------------------------------------------------------
 
-async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_streamed_answer_arrives_as_it_is_sent(http_server: HttpServer, pool: PoolFactory) -> None:
     """The first line is in the caller's hands while the server still holds the second."""
     first_read = asyncio.Event()
 
@@ -393,7 +372,7 @@ async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve, pool: PoolF
         await response.write_eof()
         return response
 
-    url = await serve([web.get("/watch", watch)])
+    url = await http_server([web.get("/watch", watch)])
     http = pool(url)
     received: list[bytes] = []
     try:
@@ -408,18 +387,19 @@ async def test_a_streamed_answer_arrives_as_it_is_sent(serve: Serve, pool: PoolF
     assert received[0] == b'{"n": 1}\n'
 
 
-async def test_a_refused_stream_comes_whole_without_chunks(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_refused_stream_comes_whole_without_chunks(http_server: HttpServer, pool: PoolFactory) -> None:
     async def forbidden(request: web.Request) -> web.Response:
         return web.json_response({"kind": "Status", "code": 403}, status=403)
 
-    url = await serve([web.get("/watch", forbidden)])
+    url = await http_server([web.get("/watch", forbidden)])
     http = pool(url)
     async with http.stream("/watch", idle_timeout=5.0) as (head, chunks):
         assert (head.status, head.body) == (403, b'{"kind": "Status", "code": 403}')
         assert [c async for c in chunks] == []
 
 
-async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Serve, pool: PoolFactory) -> None:
+async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(
+        http_server: HttpServer, pool: PoolFactory) -> None:
     async def silent(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.enable_chunked_encoding()
@@ -432,7 +412,7 @@ async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Se
         await asyncio.sleep(5)
         return response
 
-    url = await serve([web.get("/silent", silent), web.get("/cut", silent)])
+    url = await http_server([web.get("/silent", silent), web.get("/cut", silent)])
     http = pool(url)
     for path, error in (("/silent", r"^nothing received for 0.2 s$"), ("/cut", r"^connection closed mid-answer$")):
         async with http.stream(path, idle_timeout=0.2) as (_, chunks):
@@ -441,7 +421,7 @@ async def test_a_silent_stream_times_out_and_one_cut_short_is_an_error(serve: Se
                     assert chunk == b"{}\n"
 
 
-async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve, pool: PoolFactory) -> None:
+async def test_an_open_stream_takes_no_slot_from_requests(http_server: HttpServer, pool: PoolFactory) -> None:
     async def forever(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
@@ -451,7 +431,7 @@ async def test_an_open_stream_takes_no_slot_from_requests(serve: Serve, pool: Po
     async def ok(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    url = await serve([web.get("/watch", forever), web.get("/ok", ok)])
+    url = await http_server([web.get("/watch", forever), web.get("/ok", ok)])
     http = pool(url, limit=1, timeout=1.0)
     async with http.stream("/watch", idle_timeout=5.0), http.stream("/watch", idle_timeout=5.0):
         assert (await http.request("GET", "/ok")).status == 200

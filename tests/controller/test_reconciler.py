@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from tests.conftest import HttpServer
 from trustwire import names
 from trustwire.controller.reconciler import Controller, Retry
 from trustwire.emulator import running_emulator
@@ -243,13 +245,11 @@ async def test_a_secret_that_is_not_ours_is_never_learnt_from_the_watch_but_stil
 
 
 async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_when_told_410(
-        identity_body: Factory, relationship_body: Factory) -> None:
+        identity_body: Factory, relationship_body: Factory, http_server: HttpServer) -> None:
     """Against a server that keeps resourceVersions as kube-apiserver does (kmock does not):
     the watch starts where the start-up listing ended, resumes from the last version seen
     when the server ends it, after a 500 tries that version again, and after 410 Gone lists
     again — forgetting a Secret deleted while nobody watched — and resyncs every key."""
-    from aiohttp import web
-
     ca, trust = names.ca_secret("alpha"), names.trust_secret("alpha")
     labels = {names.MANAGED_BY: names.MANAGER, names.IDENTITY_LABEL: "alpha"}
     store = {ca: {"metadata": {"name": ca, "namespace": "ns", "labels": labels, "resourceVersion": "5"}}}
@@ -291,31 +291,22 @@ async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_whe
         await asyncio.sleep(30)
         return response
 
-    app = web.Application()
-    app.add_routes([web.get("/api/v1/namespaces/ns/secrets", secrets),
-                    web.get("/api/v1/namespaces/ns/configmaps", quiet),
-                    web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet)])
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
-        async with Client(ApiConfig(server=url)) as client:
-            controller = Controller(client, namespaces=["ns"], jitter=0.0)
-            await controller.prime()
-            assert controller.state.inventory.may_exist("secrets", "ns", ca)
-            assert not controller.state.inventory.may_exist("secrets", "ns", trust)
-            await _drain(controller)
-            follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
-            try:
-                await asyncio.wait_for(last_watch.wait(), 10.0)
-            finally:
-                follow.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follow
-    finally:
-        await runner.cleanup()
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets", secrets),
+                             web.get("/api/v1/namespaces/ns/configmaps", quiet),
+                             web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet)])
+    async with Client(ApiConfig(server=url)) as client:
+        controller = Controller(client, namespaces=["ns"], jitter=0.0)
+        await controller.prime()
+        assert controller.state.inventory.may_exist("secrets", "ns", ca)
+        assert not controller.state.inventory.may_exist("secrets", "ns", trust)
+        await _drain(controller)
+        follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+        try:
+            await asyncio.wait_for(last_watch.wait(), 10.0)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
     assert watched == ["10", "11", "20", "20"]
     assert controller.state.inventory.may_exist("secrets", "ns", trust)
     assert not controller.state.inventory.may_exist("secrets", "ns", ca), "a Secret deleted in the gap was kept"
@@ -360,11 +351,10 @@ async def test_an_observer_that_raises_does_not_end_the_watch(caplog: pytest.Log
     assert not any(key in r.getMessage() for r in caplog.records)
 
 
-async def test_a_refused_watch_is_logged_as_a_warning_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refused_watch_is_logged_as_a_warning_and_tried_again(
+        caplog: pytest.LogCaptureFixture, http_server: HttpServer) -> None:
     """A watch the API server refuses for good (here RBAC: 403) must not fail silently: every
     attempt is a WARNING naming the kind, the namespace and the API's reason."""
-    from aiohttp import web
-
     attempts: list[str] = []
 
     async def secrets(request: web.Request) -> web.Response:
@@ -374,23 +364,14 @@ async def test_a_refused_watch_is_logged_as_a_warning_and_tried_again(caplog: py
         return web.json_response({"kind": "Status", "code": 403, "reason": "Forbidden",
                                   "message": "secrets is forbidden: cannot watch"}, status=403)
 
-    app = web.Application()
-    app.add_routes([web.get("/api/v1/namespaces/ns/secrets", secrets)])
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    try:
-        async with Client(ApiConfig(server=url)) as client:
-            controller = Controller(client, namespaces=["ns"], jitter=0.0)
-            follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
-            await asyncio.sleep(1.5)
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
-    finally:
-        await runner.cleanup()
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets", secrets)])
+    async with Client(ApiConfig(server=url)) as client:
+        controller = Controller(client, namespaces=["ns"], jitter=0.0)
+        follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+        await asyncio.sleep(1.5)
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
     assert len(attempts) == 2, "not tried again after the back-off"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"watch of secrets in ns failed (WATCH /api/v1/namespaces/ns/secrets: 403 Forbidden: "
