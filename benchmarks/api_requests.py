@@ -1,9 +1,9 @@
 """What one API request costs the operator: CPU per request of trustwire's own client.
 
-Why: at 1,000 identities the operator makes ~32,000 requests until everything is Ready
+Why: at 1,000 identities the operator makes ~26,000 requests until everything is Ready
 (``scale.py``, ``api_requests``). Whether fewer requests or cheaper crypto is the lever
 depends on what a request costs, which a whole-operator profile smears over the event
-loop, aiohttp and the kernel. Here the client (:class:`trustwire.k8s.client.Client`, the
+loop, the HTTP client and the kernel. Here the client (:class:`trustwire.k8s.client.Client`, the
 one the operator uses) sends requests one after another to the API emulator in a process
 of its own (``emulator_server.py``, as ``scale.py`` runs it), and this process's CPU time
 (user + system, all threads) is divided by the number of requests.
