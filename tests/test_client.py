@@ -4,13 +4,15 @@ kube-apiserver does."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.conftest import HttpServer
-from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
+from trustwire.k8s import client as client_module
+from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client, load_config
 
 
 @pytest.fixture
@@ -109,3 +111,49 @@ async def test_a_watch_that_cannot_start_or_sends_garbage_is_an_api_error(
             async for _ in client.watch(SECRETS, "ns"):
                 pass
     assert (caught.value.status, caught.value.reason) == expected
+
+
+async def test_a_rotated_service_account_token_is_read_again_after_a_401(
+        http_server: HttpServer, tmp_path: Path) -> None:
+    """The kubelet rotates a pod's token file; the API answers 401 to the old token. The
+    client reads the file again and retries at once with the new token — and only then:
+    an unchanged file means the 401 is the answer."""
+    valid = {"new-token"}
+    seen: list[str] = []
+
+    async def get(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in valid:
+            return web.json_response({"kind": "Status", "code": 401, "reason": "Unauthorized"}, status=401)
+        return web.json_response({"metadata": {"name": "a"}})
+
+    url = await http_server([web.get("/api/v1/namespaces/ns/secrets/a", get)])
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    async with Client(ApiConfig(server=url, token="old-token", token_file=token_file)) as client:
+        with pytest.raises(ApiError) as caught:
+            await client.get(SECRETS, "ns", "a")  # still the old token in the file: no retry
+        assert caught.value.status == 401 and seen == ["Bearer old-token"]
+        token_file.write_text("new-token\n")  # the kubelet's rotation
+        assert await client.get(SECRETS, "ns", "a") == {"metadata": {"name": "a"}}
+        assert await client.get(SECRETS, "ns", "a") == {"metadata": {"name": "a"}}
+    assert seen == ["Bearer old-token", "Bearer old-token", "Bearer new-token", "Bearer new-token"]
+
+
+@pytest.mark.parametrize(("host", "server"), [("10.96.0.1", "https://10.96.0.1:443"),
+                                              ("fd00::1", "https://[fd00::1]:443")])
+def test_in_cluster_config_reads_the_service_account_and_remembers_its_token_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, server: str) -> None:
+    (tmp_path / "token").write_text("sa-token\n")
+    (tmp_path / "ca.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "namespace").write_text("trustwire-system")
+    monkeypatch.setattr(client_module, "SA_DIR", tmp_path)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    config = load_config()
+    assert (config.server, config.token, config.default_namespace) == (server, "sa-token", "trustwire-system")
+    assert config.token_file == tmp_path / "token" and config.ca_data == b"-----BEGIN CERTIFICATE-----\n"
+    (tmp_path / "token").write_text("rotated\n")
+    assert config.current_token() == "rotated"
+    (tmp_path / "token").unlink()
+    assert config.current_token() == "sa-token", "an unreadable file falls back to the token read at start"

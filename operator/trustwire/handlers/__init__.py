@@ -57,8 +57,9 @@ def build_registry(controller: Controller, config: ApiConfig, *,
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
+        token = config.current_token()  # kopf logs in again after a 401: a rotated token is read
         return kopf.ConnectionInfo(
-            server=config.server, token=config.token, scheme="Bearer" if config.token else None,
+            server=config.server, token=token, scheme="Bearer" if token else None,
             ca_data=config.ca_data, certificate_data=config.cert_data, private_key_data=config.key_data,
             insecure=config.insecure or None, default_namespace=config.default_namespace)
 

@@ -105,11 +105,23 @@ class ApiConfig:
 
     server: str
     token: str | None = None
+    #: where the token comes from, read again when the API answers 401: a pod's service
+    #: account token is rotated by the kubelet (hourly) and expires
+    token_file: Path | None = None
     ca_data: bytes | None = None
     cert_data: bytes | None = None
     key_data: bytes | None = None
     insecure: bool = False
     default_namespace: str | None = None
+
+    def current_token(self) -> str | None:
+        """The token as it is now: re-read from ``token_file`` if there is one."""
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().strip() or self.token
+            except OSError:
+                return self.token
+        return self.token
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.server.startswith("https"):
@@ -139,6 +151,7 @@ def load_config(*, server: str | None = None, kubeconfig: str | None = None, con
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         host = f"[{host}]" if ":" in host else host
         return ApiConfig(server=f"https://{host}:{port}", token=(SA_DIR / "token").read_text().strip(),
+                         token_file=SA_DIR / "token",
                          ca_data=(SA_DIR / "ca.crt").read_bytes(),
                          default_namespace=(SA_DIR / "namespace").read_text().strip())
     from kubernetes import client as kclient  # config parsing only; never used to talk to the API
@@ -170,6 +183,7 @@ class Client:
         self._timeout = timeout
         self._retries = retries
         self._pool: Pool | None = None
+        self._token = config.current_token()
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -192,9 +206,18 @@ class Client:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        if self.config.token:
-            headers["Authorization"] = f"Bearer {self.config.token}"
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         return headers
+
+    def _token_renewed(self) -> bool:
+        """After a 401: whether the token file holds a new token (the pool now sends it)."""
+        token = self.config.current_token()
+        if token == self._token or self._pool is None:
+            return False
+        self._token = token
+        self._pool.set_headers(self._headers())
+        return True
 
     async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
                        params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
@@ -214,6 +237,8 @@ class Client:
                     return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
                 error = _api_error(response.status, response.body, verb, path)
                 retry_after = response.headers.get("retry-after")
+                if error.status == 401 and attempt < retries and self._token_renewed():
+                    continue  # the kubelet rotated the token: send it at once
             self.errors[str(error.status)] += 1
             # 409 on create means "someone else made it": the caller adopts, no blind retry.
             if not (error.status == 429 or error.status >= 500) or attempt == retries:
@@ -274,6 +299,8 @@ class Client:
                                    idle_timeout=timeout_seconds + 30) as (head, chunks):
                 if head.status >= 400:
                     self.errors[str(head.status)] += 1
+                    if head.status == 401:
+                        self._token_renewed()  # the caller's next watch sends the new one
                     raise _api_error(head.status, head.body, "watch", path)
                 pending = b""
                 async for chunk in chunks:

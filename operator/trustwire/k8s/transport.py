@@ -195,10 +195,15 @@ class Pool:
         authority = f"[{self._host}]" if ":" in self._host else self._host
         if url.port:
             authority += f":{url.port}"
-        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": authority, **headers}.items())
+        self._authority = authority
+        self.set_headers(headers)
         self._timeout = timeout
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        """The headers every request carries from now on (say, a renewed token)."""
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": self._authority, **headers}.items())
 
     async def request(self, method: str, target: str, *, body: bytes | None = None,
                       content_type: str | None = None) -> Response:
