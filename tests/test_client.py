@@ -139,6 +139,16 @@ async def test_a_rotated_service_account_token_is_read_again_after_a_401(
         assert await client.get(SECRETS, "ns", "a") == {"metadata": {"name": "a"}}
     assert seen == ["Bearer old-token", "Bearer old-token", "Bearer new-token", "Bearer new-token"]
 
+    # a request that is never retried (a Lease patch) still leaves the new token for the next
+    seen.clear()
+    token_file.write_text("old-token\n")
+    async with Client(ApiConfig(server=url, token="old-token", token_file=token_file), retries=0) as client:
+        token_file.write_text("new-token\n")
+        with pytest.raises(ApiError):
+            await client.get(SECRETS, "ns", "a")
+        assert await client.get(SECRETS, "ns", "a") == {"metadata": {"name": "a"}}
+    assert seen == ["Bearer old-token", "Bearer new-token"]
+
 
 @pytest.mark.parametrize(("host", "server"), [("10.96.0.1", "https://10.96.0.1:443"),
                                               ("fd00::1", "https://[fd00::1]:443")])

@@ -237,8 +237,8 @@ class Client:
                     return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
                 error = _api_error(response.status, response.body, verb, path)
                 retry_after = response.headers.get("retry-after")
-                if error.status == 401 and attempt < retries and self._token_renewed():
-                    continue  # the kubelet rotated the token: send it at once
+                if error.status == 401 and self._token_renewed() and attempt < retries:
+                    continue  # the kubelet rotated the token: send it at once (else next time)
             self.errors[str(error.status)] += 1
             # 409 on create means "someone else made it": the caller adopts, no blind retry.
             if not (error.status == 429 or error.status >= 500) or attempt == retries:
