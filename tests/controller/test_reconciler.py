@@ -376,3 +376,28 @@ async def test_a_refused_watch_is_logged_as_a_warning_and_tried_again(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"watch of secrets in ns failed (WATCH /api/v1/namespaces/ns/secrets: 403 Forbidden: "
                         f"secrets is forbidden: cannot watch); watching again in {s}s" for s in ("1.0", "2.0")]
+
+
+async def test_listing_again_forgets_what_was_deleted_unseen_as_its_deleted_event_would(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """After a 410 the controller lists again; an identity and a relationship deleted while
+    no watch looked must leave the caches and the indexes, and the surviving identity is
+    told (its peer is gone)."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        for name in ("alpha", "beta"):
+            await client.create(IDENTITIES, "team", identity_body(name, "team"))
+        await client.create(RELATIONSHIPS, "team", relationship_body("alpha", "beta", name="ab", namespace="team"))
+        controller = Controller(client, namespaces=["team"])
+        await controller.prime()
+        await _drain(controller)
+        beta = IdentityRef("team", "beta")
+        assert controller.state.peers_of(beta) == {IdentityRef("team", "alpha")}
+
+        await client.delete(IDENTITIES, "team", "alpha")
+        await client.delete(RELATIONSHIPS, "team", "ab")
+        await controller._list(IDENTITIES, "team")
+        await controller._list(RELATIONSHIPS, "team")
+        assert set(controller.state.identities) == {beta}
+        assert set(controller.state.relationships) == set()
+        assert controller.state.peers_of(beta) == set()
+        assert ("identity", "team", "beta") in await _drain(controller)

@@ -258,8 +258,9 @@ class Controller:
 
     async def _list(self, resource: Resource, namespace: str | None) -> str | None:
         """One kind in ``namespace`` (``None``: all) into the caches, replacing what they
-        held of it — an object gone since the caches last saw it is forgotten, as if its
-        DELETED event had come. Returns the listing's resourceVersion. Queues nothing."""
+        held of it — an identity or relationship gone since the caches last saw it goes
+        through its observer as if its DELETED event had come. Returns the listing's
+        resourceVersion. Every caller resyncs every key next."""
         if resource in (SECRETS, CONFIGMAPS):
             self.state.inventory.forget(resource.plural, namespace)
         identities: set[IdentityRef] = set()
@@ -276,11 +277,10 @@ class Controller:
             version = page.resource_version
         if resource is IDENTITIES:
             for ref in [r for r in self.state.identities if namespace in (None, r.namespace) and r not in identities]:
-                self.state.drop_identity(ref)
-                self.state.publications.forget(ref)
+                self.observe_identity(self.state.identities[ref], deleted=True)
         elif resource is RELATIONSHIPS:
             for key in [k for k in self.state.relationships if namespace in (None, k[0]) and k not in relationships]:
-                self.state.drop_relationship(key)
+                self.observe_relationship(self.state.relationships[key].body, deleted=True)
         return version
 
     async def _follow(self, resource: Resource, namespace: str | None) -> None:

@@ -223,7 +223,7 @@ class Client:
                        params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
         pool = self._connections()
         data = json.dumps(body).encode() if body is not None else None
-        target = quote(path) + (f"?{urlencode(params)}" if params else "")
+        target = _target(path, params)
         retries = self._retries if retries is None else retries
         for attempt in range(retries + 1):
             self.counts[verb] += 1
@@ -295,8 +295,7 @@ class Client:
         self.counts["watch"] += 1
         pool = self._connections()
         try:
-            async with pool.stream(f"{quote(path)}?{urlencode(params)}",
-                                   idle_timeout=timeout_seconds + 30) as (head, chunks):
+            async with pool.stream(_target(path, params), idle_timeout=timeout_seconds + 30) as (head, chunks):
                 if head.status >= 400:
                     self.errors[str(head.status)] += 1
                     if head.status == 401:
@@ -311,8 +310,7 @@ class Client:
                         event = json.loads(line)
                         if event.get("type") == "ERROR":
                             status = event.get("object") or {}
-                            raise ApiError(int(status.get("code") or 500), str(status.get("reason") or "Error"),
-                                           str(status.get("message") or "")[:300], verb="watch", path=path)
+                            raise _status_error(int(status.get("code") or 500), status, "watch", path)
                         yield event
         except TransportError as exc:
             self.errors["503"] += 1
@@ -374,10 +372,22 @@ class Client:
 def _api_error(status: int, raw: bytes, verb: str, path: str) -> ApiError:
     try:
         payload = json.loads(raw)
-        reason, message = str(payload.get("reason", "")), str(payload.get("message", ""))
-    except (ValueError, AttributeError):
-        reason, message = "", ""
-    return ApiError(status, reason or "Error", message[:300], verb=verb, path=path)
+    except ValueError:
+        payload = None
+    return _status_error(status, payload, verb, path)
+
+
+def _status_error(status: int, payload: Any, verb: str, path: str) -> ApiError:
+    """An :class:`ApiError` from a Kubernetes ``Status`` (an error answer's body, or the
+    object of a watch's ERROR event); anything else gives no reason and no message."""
+    payload = payload if isinstance(payload, Mapping) else {}
+    return ApiError(status, str(payload.get("reason") or "Error"), str(payload.get("message") or "")[:300],
+                    verb=verb, path=path)
+
+
+def _target(path: str, params: Mapping[str, str] | None) -> str:
+    """A request's path and query, encoded."""
+    return quote(path) + (f"?{urlencode(params)}" if params else "")
 
 
 def decode_data(resource: Resource, body: Mapping[str, Any] | None) -> dict[str, bytes]:
