@@ -177,9 +177,11 @@ class Client:
     """Async JSON client. Counts requests by verb for metrics and benchmarks."""
 
     def __init__(self, config: ApiConfig, *, timeout: float = 30.0, retries: int = 4,
-                 user_agent: str = USER_AGENT) -> None:
+                 user_agent: str = USER_AGENT, field_manager: str = FIELD_MANAGER) -> None:
         self.config = config
         self.user_agent = user_agent
+        #: what every write names as its field manager (``managedFields``)
+        self.field_manager = field_manager
         self._timeout = timeout
         self._retries = retries
         self._pool: Pool | None = None
@@ -322,7 +324,7 @@ class Client:
     async def create(self, resource: Resource, namespace: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = await self._request(
             "create", resource.path(namespace), body=body, content_type="application/json",
-            params={"fieldManager": FIELD_MANAGER})
+            params={"fieldManager": self.field_manager})
         return result
 
     async def merge_patch(self, resource: Resource, namespace: str | None, name: str, patch: Mapping[str, Any],
@@ -331,7 +333,7 @@ class Client:
         try:
             result: dict[str, Any] = await self._request(
                 "patch", resource.path(namespace, name, subresource), body=patch,
-                content_type="application/merge-patch+json", params={"fieldManager": FIELD_MANAGER})
+                content_type="application/merge-patch+json", params={"fieldManager": self.field_manager})
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -348,7 +350,7 @@ class Client:
         try:
             result: dict[str, Any] = await self._request(
                 "patch", resource.path(namespace, name), body=list(ops),
-                content_type="application/json-patch+json", params={"fieldManager": FIELD_MANAGER}, retries=0)
+                content_type="application/json-patch+json", params={"fieldManager": self.field_manager}, retries=0)
         except ApiError as exc:
             if exc.status == 404:
                 return None
