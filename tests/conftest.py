@@ -149,3 +149,8 @@ async def http_server() -> AsyncIterator[HttpServer]:
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+# The real control plane (tests/cluster): session fixtures `control_plane`, `chart_objects`,
+# `operator_access`.
+pytest_plugins = ["tests.cluster.fixtures"]

@@ -36,6 +36,8 @@ class Recorded:
     user_agent: str
     data: Any
     status: int = 0
+    #: the API's Status answer to a refused request (reason, message, details)
+    error: dict[str, Any] | None = None
 
     @property
     def is_watch(self) -> bool:
@@ -115,6 +117,13 @@ class ApiProxy:
             if upstream.headers.get("Content-Encoding"):
                 answer.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
             await answer.prepare(request)
+            if upstream.status >= 400:
+                raw = await upstream.read()
+                with contextlib.suppress(ValueError):
+                    record.error = json.loads(raw)
+                await answer.write(raw)
+                await answer.write_eof()
+                return answer
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientError, asyncio.TimeoutError):
                 async with asyncio.timeout(fault.cut_after if fault is not None else None):
                     async for chunk in upstream.content.iter_any():

@@ -1,17 +1,49 @@
-"""Fixtures: a fresh emulator and a running operator per test."""
+"""Fixtures: the real operator, with the chart's ServiceAccount token, against the session's
+real control plane, one operator per test.
+
+Each test creates the namespaces it uses (``Cluster.apply`` does it on first use). When the
+test ends, its identities and relationships are deleted *while the operator still runs* and
+must be gone within a minute (a finalizer never released fails the test), then whatever else
+it left in those namespaces. Any request of the operator that the real RBAC authorizer
+refused (403) fails the test too."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import OperatorAccess
+from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
 from tests.integration.harness import Cluster
-from trustwire.emulator import running_emulator
-from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.client import (
+    IDENTITIES,
+    NAMESPACE_TERMINATING,
+    RELATIONSHIPS,
+    WORKLOADS,
+    ApiConfig,
+    Client,
+    Resource,
+)
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration
+
+TEST_AGENT = "trustwire-tests"
+GONE_SECONDS = 60.0
+
+
+def admin_config(plane: ControlPlane) -> ApiConfig:
+    """The test's own identity: cluster-admin by client certificate, straight to the apiserver."""
+    return ApiConfig(server=plane.server, ca_data=plane.ca.pem,
+                     cert_data=(plane.dir / "admin.crt").read_bytes(),
+                     key_data=(plane.dir / "admin.key").read_bytes())
+
+
+def operator_config(proxy: ApiProxy, access: OperatorAccess) -> ApiConfig:
+    return ApiConfig(server=proxy.url, token=access.token)
 
 
 @pytest.fixture
@@ -20,9 +52,72 @@ def operator_options() -> OperatorOptions:
 
 
 @pytest.fixture
-async def cluster(operator_options: OperatorOptions) -> AsyncIterator[Cluster]:
-    async with running_emulator() as emu:
-        config = ApiConfig(server=emu.url)
-        async with running_operator(config, operator_options) as controller, \
-                Client(config, user_agent="trustwire-tests") as client:
-            yield Cluster(emu.emulator, client, controller)
+async def admin(control_plane: ControlPlane) -> AsyncIterator[Client]:
+    async with Client(admin_config(control_plane), user_agent=TEST_AGENT, field_manager="kubectl") as client:
+        yield client
+
+
+@pytest.fixture
+async def api_proxy(control_plane: ControlPlane) -> AsyncIterator[ApiProxy]:
+    async with running_proxy(control_plane.server, str(control_plane.dir / "ca.crt")) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def cluster(control_plane: ControlPlane, operator_access: OperatorAccess, api_proxy: ApiProxy,
+                  admin: Client, operator_options: OperatorOptions) -> AsyncIterator[Cluster]:
+    async with running_operator(operator_config(api_proxy, operator_access), operator_options) as controller:
+        cluster = Cluster(control_plane, admin, controller, api_proxy)
+        try:
+            yield cluster
+        finally:
+            api_proxy.fault = None
+            await clean_namespaces(control_plane, admin, cluster.namespaces)
+    refused = [f"{r.method} {r.path}: {(r.error or {}).get('message')}" for r in cluster.operator_requests()
+               if r.status == 403 and not terminating_namespace(r)]
+    assert not refused, f"the chart's RBAC refused the operator: {refused}"
+
+
+def terminating_namespace(request: Recorded) -> bool:
+    causes = ((request.error or {}).get("details") or {}).get("causes") or []
+    return any(c.get("reason") == NAMESPACE_TERMINATING for c in causes)
+
+
+async def clean_namespaces(plane: ControlPlane, client: Client, namespaces: set[str]) -> None:
+    """Delete the test's identities and relationships (the operator still running releases
+    their finalizers), then everything else the test left in its namespaces. Anything still
+    there after the wait fails the test.
+
+    The namespaces themselves stay: the namespace controller waits 5 s before it starts on a
+    deleted namespace, and the next test uses the same names. ``test_namespaces.py`` deletes
+    namespaces with identities inside.
+    """
+    for resource in (RELATIONSHIPS, IDENTITIES):
+        for namespace in namespaces:
+            for body in await client.list(resource, namespace):
+                await client.delete(resource, namespace, body["metadata"]["name"])
+    await _gone("identities and relationships", lambda: _left(client, (RELATIONSHIPS, IDENTITIES), namespaces))
+    for namespace in namespaces:
+        for path in LEFTOVERS:
+            plane.request("DELETE", path.format(ns=namespace) + "?propagationPolicy=Background")
+    await _gone("workloads", lambda: _left(client, tuple(WORKLOADS.values()), namespaces))
+
+
+#: What a test may leave in its namespaces, as deletecollection paths.
+LEFTOVERS = ("/api/v1/namespaces/{ns}/events", "/api/v1/namespaces/{ns}/secrets",
+             "/api/v1/namespaces/{ns}/configmaps", "/apis/apps/v1/namespaces/{ns}/deployments",
+             "/apis/apps/v1/namespaces/{ns}/statefulsets", "/apis/apps/v1/namespaces/{ns}/daemonsets")
+
+
+async def _left(client: Client, resources: tuple[Resource, ...], namespaces: set[str]) -> list[str]:
+    return [f"{r.kind} {ns}/{b['metadata']['name']}" for r in resources for ns in sorted(namespaces)
+            for b in await client.list(r, ns)]
+
+
+async def _gone(what: str, left: Callable[[], Awaitable[list[str]]]) -> None:
+    deadline = asyncio.get_running_loop().time() + GONE_SECONDS
+    remaining = await left()
+    while remaining and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        remaining = await left()
+    assert not remaining, f"{what} still there {GONE_SECONDS:.0f} s after deletion: {remaining}"

@@ -1,10 +1,11 @@
-"""The integration harness: the real operator (kopf + controller) against the kmock API
-emulator over HTTP, plus the helpers tests need to act like a user and a cluster.
+"""The integration harness: the real operator (kopf + controller) against the real control
+plane (``tests/cluster``), plus the helpers tests need to act like a user.
 
-The emulator keeps no ``generation`` and runs no controllers, so :meth:`Cluster.apply`
-sets and bumps ``metadata.generation`` itself and :meth:`Cluster.complete_rollout` plays
-the Deployment controller where a test needs one. Requests are told apart by their
-User-Agent: the operator's client says ``trustwire-operator``, the test's ``trustwire-tests``.
+The operator authenticates with the chart's ServiceAccount token and talks to the apiserver
+through :class:`tests.cluster.proxy.ApiProxy`, whose journal is the record of every request it
+made (told apart by User-Agent: ``trustwire-operator`` and ``kopf``). The tests act as cluster
+admin with their own client (User-Agent ``trustwire-tests``, field manager ``kubectl``), directly
+against the apiserver. The real controllers roll workloads out and kwok marks their pods Ready.
 """
 
 from __future__ import annotations
@@ -15,49 +16,69 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.proxy import ApiProxy, Recorded
 from trustwire import names
 from trustwire.controller.reconciler import Controller
 from trustwire.k8s.client import (
     CONFIGMAPS,
+    EVENTS,
     IDENTITIES,
     RELATIONSHIPS,
     SECRETS,
     WORKLOADS,
+    ApiError,
     Client,
     Resource,
     decode_data,
 )
 
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS, "ServiceIdentity": IDENTITIES,
-                              "TrustRelationship": RELATIONSHIPS, **WORKLOADS}
+                              "TrustRelationship": RELATIONSHIPS, "Namespace": NAMESPACES, **WORKLOADS}
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+OPERATOR_AGENTS = ("trustwire-operator", "kopf")
 
 
 class Cluster:
-    def __init__(self, emulator: Any, client: Client, controller: Controller) -> None:
-        self.emulator = emulator
+    def __init__(self, plane: ControlPlane, client: Client, controller: Controller, proxy: ApiProxy) -> None:
+        self.plane = plane
         self.client = client
         self.controller = controller
+        self.proxy = proxy
+        #: namespaces this test created (deleted, and waited for, when it ends)
+        self.namespaces: set[str] = set()
 
     # ---- acting like a user ------------------------------------------------------------
+    async def ensure_namespace(self, namespace: str) -> None:
+        if namespace in self.namespaces:
+            return
+        try:
+            await self.client.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                        "metadata": {"name": namespace}})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        self.namespaces.add(namespace)
+
     async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create, or replace the spec/metadata of, an object (bumping generation)."""
+        """Create, or replace the spec/data/labels/annotations of, an object."""
         resource = KINDS[body["kind"]]
         meta = body["metadata"]
-        existing = await self.client.get(resource, meta.get("namespace"), meta["name"])
+        namespace = meta.get("namespace")
+        if namespace:
+            await self.ensure_namespace(namespace)
+        existing = await self.client.get(resource, namespace, meta["name"])
         if existing is None:
-            new = copy.deepcopy(dict(body))
-            new["metadata"].setdefault("generation", 1)
-            return await self.client.create(resource, meta.get("namespace"), new)
-        generation = int((existing.get("metadata") or {}).get("generation") or 1) + 1
-        patch: dict[str, Any] = {"metadata": {"generation": generation}}
+            return await self.client.create(resource, namespace, copy.deepcopy(dict(body)))
+        patch: dict[str, Any] = {"metadata": {}}
         for key in ("spec", "data", "stringData"):
             if key in body:
                 patch[key] = _replacing(existing.get(key), body[key])
         for key in ("labels", "annotations"):
             if key in meta:
                 patch["metadata"][key] = meta[key]
-        result = await self.client.merge_patch(resource, meta.get("namespace"), meta["name"], patch)
+        result = await self.client.merge_patch(resource, namespace, meta["name"], patch)
         assert result is not None
         return result
 
@@ -76,7 +97,7 @@ class Cluster:
 
     # ---- waiting -------------------------------------------------------------------------
     async def wait_for(self, kind: str, namespace: str, name: str,
-                       predicate: Callable[[dict[str, Any] | None], bool], *, timeout: float = 20.0,
+                       predicate: Callable[[dict[str, Any] | None], bool], *, timeout: float = 30.0,
                        what: str = "") -> dict[str, Any] | None:
         deadline = asyncio.get_running_loop().time() + timeout
         body = None
@@ -84,12 +105,12 @@ class Cluster:
             body = await self.get(kind, namespace, name)
             if predicate(body):
                 return body
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         raise AssertionError(f"timed out waiting for {kind} {namespace}/{name} {what}; last: "
                              f"{(body or {}).get('status')}")
 
     async def wait_condition(self, kind: str, namespace: str, name: str, type_: str, status: str = "True",
-                             reason: str | None = None, timeout: float = 20.0) -> dict[str, Any]:
+                             reason: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         def ok(body: dict[str, Any] | None) -> bool:
             c = condition(body, type_)
             return c is not None and c["status"] == status and (reason is None or c["reason"] == reason)
@@ -99,28 +120,22 @@ class Cluster:
         assert body is not None
         return body
 
-    async def settle(self, timeout: float = 20.0) -> None:
+    async def settle(self, timeout: float = 30.0) -> None:
         """Until the controller has nothing queued or running (twice, to let watch events land)."""
         for _ in range(2):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
             await self.controller.wait_idle(timeout)
 
     # ---- the request log -----------------------------------------------------------------
-    def operator_requests(self) -> list[Any]:
-        return [r for r in self.emulator.journal
-                if str(r.headers.get("User-Agent", "")).startswith(("trustwire-operator", "kopf"))]
+    def operator_requests(self) -> list[Recorded]:
+        return self.proxy.requests_by(*OPERATOR_AGENTS)
 
-    def operator_writes(self) -> list[Any]:
-        return [r for r in self.operator_requests() if getattr(r.method, "value", r.method) in WRITE_METHODS]
+    def operator_writes(self) -> list[Recorded]:
+        return [r for r in self.operator_requests() if r.method in WRITE_METHODS]
 
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        out = []
-        for (resource, ns, _), obj in list(self.emulator.objects.items()):
-            if resource.plural == "events" and ns == namespace and not obj.deleted:
-                body = obj.raw
-                if body.get("involvedObject", {}).get("name") == name:
-                    out.append(dict(body))
-        return out
+    async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [e for e in await self.client.list(EVENTS, namespace)
+                if (e.get("involvedObject") or {}).get("name") == name]
 
 
 def condition(body: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -128,6 +143,14 @@ def condition(body: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | No
         if c.get("type") == type_:
             return dict(c)
     return None
+
+
+def ready_with_peers(body: Mapping[str, Any] | None, peers: int) -> bool:
+    """Ready, and its status counts ``peers`` peers (an identity can be Ready before its
+    relationships reach it)."""
+    ready = condition(body, "Ready")
+    return ready is not None and ready["status"] == "True" and ((body or {}).get("status") or {}).get(
+        "peerCount") == peers
 
 
 def _replacing(old: Any, new: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: the real operator against the API emulator over HTTP."""
+"""Issue 2 acceptance: the real operator against the real control plane."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tests.integration.harness import Cluster, condition, identity, relationship
+from tests.integration.harness import Cluster, condition, identity, ready_with_peers, relationship
 from trustwire import names, pki
+from trustwire.k8s.client import ApiError
 from trustwire.proofs import prove_jwt, prove_mtls
 
 pytestmark = pytest.mark.integration
@@ -35,9 +36,10 @@ async def _mount(cluster: Cluster, tmp_path, namespace: str, ident: str):  # typ
 @pytest.mark.parametrize(("ns_a", "ns_b"), [("team", "team"), ("governance", "jobs")])
 async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tmp_path, ns_a, ns_b) -> None:  # type: ignore[no-untyped-def]
     await _pair(cluster, ns_a, ns_b, jwt={"enabled": True, "roles": ["IMPERSONATION"], "audience": "pf"})
-    alpha = await cluster.wait_condition("ServiceIdentity", ns_a, "alpha", "Ready")
-    await cluster.wait_condition("ServiceIdentity", ns_b, "beta", "Ready")
     rel = await cluster.wait_condition("TrustRelationship", ns_a, "alpha-beta", "Ready")
+    await cluster.wait_condition("ServiceIdentity", ns_b, "beta", "Ready")
+    alpha = await cluster.wait_for("ServiceIdentity", ns_a, "alpha", lambda b: ready_with_peers(b, 1),
+                                   what="to be Ready with its peer")
     assert condition(rel, "Accepted")["reason"] == "Accepted"  # type: ignore[index]
 
     creds = await cluster.data("Secret", ns_a, names.credentials_secret("alpha"))
@@ -77,7 +79,7 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
     assert prove_jwt(b, a, audience="pf", now=now).ok
 
     await cluster.settle()  # Events are posted after the status write the wait saw
-    events = {e["reason"] for e in cluster.events(ns_a, "alpha")}
+    events = {e["reason"] for e in (await cluster.events(ns_a, "alpha"))}
     assert {"CAIssued", "CertificateIssued", "JwtKeyGenerated"} <= events
 
 
@@ -182,7 +184,7 @@ async def test_deleted_or_edited_managed_secrets_are_restored(cluster: Cluster) 
     _, certs = pki.read_pkcs12(creds["keystore.p12"], creds["keystore.password"].decode())
     assert pki.fingerprint_sha256(certs[0]) == pki.fingerprint_sha256(leaf)
     assert await cluster.data("Secret", "team", names.ca_secret("alpha")) == ca_before
-    reasons = [e["reason"] for e in cluster.events("team", "alpha")]
+    reasons = [e["reason"] for e in (await cluster.events("team", "alpha"))]
     assert "CertificateRepaired" in reasons
 
 
@@ -216,7 +218,7 @@ async def test_resyncs_after_convergence_make_zero_writes(cluster: Cluster) -> N
         await cluster.settle()
     assert len(cluster.operator_requests()) > reads_before, "the resyncs must actually have run"
     writes = cluster.operator_writes()[writes_before:]
-    assert writes == [], [f"{w.method} {w.url.path}" for w in writes]
+    assert writes == [], [f"{w.method} {w.path}" for w in writes]
 
 
 async def test_shared_secret_reaches_both_sides_only(cluster: Cluster) -> None:
@@ -232,12 +234,23 @@ async def test_shared_secret_reaches_both_sides_only(cluster: Cluster) -> None:
     assert not any(k.startswith("shared-") for k in g)
 
 
+@pytest.mark.parametrize(("body", "field", "says"), [
+    (identity("bad", "team", certificate={"keyAlgorithm": "DSA1024"}), "spec.certificate.keyAlgorithm",
+     "supported values"),
+    (identity("bad", "team", certificate={"duration": "5d"}), "spec.certificate.duration", "should match"),
+    (identity("bad", "team", dnsNames="not-a-list"), "spec.dnsNames", "must be of type array"),
+])
+async def test_the_api_server_refuses_what_the_schema_forbids(cluster: Cluster, body: dict, field: str,  # type: ignore[type-arg]
+                                                              says: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        await cluster.apply(body)
+    assert refused.value.status == 422 and field in refused.value.api_message and says in refused.value.api_message
+    assert await cluster.get("ServiceIdentity", "team", "bad") is None
+
+
 @pytest.mark.parametrize(("kind", "body", "field", "reason"), [
-    ("ServiceIdentity", identity("bad", "team", certificate={"keyAlgorithm": "DSA1024"}),
-     "spec.certificate.keyAlgorithm", "InvalidSpec"),
-    ("ServiceIdentity", identity("bad", "team", certificate={"duration": "5d"}),
-     "spec.certificate.duration", "InvalidSpec"),
-    ("ServiceIdentity", identity("bad", "team", dnsNames="not-a-list"), "spec.dnsNames", "InvalidSpec"),
+    ("ServiceIdentity", identity("bad", "team", certificate={"duration": "1h", "renewBefore": "2h"}),
+     "spec.certificate.renewBefore", "InvalidSpec"),
     ("TrustRelationship", relationship("bad", "team", ("ok", None), ("ok", None)),
      "spec.between[1]", "InvalidSpec"),
     ("TrustRelationship", relationship("bad", "team", ("ok", None), ("missing", None)),

@@ -288,7 +288,7 @@ async def test_a_write_refused_for_good_turns_ready_false_until_a_change_fixes_i
                                 "422 Invalid")
     assert condition(body, "CAReady") is not None  # the domain conditions of the last finished pass stay
     await cluster.settle()  # the Event follows the status write
-    warnings = [e for e in cluster.events("gov", "dgc") if e["type"] == "Warning"]
+    warnings = [e for e in (await cluster.events("gov", "dgc")) if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == ["WriteRejected"]
     relationship_ready = condition(await cluster.get("TrustRelationship", "gov", "dgc-jobserver"), "Ready")
     assert relationship_ready is not None and relationship_ready["status"] == "False"

@@ -85,7 +85,7 @@ async def _converged(cluster: Cluster, name: str = "alpha", *, timeout: float = 
 
 def _new_warnings(cluster: Cluster, before: list[dict[str, Any]], name: str = "alpha") -> list[dict[str, Any]]:
     seen = {e["metadata"]["name"] for e in before}
-    return [e for e in cluster.events(NS, name) if e["metadata"]["name"] not in seen and e.get("type") == "Warning"]
+    return [e for e in (await cluster.events(NS, name)) if e["metadata"]["name"] not in seen and e.get("type") == "Warning"]
 
 
 async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: str, *, name: str = "alpha",
@@ -98,7 +98,7 @@ async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: st
             if word.lower() in event["reason"].lower():
                 return event
         await asyncio.sleep(0.1)
-    got = [(e.get("type"), e["reason"], e["message"]) for e in cluster.events(NS, name)
+    got = [(e.get("type"), e["reason"], e["message"]) for e in (await cluster.events(NS, name))
            if e["metadata"]["name"] not in {b["metadata"]["name"] for b in before}]
     raise AssertionError(f"no Warning Event naming {word!r} after the corruption; new events: {got}")
 
@@ -106,14 +106,14 @@ async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: st
 async def _corrupt(cluster: Cluster, secret: str, change: Callable[[dict[str, bytes]], dict[str, bytes]],
                    ) -> list[dict[str, Any]]:
     """Write ``change(current data)`` into a managed Secret; returns the events seen before."""
-    before = cluster.events(NS, "alpha")
+    before = (await cluster.events(NS, "alpha"))
     current = await cluster.data("Secret", NS, secret)
     await cluster.patch_secret_data(NS, secret, change(current))
     return before
 
 
 async def _garbage(cluster: Cluster, secret: str, key: str, text: str = "%%% not base64 !!!") -> list[dict[str, Any]]:
-    before = cluster.events(NS, "alpha")
+    before = (await cluster.events(NS, "alpha"))
     await cluster.client.merge_patch(SECRETS, NS, secret, {"data": {key: text}})
     return before
 
@@ -352,7 +352,7 @@ async def test_hostile_sized_spec_is_invalid_naming_the_field(cluster: Cluster, 
     assert condition(body, "Stalled")["status"] == "True"  # type: ignore[index]
     for c in body["status"]["conditions"]:
         assert len(c["message"]) <= 16 * 1024, f"{c['type']} message is {len(c['message'])} characters"
-    for event in cluster.events(NS, "huge"):
+    for event in (await cluster.events(NS, "huge")):
         assert len(event["message"]) <= 1024
     assert await cluster.get("Secret", NS, names.ca_secret("huge")) is None
     # the operator keeps serving everyone else

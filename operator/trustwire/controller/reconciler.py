@@ -366,14 +366,12 @@ class Controller:
                 self.queue.add(key)  # not finished: whoever works next must redo it
                 raise
             except Exception as exc:  # a bug or an outage must not kill the worker
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                delay = _retry_delay(exc)
-                log.warning("reconcile of %s %s/%s failed (%s); retrying in %.0fs",
-                            key[0], key[1], key[2], self.last_error, delay)
-                self.queue.add_after(key, delay * (1 + self.jitter * self.rng.random()))
-                if not _transient(exc):
-                    await self._report_failure(key, exc)
+                if isinstance(exc, ApiError) and exc.namespace_terminating:
+                    # The namespace's deletion removes this object too, and that event brings
+                    # the key back for the finalizer; a retry now could only be refused again.
+                    log.debug("reconcile of %s %s/%s: its namespace is being deleted", *key)
+                else:
+                    await self._failed(key, exc)
             finally:
                 stat = (key[0], result)
                 self.reconcile_results[stat] = self.reconcile_results.get(stat, 0) + 1
@@ -382,6 +380,17 @@ class Controller:
                 self.queue.done(key)
                 if self.queue.idle:
                     self.trim_heap()
+
+    async def _failed(self, key: Key, exc: Exception) -> None:
+        """A pass failed: count it, log it, try again later, and say so in status unless transient."""
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        delay = _retry_delay(exc)
+        log.warning("reconcile of %s %s/%s failed (%s); retrying in %.0fs",
+                    key[0], key[1], key[2], self.last_error, delay)
+        self.queue.add_after(key, delay * (1 + self.jitter * self.rng.random()))
+        if not _transient(exc):
+            await self._report_failure(key, exc)
 
     async def reconcile(self, key: Key) -> None:
         kind, namespace, name = key

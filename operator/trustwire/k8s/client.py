@@ -46,15 +46,28 @@ UNREACHABLE = "Unreachable"
 _METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
 
 
+#: The cause the NamespaceLifecycle admission plugin gives when it refuses a create in a
+#: namespace that is being deleted.
+NAMESPACE_TERMINATING = "NamespaceTerminating"
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str, *, verb: str = "", path: str = "") -> None:
+    def __init__(self, status: int, reason: str, message: str, *, verb: str = "", path: str = "",
+                 causes: tuple[str, ...] = ()) -> None:
         self.status, self.reason, self.api_message = status, reason, message
         self.verb, self.path = verb, path
+        #: ``details.causes[].reason`` of the API's Status
+        self.causes = causes
         super().__init__(f"{verb.upper()} {path}: {status} {reason}: {message}".strip())
 
     @property
     def retryable(self) -> bool:
         return self.status in (409, 429) or self.status >= 500
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """Refused because the namespace is being deleted: nothing new can be created there."""
+        return NAMESPACE_TERMINATING in self.causes
 
 
 class Page(NamedTuple):
@@ -383,8 +396,11 @@ def _status_error(status: int, payload: Any, verb: str, path: str) -> ApiError:
     """An :class:`ApiError` from a Kubernetes ``Status`` (an error answer's body, or the
     object of a watch's ERROR event); anything else gives no reason and no message."""
     payload = payload if isinstance(payload, Mapping) else {}
+    details = payload.get("details")
+    causes = (details.get("causes") if isinstance(details, Mapping) else None) or []
     return ApiError(status, str(payload.get("reason") or "Error"), str(payload.get("message") or "")[:300],
-                    verb=verb, path=path)
+                    verb=verb, path=path,
+                    causes=tuple(str(c.get("reason")) for c in causes if isinstance(c, Mapping)))
 
 
 def _target(path: str, params: Mapping[str, str] | None) -> str:
