@@ -235,10 +235,10 @@ class ControlPlane:
                 content_type: str = "application/json") -> Any:
         """One admin request; JSON in and out. A 404 on GET is None; other errors raise."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.server + path, data=data, method=method,
+        request = urllib.request.Request(self.server + path, data=data, method=method,  # noqa: S310 - https
                                          headers={"Content-Type": content_type, "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, context=self._ssl(), timeout=30) as answer:
+            with urllib.request.urlopen(request, context=self._ssl(), timeout=30) as answer:  # noqa: S310
                 raw = answer.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and method == "GET":

@@ -61,12 +61,27 @@ def service_account_of(objects: list[dict[str, Any]]) -> tuple[str, str]:
     return deployment["metadata"]["namespace"], deployment["spec"]["template"]["spec"]["serviceAccountName"]
 
 
+_build: dict[str, Path | str] = {}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Build the control plane (or find it cached) before the first test that needs it runs:
+    a cold build takes minutes, more than one test's timeout allows."""
+    if any({"control_plane", "control_plane_binaries"} & set(getattr(item, "fixturenames", ())) for item in items):
+        try:
+            _build["bin"] = binaries()
+        except ControlPlaneError as exc:
+            _build["error"] = str(exc)
+
+
 @pytest.fixture(scope="session")
 def control_plane_binaries() -> Path:
-    try:
-        return binaries()
-    except ControlPlaneError as exc:
-        pytest.skip(f"real control plane unavailable: {exc}")
+    if "error" in _build:
+        pytest.skip(f"real control plane unavailable: {_build['error']}")
+    found = _build.get("bin")
+    assert isinstance(found, Path), "the control plane is built during collection"
+    return found
 
 
 @pytest.fixture(scope="session")

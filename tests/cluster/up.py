@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from controlplane import ControlPlane, ControlPlaneError, binaries  # noqa: E402
+from controlplane import ControlPlane, ControlPlaneError, binaries
 
 
 def main(argv: list[str] | None = None) -> int:
