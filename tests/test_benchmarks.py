@@ -1,6 +1,6 @@
 """Smoke tests of the benchmarks: they run end to end and report every field.
 
-Numbers are never asserted (DESIGN §7: speed is measured by benchmarks, not tests) —
+Numbers are never asserted (docs/design.md §7: speed is measured by benchmarks, not tests) —
 except the one that is a correctness property: a converged operator makes zero writes
 when it restarts and resyncs.
 """

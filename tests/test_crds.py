@@ -1,5 +1,5 @@
 """The CRDs in crds/: valid apiextensions.k8s.io/v1 objects with structural schemas that
-behave as DESIGN.md sections 2-4 say (names, defaults, limits, status, printer columns)."""
+behave as docs/design.md sections 2-4 say (names, defaults, limits, status, printer columns)."""
 
 from __future__ import annotations
 
@@ -619,7 +619,7 @@ def test_serviceidentity_printer_columns_resolve(sid: dict[str, Any]) -> None:
             ("Ready", '.status.conditions[?(@.type=="Ready")].status', "string", 0, "True"),
             ("Reason", '.status.conditions[?(@.type=="Ready")].reason', "string", 1, "Issued"),
             ("Peers", ".status.peerCount", "integer", 0, 2),
-            ("Cert expires", ".status.certificate.notAfter", "date", 0, "2026-03-31T12:00:00Z"),
+            ("Cert expires", ".status.certificate.notAfter", "string", 0, "2026-03-31T12:00:00Z"),
             ("Kid", ".status.jwt.kid", "string", 1, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"),
             ("Age", ".metadata.creationTimestamp", "date", 0, "2026-01-01T00:00:00Z"),
         ],

@@ -1,4 +1,4 @@
-"""Import contract (DESIGN §6): pure layers never import kopf/kubernetes or the I/O layers.
+"""Import contract (docs/design.md §6): pure layers never import kopf/kubernetes or the I/O layers.
 
 Checked twice, because each check misses something the other sees:
 

@@ -624,7 +624,7 @@ def test_relationship_reports_all_problems_at_once(relationship_body: Factory) -
 # ======================================================================================
 # Templates
 # ======================================================================================
-#: DESIGN.md §3: every file trustwire writes into the mounted directory (credentials + trust).
+#: docs/design.md §3: every file trustwire writes into the mounted directory (credentials + trust).
 DESIGN_MOUNTED_KEYS = [
     "tls.crt",
     "tls.key",

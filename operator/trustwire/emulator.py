@@ -2,7 +2,7 @@
 and benchmarks.
 
 It serves real HTTP on loopback and keeps objects in memory. What it does *not* do
-(DESIGN §7) — list merging, generation, PUT, garbage collection, controllers — the
+(docs/design.md §7) — list merging, generation, PUT, garbage collection, controllers — the
 operator never relies on; tests play the missing controllers explicitly.
 """
 

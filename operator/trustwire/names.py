@@ -1,4 +1,4 @@
-"""Every name, label, annotation and key that users, dashboards and tests rely on (DESIGN §3).
+"""Every name, label, annotation and key that users, dashboards and tests rely on (docs/design.md §3).
 
 One module so that a rename is one edit and nothing spells a contract name by hand.
 Pure constants and tiny pure functions; importable from every layer.

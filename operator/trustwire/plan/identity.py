@@ -279,7 +279,7 @@ def renewal_time(cert: x509.Certificate, renew_before: timedelta) -> datetime:
 
 
 def ca_renewal_time(cert: x509.Certificate) -> datetime:
-    """DESIGN §5: prepare the next CA at ``notAfter - min(life/2, 30d)``."""
+    """docs/design.md §5: prepare the next CA at ``notAfter - min(life/2, 30d)``."""
     start, end = pki.not_before(cert), pki.not_after(cert)
     return end - min((end - start) / 2, timedelta(days=30))
 

@@ -11,7 +11,7 @@ op pinning the ``name`` of every list element addressed by index — fail loudly
 of hitting the wrong element when the list was reordered meanwhile (the API server
 answers 422; the caller re-reads and retries).
 
-What "wired" means (DESIGN §3), for identity ``<id>`` in namespace ``<ns>``:
+What "wired" means (docs/design.md §3), for identity ``<id>`` in namespace ``<ns>``:
 
 * pod volume ``trustwire``: projected, ``defaultMode: 0o440`` (288), sources = secret
   ``<id>-trustwire-credentials`` then secret ``<id>-trustwire-trust`` (keys never collide,
