@@ -5,7 +5,8 @@ request, headers and bearer token included, to the apiserver over TLS and stream
 back, watches included. It records each request in :attr:`ApiProxy.journal` (method, path,
 query, User-Agent, JSON body, status), which is how tests count the operator's writes and map
 its requests to RBAC rules. A :data:`Fault` hook may answer a request itself (a 5xx or 429 the
-real server would not produce on demand) or cut a watch stream after a delay.
+real server would not produce on demand), lose or delay the apiserver's answer, or cut a watch
+stream after a delay.
 """
 
 from __future__ import annotations
@@ -46,12 +47,32 @@ class Recorded:
 
 @dataclasses.dataclass(frozen=True)
 class Fault:
-    """What to do instead of forwarding: answer ``status`` at once, or forward a watch and
-    cut it after ``cut_after`` seconds."""
+    """What to do instead of forwarding untouched.
+
+    * ``status``: answer at once with this code (``reason``/``message`` in the Status,
+      ``Retry-After: retry_after``); the request never reaches the apiserver;
+    * ``lost``: forward, then answer 500 whatever the apiserver answered (a write applied
+      whose answer was lost); the journal records the apiserver's own status;
+    * ``delay``: forward, and hold the apiserver's answer this many seconds;
+    * ``cut_after``: forward a watch and cut the connection after this many seconds; with
+      ``gone``, end it instead with an ``ERROR`` event carrying a 410 Status (the version
+      the watch started from is too old), after the last complete event.
+    """
 
     status: int | None = None
     retry_after: int | None = None
     cut_after: float | None = None
+    reason: str = "InjectedFault"
+    message: str = "injected by the test proxy"
+    lost: bool = False
+    delay: float | None = None
+    gone: bool = False
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A Kubernetes ``Status`` of a failure."""
+    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure", "code": code,
+            "reason": reason, "message": message}
 
 
 #: Decides, per recorded request, whether it meets a fault (None: forward it untouched).
@@ -103,15 +124,25 @@ class ApiProxy:
         if fault is not None and fault.status is not None:
             record.status = fault.status
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            return web.json_response({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                                      "code": fault.status, "reason": "InjectedFault",
-                                      "message": "injected by the test proxy"},
+            return web.json_response(status_body(fault.status, fault.reason, fault.message),
                                      status=fault.status, headers=headers)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
+        # aiohttp would ask for gzip on a client's behalf that did not: the apiserver then
+        # compresses large answers, and the client gets an encoding it never accepted.
         async with self._session.request(request.method, self.upstream + request.rel_url.raw_path_qs,
-                                         headers=headers, data=body or None, allow_redirects=False) as upstream:
+                                         headers=headers, data=body or None, allow_redirects=False,
+                                         skip_auto_headers=("Accept-Encoding",)) as upstream:
             record.status = upstream.status
+            if fault is not None and fault.lost:
+                raw = await upstream.read()
+                if upstream.status >= 400:
+                    with contextlib.suppress(ValueError):
+                        record.error = json.loads(raw)
+                return web.json_response(status_body(500, "InternalError", "injected fault: the answer was lost"),
+                                         status=500)
+            if fault is not None and fault.delay is not None:
+                await asyncio.sleep(fault.delay)
             answer = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers={
                 k: v for k, v in upstream.headers.items() if k.lower() not in _SKIP_HEADERS})
             if upstream.headers.get("Content-Encoding"):
@@ -124,6 +155,9 @@ class ApiProxy:
                 await answer.write(raw)
                 await answer.write_eof()
                 return answer
+            if fault is not None and fault.gone:
+                await self._relay_until_gone(upstream, answer, fault.cut_after or 0.0)
+                return answer
             with contextlib.suppress(ConnectionResetError, aiohttp.ClientError, asyncio.TimeoutError):
                 async with asyncio.timeout(fault.cut_after if fault is not None else None):
                     async for chunk in upstream.content.iter_any():
@@ -134,6 +168,23 @@ class ApiProxy:
             with contextlib.suppress(ConnectionResetError):
                 await answer.write_eof()
             return answer
+
+    @staticmethod
+    async def _relay_until_gone(upstream: aiohttp.ClientResponse, answer: web.StreamResponse, seconds: float,
+                                ) -> None:
+        """Relay a watch's complete events for ``seconds``, then end it the way the apiserver
+        ends a watch whose version was compacted away: an ``ERROR`` event with a 410 Status."""
+        pending = b""
+        with contextlib.suppress(ConnectionResetError, aiohttp.ClientError, asyncio.TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for chunk in upstream.content.iter_any():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    if lines:
+                        await answer.write(b"".join(line + b"\n" for line in lines))
+        gone = status_body(410, "Expired", "injected fault: too old resource version")
+        with contextlib.suppress(ConnectionResetError):
+            await answer.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            await answer.write_eof()
 
     # ---- reading the journal
     def requests_by(self, *agents: str) -> list[Recorded]:

@@ -46,16 +46,34 @@ def test_the_checker_flags_an_undeclared_field() -> None:
     assert pruned_paths({"workloads": [{"kind": "Deployment", "extra": 1}]}, schema) == ["status.workloads[0].extra"]
 
 
+def _rolled_out(body: dict[str, Any] | None) -> bool:
+    return bool(((body or {}).get("status") or {}).get("rolledOut"))
+
+
 async def test_everything_the_operator_writes_survives_pruning(cluster: Cluster) -> None:
     await cluster.apply(deployment("alpha", "team"))
     await cluster.apply(identity("alpha", "team", workloads=[{"kind": "Deployment", "name": "alpha"}]))
     await cluster.apply(identity("beta", "team", jwt={"rotationPeriod": "30s"}))
     await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None), sharedSecret={"enabled": True}))
     await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+    alpha = await cluster.wait_for("ServiceIdentity", "team", "alpha", _rolled_out, timeout=60,
+                                   what="to be rolled out by the Deployment controller")
+    workload = await cluster.get("Deployment", "team", "alpha")
+    assert alpha is not None and workload is not None
+    assert alpha["status"]["workloads"][0]["rolloutGeneration"] == workload["metadata"]["generation"]
     await cluster.settle()
-    for kind, plural, name in (("ServiceIdentity", "serviceidentities", "alpha"),
-                               ("ServiceIdentity", "serviceidentities", "beta"),
-                               ("TrustRelationship", "trustrelationships", "ab")):
+
+    # every status patch the operator sent names declared fields only ...
+    schemas = {plural: status_schema(plural) for plural in ("serviceidentities", "trustrelationships")}
+    patches = [r for r in cluster.operator_writes() if r.method == "PATCH" and r.path.endswith("/status")]
+    assert patches, "the operator wrote statuses"
+    for patch in patches:
+        plural = patch.path.split("/")[-3]
+        assert pruned_paths(patch.data["status"], schemas[plural]) == [], patch.path
+
+    # ... and the apiserver stored all of it: each status is exactly what the operator meant
+    for key, kind, name in (("identity", "ServiceIdentity", "alpha"), ("identity", "ServiceIdentity", "beta"),
+                            ("relationship", "TrustRelationship", "ab")):
         body = await cluster.get(kind, "team", name)
         assert body is not None
-        assert pruned_paths(body["status"], status_schema(plural)) == [], name
+        assert body["status"] == cluster.controller.statuses[(key, "team", name)], name

@@ -1,48 +1,107 @@
-"""Issue 4 acceptance: wiring workloads on the API emulator, coexisting with a GitOps writer."""
+"""Issue 4 acceptance: wiring workloads on the real control plane, coexisting with a GitOps
+writer. The real Deployment, StatefulSet and DaemonSet controllers roll the wired templates
+out and kwok marks the pods Ready, so ``rolledOut`` is the real controllers' evidence."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+from typing import Any
 
 import pytest
 
+from tests.cluster.proxy import Recorded
 from tests.integration.harness import Cluster, condition, deployment, identity, relationship
 from trustwire import names
+from trustwire.k8s.client import WORKLOADS, Resource
 
 pytestmark = pytest.mark.integration
 
+PODS = Resource("", "v1", "pods", "Pod")
+REPLICASETS = Resource("apps", "v1", "replicasets", "ReplicaSet")
+#: Annotations the workload controllers and the API server keep on the workload itself.
+SERVER_ANNOTATIONS = {"deployment.kubernetes.io/revision", "deprecated.daemonset.template.generation"}
+ROLLOUT_SECONDS = 60.0
 
-def _pod_spec(body: dict) -> dict:  # type: ignore[type-arg]
-    spec: dict = body["spec"]["template"]["spec"]  # type: ignore[type-arg]
+
+def workload(kind: str, name: str, namespace: str, containers: tuple[str, ...] = ("app",)) -> dict[str, Any]:
+    """A minimal valid workload of ``kind``: a DaemonSet has no replicas, a StatefulSet
+    names its governing Service."""
+    body = deployment(name, namespace, containers, kind=kind)
+    if kind == "DaemonSet":
+        del body["spec"]["replicas"]
+    if kind == "StatefulSet":
+        body["spec"]["serviceName"] = name
+    return body
+
+
+def _pod_spec(body: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = body["spec"]["template"]["spec"]
     return spec
 
 
-def _hash(body: dict | None) -> str | None:  # type: ignore[type-arg]
+def _hash(body: dict[str, Any] | None) -> str | None:
     return ((body or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}).get(
         names.MATERIAL_HASH_ANNOTATION)
 
 
-def _patches_to(cluster: Cluster, kind_plural: str, namespace: str, name: str, since: int) -> list[object]:
+def _user_view(body: dict[str, Any] | None) -> dict[str, Any]:
+    """What the workload's writers own: spec, labels and annotations (not the server's fields
+    nor the controllers' own annotations)."""
+    assert body is not None
+    meta = body["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in SERVER_ANNOTATIONS}
+    return {"spec": body["spec"], "labels": meta.get("labels") or {}, "annotations": annotations}
+
+
+def _patches_to(cluster: Cluster, kind_plural: str, namespace: str, name: str, since: int) -> list[Recorded]:
     return [r for r in cluster.operator_writes()[since:]
-            if r.url.path.endswith(f"/namespaces/{namespace}/{kind_plural}/{name}")]
+            if r.path.endswith(f"/namespaces/{namespace}/{kind_plural}/{name}")]
+
+
+def _rolled_out_everywhere(body: dict[str, Any] | None) -> bool:
+    status = (body or {}).get("status") or {}
+    return status.get("rolledOut") is True and all(w.get("rolledOut") for w in status.get("workloads") or [])
+
+
+async def _live_pods(cluster: Cluster, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workload's pods that are not being deleted (a Deployment's through its ReplicaSets)."""
+    namespace, owners = body["metadata"]["namespace"], {body["metadata"]["uid"]}
+    if body["kind"] == "Deployment":
+        owners = {rs["metadata"]["uid"] for rs in await cluster.client.list(REPLICASETS, namespace)
+                  if any(o["uid"] in owners for o in rs["metadata"].get("ownerReferences") or [])}
+    return [p for p in await cluster.client.list(PODS, namespace)
+            if not p["metadata"].get("deletionTimestamp")
+            and any(o["uid"] in owners for o in p["metadata"].get("ownerReferences") or [])]
+
+
+def _pod_hash(pod: dict[str, Any]) -> str | None:
+    hashed: str | None = (pod["metadata"].get("annotations") or {}).get(names.MATERIAL_HASH_ANNOTATION)
+    return hashed
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet"])
-async def test_each_workload_kind_is_wired_and_unwired_exactly(cluster: Cluster, kind: str) -> None:
-    original = deployment("app", "team", containers=("main", "sidecar"), kind=kind)
+async def test_each_workload_kind_is_wired_rolled_out_and_unwired_exactly(cluster: Cluster, kind: str) -> None:
+    original = workload(kind, "app", "team", containers=("main", "sidecar"))
     _pod_spec(original)["volumes"] = [{"name": "data", "emptyDir": {}}]
     _pod_spec(original)["containers"][0]["env"] = [{"name": "MODE", "value": "prod"}]
     await cluster.apply(original)
     pristine = await cluster.get(kind, "team", "app")
     await cluster.apply(identity("app", "team", workloads=[{"kind": kind, "name": "app", "containers": ["main"]}]))
-    body = await cluster.wait_condition("ServiceIdentity", "team", "app", "WorkloadsReady", reason="Wired")
-    assert body["status"]["workloads"] == [{"kind": kind, "name": "app", "state": "Wired", "message": "",
-                                            "rolloutGeneration": 2, "rolledOut": False}]
-    assert body["status"]["rolledOut"] is False, "no workload controller has rolled it out"
+    body = await cluster.wait_for("ServiceIdentity", "team", "app", _rolled_out_everywhere,
+                                  timeout=ROLLOUT_SECONDS, what="to be rolled out by the real controller")
+    assert condition(body, "WorkloadsReady")["reason"] == "Wired"  # type: ignore[index]
+    assert body is not None and body["status"]["workloads"] == [
+        {"kind": kind, "name": "app", "state": "Wired", "message": "", "rolloutGeneration": 2, "rolledOut": True}]
 
     wired = await cluster.get(kind, "team", "app")
-    assert wired is not None
+    assert wired is not None and wired["metadata"]["generation"] == 2
+    assert wired["status"]["observedGeneration"] >= 2, "the controller observed the wired template"
     pod = _pod_spec(wired)
     volume = next(v for v in pod["volumes"] if v["name"] == names.VOLUME_NAME)
     assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == [
@@ -55,39 +114,62 @@ async def test_each_workload_kind_is_wired_and_unwired_exactly(cluster: Cluster,
     assert "volumeMounts" not in sidecar and "env" not in sidecar, "only the named container is wired"
     assert _hash(wired) == body["status"]["materialHash"]
     assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+    pods = await _live_pods(cluster, wired)
+    assert pods and all(_pod_hash(p) == _hash(wired) and _pod_ready(p) for p in pods), \
+        "the rolled-out pods run the wired template"
+    assert {p["spec"]["nodeName"] for p in pods} == {"kwok-node-0"}
 
     # a GitOps writer changes unrelated fields: neither reverted nor fought
     await cluster.settle()
     since = len(cluster.operator_writes())
-    gitops = copy.deepcopy(wired)
-    gitops["spec"]["replicas"] = 3
-    _pod_spec(gitops)["containers"][0]["image"] = "example/main:2"
-    gitops["metadata"].setdefault("annotations", {})["argocd.argoproj.io/sync-wave"] = "1"
-    await cluster.client.merge_patch(cluster_resource(kind), "team", "app", {
-        "spec": {"replicas": 3, "template": {"spec": {"containers": _pod_spec(gitops)["containers"]}}},
-        "metadata": {"annotations": {"argocd.argoproj.io/sync-wave": "1"}}})
+    gitops = _gitops_patch(wired)
+    await cluster.client.merge_patch(WORKLOADS[kind], "team", "app", gitops)
+    await cluster.wait_for(kind, "team", "app", _controller_done, timeout=ROLLOUT_SECONDS,
+                           what="to roll out the GitOps change")
     cluster.controller.resync_all()
     await cluster.settle()
     after = await cluster.get(kind, "team", "app")
-    assert after is not None and after["spec"]["replicas"] == 3
+    assert after is not None and after["spec"].get("replicas") == gitops["spec"].get("replicas")
     assert _pod_spec(after)["containers"][0]["image"] == "example/main:2"
-    assert _patches_to(cluster, cluster_resource(kind).plural, "team", "app", since) == []
+    assert after["spec"]["revisionHistoryLimit"] == 5
+    assert _hash(after) == _hash(wired)
+    assert _patches_to(cluster, WORKLOADS[kind].plural, "team", "app", since) == []
 
     # the workload leaves the spec → exactly our additions are removed
     await cluster.apply(identity("app", "team", workloads=[]))
     await cluster.wait_for(kind, "team", "app", lambda b: _hash(b) is None, what="to be unwired")
-    unwired = await cluster.get(kind, "team", "app")
     expected = copy.deepcopy(pristine)
-    assert expected is not None and unwired is not None
-    expected["spec"]["replicas"] = 3
+    assert expected is not None
+    expected["spec"].update({k: v for k, v in gitops["spec"].items() if k != "template"})
     _pod_spec(expected)["containers"][0]["image"] = "example/main:2"
     expected["metadata"].setdefault("annotations", {})["argocd.argoproj.io/sync-wave"] = "1"
-    assert unwired == expected
+    assert _user_view(await cluster.get(kind, "team", "app")) == _user_view(expected)
 
 
-def cluster_resource(kind: str):  # type: ignore[no-untyped-def]
-    from trustwire.k8s.client import WORKLOADS
-    return WORKLOADS[kind]
+def _gitops_patch(wired: dict[str, Any]) -> dict[str, Any]:
+    """What a GitOps writer changes, from the object it read: image, history limit, a sync
+    annotation, and the replica count (of the kinds that have one). A merge patch replaces
+    the containers list whole, so it sends the list as read, with the new image."""
+    containers = copy.deepcopy(_pod_spec(wired)["containers"])
+    containers[0]["image"] = "example/main:2"
+    spec: dict[str, Any] = {"revisionHistoryLimit": 5, "template": {"spec": {"containers": containers}}}
+    if wired["kind"] != "DaemonSet":
+        spec["replicas"] = 2
+    return {"spec": spec, "metadata": {"annotations": {"argocd.argoproj.io/sync-wave": "1"}}}
+
+
+def _controller_done(body: dict[str, Any] | None) -> bool:
+    """The workload controller has rolled out the current generation to every replica."""
+    if body is None:
+        return False
+    status, meta = body.get("status") or {}, body["metadata"]
+    if status.get("observedGeneration", 0) < meta["generation"]:
+        return False
+    if body["kind"] == "DaemonSet":
+        desired = status.get("desiredNumberScheduled")
+        return bool(desired) and status.get("updatedNumberScheduled") == desired == status.get("numberAvailable")
+    replicas = body["spec"]["replicas"]
+    return status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == replicas
 
 
 async def test_peer_ca_change_rolls_the_trusting_workload_once(cluster: Cluster) -> None:
@@ -142,7 +224,7 @@ async def test_identity_deletion_unwires(cluster: Cluster) -> None:
     await cluster.wait_condition("ServiceIdentity", "team", "svc", "WorkloadsReady", reason="Wired")
     await cluster.delete("ServiceIdentity", "team", "svc")
     await cluster.wait_for("ServiceIdentity", "team", "svc", lambda b: b is None, what="to be deleted")
-    assert await cluster.get("Deployment", "team", "svc") == pristine
+    assert _user_view(await cluster.get("Deployment", "team", "svc")) == _user_view(pristine)
 
 
 async def test_templates_render_rerender_on_configmap_edit_and_keep_last_good(cluster: Cluster) -> None:
@@ -163,7 +245,7 @@ async def test_templates_render_rerender_on_configmap_edit_and_keep_last_good(cl
     cm["data"] = {"props": "v2 {{ self.namespace }}"}
     await cluster.apply(cm)
     await cluster.wait_for("Secret", "team", names.trust_secret("alpha"),
-                           lambda b: b is not None and __import__("base64").b64decode(
+                           lambda b: b is not None and base64.b64decode(
                                b["data"]["app.properties"]) == b"v2 team", what="to re-render")
 
     cm["data"] = {"props": "line1\n{{ ''.__class__.__mro__ }}"}
