@@ -76,16 +76,23 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
         # Our workers first (they may be mid-write), then hand the Lease over while the API
         # connection is certainly healthy, then kopf.
         worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
-        if election is not None:
-            await election.release()
-        stop.set()
-        # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
-        # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(asyncio.shield(kopf_task), timeout=1.0)
-        kopf_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(kopf_task, timeout=5.0)
-        await client.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task  # re-raises why the controller died, after the rest stops
+        finally:
+            await _stop(election, stop, kopf_task, client)
+
+
+async def _stop(election: LeaderElection | None, stop: asyncio.Event, kopf_task: asyncio.Task[None],
+                client: Client) -> None:
+    if election is not None:
+        await election.release()
+    stop.set()
+    # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
+    # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(asyncio.shield(kopf_task), timeout=1.0)
+    kopf_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(kopf_task, timeout=5.0)
+    await client.close()
