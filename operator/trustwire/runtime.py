@@ -91,7 +91,7 @@ async def _stop(election: LeaderElection | None, stop: asyncio.Event, kopf_task:
     # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
     # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
     with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(asyncio.shield(kopf_task), timeout=1.0)
+        await asyncio.wait_for(asyncio.shield(kopf_task), timeout=0.2)
     kopf_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await asyncio.wait_for(kopf_task, timeout=5.0)

@@ -259,6 +259,9 @@ async def test_the_api_server_refuses_what_the_schema_forbids(cluster: Cluster, 
 async def test_invalid_specs_get_a_specific_condition_and_others_keep_working(
         cluster: Cluster, kind: str, body: dict, field: str, reason: str) -> None:  # type: ignore[type-arg]
     await cluster.apply(identity("ok", "team"))
+    # Identities and relationships arrive on separate watches: until the operator has seen
+    # "ok", a relationship naming it would rightly say it does not exist.
+    await cluster.wait_condition("ServiceIdentity", "team", "ok", "Ready")
     await cluster.apply(body)
     bad = await cluster.wait_condition(kind, "team", "bad", "Ready", "False", reason=reason)
     ready = condition(bad, "Ready")
