@@ -418,9 +418,10 @@ def test_ten_megabyte_values_are_refused_with_a_bounded_message(spec: dict[str, 
 
 @pytest.mark.timeout(30)
 def test_ten_megabyte_metadata_name_is_refused_with_a_bounded_message() -> None:
-    """Without serviceName the name is the service name: it must not be echoed whole."""
+    """The name is a label value (and, without serviceName, the service name): reported once,
+    as metadata.name, and never echoed whole."""
     error = _identity_error({}, name="n" * TEN_MB)
-    assert error.fields == ["spec.serviceName"]
+    assert error.fields == ["metadata.name"]
 
 
 @pytest.mark.timeout(30)

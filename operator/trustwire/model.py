@@ -32,6 +32,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: Bounds that keep hostile specs from turning into unbounded work.
 MAX_DNS_NAMES = 100
 MAX_NAME_LENGTH = 253
+#: An identity's or a relationship's name is the value of a label on every object derived
+#: from it, and the API refuses label values longer than this.
+MAX_OWNER_NAME = 63
 MAX_LIST_ITEMS = 100
 MAX_WORKLOADS = 50
 MAX_TEMPLATES = 20
@@ -425,6 +428,11 @@ def _quote(value: Any) -> str:
     return _type_name(value)
 
 
+def _owner_name_problem(name: str, label: str) -> str:
+    return (f"is {len(name)} characters long; at most {MAX_OWNER_NAME} allowed: it is the value of the "
+            f"{label} label, which the API limits to {MAX_OWNER_NAME} characters")
+
+
 def _meta(body: Mapping[str, Any]) -> tuple[str, str]:
     meta = body.get("metadata")
     if not isinstance(meta, Mapping):
@@ -446,8 +454,14 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         # a real API server guarantees this; the name becomes part of every default DNS SAN
         r.fail("metadata.namespace", f"{_quote(namespace)} is not a DNS-1123 label")
 
-    service_name = r.string(spec, "serviceName", "spec", default=name) or name
-    if not _DNS_LABEL.match(service_name) or len(service_name) > 63:
+    if len(name) > MAX_OWNER_NAME:
+        r.fail("metadata.name", _owner_name_problem(name, "trustwire.io/identity"))
+
+    given_service = r.string(spec, "serviceName", "spec")
+    service_name = given_service or name
+    # a service name defaulted from a name that is too long is reported once, as metadata.name
+    if (given_service or len(name) <= MAX_OWNER_NAME) and \
+            (not _DNS_LABEL.match(service_name) or len(service_name) > 63):
         r.fail("spec.serviceName",
                f"{_quote(service_name)} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)")
 
@@ -558,6 +572,10 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
         if not tname or not _TEMPLATE_NAME.match(tname):
             r.fail(f"{path}.name", "is required: a file name of letters, digits, '.', '_' or '-'")
             continue
+        if tname == "." or tname.startswith(".."):
+            r.fail(f"{path}.name", f"{_quote(tname)} is no Secret key: '.', '..' and names starting with '..' "
+                                   "are refused by the API")
+            continue
         if tname in CONTRACT_KEYS or tname.startswith("shared-"):
             r.fail(f"{path}.name", f"{_quote(tname)} collides with a file trustwire writes; choose another name")
             continue
@@ -649,6 +667,9 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     audience = r.string(jwt_body, "audience", "spec.jwt")
     scopes = r.strings(jwt_body, "scopes", "spec.jwt")
     shared_secret = r.boolean(shared_body, "enabled", "spec.sharedSecret", False)
+    if shared_secret and len(name) > MAX_OWNER_NAME:
+        r.fail("metadata.name", _owner_name_problem(name, "trustwire.io/relationship") +
+               " (of the shared Secret spec.sharedSecret.enabled asks for)")
     if r.problems:
         raise SpecError(r.problems)
     return TrustRelationship(namespace=namespace, name=name, between=(refs[0], refs[1]), initiator=initiator,

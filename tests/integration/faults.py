@@ -1,55 +1,54 @@
-"""Fault injection in front of the API emulator, and the invariants checked after faults.
+"""Fault injection through the loopback proxy, and the invariants checked after faults.
 
 Two halves, both used by the hardening tests (``docs/hardening.md``):
 
-**Faults.** :class:`FaultInjector` decides, once per request and from a seeded RNG, whether
-a request of the *operator* (User-Agent ``trustwire-operator`` or ``kopf``; the test's own
-client is never touched) meets a fault, and records every decision in :attr:`FaultInjector.log`.
-It acts at two points, because kmock's emulator applies every write *before* it consults
-any reaction ("silently serve object-modifying requests even if intercepted"):
+**Faults.** The real apiserver answers 5xx, 429 or a cut watch only when something is really
+wrong, so the faults come from :class:`tests.cluster.proxy.ApiProxy`: :meth:`FaultInjector.hook`
+is its fault hook. It decides, once per request and from a seeded RNG, whether a request of
+the *operator* (User-Agent ``trustwire-operator`` or ``kopf``; the test's own requests are
+never touched) meets a fault, and records every decision in :attr:`FaultInjector.log`:
 
-* ``reject`` faults (500, 409, 429 with ``Retry-After: 1``) are answered by
-  :class:`FaultyEmulator._handle` *before* the emulator touches its state — the request
-  had no effect, like a real API server refusing it;
-* ``lost`` (the write *was* applied but the client sees a 500 — a response lost after
-  commit), ``slow`` (the normal answer, 0.2-1.2 s late) and ``drop`` (a watch stream cut
-  after 0.2-2 s, optionally ending with an ``ERROR 410 Gone`` event) are kmock reactions:
-  one callable payload registered with ``emulator << injector.react``, which either
-  answers (a :class:`kmock.Response`) or raises ``NotImplementedError`` so that kmock
-  passes the request on to the emulator's normal handling.
+* ``reject`` faults (500, 409, 429 with ``Retry-After: 1``, and 422 by script) are answered by
+  the proxy without forwarding — the request had no effect, like a server refusing it;
+* ``lost``: the proxy forwards, the apiserver applies the write, and the client hears 500 (a
+  response lost after commit);
+* ``slow``: the apiserver's answer, held 0.2-1.2 s;
+* ``drop``: a watch stream cut after 0.2-2 s, half of the time ending with an ``ERROR`` event
+  carrying a 410 Status instead.
 
 **Invariants.** Independent checks (``cryptography`` and ``jwcrypto``, not the operator's
 own ``pki``) that issued material is consistent, that one CA lineage per identity ever
-existed in the emulator's object history, and that status agrees with the Secrets.
+existed — over every version of the Secrets the API served, recorded by the test's own
+watches (:class:`tests.integration.harness.History`) — and that status agrees with the Secrets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import dataclasses
 import json
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import attrs
-import kmock
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from jwcrypto import jwk as jwcrypto_jwk
 
+from tests.cluster.proxy import Fault, Recorded
+from tests.integration.harness import KINDS, History
 from trustwire import names
-from trustwire.emulator import RESOURCES
+from trustwire.k8s.client import Client
 
 OPERATOR_AGENTS = ("trustwire-operator", "kopf")
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
-#: Fault kinds and where they act.
+#: Fault kinds the proxy answers itself, without forwarding.
 REJECT_KINDS = ("500", "409", "429", "422")
-REACTION_KINDS = ("lost", "slow", "drop")
+#: Fault kinds that let the request reach the apiserver.
+FORWARD_KINDS = ("lost", "slow", "drop")
 
 
 # ======================================================================================
@@ -57,27 +56,23 @@ REACTION_KINDS = ("lost", "slow", "drop")
 # ======================================================================================
 @dataclasses.dataclass(frozen=True)
 class Injected:
-    request_id: int
     method: str
     path: str
     kind: str
 
 
-def _method(request: Any) -> str:
-    return str(getattr(request.method, "value", request.method) or "").upper()
+def is_operator_request(request: Recorded) -> bool:
+    return request.user_agent.startswith(OPERATOR_AGENTS)
 
 
-def _is_watch(request: Any) -> bool:
-    return str(request.params.get("watch", "")).lower() in ("true", "1")
-
-
-def is_operator_request(request: Any) -> bool:
-    return str(request.headers.get("User-Agent", "")).startswith(OPERATOR_AGENTS)
-
-
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-            "code": code, "reason": reason, "message": message}
+#: What the proxy answers for each refusing kind: status, reason, message.
+_REFUSALS: dict[str, tuple[int, str, str]] = {
+    "500": (500, "InternalError", "injected fault: etcd timeout"),
+    "409": (409, "Conflict", "injected fault: the object has been modified; please retry"),
+    "429": (429, "TooManyRequests", "injected fault: throttled"),
+    # what a real API server answers a Secret over 1 MiB (only by script)
+    "422": (422, "Invalid", "injected fault: data: Too long: must have at most 1048576 bytes"),
+}
 
 
 @dataclasses.dataclass
@@ -99,143 +94,70 @@ class FaultInjector:
     enabled: bool = False
     log: list[Injected] = dataclasses.field(default_factory=list)
     #: instead of the RNG: a function naming the fault for a request (or None), for targeted tests
-    script: Callable[[Any], str | None] | None = None
+    script: Callable[[Recorded], str | None] | None = None
     #: kinds injected first, each as soon as a faulted request allows it (so every kind occurs)
     ensure: tuple[str, ...] = ("drop", "500", "409", "429", "lost", "slow")
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._decisions: dict[int, str | None] = {}
-        self._delays: dict[int, float] = {}
 
-    def decide(self, request: Any) -> str | None:
-        """The fault for this request (decided once, remembered by request id)."""
-        rid = id(request)
-        if rid in self._decisions:
-            return self._decisions[rid]
-        kind = None
-        agent = str(request.headers.get("User-Agent", ""))
-        rate = self.rate if not agent.startswith("kopf") else \
-            (self.kopf_rate if self.kopf_rate is not None else self.rate / 2)
-        if self.enabled and is_operator_request(request) and self.script is not None:
-            kind = self.script(request)
-            if kind is not None:
-                self.log.append(Injected(getattr(request, "id", -1), _method(request),
-                                         str(request.url.path), kind))
-        elif self.enabled and is_operator_request(request) and self._rng.random() < rate:
-            watch, write = _is_watch(request), _method(request) in WRITE_METHODS
-            allowed = {k: w for k, w in self.weights.items()
-                       if (k == "drop") == watch and (k not in ("lost", "409") or write)}
-            if watch:  # a watch can also be refused outright now and then
-                allowed.update({k: self.weights.get(k, 0) / 4 for k in ("500", "429")})
-            allowed = {k: w for k, w in allowed.items() if w > 0}
-            missing = [k for k in self.ensure if k in allowed and k not in self.counts()]
-            if missing:
-                kind = missing[0]
-            elif allowed:
-                kinds = sorted(allowed)
-                kind = self._rng.choices(kinds, weights=[allowed[k] for k in kinds])[0]
-            if kind is not None:
-                self._delays[rid] = self._rng.uniform(0.2, 1.2 if kind == "slow" else 2.0)
-                self.log.append(Injected(getattr(request, "id", -1), _method(request),
-                                         str(request.url.path), kind))
-        self._decisions[rid] = kind
-        return kind
+    def hook(self, request: Recorded) -> Fault | None:
+        """The proxy's fault hook: what happens to this request instead of plain forwarding."""
+        kind = self.decide(request)
+        if kind is None:
+            return None
+        self.log.append(Injected(request.method, request.path, kind))
+        return self._fault(kind)
+
+    def decide(self, request: Recorded) -> str | None:
+        """The fault for this request, or None."""
+        if not self.enabled or not is_operator_request(request):
+            return None
+        if self.script is not None:
+            return self.script(request)
+        if self._rng.random() >= self._rate(request):
+            return None
+        allowed = self._allowed(request)
+        missing = [k for k in self.ensure if k in allowed and k not in self.counts()]
+        if missing:
+            return missing[0]
+        if not allowed:
+            return None
+        kinds = sorted(allowed)
+        return self._rng.choices(kinds, weights=[allowed[k] for k in kinds])[0]
+
+    def _rate(self, request: Recorded) -> float:
+        if not request.user_agent.startswith("kopf"):
+            return self.rate
+        return self.kopf_rate if self.kopf_rate is not None else self.rate / 2
+
+    def _allowed(self, request: Recorded) -> dict[str, float]:
+        """The kinds this request can meet, with their weights."""
+        watch, write = request.is_watch, request.method in WRITE_METHODS
+        allowed = {k: w for k, w in self.weights.items()
+                   if (k == "drop") == watch and (k not in ("lost", "409") or write)}
+        if watch:  # a watch can also be refused outright now and then
+            allowed.update({k: self.weights.get(k, 0) / 4 for k in ("500", "429")})
+        return {k: w for k, w in allowed.items() if w > 0}
+
+    def _fault(self, kind: str) -> Fault:
+        if kind in _REFUSALS:
+            status, reason, message = _REFUSALS[kind]
+            return Fault(status=status, reason=reason, message=message,
+                         retry_after=1 if kind == "429" else None)
+        if kind == "lost":
+            return Fault(lost=True)
+        if kind == "slow":
+            return Fault(delay=self._rng.uniform(0.2, 1.2))
+        if kind == "drop":
+            return Fault(cut_after=self._rng.uniform(0.2, 2.0), gone=self._rng.random() < 0.5)
+        raise ValueError(f"unknown fault kind {kind!r}")
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for item in self.log:
             out[item.kind] = out.get(item.kind, 0) + 1
         return out
-
-    # ---- reject: before the emulator changes anything -----------------------------------
-    def reject_response(self, request: Any) -> Any:
-        import aiohttp.web
-
-        kind = self.decide(request)
-        if kind not in REJECT_KINDS:
-            return None
-        if kind == "500":
-            return aiohttp.web.json_response(_status(500, "InternalError", "injected fault: etcd timeout"),
-                                             status=500)
-        if kind == "409":
-            return aiohttp.web.json_response(
-                _status(409, "Conflict", "injected fault: the object has been modified; please retry"),
-                status=409)
-        if kind == "422":  # what a real API server answers a Secret over 1 MiB (only by script)
-            return aiohttp.web.json_response(
-                _status(422, "Invalid", "injected fault: data: Too long: must have at most 1048576 bytes"),
-                status=422)
-        return aiohttp.web.json_response(_status(429, "TooManyRequests", "injected fault: throttled"),
-                                         status=429, headers={"Retry-After": "1"})
-
-    # ---- reactions: after the emulator applied writes -----------------------------------
-    def bind(self, emulator: kmock.KubernetesEmulator) -> None:
-        self._emulator = emulator
-        emulator << self.react  # a callable payload on the root view: sees every request
-
-    async def react(self, request: Any) -> Any:
-        kind = self._decisions.get(id(request))
-        if kind == "lost":
-            # the emulator already stored the write; the client only hears of a failure
-            lost = _status(500, "InternalError", "injected fault: response lost")
-            return kmock.Response(status=500, headers={"Retry-After": None}, payload=lost)  # type: ignore[attr-defined]
-        if kind == "slow":
-            await asyncio.sleep(self._delays.get(id(request), 0.5))
-        if kind == "drop" and _is_watch(request):
-            return self._cut_watch(request, self._delays.get(id(request), 1.0))
-        raise NotImplementedError  # not ours: kmock continues with the emulator's handling
-
-    async def _cut_watch(self, request: Any, after: float) -> AsyncIterator[Any]:
-        """Proxy the emulator's own watch stream, then end it (sometimes with 410 Gone)."""
-        stream: Any = self._emulator._serve_watch(request)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + after
-        try:
-            while (remaining := deadline - loop.time()) > 0:
-                try:
-                    item = await asyncio.wait_for(anext(stream), remaining)
-                except (TimeoutError, StopAsyncIteration):
-                    break
-                yield item
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-        if self._rng.random() < 0.5:
-            gone = _status(410, "Expired", "injected fault: too old resource version")
-            yield {"type": "ERROR", "object": gone}
-
-
-@attrs.define(kw_only=True)
-class FaultyEmulator(kmock.KubernetesEmulator):
-    """The kmock emulator with a hook that can refuse a request before it changes state."""
-
-    injector: FaultInjector | None = None
-
-    async def _handle(self, request: Any) -> Any:
-        if self.injector is not None:
-            response = self.injector.reject_response(request)
-            if response is not None:
-                return response
-        return await super()._handle(request)
-
-
-@dataclasses.dataclass
-class RunningFaultyEmulator:
-    """:class:`trustwire.emulator.RunningEmulator` for a :class:`FaultyEmulator` (no ``journal``)."""
-
-    emulator: FaultyEmulator
-    url: str
-
-
-@contextlib.asynccontextmanager
-async def running_faulty_emulator(injector: FaultInjector) -> AsyncIterator[RunningFaultyEmulator]:
-    """Like :func:`trustwire.emulator.running_emulator`, with ``injector`` in front."""
-    async with FaultyEmulator(injector=injector) as emulator, kmock.Server(emulator) as server:
-        for key, info in RESOURCES.items():
-            emulator.resources[key] = info  # type: ignore[assignment]
-        injector.bind(emulator)
-        yield RunningFaultyEmulator(emulator, str(server.url).rstrip("/"))
 
 
 # ======================================================================================
@@ -323,17 +245,6 @@ def material_problems(ca_pem: bytes, creds: Mapping[str, bytes], *,
     return problems
 
 
-def history_versions(emulator: Any, plural: str, namespace: str, name: str) -> list[dict[str, Any]]:
-    """Every stored version (oldest first, deletions skipped) of one object in the emulator."""
-    out: list[dict[str, Any]] = []
-    for (resource, ns, obj_name), obj in list(emulator.objects.items()):
-        if resource.plural == plural and ns == namespace and obj_name == name:
-            for version in obj.history:
-                if version is not None:
-                    out.append(version.raw)
-    return out
-
-
 def secret_value(body: Mapping[str, Any], key: str) -> bytes | None:
     value = (body.get("data") or {}).get(key)
     if value is None:
@@ -344,10 +255,10 @@ def secret_value(body: Mapping[str, Any], key: str) -> bytes | None:
         return None
 
 
-def ca_lineage(emulator: Any, namespace: str, identity: str) -> list[str]:
+def ca_lineage(history: History, namespace: str, identity: str) -> list[str]:
     """Distinct CA fingerprints ever stored in ``<identity>-trustwire-ca``, in order of appearance."""
     seen: list[str] = []
-    for version in history_versions(emulator, "secrets", namespace, names.ca_secret(identity)):
+    for version in history.of("secrets", namespace, names.ca_secret(identity)):
         pem = secret_value(version, "tls.crt")
         if not pem:
             continue
@@ -360,17 +271,17 @@ def ca_lineage(emulator: Any, namespace: str, identity: str) -> list[str]:
     return seen
 
 
-def leaf_issuers(emulator: Any, namespace: str, identity: str, cas: Iterable[str]) -> set[str]:
+def leaf_issuers(history: History, namespace: str, identity: str, cas: Iterable[str]) -> set[str]:
     """Which of ``cas`` (fingerprints) signed some leaf ever stored in the credentials Secret."""
     by_fp: dict[str, x509.Certificate] = {}
-    for version in history_versions(emulator, "secrets", namespace, names.ca_secret(identity)):
+    for version in history.of("secrets", namespace, names.ca_secret(identity)):
         pem = secret_value(version, "tls.crt")
         with contextlib.suppress(Exception):
             cert = _certs(pem or b"")[0]
             by_fp[fingerprint(cert)] = cert
     wanted = [by_fp[fp] for fp in cas if fp in by_fp]
     used: set[str] = set()
-    for version in history_versions(emulator, "secrets", namespace, names.credentials_secret(identity)):
+    for version in history.of("secrets", namespace, names.credentials_secret(identity)):
         pem = secret_value(version, "tls.crt")
         try:
             leaf = _certs(pem or b"")[0]
@@ -408,19 +319,18 @@ def bundle_fingerprints(trust: Mapping[str, bytes]) -> set[str]:
 
 
 # ======================================================================================
-# Reading the emulator's store directly (no HTTP request, so no growth of kmock's request
-# log — kmock scans that log for every request it serves, so polling over HTTP slows it)
+# Reading the API as it is now
 # ======================================================================================
-def live_object(emulator: Any, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-    for (resource, ns, obj_name), obj in list(emulator.objects.items()):
-        if resource.plural == plural and ns == namespace and obj_name == name and not obj.deleted:
-            return dict(obj.raw)
-    return None
+_BY_PLURAL = {resource.plural: resource for resource in KINDS.values()}
 
 
-def live_data(emulator: Any, namespace: str, name: str) -> dict[str, bytes]:
+async def live_object(client: Client, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    return await client.get(_BY_PLURAL[plural], namespace, name)
+
+
+async def live_data(client: Client, namespace: str, name: str) -> dict[str, bytes]:
     """A Secret's data, decoded (undecodable values are left out)."""
-    body = live_object(emulator, "secrets", namespace, name) or {}
+    body = await live_object(client, "secrets", namespace, name) or {}
     out = {}
     for key in body.get("data") or {}:
         value = secret_value(body, key)
@@ -429,9 +339,9 @@ def live_data(emulator: Any, namespace: str, name: str) -> dict[str, bytes]:
     return out
 
 
-def live_condition(emulator: Any, plural: str, namespace: str, name: str,
-                   type_: str) -> dict[str, Any] | None:
-    body = live_object(emulator, plural, namespace, name) or {}
+async def live_condition(client: Client, plural: str, namespace: str, name: str,
+                         type_: str) -> dict[str, Any] | None:
+    body = await live_object(client, plural, namespace, name) or {}
     for c in (body.get("status") or {}).get("conditions") or []:
         if c.get("type") == type_:
             return dict(c)

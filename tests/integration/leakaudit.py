@@ -1,7 +1,7 @@
 """Secret-leak audit: no secret material anywhere outside the Secret(s) that own it.
 
-*Needles* are collected from every version (the emulator keeps object history) of every
-Secret trustwire manages:
+*Needles* are collected from every version (as the test's own watches recorded them,
+:class:`tests.integration.harness.History`) of every Secret trustwire manages:
 
 * every private key found in any value (PEM blocks of any kind): its PKCS#8 and
   traditional DER (raw bytes and base64, with the three base64 alignments), each line of
@@ -20,8 +20,9 @@ relationship's ``-shared`` Secret and in the trust Secrets of its two identities
 *Haystacks* are everything else an operator writes or says: log records (message and
 exception text), Events, every status of every object, ConfigMaps, workloads, every
 object's metadata (Secrets' annotations and labels included), Secrets of other owners,
-and any extra text a test adds (exception messages). A needle found in a haystack is a
-:class:`Finding`.
+every request the operator sent (its line, and its body: a refused write was stored
+nowhere, yet it was said), and any extra text a test adds (exception messages). A needle
+found in a haystack is a :class:`Finding`.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from tests.cluster.proxy import Recorded
+from tests.integration.harness import History
 from trustwire import names
 
 PEM_PRIVATE = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----\r?\n(.*?)-----END \1-----", re.S)
 JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
+_SECRET_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?$")
 #: Needles shorter than this are too likely to appear by chance.
 MIN_NEEDLE = 16
 
@@ -225,39 +229,54 @@ class LeakAudit:
                 text += "\n" + record.stack_info
             self.add_text(f"log {record.name}:{record.levelname}", text)
 
-    def add_emulator(self, emulator: Any) -> None:
-        """Needles from every version of every managed Secret; haystacks from everything else."""
+    def add_history(self, history: History) -> None:
+        """Needles from every version of every managed Secret; haystacks from every version of
+        everything else (and of the Secrets, for other owners' material)."""
         relationships: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for (resource, ns, name), obj in list(emulator.objects.items()):
-            if resource.plural == "trustrelationships":
-                for version in obj.history:
-                    spec = (version.raw if version is not None else {}).get("spec") or {}
-                    between = spec.get("between") or []
-                    refs = [(str(b.get("namespace") or ns), str(b.get("identity"))) for b in between
-                            if isinstance(b, Mapping)]
-                    relationships.setdefault((ns, name), [])
-                    relationships[(ns, name)] = sorted(set(relationships[(ns, name)]) | set(refs))
-        for (resource, ns, name), obj in list(emulator.objects.items()):
-            for index, version in enumerate(obj.history):
-                if version is None:
+        for (plural, ns, name), versions in history.versions.items():
+            if plural == "trustrelationships":
+                refs = {(str(b.get("namespace") or ns), str(b.get("identity")))
+                        for body in versions if body is not None
+                        for b in (body.get("spec") or {}).get("between") or [] if isinstance(b, Mapping)}
+                relationships[(ns, name)] = sorted(refs)
+        for (plural, ns, name), versions in history.versions.items():
+            for index, body in enumerate(versions):
+                if body is None:
                     continue
-                body = version.raw
-                where = f"{resource.plural} {ns}/{name} (version {index})"
-                if resource.plural == "secrets":
-                    owner = self._secret_owner(body, ns, name, relationships)
-                    data = {k: v for k, v in ((k, _decode(v)) for k, v in (body.get("data") or {}).items())
-                            if v is not None}
-                    string_data = {k: str(v).encode() for k, v in (body.get("stringData") or {}).items()}
-                    all_data = {**data, **string_data}
-                    if names.is_managed((body.get("metadata") or {}).get("labels")):
-                        self.add_secret_values(all_data, f"Secret {ns}/{name}", owner)
-                    for key, value in all_data.items():
-                        self.add_text(f"{where} data[{key}]", value, (ns, name))
-                    self.add_text(f"{where} metadata", json.dumps(body.get("metadata") or {}))
-                    rest = {k: v for k, v in body.items() if k not in ("data", "stringData", "metadata")}
-                    self.add_text(f"{where} (other fields)", json.dumps(rest))
+                where = f"{plural} {ns}/{name} (version {index})"
+                if plural == "secrets":
+                    self._add_secret(body, where, ns, name, self._secret_owner(body, ns, name, relationships))
                 else:
                     self.add_text(where, json.dumps(body, default=str))
+
+    def _add_secret(self, body: Mapping[str, Any], where: str, ns: str, name: str, owner: Owner) -> None:
+        data = {k: v for k, v in ((k, _decode(v)) for k, v in (body.get("data") or {}).items()) if v is not None}
+        string_data = {k: str(v).encode() for k, v in (body.get("stringData") or {}).items()}
+        all_data = {**data, **string_data}
+        if names.is_managed((body.get("metadata") or {}).get("labels")):
+            self.add_secret_values(all_data, f"Secret {ns}/{name}", owner)
+        for key, value in all_data.items():
+            self.add_text(f"{where} data[{key}]", value, (ns, name))
+        self.add_text(f"{where} metadata", json.dumps(body.get("metadata") or {}))
+        rest = {k: v for k, v in body.items() if k not in ("data", "stringData", "metadata")}
+        self.add_text(f"{where} (other fields)", json.dumps(rest))
+
+    def add_requests(self, requests: Iterable[Recorded]) -> None:
+        """What the operator sent, refused requests included (the server stored none of
+        those): every request line (API servers log them), and every body — the values in a
+        Secret's ``data`` count as that Secret's, the rest as no Secret's."""
+        for index, request in enumerate(requests):
+            where = f"request {index} {request.method} {request.path}"
+            self.add_text(f"{where} (line)", f"{request.path}?{json.dumps(request.params)} {request.user_agent}")
+            body, match = request.data, _SECRET_PATH.match(request.path)
+            if match is not None and isinstance(body, Mapping):
+                place = (match.group(1), match.group(2) or str((body.get("metadata") or {}).get("name")))
+                for key, value in (body.get("data") or {}).items():
+                    decoded = _decode(value)
+                    self.add_text(f"{where} data[{key}]", decoded if decoded is not None else str(value), place)
+                self.add_text(f"{where} (other fields)", json.dumps({k: v for k, v in body.items() if k != "data"}))
+            elif body is not None:
+                self.add_text(f"{where} (body)", json.dumps(body, default=str))
 
     @staticmethod
     def _secret_owner(body: Mapping[str, Any], ns: str, name: str,

@@ -1,130 +1,186 @@
-"""Issue 6: replicas > 1 is safe — one Lease holder writes; a standby takes over when it dies."""
+"""Issue 6: replicas > 1 is safe — one Lease holder writes; a standby takes over when it dies.
+
+The replicas are ``trustwire run --lease trustwire-system/trustwire`` processes with the
+chart's ServiceAccount token (its Role lets them use that Lease), told apart in the proxy's
+journal by their User-Agent ``trustwire-operator/<identity>``. Each test starts without the
+Lease and deletes it when it ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, identity, relationship
+from tests.cluster.proxy import Recorded
+from tests.integration.harness import (
+    WRITE_METHODS,
+    OperatorProcess,
+    ProcessCluster,
+    identity,
+    ready_with_peers,
+    relationship,
+)
 from trustwire import names
-from trustwire.emulator import running_emulator
-from trustwire.k8s.client import LEASES, ApiConfig, Client, Resource
-from trustwire.model import IdentityRef
-from trustwire.runtime import OperatorOptions, running_operator
+from trustwire.k8s.client import IDENTITIES, LEASES, Client
 
 pytestmark = pytest.mark.integration
-LEASE = "trustwire-system/trustwire"
+LEASE_NAMESPACE, LEASE_NAME = "trustwire-system", "trustwire"
+LEASE = f"{LEASE_NAMESPACE}/{LEASE_NAME}"
+LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
+#: what a standby must neither list nor watch: it fills its caches when it takes the Lease
+FOLLOWED = ("serviceidentities", "trustrelationships", "secrets", "configmaps")
 
 
-def _writes_by(cluster: Cluster, who: str) -> list[str]:
-    return [f"{r.method.value} {r.url.path}" for r in cluster.operator_writes()
-            if r.headers.get("User-Agent") == f"trustwire-operator/{who}"]
+@pytest.fixture(autouse=True)
+async def no_lease(admin: Client) -> AsyncIterator[None]:
+    await admin.delete(LEASES, LEASE_NAMESPACE, LEASE_NAME)
+    yield
+    await admin.delete(LEASES, LEASE_NAMESPACE, LEASE_NAME)
 
 
-def _options(who: str) -> OperatorOptions:
-    return OperatorOptions(workers=2, resync_interval=3600.0, lease=LEASE, identity=who,
-                           lease_seconds=3.0, renew_seconds=0.5)
+def _replica(cluster: ProcessCluster, who: str) -> OperatorProcess:
+    return cluster.spawn("--lease", LEASE, "--workers", "2", "--resync", "3600", identity=who)
 
 
-async def _start_leader(url: str, client: Client) -> subprocess.Popen[bytes]:
-    """Replica "op-a" as a real process (so it can die the hard way), once it holds the Lease."""
-    replica = subprocess.Popen(
-        [sys.executable, "-m", "trustwire.cli", "run", "--server", url, "--lease", LEASE,
-         "--identity", "op-a", "--liveness", "", "--metrics-port", "0", "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        lease = await client.get(LEASES, "trustwire-system", "trustwire")
-        if lease and lease["spec"]["holderIdentity"] == "op-a":
-            break
+async def _lease(client: Client) -> dict[str, Any]:
+    return (await client.get(LEASES, LEASE_NAMESPACE, LEASE_NAME) or {}).get("spec") or {}
+
+
+async def _wait_holder(client: Client, who: str, timeout: float) -> float:
+    """Until ``who`` holds the Lease; how long that took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while (await _lease(client)).get("holderIdentity") != who:
+        assert loop.time() - start < timeout, f"{who} did not hold the Lease within {timeout} s: " \
+                                              f"{await _lease(client)}"
         await asyncio.sleep(0.05)
-    return replica
+    return loop.time() - start
 
 
-async def test_only_the_lease_holder_writes_and_a_standby_takes_over() -> None:
-    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
-        config = ApiConfig(server=emu.url)
-        replica_a = await _start_leader(emu.url, client)
-        try:
-            async with running_operator(config, _options("op-b")) as controller_b:
-                cluster = Cluster(emu.emulator, client, controller_b)
-                await cluster.apply(identity("alpha", "team"))
-                await cluster.apply(identity("beta", "team"))
-                await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None)))
-                await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
-                await asyncio.sleep(0.5)
-                assert controller_b.election is not None and not controller_b.election.leading.is_set()
-                assert _writes_by(cluster, "op-a"), "the leader did the work"
-                assert _writes_by(cluster, "op-b") == [], "the standby writes nothing"
-                # a standby lists and watches nothing: it fills its caches when it takes the Lease
-                assert controller_b.state.identities == {} and controller_b.client.counts["watch"] == 0
-
-                replica_a.send_signal(signal.SIGKILL)
-                replica_a.wait(10)
-                await cluster.apply(identity("gamma", "team"))
-                await asyncio.wait_for(controller_b.election.leading.wait(), 20)
-                await cluster.wait_condition("ServiceIdentity", "team", "gamma", "Ready")
-                assert set(controller_b.state.identities) == {IdentityRef("team", n)
-                                                              for n in ("alpha", "beta", "gamma")}
-                lease = await client.get(LEASES, "trustwire-system", "trustwire")
-                assert lease is not None and lease["spec"]["holderIdentity"] == "op-b"
-                assert lease["spec"]["leaseTransitions"] == 1
-                await cluster.settle()
-        finally:
-            if replica_a.poll() is None:
-                replica_a.kill()
-                replica_a.wait(10)
-
-        # one CA per identity was ever created, never a second one
-        created = [r.data or {} for r in cluster.operator_writes() if r.method.value == "POST"]
-        ca_names = [d["metadata"]["name"] for d in created
-                    if d.get("kind") == "Secret" and d["metadata"]["name"].endswith("-trustwire-ca")]
-        assert sorted(ca_names) == sorted(names.ca_secret(n) for n in ("alpha", "beta", "gamma"))
+def _is_lease(request: Recorded) -> bool:
+    return request.path.startswith(LEASE_PATH)
 
 
-async def test_a_lost_lease_stops_the_writer() -> None:
-    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
-        config = ApiConfig(server=emu.url)
-        async with running_operator(config, _options("op-a")) as controller:
-            assert controller.election is not None
-            await asyncio.wait_for(controller.election.leading.wait(), 10)
-            # someone else grabs the Lease (an operator with a skewed view, or an admin)
-            await client.merge_patch(LEASES, "trustwire-system", "trustwire",
-                                     {"spec": {"holderIdentity": "intruder",
-                                               "renewTime": "2999-01-01T00:00:00.000000Z"}})
-            await asyncio.wait_for(controller.election.lost.wait(), 10)
-            cluster = Cluster(emu.emulator, client, controller)
-            since = len(cluster.operator_writes())
-            await cluster.apply(identity("alpha", "team"))
-            await asyncio.sleep(2.0)
-            assert [w for w in cluster.operator_writes()[since:] if "/leases/" not in w.url.path] == []
-            assert (await client.get(cluster_resource(), "team", "alpha") or {}).get("status") is None
+def _holder_set(request: Recorded) -> str | None:
+    """The holder a successful Lease create or patch of a replica made (None: not such a write)."""
+    if not _is_lease(request) or request.method not in ("POST", "PATCH") or not 200 <= request.status < 300:
+        return None
+    if request.method == "POST":
+        return str(((request.data or {}).get("spec") or {}).get("holderIdentity"))
+    holders = [op["value"] for op in request.data or [] if op.get("op") == "add"
+               and op.get("path") == "/spec/holderIdentity"]
+    return str(holders[-1]) if holders else None
 
 
-def cluster_resource() -> Resource:
-    from trustwire.k8s.client import IDENTITIES
-    return IDENTITIES
+def _writes_without_the_lease(journal: list[Recorded]) -> list[str]:
+    """Writes of a replica (other than to the Lease: that is the election) made while the
+    Lease, as the journal's Lease writes tell it, named another holder."""
+    holder, wrong = None, []
+    for request in journal:
+        if (new := _holder_set(request)) is not None:
+            holder = new
+        elif request.method in WRITE_METHODS and not _is_lease(request) \
+                and request.user_agent.startswith("trustwire-operator/") \
+                and request.user_agent != f"trustwire-operator/{holder}":
+            wrong.append(f"{request.user_agent} {request.method} {request.path} (holder: {holder})")
+    return wrong
 
 
-async def test_a_graceful_stop_hands_the_lease_over_at_once() -> None:
-    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
-        config = ApiConfig(server=emu.url)
-        replica_a = await _start_leader(emu.url, client)
-        try:
-            slow = OperatorOptions(workers=2, resync_interval=3600.0, lease=LEASE, identity="op-b",
-                                   lease_seconds=60.0, renew_seconds=0.5)
-            async with running_operator(config, slow) as b:
-                assert b.election is not None
-                await asyncio.sleep(1.0)
-                assert not b.election.leading.is_set()
-                replica_a.send_signal(signal.SIGTERM)  # a rolling update stops the old pod like this
-                assert await asyncio.to_thread(replica_a.wait, 15) == 0  # the emulator runs on this loop
-                # the Lease says 15 s; only the release explains a takeover within a few seconds
-                await asyncio.wait_for(b.election.leading.wait(), 5)
-        finally:
-            if replica_a.poll() is None:
-                replica_a.kill()
-                replica_a.wait(10)
+def _lists_or_watches(requests: list[Recorded]) -> list[Recorded]:
+    """The lists and watches (GETs of a collection) of what the controller follows."""
+    return [r for r in requests if r.method == "GET" and r.path.rstrip("/").rsplit("/", 1)[-1] in FOLLOWED]
+
+
+def _described(requests: list[Recorded]) -> list[str]:
+    return [f"{r.user_agent} {r.method} {r.path} {r.params}" for r in requests]
+
+
+async def test_only_the_lease_holder_writes_and_a_standby_takes_over(process_cluster: ProcessCluster) -> None:
+    cluster, journal = process_cluster, process_cluster.proxy.journal
+    leader, standby = _replica(cluster, "op-a"), _replica(cluster, "op-b")
+    await leader.start()
+    await _wait_holder(cluster.client, "op-a", 30)
+    await standby.start()
+    await standby.wait_request(lambda r: _is_lease(r) and r.status == 200, "read the Lease")
+    await cluster.apply(identity("alpha", "team"))
+    await cluster.apply(identity("beta", "team"))
+    await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None)))
+    await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+    for name in ("alpha", "beta"):
+        await cluster.wait_for("ServiceIdentity", "team", name, lambda b: ready_with_peers(b, 1), what="Ready")
+    await cluster.settle()
+
+    assert [r for r in leader.requests() if r.method in WRITE_METHODS and not _is_lease(r)], "the leader did the work"
+    # a standby only reads the Lease: no write, no list, no watch
+    assert [f"{r.method} {r.path}" for r in standby.requests() if not (r.method == "GET" and _is_lease(r))] == []
+    # kopf (of either replica) watches workloads only: never what the controller follows
+    assert _described(_lists_or_watches(cluster.proxy.requests_by("kopf"))) == []
+    assert [r.path for r in cluster.proxy.requests_by("kopf") if r.method in WRITE_METHODS] == []
+
+    await leader.kill()
+    killed = len(journal)
+    await cluster.apply(identity("gamma", "team"))
+    await _wait_holder(cluster.client, "op-b", 30)
+    await cluster.wait_condition("ServiceIdentity", "team", "gamma", "Ready")
+    await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+    for name in ("alpha", "beta"):
+        await cluster.wait_for("ServiceIdentity", "team", name, lambda b: ready_with_peers(b, 1), what="Ready")
+    await cluster.settle()
+    lease = await _lease(cluster.client)
+    assert lease["holderIdentity"] == "op-b" and lease["leaseTransitions"] == 1
+    # the new leader listed and watches what it reconciles, from the moment it leads
+    taken = _lists_or_watches(standby.requests())
+    for watch in (False, True):
+        assert {r.path.rsplit("/", 1)[-1] for r in taken if r.is_watch == watch} == set(FOLLOWED), _described(taken)
+    assert [r for r in journal[killed:] if r.user_agent == leader.agent] == []
+
+    assert _writes_without_the_lease(journal) == []
+    # one CA per identity was ever created, never a second one
+    ca_names = [(r.data or {}).get("metadata", {}).get("name") for r in cluster.operator_writes()
+                if r.method == "POST" and r.path.endswith("/secrets")
+                and (r.data or {}).get("metadata", {}).get("name", "").endswith("-trustwire-ca")]
+    assert sorted(ca_names) == sorted(names.ca_secret(n) for n in ("alpha", "beta", "gamma"))
+
+
+async def test_a_lost_lease_stops_the_writer(process_cluster: ProcessCluster) -> None:
+    cluster = process_cluster
+    replica = _replica(cluster, "op-a")
+    await replica.start()
+    await _wait_holder(cluster.client, "op-a", 30)
+    await replica.wait_request(lambda r: "watch" in r.params and "serviceidentities" in r.path, "led")
+    # someone else grabs the Lease (an operator with a skewed view, or an admin)
+    await cluster.client.merge_patch(LEASES, LEASE_NAMESPACE, LEASE_NAME, {
+        "spec": {"holderIdentity": "intruder", "renewTime": "2999-01-01T00:00:00.000000Z"}})
+    await _wait_log(replica, "op-a lost lease")
+    since = len(cluster.proxy.journal)
+    await cluster.apply(identity("alpha", "team"))
+    await asyncio.sleep(2.0)
+    after = [r for r in cluster.proxy.journal[since:] if r.user_agent == replica.agent]
+    assert [f"{r.method} {r.path}" for r in after if not (r.method == "GET" and _is_lease(r))] == []
+    assert (await cluster.client.get(IDENTITIES, "team", "alpha") or {}).get("status") is None
+
+
+async def test_a_graceful_stop_hands_the_lease_over_at_once(process_cluster: ProcessCluster) -> None:
+    cluster = process_cluster
+    leader, standby = _replica(cluster, "op-a"), _replica(cluster, "op-b")
+    await leader.start()
+    await _wait_holder(cluster.client, "op-a", 30)
+    await standby.start()
+    await standby.wait_request(lambda r: _is_lease(r) and r.status == 200, "read the Lease")
+    assert (await _lease(cluster.client))["leaseDurationSeconds"] == 15
+    assert await leader.stop() == 0  # SIGTERM: a rolling update stops the old pod like this
+    released = [r for r in leader.requests() if _holder_set(r) == ""]
+    assert released, "the stopping leader cleared the holder"
+    # the Lease says 15 s; only the release explains a takeover within a few seconds
+    assert await _wait_holder(cluster.client, "op-b", 5) < 5
+
+
+async def _wait_log(process: OperatorProcess, line: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while line not in process.log.read_text(errors="replace"):
+        assert loop.time() < deadline, f"{process.agent} never logged {line!r}"
+        await asyncio.sleep(0.1)

@@ -1,4 +1,5 @@
-"""Garbage in managed Secrets and hostile spec sizes, through the real operator and API emulator.
+"""Garbage in managed Secrets, hostile spec sizes and names at the API's limits, through the real
+operator and the real apiserver.
 
 Every corruption must be *detected and repaired* — afterwards the material verifies
 (leaf signed by the CA, key matches, ``jwt.kid`` = thumbprint of ``jwt.key``, keystore
@@ -6,6 +7,10 @@ holds the leaf) and status agrees with the Secrets — with a Warning Event nami
 was repaired; or it must be reported as Stalled with the reason. Never silently trusted.
 Material is verified with ``cryptography``/``jwcrypto`` (``tests/integration/faults.py``),
 not with the operator's own ``pki``.
+
+What the apiserver refuses never reaches the operator, and is asserted as the refusal: text
+that is not base64 in a Secret's ``data``, and specs the CRD schema forbids (a 422 naming
+the field). Fields the schema does not know are pruned by the apiserver.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,7 +26,6 @@ import pytest
 from tests.integration.faults import (
     bundle_fingerprints,
     fingerprint,
-    history_versions,
     jwk_kid,
     live_data,
     live_object,
@@ -29,14 +33,22 @@ from tests.integration.faults import (
     secret_value,
     status_problems,
 )
-from tests.integration.harness import Cluster, condition, identity, relationship
+from tests.integration.harness import Cluster, History, condition, identity, ready_with_peers, relationship
 from trustwire import names, pki
-from trustwire.k8s.client import CONFIGMAPS, SECRETS
+from trustwire.k8s.client import CONFIGMAPS, SECRETS, ApiError, Client
 
 pytestmark = pytest.mark.integration
 
 NS = "team"
 CA, CREDS, TRUST = names.ca_secret("alpha"), names.credentials_secret("alpha"), names.trust_secret("alpha")
+#: Valid base64 of bytes that are neither PEM nor DER (the apiserver refuses what is not base64).
+GARBAGE = b"\x00\xff%%% not a certificate, not a key !!!\xfe"
+
+
+@pytest.fixture
+async def history(admin: Client) -> AsyncIterator[History]:
+    async with History(admin, (SECRETS,)) as recorded:
+        yield recorded
 
 
 # ======================================================================================
@@ -51,15 +63,6 @@ async def _issue_pair(cluster: Cluster) -> None:
     await cluster.settle()
 
 
-def _raw(body: dict[str, Any] | None, key: str) -> bytes | None:
-    """A Secret value as stored; None when absent or not base64 at all."""
-    value = ((body or {}).get("data") or {}).get(key)
-    try:
-        return base64.b64decode(value, validate=True) if value is not None else None
-    except (ValueError, TypeError):
-        return None
-
-
 async def _converged(cluster: Cluster, name: str = "alpha", *, timeout: float = 20.0,
                      ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
     """Until the identity's material verifies and its status agrees; returns (ca, creds, status)."""
@@ -67,9 +70,9 @@ async def _converged(cluster: Cluster, name: str = "alpha", *, timeout: float = 
     deadline = loop.time() + timeout
     problems: list[str] = []
     while loop.time() < deadline:
-        ca = live_data(cluster.emulator, NS, names.ca_secret(name))
-        creds = live_data(cluster.emulator, NS, names.credentials_secret(name))
-        body = live_object(cluster.emulator, "serviceidentities", NS, name) or {}
+        ca = await live_data(cluster.client, NS, names.ca_secret(name))
+        creds = await live_data(cluster.client, NS, names.credentials_secret(name))
+        body = await live_object(cluster.client, "serviceidentities", NS, name) or {}
         try:
             problems = material_problems(ca.get("tls.crt", b""), creds, ca_key_pem=ca.get("tls.key"))
             if not problems:
@@ -83,9 +86,11 @@ async def _converged(cluster: Cluster, name: str = "alpha", *, timeout: float = 
     raise AssertionError(f"identity {name} did not converge to verified material: {problems}")
 
 
-def _new_warnings(cluster: Cluster, before: list[dict[str, Any]], name: str = "alpha") -> list[dict[str, Any]]:
+async def _new_warnings(cluster: Cluster, before: list[dict[str, Any]], name: str = "alpha",
+                        ) -> list[dict[str, Any]]:
     seen = {e["metadata"]["name"] for e in before}
-    return [e for e in (await cluster.events(NS, name)) if e["metadata"]["name"] not in seen and e.get("type") == "Warning"]
+    return [e for e in await cluster.events(NS, name)
+            if e["metadata"]["name"] not in seen and e.get("type") == "Warning"]
 
 
 async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: str, *, name: str = "alpha",
@@ -94,11 +99,11 @@ async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: st
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        for event in _new_warnings(cluster, before, name):
+        for event in await _new_warnings(cluster, before, name):
             if word.lower() in event["reason"].lower():
                 return event
         await asyncio.sleep(0.1)
-    got = [(e.get("type"), e["reason"], e["message"]) for e in (await cluster.events(NS, name))
+    got = [(e.get("type"), e["reason"], e["message"]) for e in await cluster.events(NS, name)
            if e["metadata"]["name"] not in {b["metadata"]["name"] for b in before}]
     raise AssertionError(f"no Warning Event naming {word!r} after the corruption; new events: {got}")
 
@@ -106,16 +111,15 @@ async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: st
 async def _corrupt(cluster: Cluster, secret: str, change: Callable[[dict[str, bytes]], dict[str, bytes]],
                    ) -> list[dict[str, Any]]:
     """Write ``change(current data)`` into a managed Secret; returns the events seen before."""
-    before = (await cluster.events(NS, "alpha"))
+    before = await cluster.events(NS, "alpha")
     current = await cluster.data("Secret", NS, secret)
     await cluster.patch_secret_data(NS, secret, change(current))
     return before
 
 
-async def _garbage(cluster: Cluster, secret: str, key: str, text: str = "%%% not base64 !!!") -> list[dict[str, Any]]:
-    before = (await cluster.events(NS, "alpha"))
-    await cluster.client.merge_patch(SECRETS, NS, secret, {"data": {key: text}})
-    return before
+async def _garbage(cluster: Cluster, secret: str, key: str) -> list[dict[str, Any]]:
+    """Write bytes that are no PEM, DER, PKCS#12 or JSON into one key of a managed Secret."""
+    return await _corrupt(cluster, secret, lambda _: {key: GARBAGE})
 
 
 def _other_ec_key() -> bytes:
@@ -206,13 +210,14 @@ async def test_ca_secret_holding_a_non_ca_certificate_is_repaired_with_a_warning
     planted = fingerprint(pki.load_certificates(leaf["tls.crt"])[0])
 
     async def peer_has_new_ca() -> bool:
-        bundle = bundle_fingerprints(live_data(cluster.emulator, NS, names.trust_secret("beta")))
+        bundle = bundle_fingerprints(await live_data(cluster.client, NS, names.trust_secret("beta")))
         return new_fp in bundle and planted not in bundle
 
     await _eventually(peer_has_new_ca, "beta's trust bundle to hold alpha's repaired CA")
 
 
-async def test_foreign_ca_in_the_public_configmap_never_reaches_a_peers_trust_bundle(cluster: Cluster) -> None:
+async def test_foreign_ca_in_the_public_configmap_never_reaches_a_peers_trust_bundle(cluster: Cluster,
+                                                                                     history: History) -> None:
     """The public ConfigMap is the identity's publication for outsiders; ConfigMap write access
     is commonly granted far more widely than Secret access. A CA written into it by someone
     else must not be distributed into peers' truststores (not even until the next repair)."""
@@ -229,14 +234,17 @@ async def test_foreign_ca_in_the_public_configmap_never_reaches_a_peers_trust_bu
     public = await cluster.data("ConfigMap", NS, names.public_configmap("alpha"))
     assert fingerprint(pki.load_certificates(public["ca.crt"])[0]) != fingerprint(foreign), "not restored"
     planted = fingerprint(foreign)
-    for version in history_versions(cluster.emulator, "secrets", NS, names.trust_secret("beta")):
+    await history.sync()
+    assert history.of("secrets", NS, names.trust_secret("beta")), "the history recorded beta's trust Secret"
+    for version in history.of("secrets", NS, names.trust_secret("beta")):
         pem = secret_value(version, "trust-bundle.pem") or b""
         if pem.strip():
             assert planted not in {fingerprint(c) for c in pki.load_certificates(pem)}, \
                 "beta's trust bundle trusted a CA that someone wrote into alpha's public ConfigMap"
 
 
-async def test_foreign_jwk_in_the_public_configmap_never_reaches_a_peers_jwks(cluster: Cluster) -> None:
+async def test_foreign_jwk_in_the_public_configmap_never_reaches_a_peers_jwks(cluster: Cluster,
+                                                                              history: History) -> None:
     """The same for JWT keys: a key someone adds to alpha's published ``jwks.json`` must never
     become a key that beta accepts tokens from (``peers.jwks``)."""
     await _issue_pair(cluster)
@@ -249,13 +257,15 @@ async def test_foreign_jwk_in_the_public_configmap_never_reaches_a_peers_jwks(cl
     await asyncio.sleep(1.0)
     await cluster.settle()
     await _converged(cluster)
-    for version in history_versions(cluster.emulator, "secrets", NS, names.trust_secret("beta")):
+    await history.sync()
+    assert history.of("secrets", NS, names.trust_secret("beta")), "the history recorded beta's trust Secret"
+    for version in history.of("secrets", NS, names.trust_secret("beta")):
         peers_jwks = secret_value(version, "peers.jwks") or b'{"keys": []}'
         kids = [k.get("kid") for k in json.loads(peers_jwks).get("keys", [])]
         assert foreign["kid"] not in kids, "beta accepted tokens signed by a key written into alpha's ConfigMap"
 
 
-async def test_base64_garbage_in_the_ca_secret_is_repaired_with_a_warning(cluster: Cluster) -> None:
+async def test_garbage_in_the_ca_secret_is_repaired_with_a_warning(cluster: Cluster) -> None:
     await _issue_pair(cluster)
     before = await _garbage(cluster, CA, "tls.crt")
     await _wait_warning(cluster, before, "CA")
@@ -286,13 +296,28 @@ async def test_bring_your_own_ca_that_is_not_a_ca_is_stalled_and_never_used(clus
 
 
 # ======================================================================================
-# base64 garbage in the credentials Secret
+# Garbage in the credentials Secret
 # ======================================================================================
+async def test_text_that_is_not_base64_is_refused_by_the_api_and_changes_nothing(cluster: Cluster) -> None:
+    """A Secret's ``data`` is bytes in base64: the apiserver refuses a patch whose value is not
+    base64 (422, saying so), so such garbage never reaches the operator."""
+    await _issue_pair(cluster)
+    for secret, key in ((CA, "tls.crt"), (CREDS, "tls.key"), (TRUST, "trust-bundle.pem")):
+        before = await cluster.get("Secret", NS, secret)
+        refused = cluster.plane.kubectl("patch", "secret", secret, "-n", NS, "--type=merge",
+                                        "-p", json.dumps({"data": {key: "%%% not base64 !!!"}}), check=False)
+        assert refused.returncode != 0, refused.stdout
+        assert "The request is invalid: patch: Invalid value" in refused.stderr, refused.stderr[:300]
+        assert refused.stderr.rstrip().endswith("illegal base64 data at input byte 0"), refused.stderr[-300:]
+        after = await cluster.get("Secret", NS, secret)
+        assert after is not None and before is not None
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], secret
+
+
 @pytest.mark.parametrize(("key", "word"), [("tls.crt", "Certificate"), ("tls.key", "Certificate"),
                                            ("jwt.key", "Jwt")])
-async def test_base64_garbage_in_credentials_is_repaired_with_a_warning(cluster: Cluster, key: str,
-                                                                         word: str) -> None:
-    """Undecodable data is corruption, not absence: it must be repaired with a Warning
+async def test_garbage_in_credentials_is_repaired_with_a_warning(cluster: Cluster, key: str, word: str) -> None:
+    """Unreadable material is corruption, not absence: it must be repaired with a Warning
     (``*Repaired``), not re-issued as if nothing had existed (a Normal ``*Issued``/``Generated``)."""
     await _issue_pair(cluster)
     before = await _garbage(cluster, CREDS, key)
@@ -300,7 +325,7 @@ async def test_base64_garbage_in_credentials_is_repaired_with_a_warning(cluster:
     await _wait_warning(cluster, before, word, timeout=3.0)
 
 
-async def test_base64_garbage_in_derived_files_is_restored(cluster: Cluster) -> None:
+async def test_garbage_in_derived_files_is_restored(cluster: Cluster) -> None:
     """Derived files (ca.crt, jwt.kid, keystore, trust bundle) are rebuilt from the intact source."""
     await _issue_pair(cluster)
     good = await cluster.data("Secret", NS, CREDS)
@@ -313,11 +338,12 @@ async def test_base64_garbage_in_derived_files_is_restored(cluster: Cluster) -> 
     assert creds["jwt.key"] == good["jwt.key"] and creds["tls.key"] == good["tls.key"]
 
     async def bundle_back() -> bool:
-        trust = live_object(cluster.emulator, "secrets", NS, TRUST)
-        beta_ca = live_data(cluster.emulator, NS, names.ca_secret("beta"))
-        pem = _raw(trust, "trust-bundle.pem")
-        return pem is not None and bool(pem) and bundle_fingerprints({"trust-bundle.pem": pem}) == {
-            fingerprint(pki.load_certificates(beta_ca["tls.crt"])[0])}
+        trust = await live_data(cluster.client, NS, TRUST)
+        beta_ca = await live_data(cluster.client, NS, names.ca_secret("beta"))
+        try:
+            return bundle_fingerprints(trust) == {fingerprint(pki.load_certificates(beta_ca["tls.crt"])[0])}
+        except ValueError:  # still the garbage
+            return False
 
     await _eventually(bundle_back, "the trust bundle to be restored")
 
@@ -335,27 +361,109 @@ async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: 
 # ======================================================================================
 # Hostile spec sizes through the API
 # ======================================================================================
-@pytest.mark.parametrize(("spec", "field"), [
-    pytest.param({"dnsNames": [f"host-{i}.example.com" for i in range(5000)]}, "spec.dnsNames", id="dnsNames"),
-    pytest.param({"certificate": {"keyAlgorithm": "A" * 1_000_000}}, "spec.certificate.keyAlgorithm", id="1MB-enum"),
-    pytest.param({"templates": [{"name": f"t{i}", "inline": "{{ self.name }}"} for i in range(2000)]},
-                 "spec.templates", id="templates"),
-    pytest.param({f"field{i}": i for i in range(5000)}, "spec.field0", id="unknown-fields"),
-])
-async def test_hostile_sized_spec_is_invalid_naming_the_field(cluster: Cluster, spec: dict[str, Any],
-                                                              field: str) -> None:
+#: Specs the CRD schema refuses: (spec, the field the API's message names, what it says).
+HOSTILE_SIZES: list[tuple[dict[str, Any], str, str]] = [
+    ({"dnsNames": [f"host-{i}.example.com" for i in range(5000)]}, "spec.dnsNames", "must have at most 100 items"),
+    ({"certificate": {"keyAlgorithm": "A" * 1_000_000}}, "spec.certificate.keyAlgorithm", "Unsupported value"),
+    ({"templates": [{"name": f"t{i}", "inline": "{{ self.name }}"} for i in range(2000)]}, "spec.templates",
+     "must have at most 20 items"),
+]
+
+
+async def test_hostile_sized_specs_are_refused_by_the_api_naming_the_field(cluster: Cluster) -> None:
     await cluster.apply(identity("ok", NS))
-    await cluster.apply(identity("huge", NS, **spec))
-    body = await cluster.wait_condition("ServiceIdentity", NS, "huge", "Ready", "False", reason="InvalidSpec")
-    ready = condition(body, "Ready")
-    assert ready is not None and field in ready["message"], ready
-    assert condition(body, "Stalled")["status"] == "True"  # type: ignore[index]
-    for c in body["status"]["conditions"]:
-        assert len(c["message"]) <= 16 * 1024, f"{c['type']} message is {len(c['message'])} characters"
-    for event in (await cluster.events(NS, "huge")):
-        assert len(event["message"]) <= 1024
-    assert await cluster.get("Secret", NS, names.ca_secret("huge")) is None
+    for spec, field, says in HOSTILE_SIZES:
+        with pytest.raises(ApiError) as refused:
+            await cluster.apply(identity("huge", NS, **spec))
+        message = refused.value.api_message
+        assert refused.value.status == 422 and field in message and says in message, message[:300]
+        assert await cluster.get("ServiceIdentity", NS, "huge") is None
     # the operator keeps serving everyone else
     await cluster.wait_condition("ServiceIdentity", NS, "ok", "Ready")
     await cluster.apply(identity("later", NS))
     await cluster.wait_condition("ServiceIdentity", NS, "later", "Ready")
+
+
+async def test_unknown_spec_fields_are_pruned_by_the_api_and_never_reach_the_operator(cluster: Cluster) -> None:
+    """kubectl (strict field validation, its default) refuses them naming the first; a client
+    that does not ask for strictness gets them pruned: the identity the operator sees is valid."""
+    spec = {f"field{i}": i for i in range(5000)}
+    body = identity("huge", NS, **spec)
+    await cluster.ensure_namespace(NS)
+    refused = cluster.plane.kubectl("create", "-f", "-", input=json.dumps(body), check=False)
+    assert refused.returncode != 0 and 'unknown field "spec.field0"' in refused.stderr, refused.stderr[:300]
+    stored = await cluster.apply(body)
+    assert not set(stored["spec"]) & set(spec), "the apiserver kept fields its schema does not know"
+    ready = await cluster.wait_condition("ServiceIdentity", NS, "huge", "Ready")
+    assert not set(ready["spec"]) & set(spec)
+
+
+# ======================================================================================
+# Names and keys at the API's limits
+# ======================================================================================
+#: The longest name a label value can carry: every object derived from an identity or a
+#: relationship carries its name in a label.
+LONGEST = 63
+
+
+async def test_names_at_the_label_value_limit_are_served(cluster: Cluster) -> None:
+    name, rel = "a" * LONGEST, "r" * LONGEST
+    await cluster.apply(identity(name, NS))
+    await cluster.apply(identity("beta", NS))
+    await cluster.apply(relationship(rel, NS, (name, None), ("beta", None), sharedSecret={"enabled": True}))
+    await cluster.wait_condition("TrustRelationship", NS, rel, "Ready")
+    await cluster.wait_for("ServiceIdentity", NS, name, lambda b: ready_with_peers(b, 1), what="Ready with beta")
+    for secret in (names.ca_secret(name), names.credentials_secret(name), names.trust_secret(name),
+                   names.shared_secret(rel)):
+        body = await cluster.get("Secret", NS, secret)
+        assert body is not None, secret
+    trust = await cluster.data("Secret", NS, names.trust_secret("beta"))
+    assert len(trust[f"shared-{name}.key"]) == 32
+
+
+@pytest.mark.parametrize(("kind", "body"), [
+    pytest.param("ServiceIdentity", identity("n" * (LONGEST + 1), NS, serviceName="svc"), id="identity-64"),
+    pytest.param("ServiceIdentity", identity("n" * 253, NS), id="identity-253"),
+    pytest.param("TrustRelationship", relationship("r" * 253, NS, ("ok", None), ("beta", None),
+                                                   sharedSecret={"enabled": True}), id="relationship-253"),
+])
+async def test_a_name_too_long_for_what_is_derived_from_it_is_reported_once(cluster: Cluster, kind: str,
+                                                                            body: dict[str, Any]) -> None:
+    """The API takes names up to 253 characters, but ``<name>-trustwire-credentials`` must fit
+    253 too and the name is the value of a label (at most 63): the operator must say so in the
+    object's conditions, naming ``metadata.name``, and not retry what can never be written."""
+    await cluster.apply(identity("ok", NS))
+    await cluster.apply(identity("beta", NS))
+    await cluster.wait_condition("ServiceIdentity", NS, "ok", "Ready")
+    name = body["metadata"]["name"]
+    await cluster.apply(body)
+    bad = await cluster.wait_condition(kind, NS, name, "Ready", "False", reason="InvalidSpec")
+    ready = condition(bad, "Ready")
+    assert ready is not None and "metadata.name" in ready["message"] and str(LONGEST) in ready["message"], ready
+    assert condition(bad, "Stalled")["status"] == "True"  # type: ignore[index]
+    await cluster.settle()
+    warnings = [e for e in await cluster.events(NS, name) if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["InvalidSpec"], warnings
+    before = len(cluster.operator_writes())
+    await asyncio.sleep(1.0)
+    await cluster.settle()
+    assert cluster.operator_writes()[before:] == [], "the operator keeps retrying what can never be written"
+    refused = [f"{r.method} {r.path}: {r.status}" for r in cluster.operator_writes() if r.status == 422]
+    assert refused == [], refused
+    # the operator keeps serving everyone else
+    await cluster.apply(identity("later", NS))
+    await cluster.wait_condition("ServiceIdentity", NS, "later", "Ready")
+
+
+@pytest.mark.parametrize("file_name", [".", "..", "..data"])
+async def test_a_template_name_the_api_refuses_as_a_key_is_invalid_naming_the_field(cluster: Cluster,
+                                                                                   file_name: str) -> None:
+    """The schema's pattern lets ``.``, ``..`` and ``..*`` through, but a Secret key must not be
+    one of them (nor a file in the mounted volume): ``spec.templates[0].name`` is named."""
+    await cluster.apply(identity("alpha", NS, templates=[{"name": file_name, "inline": "{{ self.name }}"}]))
+    bad = await cluster.wait_condition("ServiceIdentity", NS, "alpha", "Ready", "False", reason="InvalidSpec")
+    ready = condition(bad, "Ready")
+    assert ready is not None and "spec.templates[0].name" in ready["message"], ready
+    await cluster.settle()
+    refused = [f"{r.method} {r.path}: {r.status}" for r in cluster.operator_writes() if r.status == 422]
+    assert refused == [], refused

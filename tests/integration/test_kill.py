@@ -1,11 +1,14 @@
-"""SIGKILL the operator at random moments; after the last restart everything converges and holds.
+"""SIGKILL the operator at write boundaries; after the last restart everything converges and holds.
 
-The emulator runs in the test process; the operator is a real subprocess,
-``python -m trustwire.cli run --server <url> --standalone --liveness '' --metrics-port 0``.
-Each run (seeded) makes a sequence of changes; after a random number (1-6) of the
-operator's writes following each change, the operator is killed with SIGKILL (no cleanup,
-no finalizers, half-done writes) and started again. Counting writes rather than
-milliseconds puts the kill inside the work on a slow or loaded machine too. After the final restart and convergence:
+The operator is a real process (``trustwire run --standalone`` with the chart's ServiceAccount
+token, through the journaling proxy). Each run (seeded) makes a sequence of changes; at a
+random one (1-6) of the operator's writes after each change, counted in the proxy, the
+operator is killed with SIGKILL (no cleanup, no finalizers, the write at hand either reaching
+the server or not, its answer never heard) and started again. Counting writes rather than
+milliseconds puts the kill inside the work on a slow or loaded machine too.
+
+The test's own watch records every version of every Secret from before the operator's first
+start. After the final restart and convergence:
 
 * one CA lineage per identity — never two different CA fingerprints for one identity
   unless the earlier one was never referenced by any leaf;
@@ -19,113 +22,36 @@ import asyncio
 import json
 import os
 import random
-import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
+from tests.cluster.proxy import Fault, Recorded
 from tests.integration.faults import (
     bundle_fingerprints,
     ca_lineage,
     fingerprint,
-    is_operator_request,
     leaf_issuers,
-    live_condition,
-    live_data,
-    live_object,
     material_problems,
     status_problems,
 )
-from tests.integration.harness import WRITE_METHODS, Cluster, identity, relationship
-from trustwire import names, pki
-from trustwire.emulator import running_emulator
-from trustwire.k8s.client import ApiConfig, Client
+from tests.integration.harness import (
+    OPERATOR_AGENTS,
+    WRITE_METHODS,
+    History,
+    OperatorProcess,
+    ProcessCluster,
+    condition,
+    identity,
+    relationship,
+)
+from trustwire import names
+from trustwire.k8s.client import SECRETS
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run_options() -> list[str]:
-    """``--standalone --liveness '' --metrics-port 0``, as far as ``trustwire run`` offers them."""
-    from trustwire.cli import run
-
-    offered = {opt for param in run.params for opt in param.opts}
-    options = ["--liveness", ""]
-    for flag, values in (("--standalone", []), ("--metrics-port", ["0"]), ("--resync", ["3600"])):
-        if flag in offered:
-            options += [flag, *values]
-    if os.environ.get("TRUSTWIRE_KILL_VERBOSE"):
-        options.append("-v")
-    return options
-
-
-class OperatorProcess:
-    """The operator as a subprocess we start, SIGKILL and restart (only by its own pid)."""
-
-    def __init__(self, url: str, emulator: Any, log_dir: Path) -> None:
-        self.url, self.emulator, self.log_dir = url, emulator, log_dir
-        self.proc: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        seen = len(self.emulator.journal)
-        self.starts += 1
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
-        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "trustwire.cli", "run", "--server", self.url, *_run_options(),
-            stdout=log, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(ROOT))
-        log.close()
-        # started = kopf of this process has opened its watch on ServiceIdentities
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30.0
-        while loop.time() < deadline:
-            fresh = self.emulator.journal[seen:]
-            if any(str(r.params.get("watch", "")) == "true" and "serviceidentities" in r.url.path
-                   and is_operator_request(r) for r in fresh):
-                return
-            if self.proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"the operator did not start; see {self.log_dir}/operator-{self.starts}.log")
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-        self.proc = None
-
-
-@pytest.fixture
-async def killable(tmp_path: Path) -> AsyncIterator[tuple[OperatorProcess, Client, Any]]:
-    async with running_emulator() as emu:
-        operator = OperatorProcess(emu.url, emu.emulator, tmp_path)
-        async with Client(ApiConfig(server=emu.url), user_agent="trustwire-tests") as client:
-            try:
-                yield operator, client, emu.emulator
-            finally:
-                await operator.kill()
-
-
-async def _quiet(emulator: Any, seconds: float = 1.5, timeout: float = 30.0) -> None:
-    """Until the operator has written nothing for ``seconds``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last, since = -1, loop.time()
-    while loop.time() < deadline:
-        writes = sum(1 for r in emulator.journal if is_operator_request(r)
-                     and str(getattr(r.method, "value", r.method)) in WRITE_METHODS)
-        if writes != last:
-            last, since = writes, loop.time()
-        elif loop.time() - since >= seconds:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the operator never went quiet")
-
 
 PAIRS: list[tuple[str, str, tuple[str, str], tuple[str, str], dict[str, Any]]] = [
     # (relationship ns, name, (a, a_ns), (b, b_ns), spec)
@@ -137,8 +63,56 @@ IDENTITIES = [("gov", "dgc"), ("jobs", "jobserver"), ("proc", "dpm"), ("proc", "
 CONSENT = {("jobs", "jobserver"): ["gov"]}
 
 
-def _changes(cluster: Cluster, rng: random.Random) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
-    """The changes of one run, in order; each is followed by a SIGKILL at a random moment."""
+def _operator(cluster: ProcessCluster) -> OperatorProcess:
+    verbose = ["-v"] if os.environ.get("TRUSTWIRE_KILL_VERBOSE") else []
+    return cluster.spawn("--standalone", "--resync", "3600", *verbose)
+
+
+async def _start(operator: OperatorProcess) -> None:
+    """Started = it listed everything and watches ServiceIdentities."""
+    await operator.start()
+    await operator.wait_request(lambda r: r.is_watch and r.path.endswith("/serviceidentities"),
+                                "watched ServiceIdentities")
+
+
+def _is_operator_write(request: Recorded) -> bool:
+    return request.user_agent.startswith(OPERATOR_AGENTS) and request.method in WRITE_METHODS
+
+
+class WriteTrap:
+    """A proxy hook that counts the operator's writes and SIGKILLs it at the ``wanted``-th:
+    that write reaches the server (``land``) or is refused — the operator hears neither."""
+
+    def __init__(self, operator: OperatorProcess, wanted: int, land: bool) -> None:
+        self.operator, self.wanted, self.land = operator, wanted, land
+        self.writes = 0
+        self.fired = False
+
+    def __call__(self, request: Recorded) -> Fault | None:
+        if self.fired or not _is_operator_write(request):
+            return None
+        self.writes += 1
+        if self.writes < self.wanted:
+            return None
+        self.operator.kill_now()
+        self.fired = True
+        return None if self.land else Fault(status=503)
+
+    async def sprung(self, quiet: float = 1.0, timeout: float = 30.0) -> None:
+        """Until the trap fired, or the operator went quiet after fewer writes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        made, since = 0, loop.time()
+        while not self.fired and loop.time() < deadline:
+            if self.writes != made:
+                made, since = self.writes, loop.time()
+            elif made and loop.time() - since >= quiet:
+                return
+            await asyncio.sleep(0.01)
+
+
+def _changes(cluster: ProcessCluster, rng: random.Random) -> list[tuple[str, Callable[[], Awaitable[Any]]]]:
+    """The changes of one run, in order; each is followed by a SIGKILL at a write boundary."""
 
     def ident(ns: str, name: str, **spec: Any) -> dict[str, Any]:
         if (ns, name) in CONSENT:
@@ -174,40 +148,42 @@ def _changes(cluster: Cluster, rng: random.Random) -> list[tuple[str, Callable[[
     ]
 
 
-async def _all_ready(emulator: Any, timeout: float = 40.0) -> None:
+async def _not_ready(cluster: ProcessCluster, *, relationships: bool = True) -> list[str]:
+    wanted = [("ServiceIdentity", ns, name) for ns, name in IDENTITIES]
+    wanted += [("TrustRelationship", ns, rel) for ns, rel, *_ in PAIRS] if relationships else []
+    pending = []
+    for kind, ns, name in wanted:
+        ready = condition(await cluster.get(kind, ns, name), "Ready")
+        if ready is None or ready["status"] != "True":
+            pending.append(f"{kind} {ns}/{name}: {ready}")
+    return pending
+
+
+async def _all_ready(cluster: ProcessCluster, timeout: float = 40.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    pending: list[str] = []
-    while loop.time() < deadline:
-        pending = []
-        for ns, name in IDENTITIES:
-            c = live_condition(emulator, "serviceidentities", ns, name, "Ready")
-            if c is None or c["status"] != "True":
-                pending.append(f"sid {ns}/{name}: {c}")
-        for ns, rel, *_ in PAIRS:
-            c = live_condition(emulator, "trustrelationships", ns, rel, "Ready")
-            if c is None or c["status"] != "True":
-                pending.append(f"trust {ns}/{rel}: {c}")
-        if not pending:
-            return
+    while pending := await _not_ready(cluster):
+        assert loop.time() < deadline, f"not Ready after the last restart: {pending}"
         await asyncio.sleep(0.1)
-    raise AssertionError(f"not Ready after the last restart: {pending}")
 
 
-def _check_invariants(emulator: Any) -> None:
+def _first_cert(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificates(pem)[0]
+
+
+async def _check_invariants(cluster: ProcessCluster, history: History) -> None:
     cas: dict[str, str] = {}
     for ns, name in IDENTITIES:
-        ca = live_data(emulator, ns, names.ca_secret(name))
-        creds = live_data(emulator, ns, names.credentials_secret(name))
-        current = fingerprint(pki.load_certificates(ca["tls.crt"])[0])
+        ca = await cluster.data("Secret", ns, names.ca_secret(name))
+        creds = await cluster.data("Secret", ns, names.credentials_secret(name))
+        current = fingerprint(_first_cert(ca["tls.crt"]))
         cas[name] = current
-        lineage = ca_lineage(emulator, ns, name)
+        lineage = ca_lineage(history, ns, name)
         assert lineage[-1] == current, (name, lineage, current)
-        earlier = lineage[:-1]
-        used = leaf_issuers(emulator, ns, name, earlier)
+        used = leaf_issuers(history, ns, name, lineage[:-1])
         assert not used, f"{ns}/{name}: {len(lineage)} CAs over history and leaves were issued from {used}"
         assert material_problems(ca["tls.crt"], creds, ca_key_pem=ca["tls.key"]) == [], (ns, name)
-        body = live_object(emulator, "serviceidentities", ns, name)
+        body = await cluster.get("ServiceIdentity", ns, name)
         assert body is not None
         assert status_problems(body["status"], ca["tls.crt"], creds) == [], (ns, name)
 
@@ -217,72 +193,62 @@ def _check_invariants(emulator: Any) -> None:
             peers[a].add(b)
             peers[b].add(a)
     for ns, name in IDENTITIES:
-        trust = live_data(emulator, ns, names.trust_secret(name))
+        trust = await cluster.data("Secret", ns, names.trust_secret(name))
         assert bundle_fingerprints(trust) == {cas[p] for p in peers[name]}, \
             f"{name}'s trust bundle must hold exactly its peers' current CAs {sorted(peers[name])}"
         # and each peer's current leaf verifies against that bundle
+        bundle = x509.load_pem_x509_certificates(trust["trust-bundle.pem"])
         for peer in peers[name]:
             peer_ns = next(n for n, i in IDENTITIES if i == peer)
-            leaf = pki.load_certificates(live_data(emulator, peer_ns, names.credentials_secret(peer))["tls.crt"])[0]
-            assert any(pki.is_signed_by(leaf, ca) for ca in pki.load_certificates(trust["trust-bundle.pem"]))
-    dpe_trust = live_data(emulator, "proc", names.trust_secret("dpe"))
-    dpm_kid = live_data(emulator, "proc", names.credentials_secret("dpm"))["jwt.kid"].decode()
+            leaf = _first_cert((await cluster.data("Secret", peer_ns, names.credentials_secret(peer)))["tls.crt"])
+            assert any(_issued_by(leaf, ca) for ca in bundle), (name, peer)
+    await _check_jwt_and_shared(cluster)
+
+
+def _issued_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+async def _check_jwt_and_shared(cluster: ProcessCluster) -> None:
+    dpe_trust = await cluster.data("Secret", "proc", names.trust_secret("dpe"))
+    dpm_kid = (await cluster.data("Secret", "proc", names.credentials_secret("dpm")))["jwt.kid"].decode()
     assert dpm_kid in [k["kid"] for k in json.loads(dpe_trust["peers.jwks"])["keys"]]
-    job_trust = live_data(emulator, "jobs", names.trust_secret("jobserver"))
-    dgc_kid = live_data(emulator, "gov", names.credentials_secret("dgc"))["jwt.kid"].decode()
+    job_trust = await cluster.data("Secret", "jobs", names.trust_secret("jobserver"))
+    dgc_kid = (await cluster.data("Secret", "gov", names.credentials_secret("dgc")))["jwt.kid"].decode()
     assert dgc_kid in [k["kid"] for k in json.loads(job_trust["peers.jwks"])["keys"]]
-    dgc = live_data(emulator, "gov", names.trust_secret("dgc"))
+    dgc = await cluster.data("Secret", "gov", names.trust_secret("dgc"))
     assert dgc["shared-jobserver.key"] == job_trust["shared-dgc.key"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 @pytest.mark.parametrize("seed", [7, 1234])
-async def test_sigkill_at_random_moments_leaves_one_ca_lineage_and_consistent_trust(
-        killable: tuple[OperatorProcess, Client, Any], seed: int) -> None:
-    operator, client, emulator = killable
-    cluster = Cluster(emulator, client, controller=None)  # type: ignore[arg-type]
+async def test_sigkill_at_write_boundaries_leaves_one_ca_lineage_and_consistent_trust(
+        process_cluster: ProcessCluster, seed: int) -> None:
+    cluster = process_cluster
     rng = random.Random(seed)
     changes = _changes(cluster, rng)
-    killed: list[tuple[str, int, bool]] = []  # (change, writes after it, whether the operator was mid-work)
-    await operator.start()
-    for what, change in changes:
-        writes_before = _operator_writes(emulator)
-        await change()
-        made = await _writes_since(emulator, writes_before, rng.randint(1, 6))
-        busy = made > 0 and not _converged(emulator)
-        await operator.kill()
-        killed.append((what, made, busy))
-        await operator.start()
-    await _all_ready(emulator)
-    await _quiet(emulator)
-    _check_invariants(emulator)
+    operator = _operator(cluster)
+    killed: list[tuple[str, int, bool, bool]] = []  # (change, writes made, whether it landed, mid-work)
+    async with History(cluster.client, [SECRETS]) as history:
+        await _start(operator)
+        for what, change in changes:
+            trap = WriteTrap(operator, rng.randint(1, 6), land=rng.random() < 0.5)
+            cluster.proxy.fault = trap
+            await change()
+            await trap.sprung()
+            await operator.kill()
+            cluster.proxy.fault = None
+            busy = trap.writes > 0 and bool(await _not_ready(cluster, relationships=False))
+            killed.append((what, trap.writes, trap.land, busy))
+            await _start(operator)
+        await _all_ready(cluster)
+        await cluster.settle()
+        await history.sync()
+        await _check_invariants(cluster, history)
     assert operator.starts == len(changes) + 1
     # the kills really interrupted work in progress (else this test proves nothing)
     assert sum(busy for *_, busy in killed) >= 2, killed
-
-
-async def _writes_since(emulator: Any, before: int, wanted: int, quiet: float = 1.0, timeout: float = 30.0) -> int:
-    """Until the operator has made ``wanted`` writes since ``before`` (or went quiet after fewer)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    made, since = 0, loop.time()
-    while loop.time() < deadline:
-        now = _operator_writes(emulator) - before
-        if now >= wanted:
-            return now
-        if now != made:
-            made, since = now, loop.time()
-        elif made and loop.time() - since >= quiet:
-            return made
-        await asyncio.sleep(0.005)
-    return made
-
-
-def _operator_writes(emulator: Any) -> int:
-    return sum(1 for r in emulator.journal if is_operator_request(r)
-               and str(getattr(r.method, "value", r.method)) in WRITE_METHODS)
-
-
-def _converged(emulator: Any) -> bool:
-    return all((c := live_condition(emulator, "serviceidentities", ns, name, "Ready")) is not None
-               and c["status"] == "True" for ns, name in IDENTITIES)

@@ -1,31 +1,37 @@
 """No secret material outside the Secret that owns it: not in logs, Events, statuses, ConfigMaps,
-workloads, metadata, exception texts or other owners' Secrets (``leakaudit.py``).
+workloads, metadata, exception texts, the operator's requests or other owners' Secrets
+(``leakaudit.py``).
 
-A representative scenario runs with every log at DEBUG (``trustwire``, ``kopf``,
-``aiohttp``): a pair across namespaces with mTLS, JWT (ES256 and RS256) and a shared secret,
-templates (one rendering the identity's own private key into its own trust Secret, which
-is allowed; others failing while the key is in the render context), a repair of corrupted
-material, a certificate rotation, an invalid spec and a wired Deployment. Then every
-needle is searched for in every haystack. ``test_the_audit_catches_planted_leaks`` plants
-known leaks so the audit is shown to be able to fail.
+A representative scenario runs against the real API server with every log at DEBUG
+(``trustwire``, ``kopf``, ``aiohttp``): a pair across namespaces with mTLS, JWT (ES256 and
+RS256) and a shared secret, templates (one rendering the identity's own private key into its
+own trust Secret, which is allowed; others failing while the key is in the render context),
+a repair of corrupted material, a certificate rotation, an invalid spec and a wired
+Deployment. The test's own watches record every version of every object meanwhile
+(``History``), the proxy every request of the operator. Then every needle is searched for
+in every haystack. ``test_the_audit_catches_planted_leaks`` plants known leaks so the audit
+is shown to be able to fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.integration.faults import live_condition, live_data, material_problems
-from tests.integration.harness import Cluster, deployment, identity, relationship
+from tests.integration.faults import material_problems
+from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
-from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, SECRETS
+from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, ApiError
 
 pytestmark = pytest.mark.integration
 
@@ -48,30 +54,43 @@ FAILING_TEMPLATES = [
 ]
 
 
+#: What the test's watches record, every version: where material lives and where it must not
+AUDITED = (SECRETS, CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, *WORKLOADS.values())
+
+
 def _capture(caplog: pytest.LogCaptureFixture) -> None:
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
 
 
-async def _eventually(check: Any, what: str, timeout: float = 20.0) -> None:
+async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if check():
-            return
+    while not await check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def _ready(cluster: Cluster, plural: str, ns: str, name: str) -> bool:
-    c = live_condition(cluster.emulator, plural, ns, name, "Ready")
-    return c is not None and c["status"] == "True"
+async def _condition(cluster: Cluster, kind: str, ns: str, name: str, type_: str = "Ready") -> dict[str, Any]:
+    return condition(await cluster.get(kind, ns, name), type_) or {}
 
 
-def _verified(cluster: Cluster, ns: str, name: str) -> bool:
-    ca = live_data(cluster.emulator, ns, names.ca_secret(name))
-    creds = live_data(cluster.emulator, ns, names.credentials_secret(name))
+async def _ready(cluster: Cluster, kind: str, ns: str, name: str) -> bool:
+    return (await _condition(cluster, kind, ns, name)).get("status") == "True"
+
+
+async def _verified(cluster: Cluster, ns: str, name: str) -> bool:
+    ca = await cluster.data("Secret", ns, names.ca_secret(name))
+    creds = await cluster.data("Secret", ns, names.credentials_secret(name))
     return bool(ca) and material_problems(ca.get("tls.crt", b""), creds, ca_key_pem=ca.get("tls.key")) == []
+
+
+def _alpha(**extra: Any) -> dict[str, Any]:
+    return identity("alpha", "gov", keystores={"formats": ["PKCS12", "JKS"]},
+                    workloads=[{"kind": "Deployment", "name": "alpha"}],
+                    templates=[{"name": "own.properties", "inline": OWN_KEY_TEMPLATE},
+                               {"name": "app.properties", "configMapRef": {"name": "tpl", "key": "app.properties"}}],
+                    **extra)
 
 
 async def _scenario(cluster: Cluster) -> None:
@@ -80,66 +99,69 @@ async def _scenario(cluster: Cluster) -> None:
                                                     "{% for p in peers %}{{ p.identity }}={{ p.caFingerprint }}\n"
                                                     "{% endfor %}"}})
     await cluster.apply(deployment("alpha", "gov"))
-    await cluster.apply(identity(
-        "alpha", "gov", keystores={"formats": ["PKCS12", "JKS"]},
-        workloads=[{"kind": "Deployment", "name": "alpha"}],
-        templates=[{"name": "own.properties", "inline": OWN_KEY_TEMPLATE},
-                   {"name": "app.properties", "configMapRef": {"name": "tpl", "key": "app.properties"}}]))
+    await cluster.apply(_alpha())
     await cluster.apply(identity("beta", "jobs", acceptFrom={"namespaces": ["gov"]},
                                  jwt={"algorithm": "RS256"}, certificate={"keyAlgorithm": "Ed25519"}))
     await cluster.apply(relationship("alpha-beta", "gov", ("alpha", None), ("beta", "jobs"),
                                      jwt={"enabled": True, "roles": ["IMPERSONATION"], "audience": "pf"},
                                      sharedSecret={"enabled": True}))
-    await _eventually(lambda: _ready(cluster, "trustrelationships", "gov", "alpha-beta"), "the pair to be Ready")
+    await _eventually(lambda: _ready(cluster, "TrustRelationship", "gov", "alpha-beta"), "the pair to be Ready")
 
     # templates that fail while the private key is in their context
     await cluster.apply(identity("gamma", "gov", templates=[
         {"name": f"bad{i}.conf", "inline": src} for i, src in enumerate(FAILING_TEMPLATES)]))
-    await _eventually(lambda: (c := live_condition(cluster.emulator, "serviceidentities", "gov", "gamma",
-                                                   "TemplatesReady")) is not None and c["reason"] == "TemplateError",
-                      "gamma's TemplateError")
+    await _eventually(lambda: _has_reason(cluster, "gamma", "TemplatesReady", "TemplateError"), "gamma's TemplateError")
 
     # corrupted material, repaired
-    alpha_creds = live_data(cluster.emulator, "gov", names.credentials_secret("alpha"))
+    alpha_creds = await cluster.data("Secret", "gov", names.credentials_secret("alpha"))
     await cluster.patch_secret_data("gov", names.credentials_secret("alpha"),
                                     {"tls.key": alpha_creds["tls.key"][:90]})
     await cluster.client.merge_patch(SECRETS, "jobs", names.credentials_secret("beta"),
-                                     {"data": {"jwt.key": "!!garbage!!"}})
+                                     {"data": {"jwt.key": base64.b64encode(b"!!garbage!!").decode()}})
     await asyncio.sleep(0.5)
-    await _eventually(lambda: _verified(cluster, "gov", "alpha") and _verified(cluster, "jobs", "beta"),
-                      "the repairs")
+    await _eventually(lambda: _both_verified(cluster), "the repairs")
 
-    # a certificate rotation, and an invalid spec
-    body = identity("alpha", "gov", keystores={"formats": ["PKCS12", "JKS"]},
-                    workloads=[{"kind": "Deployment", "name": "alpha"}],
-                    templates=[{"name": "own.properties", "inline": OWN_KEY_TEMPLATE},
-                               {"name": "app.properties", "configMapRef": {"name": "tpl", "key": "app.properties"}}])
+    # a certificate rotation, and an invalid spec (one the schema admits: the API server
+    # refuses the rest before the operator sees them)
+    body = _alpha()
     body["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "certificate:leak-audit"}
     await cluster.apply(body)
-    await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"], certificate={"keyAlgorithm": "DSA"},
-                                 jwt={"rotationPeriod": "forever"}))
-    await _eventually(lambda: (c := live_condition(cluster.emulator, "serviceidentities", "gov", "bad", "Ready"))
-                      is not None and c["reason"] == "InvalidSpec", "bad's InvalidSpec")
-    await _eventually(lambda: _ready(cluster, "serviceidentities", "gov", "alpha")
-                      and _ready(cluster, "serviceidentities", "jobs", "beta"), "alpha and beta Ready again")
+    await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"],
+                                 certificate={"duration": "1h", "renewBefore": "2h"}))
+    await _eventually(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec")
+    await _eventually(lambda: _both_ready(cluster), "alpha and beta Ready again")
     await cluster.settle()
 
 
-def _audit(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> LeakAudit:
+async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str) -> bool:
+    return (await _condition(cluster, "ServiceIdentity", "gov", name, type_)).get("reason") == reason
+
+
+async def _both_verified(cluster: Cluster) -> bool:
+    return await _verified(cluster, "gov", "alpha") and await _verified(cluster, "jobs", "beta")
+
+
+async def _both_ready(cluster: Cluster) -> bool:
+    return await _ready(cluster, "ServiceIdentity", "gov", "alpha") and \
+        await _ready(cluster, "ServiceIdentity", "jobs", "beta")
+
+
+async def _audit(cluster: Cluster, caplog: pytest.LogCaptureFixture, history: History) -> LeakAudit:
+    await history.sync()
     audit = LeakAudit()
-    audit.add_emulator(cluster.emulator)
+    audit.add_history(history)
+    audit.add_requests(cluster.operator_requests())
     audit.add_log_records(caplog.records)
     if cluster.controller.last_error:
         audit.add_text("controller.last_error", cluster.controller.last_error)
-    for error in getattr(cluster.emulator, "errors", []):
-        audit.add_text("emulator error", f"{error!s}\n{error!r}")
     return audit
 
 
 async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     _capture(caplog)
-    await _scenario(cluster)
-    audit = _audit(cluster, caplog)
+    async with History(cluster.client, AUDITED) as history:
+        await _scenario(cluster)
+        audit = await _audit(cluster, caplog, history)
 
     # the audit is not vacuous: it holds every kind of needle and every kind of haystack
     whats = [n.what for n in audit.needles]
@@ -149,21 +171,27 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
 
     assert needle("PKCS#8 DER (base64)", "gov/alpha-trustwire-ca[tls.key]")
     assert needle("PEM block", "gov/alpha-trustwire-credentials[tls.key]")
-    assert needle(" d (base64url)", "gov/alpha-trustwire-credentials[jwt.key]")  # the ES256 JWK d
+    # the ES256 JWT key's d (named after whichever of jwt.key and jwt.jwk the audit read first)
+    alpha_creds = await cluster.data("Secret", "gov", names.credentials_secret("alpha"))
+    jwt_key = serialization.load_pem_private_key(alpha_creds["jwt.key"], None)
+    assert isinstance(jwt_key, ec.EllipticCurvePrivateKey)
+    d = jwt_key.private_numbers().private_value.to_bytes(32, "big")
+    assert base64.urlsafe_b64encode(d).rstrip(b"=") in {n.value for n in audit.needles}
     for member in ("qi", "dp", "dq", " p ", " q "):  # the RS256 key's JWK members
         assert needle(member, "jobs/beta-trustwire-credentials[jwt.key]"), member
     assert needle("raw private bytes", "jobs/beta-trustwire-credentials[tls.key]")  # Ed25519 leaf
     assert needle("the password", "gov/alpha-trustwire-credentials[keystore.password]")
     assert needle("the password", "jobs/beta-trustwire-trust[truststore.password]")
     assert needle("the shared secret", "gov/alpha-beta-trustwire-shared[shared.key]")
-    own = live_data(cluster.emulator, "gov", names.trust_secret("alpha"))["own.properties"]
-    assert live_data(cluster.emulator, "gov", names.credentials_secret("alpha"))["jwt.key"] in own
+    own = (await cluster.data("Secret", "gov", names.trust_secret("alpha")))["own.properties"]
+    assert alpha_creds["jwt.key"] in own
     wheres = [w for w, _, _ in audit.haystacks]
     assert sum(w.startswith("log kopf") for w in wheres) > 10, "kopf's DEBUG log was not captured"
-    assert sum(w.startswith("log aiohttp") for w in wheres) > 10, "aiohttp's DEBUG log was not captured"
-    assert sum(w.startswith("events ") for w in wheres) > 10
+    assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
+    assert any(w.startswith("serviceidentities gov/bad") for w in wheres)
     assert any(w.startswith("deployments gov/alpha") for w in wheres)
+    assert sum(w.startswith("request ") and "/secrets" in w and "data[" in w for w in wheres) > 10
 
     findings = audit.findings()
     assert findings == [], "\n".join(str(f) for f in findings[:40])
@@ -171,20 +199,25 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
 
 async def test_the_audit_catches_planted_leaks(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
     _capture(caplog)
+    async with History(cluster.client, AUDITED) as history:
+        await _plant_leaks(cluster, caplog, history)
+
+
+async def _plant_leaks(cluster: Cluster, caplog: pytest.LogCaptureFixture, history: History) -> None:
     await cluster.apply(identity("alpha", "team", templates=[{"name": "own.conf",
                                                               "inline": "{{ self.jwtPrivateKeyPem }}"}]))
     await cluster.apply(identity("beta", "team", jwt={"algorithm": "RS256"}))
     await cluster.apply(relationship("alpha-beta", "team", ("alpha", None), ("beta", None),
                                      sharedSecret={"enabled": True}))
-    await _eventually(lambda: _ready(cluster, "trustrelationships", "team", "alpha-beta"), "the pair")
+    await _eventually(lambda: _ready(cluster, "TrustRelationship", "team", "alpha-beta"), "the pair")
     await cluster.settle()
-    ca = live_data(cluster.emulator, "team", names.ca_secret("alpha"))
-    creds = live_data(cluster.emulator, "team", names.credentials_secret("alpha"))
-    beta_creds = live_data(cluster.emulator, "team", names.credentials_secret("beta"))
-    shared = live_data(cluster.emulator, "team", names.shared_secret("alpha-beta"))["shared.key"]
-    assert creds["jwt.key"] in live_data(cluster.emulator, "team", names.trust_secret("alpha"))["own.conf"]
+    ca = await cluster.data("Secret", "team", names.ca_secret("alpha"))
+    creds = await cluster.data("Secret", "team", names.credentials_secret("alpha"))
+    beta_creds = await cluster.data("Secret", "team", names.credentials_secret("beta"))
+    shared = (await cluster.data("Secret", "team", names.shared_secret("alpha-beta")))["shared.key"]
+    assert creds["jwt.key"] in (await cluster.data("Secret", "team", names.trust_secret("alpha")))["own.conf"]
 
-    audit = _audit(cluster, caplog)
+    audit = await _audit(cluster, caplog, history)
     assert audit.findings() == [], "the scenario must be clean before anything is planted"
 
     # 1. a private key in a log line (one PEM line is enough)
@@ -194,9 +227,9 @@ async def test_the_audit_catches_planted_leaks(cluster: Cluster, caplog: pytest.
         "apiVersion": "v1", "kind": "Event", "metadata": {"name": "planted", "namespace": "team"},
         "involvedObject": {"kind": "ServiceIdentity", "name": "alpha", "namespace": "team"},
         "type": "Normal", "reason": "Planted", "message": f"secret={base64.b64encode(shared).decode()}"})
-    # 3. an RSA JWK member (qi) in a status
+    # 3. an RSA JWK member (qi) in a status (a field the schema keeps)
     qi = json.loads(beta_creds["jwt.jwk"])["qi"]
-    await cluster.client.merge_patch(IDENTITIES, "team", "beta", {"status": {"note": f"qi {qi}"}},
+    await cluster.client.merge_patch(IDENTITIES, "team", "beta", {"status": {"issuer": f"qi {qi}"}},
                                      subresource="status")
     # 4. the keystore password in a ConfigMap
     await cluster.client.create(CONFIGMAPS, "team", {
@@ -208,8 +241,12 @@ async def test_the_audit_catches_planted_leaks(cluster: Cluster, caplog: pytest.
                             serialization.NoEncryption())
     # 6. alpha's JWT key in beta's trust Secret (another owner's Secret)
     await cluster.patch_secret_data("team", names.trust_secret("beta"), {"stolen.pem": creds["jwt.key"]})
+    # 7. alpha's JWT key (its JWK d) in a request of the operator's client (a label selector)
+    d = json.loads(creds["jwt.jwk"])["d"]
+    with contextlib.suppress(ApiError):
+        await cluster.controller.client.list(SECRETS, "team", label_selector=f"k={d}")
 
-    audit = _audit(cluster, caplog)
+    audit = await _audit(cluster, caplog, history)
     audit.add_text("exception", repr(ValueError(f"bad key {der.hex()}")))
     found = audit.findings()
     text = "\n".join(str(f) for f in found)
@@ -225,3 +262,4 @@ async def test_the_audit_catches_planted_leaks(cluster: Cluster, caplog: pytest.
     assert caught("exception", "PKCS#8 DER (hex) of the private key in Secret team/alpha-trustwire-ca[tls.key]"), text
     assert caught("secrets team/beta-trustwire-trust", "the private key in Secret team/alpha-trustwire-credentials"
                   "[jwt.key]"), text
+    assert caught("request ", "JWK member d in Secret team/alpha-trustwire-credentials[jwt.jwk]"), text
