@@ -1,64 +1,76 @@
 """RBAC matches use, both ways: the Helm chart grants exactly what the operator really does.
 
-One representative scenario runs against the API emulator with the real operator (kopf + our
-controller, leader election on the chart's Lease), once per RBAC mode of the chart: cluster-wide
-(``--all-namespaces``) and namespaced (``--namespace team-a --namespace team-b``). Every request
-the operator made is taken from the emulator's request log (``Cluster.operator_requests()``: the
-operator's client says ``trustwire-operator/...``, kopf says ``kopf/...``), turned into an RBAC
-request
-(verb, API group, resource[/subresource], namespace, name) and checked against what
-``tests/chart/rbac.py`` renders for that mode with the real Helm engine:
+The real operator (kopf + our controller, leader election on the chart's Lease) runs with a
+TokenRequest token of a ServiceAccount the chart's RBAC binds, through the journaling proxy, so
+the real RBAC authorizer of the real apiserver judges every request it makes. Once per RBAC mode
+of the chart — cluster-wide (``rbac.mode=cluster``, the session's install) and namespaced
+(``rbac.mode=namespaced``, ``rbac.namespaces=[team-a, team-b]``, installed here under its own
+name) — a representative scenario runs and:
 
-- nothing used is missing: every request is allowed by a grant for its namespace (a Role's
-  namespace, or a ClusterRole) and, where a rule lists ``resourceNames``, its name;
-- nothing granted is unused: every granted (verb, group, resource) was used by the run;
+- nothing used is missing: the journal holds no 403 and the scenario converges;
+- nothing granted is unused: every granted (verb, group, resource) is among the operator's
+  journaled requests, each turned into the RBAC request it is authorized as (verb, API group,
+  resource[/subresource], namespace, name);
 - no wildcards and no ``nonResourceURLs`` in any rendered Role or ClusterRole.
+
+And each rule is needed: for every distinct (verb, group, resource) the chart grants, a copy of
+the chart's RBAC without that one verb is installed under a name of its own (``fullnameOverride``:
+its own ServiceAccount, roles, bindings and Lease, so no case touches another's objects or the
+session's install), the operator runs with that copy's token through a short scenario that uses
+every rule, and the real apiserver refuses exactly that verb on that resource — and nothing else.
+Both modes take their rules from one table in the chart (``trustwire.rbac.ruleTable``), so each
+rule is cut in cluster mode, and the rules only namespaced mode grants (kopf's list and watch of
+Namespaces) in namespaced mode.
 
 Discovery requests (``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>/<version>``) name no
 resource: RBAC calls them nonResourceURLs, and Kubernetes allows them to every authenticated
 user through the default ``system:discovery`` ClusterRole. They are excluded here (and asserted
 to be plain GETs of discovery paths, so nothing else hides among them).
-
-The emulator cannot serve ``/api/v1/namespaces`` (its path parser reads ``namespaces`` as the
-start of a namespaced path and fails; DESIGN §7). kopf lists and watches Namespaces when it
-serves a list of namespaces, so the namespaced run parses those two paths correctly for the
-emulator (``_emulator_serves_namespaces``) and creates the Namespace objects a cluster has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import copy
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, NamedTuple
 
-import attrs
-import kmock
 import pytest
-from kmock._internal import parsing as kmock_parsing
 
-from tests.chart.rbac import (
-    DEFAULT_WATCHED_NAMESPACES,
-    LEASE_NAME,
-    RELEASE_NAMESPACE,
-    Grant,
-    rendered_rbac_grants,
-    rendered_rbac_objects,
+from tests.chart.rbac import DEFAULT_WATCHED_NAMESPACES, LEASE_NAME, RELEASE_NAMESPACE, rendered_rbac_rules
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import OperatorAccess, render_chart, service_account_of
+from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
+from tests.integration.conftest import clean_namespaces, operator_config
+from tests.integration.harness import (
+    NAMESPACES,
+    OPERATOR_AGENTS,
+    Cluster,
+    condition,
+    deployment,
+    identity,
+    relationship,
 )
-from tests.integration.harness import Cluster, condition, deployment, identity, relationship
 from trustwire import names
-from trustwire.emulator import running_emulator
-from trustwire.k8s.client import ApiConfig, Client, Resource
+from trustwire.k8s.client import IDENTITIES, LEASES, RELATIONSHIPS, ApiError, Client, Resource
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration
 
 TEAM_A, TEAM_B = DEFAULT_WATCHED_NAMESPACES  # the namespaces the chart's namespaced mode serves
-LEASE = f"{RELEASE_NAMESPACE}/{LEASE_NAME}"  # what the chart passes as --lease
-NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
-OPERATOR_AGENTS = ("trustwire-operator", "kopf/")
-TEST_AGENT = "trustwire-tests"
+Rule = tuple[str, str, str]  # (verb, API group, resource)
+RBAC_KINDS = {"ServiceAccount": Resource("", "v1", "serviceaccounts", "ServiceAccount"),
+              "Role": Resource("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+              "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+              "ClusterRole": Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole",
+                                      namespaced=False),
+              "ClusterRoleBinding": Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings",
+                                             "ClusterRoleBinding", namespaced=False)}
+SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview",
+                                  namespaced=False)
 
 
 # ==============================================================================================
@@ -74,68 +86,101 @@ class Use(NamedTuple):
     name: str | None
 
     @property
-    def rule(self) -> tuple[str, str, str]:
+    def rule(self) -> Rule:
         return self.verb, self.group, self.resource
 
 
-_VERBS = {
-    kmock.action.LIST: "list",
-    kmock.action.WATCH: "watch",
-    kmock.action.FETCH: "get",
-    kmock.action.CREATE: "create",
-    kmock.action.UPDATE: "patch",  # kmock's UPDATE is an HTTP PATCH
-    kmock.action.DELETE: "delete",
-}
+def _located(path: str) -> tuple[str, list[str]] | None:
+    """(API group, the path after the version) of a resource request; None for discovery."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api" and len(parts) > 2:
+        return "", parts[2:]
+    if parts[0] == "apis" and len(parts) > 3:
+        return parts[1], parts[3:]
+    return None
 
 
-def is_discovery(request: Any) -> bool:
+def is_discovery(request: Recorded) -> bool:
     """A nonResourceURL: /api, /apis, /api/v1 or /apis/<group>/<version> (no resource named)."""
-    return request.resource is None or request.resource.plural is None
+    return _located(request.path) is None
 
 
-def rbac_use(request: Any) -> Use:
-    """The RBAC request an API request is authorized as."""
-    method = str(getattr(request.method, "value", request.method)).upper()
-    verb = _VERBS.get(request.action)
-    if verb is None and method == "PUT":
-        verb = "update"
-    elif verb is None and method == "DELETE" and request.name is None:
-        verb = "deletecollection"
-    if verb is None:
-        raise ValueError(f"cannot map {method} {request.url} (action {request.action}) to an RBAC verb")
-    resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
-    # a watch/get of one object by name is authorized with that name (fieldSelector or path)
-    return Use(verb, request.resource.group or "", resource, request.namespace, request.name)
+def _verb(request: Recorded, named: bool) -> str:
+    method = request.method.upper()
+    if method == "GET":
+        return "watch" if request.is_watch else "get" if named else "list"
+    if method == "DELETE":
+        return "delete" if named else "deletecollection"
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+    if method not in verbs:
+        raise ValueError(f"cannot map {method} {request.path} to an RBAC verb")
+    return verbs[method]
 
 
-def operator_uses(requests: Iterable[Any]) -> tuple[set[Use], list[str]]:
+def rbac_use(request: Recorded) -> Use:
+    """The RBAC request an API request is authorized as (the apiserver's RequestInfo)."""
+    located = _located(request.path)
+    if located is None:
+        raise ValueError(f"{request.path} names no resource")
+    group, rest = located
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) > 2:
+        namespace, rest = rest[1], rest[2:]
+    name = rest[1] if len(rest) > 1 else None
+    resource = "/".join([rest[0], *rest[2:]])
+    verb = _verb(request, name is not None)
+    selector = request.params.get("fieldSelector", "")
+    if name is None and verb in ("list", "watch") and selector.startswith("metadata.name="):
+        name = selector.removeprefix("metadata.name=")  # a list/watch of one object carries its name
+    return Use(verb, group, resource, namespace, name)
+
+
+def operator_uses(requests: Iterable[Recorded]) -> tuple[set[Use], list[str]]:
     """The operator's RBAC requests, and its discovery paths (excluded from RBAC)."""
     uses: set[Use] = set()
     discovery: list[str] = []
     for request in requests:
-        agent = str(request.headers.get("User-Agent", ""))
-        if agent.startswith(TEST_AGENT):
-            continue
-        assert agent.startswith(OPERATOR_AGENTS), f"a request from an unknown client: {agent!r} {request.url}"
+        assert request.user_agent.startswith(OPERATOR_AGENTS), \
+            f"a request from an unknown client: {request.user_agent!r} {request.path}"
         if is_discovery(request):
-            method = str(getattr(request.method, "value", request.method)).upper()
-            assert method == "GET" and request.url.path.startswith(("/api", "/apis")), request.url
-            discovery.append(request.url.path)
+            assert request.method == "GET" and request.path.startswith(("/api", "/apis")), request.path
+            discovery.append(request.path)
             continue
         uses.add(rbac_use(request))
     return uses, discovery
 
 
+def refusals(requests: Iterable[Recorded]) -> list[str]:
+    """What the real RBAC authorizer refused, as the RBAC request and the server's message."""
+    return [f"refused: {_describe(r)}: {(r.error or {}).get('message')}" for r in requests if r.status == 403]
+
+
+def refused_rules(requests: Iterable[Recorded]) -> set[Rule | str]:
+    """The rules of the refused requests (a refused discovery request: its path)."""
+    return {r.path if is_discovery(r) else rbac_use(r).rule for r in requests if r.status == 403}
+
+
+def _describe(request: Recorded) -> str:
+    if is_discovery(request):
+        return f"{request.method} {request.path}"
+    use = rbac_use(request)
+    return (f"{use.verb} {use.group or 'core'}/{use.resource} in {use.namespace or '(cluster)'}"
+            + (f" name={use.name}" if use.name else ""))
+
+
 # ==============================================================================================
-# The checker
+# The chart's RBAC
 # ==============================================================================================
-def _allows(grant: Grant, use: Use) -> bool:
-    verb, group, resource, where, name = grant
-    return (
-        (verb, group, resource) == use.rule
-        and (where is None or where == use.namespace)  # a Role only acts inside its namespace
-        and (name is None or name == use.name)  # resourceNames restrict to those names
-    )
+def rbac_objects(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ServiceAccount, roles and bindings among the chart's objects, in creation order."""
+    order = list(RBAC_KINDS)
+    return sorted((o for o in objects if o["kind"] in RBAC_KINDS), key=lambda o: order.index(o["kind"]))
+
+
+def granted_rules(objects: Iterable[dict[str, Any]]) -> set[Rule]:
+    return {(verb, group, resource) for role in objects if role["kind"] in {"Role", "ClusterRole"}
+            for rule in role.get("rules") or [] for verb in rule["verbs"] for group in rule["apiGroups"]
+            for resource in rule["resources"]}
 
 
 def wildcards(objects: Iterable[dict[str, Any]]) -> list[str]:
@@ -152,21 +197,12 @@ def wildcards(objects: Iterable[dict[str, Any]]) -> list[str]:
     return found
 
 
-def rbac_findings(uses: set[Use], grants: set[Grant], objects: Iterable[dict[str, Any]] = ()) -> list[str]:
+def rbac_findings(requests: list[Recorded], granted: set[Rule], objects: Iterable[dict[str, Any]] = ()) -> list[str]:
     """Everything wrong between what was used and what is granted; [] when they match exactly."""
-    findings = [
-        f"missing: {u.verb} {u.group or 'core'}/{u.resource} in {u.namespace or '(cluster)'}"
-        + (f" name={u.name}" if u.name else "")
-        for u in sorted(uses, key=str)
-        if not any(_allows(g, u) for g in grants)
-    ]
-    used_rules = {u.rule for u in uses}
-    findings += [
-        f"unused: {verb} {group or 'core'}/{resource} granted in {where or '(cluster)'}"
-        for verb, group, resource, where, _ in sorted(grants, key=str)
-        if (verb, group, resource) not in used_rules
-    ]
-    return findings + wildcards(objects)
+    uses, _ = operator_uses(requests)
+    used = {u.rule for u in uses}
+    unused = [f"unused: {verb} {group or 'core'}/{resource}" for verb, group, resource in sorted(granted - used)]
+    return refusals(requests) + unused + wildcards(objects)
 
 
 def rule_table(uses: set[Use]) -> str:
@@ -178,27 +214,116 @@ def rule_table(uses: set[Use]) -> str:
                      for (group, resource), verbs in sorted(rows.items()))
 
 
+def without(objects: list[dict[str, Any]], removed: Rule) -> list[dict[str, Any]]:
+    """A copy of the chart's objects whose roles grant everything but ``removed``."""
+    verb, group, resource = removed
+    copies = copy.deepcopy(objects)
+    for role in copies:
+        if role["kind"] not in {"Role", "ClusterRole"}:
+            continue
+        rules: list[dict[str, Any]] = []
+        for rule in role.get("rules") or []:
+            if verb not in rule["verbs"] or group not in rule["apiGroups"] or resource not in rule["resources"]:
+                rules.append(rule)
+                continue
+            others = [r for r in rule["resources"] if r != resource]
+            rest = [v for v in rule["verbs"] if v != verb]
+            rules += [{**rule, "resources": others}] if others else []
+            rules += [{**rule, "resources": [resource], "verbs": rest}] if rest else []
+        role["rules"] = rules
+    assert removed not in granted_rules(copies) and granted_rules(copies) | {removed} == granted_rules(objects)
+    return copies
+
+
+def _values(fullname: str, mode: str) -> dict[str, Any]:
+    """The chart's values for `mode`, every object (and the Lease) named after `fullname`."""
+    rbac: dict[str, Any] = {"mode": mode}
+    if mode == "namespaced":
+        rbac["namespaces"] = list(DEFAULT_WATCHED_NAMESPACES)
+    return {"fullnameOverride": fullname, "rbac": rbac}
+
+
+@contextlib.asynccontextmanager
+async def installed(plane: ControlPlane, admin: Client, objects: list[dict[str, Any]]) -> AsyncIterator[
+        OperatorAccess]:
+    """The chart's ServiceAccount and RBAC objects, installed until the block ends; a token of
+    that ServiceAccount, once the authorizer has seen its roles bound."""
+    created = []
+    try:
+        for body in rbac_objects(objects):
+            kind = RBAC_KINDS[body["kind"]]
+            await admin.create(kind, body["metadata"].get("namespace"), body)
+            created.append(body)
+        namespace, name = service_account_of(objects)
+        await _authorizer_sees(admin, namespace, name, objects)
+        yield OperatorAccess(namespace, name, plane.service_account_token(namespace, name))
+    finally:
+        for body in reversed(created):
+            await admin.delete(RBAC_KINDS[body["kind"]], body["metadata"].get("namespace"), body["metadata"]["name"])
+
+
+async def _authorizer_sees(admin: Client, namespace: str, name: str, objects: list[dict[str, Any]]) -> None:
+    """Until one rule of every role is allowed to the ServiceAccount (the authorizer learns of new
+    roles and bindings from its informers, a moment after they are created)."""
+    user = {"user": f"system:serviceaccount:{namespace}:{name}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]}
+    for role in objects:
+        if role["kind"] not in {"Role", "ClusterRole"} or not role.get("rules"):
+            continue
+        rule = role["rules"][0]
+        resource, _, subresource = rule["resources"][0].partition("/")
+        attributes = {"verb": rule["verbs"][0], "group": rule["apiGroups"][0], "resource": resource,
+                      "subresource": subresource, "namespace": role["metadata"].get("namespace", ""),
+                      "name": (rule.get("resourceNames") or [""])[0]}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {**user, "resourceAttributes": attributes}}
+        for _ in range(100):
+            if (await admin.create(SUBJECT_ACCESS_REVIEWS, None, review))["status"].get("allowed"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{role['kind']} {role['metadata']['name']} is not in force for {user['user']}")
+
+
+async def _namespaces(admin: Client) -> None:
+    """Where the chart's objects live: the release namespace and, in namespaced mode, the
+    served namespaces (their Roles)."""
+    for namespace in (RELEASE_NAMESPACE, *DEFAULT_WATCHED_NAMESPACES):
+        try:
+            await admin.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace",
+                                                  "metadata": {"name": namespace}})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+
 # ==============================================================================================
-# The emulator with Namespaces (what kopf lists and watches in namespaced mode)
+# Running the operator
 # ==============================================================================================
-@pytest.fixture
-def _emulator_serves_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Parse /api/v1/namespaces[/<name>] as the cluster-scoped Namespace resource.
+def _options(lease: str, namespaces: tuple[str, ...] = ()) -> OperatorOptions:
+    return OperatorOptions(lease=lease, identity="op", namespaces=namespaces, clusterwide=not namespaces,
+                           workers=4, resync_interval=3600.0, lease_seconds=3.0, renew_seconds=0.3)
 
-    kmock 0.8 reads it as the start of a namespaced path and answers 500 to kopf's namespace
-    listing. Only the path parser of incoming requests is corrected; if kmock moves it, the
-    monkeypatch fails loudly instead of silently testing something else.
-    """
-    original = kmock_parsing.parse_path
 
-    def parse_path(path: str) -> Any:
-        parts = path.strip("/").split("/")
-        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-            return kmock_parsing.ParsedPath(group="", version="v1", plural="namespaces",
-                                            name=parts[3] if len(parts) == 4 else None)
-        return original(path)
+@contextlib.asynccontextmanager
+async def operating(plane: ControlPlane, admin: Client, access: OperatorAccess,
+                    options: OperatorOptions) -> AsyncIterator[Cluster]:
+    """The operator with ``access``'s token through a proxy of its own, from the start of its Lease."""
+    assert options.lease is not None
+    namespace, _, lease = options.lease.partition("/")
+    await admin.delete(LEASES, namespace, lease)
+    try:
+        async with running_proxy(plane.server, str(plane.dir / "ca.crt")) as proxy, \
+                running_operator(operator_config(proxy, access), options) as controller:
+            yield Cluster(plane, admin, controller, proxy)
+    finally:
+        await admin.delete(LEASES, namespace, lease)
 
-    monkeypatch.setattr(kmock_parsing, "parse_path", parse_path)
+
+async def _lead(cluster: Cluster) -> None:
+    election = cluster.controller.election
+    assert election is not None
+    await asyncio.wait_for(election.leading.wait(), 10)
 
 
 # ==============================================================================================
@@ -266,7 +391,6 @@ async def run_scenario(cluster: Cluster) -> None:
                            what="to be restored")
 
     # manual rotation of the JWT key → the new key is published (public ConfigMap) and distributed
-    kid = (await cluster.data("Secret", TEAM_A, names.credentials_secret("dgc")))["jwt.kid"]
     public = await cluster.get("ConfigMap", TEAM_A, names.public_configmap("dgc"))
     await cluster.apply(_dgc(deployments[:1], annotations={names.ROTATE_ANNOTATION: "jwt:1"}))
     await cluster.wait_for("ServiceIdentity", TEAM_A, "dgc",
@@ -276,7 +400,6 @@ async def run_scenario(cluster: Cluster) -> None:
                            lambda b: (b or {}).get("data") != (public or {}).get("data"),
                            what="to publish the next JWT key")
     await cluster.settle()
-    assert kid  # the rotation is recorded; whether the key is active yet depends on its gate
 
     # the relationship is deleted → the shared secret goes, both sides drop the peer
     await cluster.delete("TrustRelationship", TEAM_A, "dgc-jobserver")
@@ -299,92 +422,177 @@ async def run_scenario(cluster: Cluster) -> None:
     await cluster.settle()
 
 
-async def _run(mode: str) -> set[Use]:
-    """Run the scenario with the operator configured as the chart configures it in `mode`."""
-    served = () if mode == "cluster" else DEFAULT_WATCHED_NAMESPACES
-    options = OperatorOptions(lease=LEASE, identity="op", namespaces=served, workers=4, resync_interval=3600.0,
-                              lease_seconds=3.0, renew_seconds=0.3)
-    async with running_emulator() as emu, Client(ApiConfig(server=emu.url), user_agent=TEST_AGENT) as client:
-        for namespace in (RELEASE_NAMESPACE, TEAM_A, TEAM_B) if served else ():
-            await client.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": namespace}})
-        async with running_operator(ApiConfig(server=emu.url), options) as controller:
-            assert controller.election is not None
-            await asyncio.wait_for(controller.election.leading.wait(), 10)
-            cluster = Cluster(emu.emulator, client, controller)
-            await run_scenario(cluster)
-            await asyncio.sleep(2 * options.renew_seconds)  # at least one renewal of the Lease
-        # every request our client and kopf made (the harness knows where the emulator logs them)
-        uses, discovery = operator_uses(cluster.operator_requests())
-    assert discovery, "kopf discovers the API before it watches (else the exclusion is untested)"
-    return uses
+async def _converges(cluster: Cluster) -> None:
+    """The scenario, then what it left behind removed while the operator still runs."""
+    await _lead(cluster)
+    try:
+        await run_scenario(cluster)
+    finally:
+        await clean_namespaces(cluster.plane, cluster.client, cluster.namespaces)
 
 
-@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
-@pytest.mark.usefixtures("_emulator_serves_namespaces")
-async def test_the_chart_grants_exactly_what_the_operator_uses(mode: str) -> None:
-    uses = await _run(mode)
-    grants = rendered_rbac_grants(mode)
-    objects = rendered_rbac_objects(mode)
-    findings = rbac_findings(uses, grants, objects)
-    assert findings == [], "\n".join([*findings, "", f"used in {mode} mode:", rule_table(uses)])
+# ==============================================================================================
+# Both ways, in both modes
+# ==============================================================================================
+async def test_cluster_mode_grants_exactly_what_the_operator_uses(
+        control_plane: ControlPlane, admin: Client, chart_objects: list[dict[str, Any]],
+        operator_access: OperatorAccess) -> None:
+    await _authorizer_sees(admin, operator_access.namespace, operator_access.service_account, chart_objects)
+    lease = f"{RELEASE_NAMESPACE}/{LEASE_NAME}"  # what the chart passes as --lease
+    async with operating(control_plane, admin, operator_access, _options(lease)) as cluster:
+        await _converges(cluster)
+    _assert_exact(cluster.proxy.journal, chart_objects, "cluster", LEASE_NAME)
 
-    # where it happened: the Lease only in the release namespace, by name; in namespaced mode
+
+async def test_namespaced_mode_grants_exactly_what_the_operator_uses(
+        control_plane: ControlPlane, admin: Client) -> None:
+    await _namespaces(admin)
+    objects = render_chart(_values("trustwire-namespaced", "namespaced"))
+    async with installed(control_plane, admin, objects) as access:
+        lease = f"{RELEASE_NAMESPACE}/trustwire-namespaced"
+        async with operating(control_plane, admin, access, _options(lease, DEFAULT_WATCHED_NAMESPACES)) as cluster:
+            await _converges(cluster)
+    _assert_exact(cluster.proxy.journal, objects, "namespaced", "trustwire-namespaced")
+    uses, _ = operator_uses(cluster.proxy.journal)
     # nothing outside the served namespaces but kopf's cluster-wide CRD and Namespace reads
+    assert {u.namespace for u in uses if u.resource != "leases"} == {None, TEAM_A, TEAM_B}
+    assert {u.rule for u in uses if u.namespace is None} == {
+        ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
+        ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
+        ("list", "", "namespaces"), ("watch", "", "namespaces")}
+
+
+def _assert_exact(journal: list[Recorded], objects: list[dict[str, Any]], mode: str, lease: str) -> None:
+    granted = granted_rules(objects)
+    assert granted == rendered_rbac_rules(mode), "what was installed is the chart's RBAC for the mode"
+    uses, discovery = operator_uses(journal)
+    assert discovery, "kopf discovers the API before it watches (else the exclusion is untested)"
+    findings = rbac_findings(journal, granted, objects)
+    assert findings == [], "\n".join([*findings, "", f"used in {mode} mode:", rule_table(uses)])
+    # the Lease only in the release namespace, by name (create names no object)
     assert {(u.verb, u.namespace, u.name) for u in uses if u.resource == "leases"} == {
-        ("get", RELEASE_NAMESPACE, LEASE_NAME), ("create", RELEASE_NAMESPACE, None),
-        ("patch", RELEASE_NAMESPACE, LEASE_NAME)}
-    if mode == "namespaced":
-        assert {u.namespace for u in uses if u.resource != "leases"} == {None, TEAM_A, TEAM_B}
-        assert {u.rule for u in uses if u.namespace is None} == {
-            ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
-            ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-            ("list", "", "namespaces"), ("watch", "", "namespaces")}
-
-    # the checker itself can fail: an extra grant, a missing one, a grant in the wrong namespace,
-    # a wrong resourceName and a wildcard are all reported
-    extra = ("delete", "apps", "deployments", None, None)
-    assert rbac_findings(uses, grants | {extra}) == ["unused: delete apps/deployments granted in (cluster)"]
-    secrets_patch = {g for g in grants if g[:3] == ("patch", "", "secrets")}
-    assert [f for f in rbac_findings(uses, grants - secrets_patch) if f.startswith("missing: patch core/secrets")]
-    lease_get = {g for g in grants if g[:3] == ("get", "coordination.k8s.io", "leases")}
-    elsewhere = {("get", "coordination.k8s.io", "leases", TEAM_A, LEASE_NAME)}
-    assert rbac_findings(uses, grants - lease_get | elsewhere) == [
-        f"missing: get coordination.k8s.io/leases in {RELEASE_NAMESPACE} name={LEASE_NAME}"]
-    other_name = {("get", "coordination.k8s.io", "leases", RELEASE_NAMESPACE, "someone-else")}
-    assert rbac_findings(uses, grants - lease_get | other_name) == [
-        f"missing: get coordination.k8s.io/leases in {RELEASE_NAMESPACE} name={LEASE_NAME}"]
-    star = {"kind": "ClusterRole", "metadata": {"name": "x"},
-            "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]}
-    assert rbac_findings(uses, grants, [*objects, star]) == ["ClusterRole x: wildcard in resources: ['*']"]
+        ("get", RELEASE_NAMESPACE, lease), ("create", RELEASE_NAMESPACE, None), ("patch", RELEASE_NAMESPACE, lease)}
 
 
-def _requests(*specs: tuple[str, str, dict[str, str]]) -> Iterator[Any]:
-    for i, (method, path, params) in enumerate(specs):
-        parsed = kmock_parsing.parse_path(path)  # the parser kmock itself uses
-        resource = None if parsed.group is None else kmock.resource(group=parsed.group, version=parsed.version,
-                                                                    plural=parsed.plural)
-        yield kmock.Request(id=i, method=method, url=f"http://emulator{path}", params=params,
-                            headers={"User-Agent": "trustwire-operator/op"},
-                            action=kmock_parsing.guess_k8s(parsed, kmock.method(method), params),
-                            resource=resource, namespace=parsed.namespace, name=parsed.name,
-                            subresource=parsed.subresource)
+# ==============================================================================================
+# Remove one rule → the real apiserver refuses it
+# ==============================================================================================
+async def every_verb(cluster: Cluster) -> None:
+    """The shortest run that uses every rule the chart grants: a pair with a shared secret, a
+    rendered template and all three workload kinds wired, one rotation (patches the published
+    key), and a deletion with ``deletionPolicy: Delete`` (deletes its Secrets and ConfigMap)."""
+    kinds = ("Deployment", "StatefulSet", "DaemonSet")
+    await cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tpl", "namespace": TEAM_A},
+                         "data": {"props": "{% for p in peers %}{{ p.identity }}\n{% endfor %}"}})
+    for kind in kinds:
+        await cluster.apply(deployment(kind.lower(), TEAM_A, kind=kind))
+
+    def alpha(**metadata: Any) -> dict[str, Any]:
+        body = identity("alpha", TEAM_A, deletionPolicy="Delete",
+                        workloads=[{"kind": kind, "name": kind.lower()} for kind in kinds],
+                        templates=[{"name": "peers.txt", "configMapRef": {"name": "tpl", "key": "props"}}])
+        body["metadata"].update(metadata)
+        return body
+
+    await cluster.apply(alpha())
+    await cluster.apply(identity("beta", TEAM_A))
+    await cluster.apply(relationship("alpha-beta", TEAM_A, ("alpha", None), ("beta", None),
+                                     sharedSecret={"enabled": True}))
+    await cluster.wait_condition("TrustRelationship", TEAM_A, "alpha-beta", "Ready")
+    await cluster.wait_condition("ServiceIdentity", TEAM_A, "alpha", "WorkloadsReady", reason="Wired")
+    public = await cluster.get("ConfigMap", TEAM_A, names.public_configmap("alpha"))
+    await cluster.apply(alpha(annotations={names.ROTATE_ANNOTATION: "jwt:1"}))
+    await cluster.wait_for("ConfigMap", TEAM_A, names.public_configmap("alpha"),
+                           lambda b: (b or {}).get("data") != (public or {}).get("data"),
+                           what="to publish the next JWT key")
+    await cluster.delete("ServiceIdentity", TEAM_A, "alpha")
+    await cluster.wait_for("ServiceIdentity", TEAM_A, "alpha", lambda b: b is None, what="to be deleted")
+
+
+async def _until_refused(proxy: ApiProxy, rule: Rule) -> None:
+    # the whole journal every time: a request is journaled before its answer (its status) arrives
+    while not any(r.status == 403 and not is_discovery(r) and rbac_use(r).rule == rule for r in proxy.journal):
+        await asyncio.sleep(0.05)
+
+
+async def _run_until_refused(cluster: Cluster, rule: Rule) -> None:
+    """The scenario, until the apiserver refuses ``rule`` (from then on it cannot converge)."""
+    scenario = asyncio.create_task(every_verb(cluster))
+    refused = asyncio.create_task(_until_refused(cluster.proxy, rule))
+    try:
+        done, _ = await asyncio.wait({scenario, refused}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (scenario, refused):
+            task.cancel()
+        await asyncio.gather(scenario, refused, return_exceptions=True)
+    if refused not in done:
+        scenario.result()  # why the scenario stopped, if it failed before any refusal
+        raise AssertionError(f"the scenario converged without {_rule_id(rule)}: nothing refused it")
+
+
+async def _remove_leftovers(cluster: Cluster) -> None:
+    """The operator that lacked a rule may have left its finalizers: drop them, then clean up."""
+    for resource in (IDENTITIES, RELATIONSHIPS):
+        for namespace in cluster.namespaces:
+            for body in await cluster.client.list(resource, namespace):
+                await cluster.client.merge_patch(resource, namespace, body["metadata"]["name"],
+                                                 {"metadata": {"finalizers": None}})
+    await clean_namespaces(cluster.plane, cluster.client, cluster.namespaces)
+
+
+def _rule_id(rule: Rule) -> str:
+    verb, group, resource = rule
+    return f"{verb} {group or 'core'}/{resource}"
+
+
+CLUSTER_RULES = rendered_rbac_rules("cluster")
+#: every distinct rule of both modes; the ones only namespaced mode grants are cut from it
+CUT_RULES = sorted(CLUSTER_RULES | rendered_rbac_rules("namespaced"))
+
+
+@pytest.mark.parametrize("rule", CUT_RULES, ids=lambda rule: "-".join(rule).replace("--", "-core-"))
+async def test_without_any_one_rule_the_apiserver_refuses_it(control_plane: ControlPlane, admin: Client,
+                                                             rule: Rule) -> None:
+    mode = "cluster" if rule in CLUSTER_RULES else "namespaced"
+    served = () if mode == "cluster" else DEFAULT_WATCHED_NAMESPACES
+    fullname = f"trustwire-cut-{CUT_RULES.index(rule)}"
+    await _namespaces(admin)
+    objects = without(render_chart(_values(fullname, mode)), rule)
+    async with installed(control_plane, admin, objects) as access:
+        async with operating(control_plane, admin, access,
+                             _options(f"{RELEASE_NAMESPACE}/{fullname}", served)) as cluster:
+            try:
+                await _run_until_refused(cluster, rule)
+            finally:
+                journal = list(cluster.proxy.journal)
+        await _remove_leftovers(cluster)
+    assert refused_rules(journal) == {rule}, refusals(journal)
+
+
+# ==============================================================================================
+# The checker itself
+# ==============================================================================================
+def _recorded(method: str, path: str, params: dict[str, str] | None = None, status: int = 200) -> Recorded:
+    return Recorded(method, path, params or {}, "trustwire-operator/op", None, status=status)
 
 
 def test_requests_map_to_rbac_verbs_and_discovery_is_excluded() -> None:
-    uses, discovery = operator_uses(_requests(
-        ("GET", "/apis", {}),
-        ("GET", "/apis/apps/v1", {}),
-        ("GET", "/api/v1/namespaces/a/secrets", {}),
-        ("GET", "/api/v1/namespaces/a/secrets", {"watch": "true"}),
-        ("GET", "/api/v1/namespaces/a/secrets/s", {}),
-        ("POST", "/api/v1/namespaces/a/events", {}),
-        ("PATCH", "/apis/trustwire.io/v1alpha1/namespaces/a/serviceidentities/x/status", {}),
-        ("PUT", "/apis/apps/v1/namespaces/a/deployments/d", {}),
-        ("DELETE", "/api/v1/namespaces/a/configmaps/c", {}),
-        ("DELETE", "/api/v1/namespaces/a/configmaps", {}),
-        ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {}),
-    ))
+    uses, discovery = operator_uses([
+        _recorded("GET", "/apis"),
+        _recorded("GET", "/apis/apps/v1"),
+        _recorded("GET", "/api/v1/namespaces/a/secrets"),
+        _recorded("GET", "/api/v1/namespaces/a/secrets", {"watch": "true"}),
+        _recorded("GET", "/api/v1/namespaces/a/secrets/s"),
+        _recorded("POST", "/api/v1/namespaces/a/events"),
+        _recorded("PATCH", "/apis/trustwire.io/v1alpha1/namespaces/a/serviceidentities/x/status"),
+        _recorded("PUT", "/apis/apps/v1/namespaces/a/deployments/d"),
+        _recorded("DELETE", "/api/v1/namespaces/a/configmaps/c"),
+        _recorded("DELETE", "/api/v1/namespaces/a/configmaps"),
+        _recorded("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
+        _recorded("GET", "/api/v1/namespaces", {"watch": "1"}),
+        _recorded("GET", "/api/v1/namespaces/a"),
+        _recorded("GET", "/apis/coordination.k8s.io/v1/namespaces/s/leases", {"fieldSelector": "metadata.name=l"}),
+    ])
     assert discovery == ["/apis", "/apis/apps/v1"]
     assert uses == {
         Use("list", "", "secrets", "a", None), Use("watch", "", "secrets", "a", None),
@@ -393,8 +601,39 @@ def test_requests_map_to_rbac_verbs_and_discovery_is_excluded() -> None:
         Use("update", "apps", "deployments", "a", "d"), Use("delete", "", "configmaps", "a", "c"),
         Use("deletecollection", "", "configmaps", "a", None),
         Use("list", "apiextensions.k8s.io", "customresourcedefinitions", None, None),
+        Use("watch", "", "namespaces", None, None), Use("get", "", "namespaces", None, "a"),
+        Use("list", "coordination.k8s.io", "leases", "s", "l"),
     }
-    # a request from a client that is neither ours, kopf's nor the test's is not silently skipped
-    (stranger,) = _requests(("GET", "/api/v1/secrets", {}))
+    # a request from a client that is neither ours nor kopf's is not silently skipped
+    stranger = Recorded("GET", "/api/v1/secrets", {}, "curl/8", None)
     with pytest.raises(AssertionError, match="unknown client"):
-        operator_uses([attrs.evolve(stranger, headers={"User-Agent": "curl/8"})])
+        operator_uses([stranger])
+
+
+def test_the_checker_reports_refusals_unused_rules_and_wildcards() -> None:
+    requests = [_recorded("GET", "/apis"), _recorded("GET", "/api/v1/namespaces/a/secrets/s"),
+                _recorded("PATCH", "/api/v1/namespaces/a/secrets/s")]
+    granted = {("get", "", "secrets"), ("patch", "", "secrets")}
+    assert rbac_findings(requests, granted) == []
+    assert rbac_findings(requests, granted | {("delete", "apps", "deployments")}) == [
+        "unused: delete apps/deployments"]
+    refused = _recorded("POST", "/api/v1/namespaces/a/events", status=403)
+    refused.error = {"message": "events is forbidden"}
+    assert rbac_findings([*requests, refused], granted) == [
+        "refused: create core/events in a: events is forbidden"]
+    star = {"kind": "ClusterRole", "metadata": {"name": "x"},
+            "rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}]}
+    assert rbac_findings(requests, granted, [star]) == ["ClusterRole x: wildcard in resources: ['*']"]
+
+
+def test_a_cut_removes_exactly_one_verb_of_one_resource() -> None:
+    objects = render_chart(_values("trustwire", "cluster"))
+    for rule in CLUSTER_RULES:
+        assert granted_rules(without(objects, rule)) == CLUSTER_RULES - {rule}
+    (leader,) = [o for o in without(objects, ("get", "coordination.k8s.io", "leases")) if o["kind"] == "Role"]
+    assert [(r["verbs"], r.get("resourceNames")) for r in leader["rules"]] == [
+        (["create"], None), (["patch"], [LEASE_NAME])]
+    (cluster_role,) = [o for o in without(objects, ("patch", "apps", "statefulsets")) if o["kind"] == "ClusterRole"]
+    apps = [(r["resources"], r["verbs"]) for r in cluster_role["rules"] if r["apiGroups"] == ["apps"]]
+    assert apps == [(["deployments", "daemonsets"], ["get", "list", "watch", "patch"]),
+                    (["statefulsets"], ["get", "list", "watch"])]

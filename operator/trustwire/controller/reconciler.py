@@ -77,6 +77,9 @@ WATCH_BACKOFF = (1.0, 2.0, 5.0, 10.0)
 FOLLOWED: dict[Resource, str | None] = {IDENTITIES: None, RELATIONSHIPS: None,
                                         SECRETS: names.MANAGED_SELECTOR, CONFIGMAPS: names.MANAGED_SELECTOR}
 Clock = Callable[[], datetime]
+#: What a refused listing most likely means, by status
+_LISTING_HINTS = {403: " - is the chart's ClusterRole bound to the operator's ServiceAccount (RBAC)?",
+                  404: " - are the trustwire CRDs installed?"}
 
 
 def utcnow() -> datetime:
@@ -113,6 +116,8 @@ class Controller:
         self.statuses: dict[Key, Mapping[str, Any]] = {}
         self.failures = 0
         self.last_error: str | None = None
+        #: passes of a key that failed for good in a row (their retries back off)
+        self.refusals: dict[Key, int] = {}
         self.election: LeaderElection | None = None
         #: called when the queue goes idle: returns the heap a burst of passes left behind
         self.trim_heap: Callable[[], object] = HeapTrimmer()
@@ -336,8 +341,24 @@ class Controller:
             failures += 1
             await asyncio.sleep(delay * (1 + self.jitter * self.rng.random()))
 
+    async def _prime_until_listed(self) -> None:
+        """:meth:`prime`, again after a back-off for as long as a listing is refused: CRDs not
+        installed yet (404) or RBAC not bound yet (403) are for a human to fix, and once they
+        are, the operator carries on without a restart."""
+        failures = 0
+        while True:
+            try:
+                await self.prime()
+                return
+            except ApiError as exc:
+                delay = WATCH_BACKOFF[min(failures, len(WATCH_BACKOFF) - 1)]
+                log.warning("cannot list what trustwire serves (%s)%s; listing again in %ss",
+                            exc, _LISTING_HINTS.get(exc.status, ""), delay)
+            failures += 1
+            await asyncio.sleep(delay * (1 + self.jitter * self.rng.random()))
+
     async def _work(self) -> None:
-        await self.prime()
+        await self._prime_until_listed()
         tasks = [asyncio.create_task(self._worker(i), name=f"trustwire-worker-{i}") for i in range(self.workers)]
         tasks.append(asyncio.create_task(self._resync_loop(), name="trustwire-resync"))
         tasks += [asyncio.create_task(self._follow(resource, ns), name=f"trustwire-watch-{resource.plural}")
@@ -361,6 +382,7 @@ class Controller:
             result = "error"
             try:
                 await self.reconcile(key)
+                self.refusals.pop(key, None)
                 result = "ok"
             except asyncio.CancelledError:
                 self.queue.add(key)  # not finished: whoever works next must redo it
@@ -386,6 +408,12 @@ class Controller:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         delay = _retry_delay(exc)
+        if not _transient(exc):
+            # Soon at first (a refusal may pass: an apiserver that restarts refuses everyone
+            # until its RBAC caches are filled), then doubling up to the delay for good.
+            count = self.refusals.get(key, 0)
+            self.refusals[key] = count + 1
+            delay = min(delay, TRANSIENT_RETRY * 2 ** min(count, 16))
         log.warning("reconcile of %s %s/%s failed (%s); retrying in %.0fs",
                     key[0], key[1], key[2], self.last_error, delay)
         self.queue.add_after(key, delay * (1 + self.jitter * self.rng.random()))
@@ -863,9 +891,10 @@ class Controller:
         ``kubectl wait --for=condition=Ready`` nor a dashboard trusts the last good status."""
         kind, namespace, name = key
         resource = IDENTITIES if kind == "identity" else RELATIONSHIPS
-        if isinstance(exc, ApiError):  # status, reason and what was refused; never the API's own text
+        if isinstance(exc, ApiError):  # what was refused, and why in the API's words (an admission policy's)
             check = cond.stalled("WriteRejected", f"the API server refused {exc.verb.upper()} {exc.path}: "
-                                                  f"{exc.status} {exc.reason}")
+                                                  f"{exc.status} {exc.reason}"
+                                                  + (f": {exc.api_message}" if exc.api_message else ""))
         else:
             check = cond.waiting("InternalError", f"{type(exc).__name__} while reconciling; retrying "
                                                   "(the operator log has the details)")
@@ -906,11 +935,15 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, Retry) or (isinstance(exc, ApiError) and (exc.retryable or exc.status in (404, 410)))
 
 
+#: seconds before a pass that failed for a transient reason is tried again
+TRANSIENT_RETRY = 2.0
+
+
 def _retry_delay(exc: Exception) -> float:
-    """Seconds until a failed pass is tried again (a watch event brings it back sooner)."""
+    """Seconds until a failed pass is tried again, at most (a watch event brings it back sooner)."""
     if _transient(exc):
-        return 2.0
-    if isinstance(exc, ApiError):  # refused as sent (forbidden, too large, invalid): only a change can help
+        return TRANSIENT_RETRY
+    if isinstance(exc, ApiError):  # refused as sent (forbidden, too large, invalid): a change is what helps
         return 300.0
     return 10.0
 

@@ -250,7 +250,7 @@ class Client:
             else:
                 if response.status < 400:
                     return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
-                error = _api_error(response.status, response.body, verb, path)
+                error = _api_error(response.status, response.body, verb, path, sent=body)
                 retry_after = response.headers.get("retry-after")
                 if error.status == 401 and self._token_renewed() and attempt < retries:
                     continue  # the kubelet rotated the token: send it at once (else next time)
@@ -384,23 +384,42 @@ class Client:
         return sum(self.counts[v] for v in ("create", "patch", "delete"))
 
 
-def _api_error(status: int, raw: bytes, verb: str, path: str) -> ApiError:
+def _api_error(status: int, raw: bytes, verb: str, path: str, *, sent: Any = None) -> ApiError:
     try:
         payload = json.loads(raw)
     except ValueError:
         payload = None
-    return _status_error(status, payload, verb, path)
+    return _status_error(status, payload, verb, path, sent=sent)
 
 
-def _status_error(status: int, payload: Any, verb: str, path: str) -> ApiError:
+def _status_error(status: int, payload: Any, verb: str, path: str, *, sent: Any = None) -> ApiError:
     """An :class:`ApiError` from a Kubernetes ``Status`` (an error answer's body, or the
-    object of a watch's ERROR event); anything else gives no reason and no message."""
+    object of a watch's ERROR event); anything else gives no reason and no message. A
+    message that quotes the ``data`` of what was ``sent`` (key material) is withheld."""
     payload = payload if isinstance(payload, Mapping) else {}
     details = payload.get("details")
     causes = (details.get("causes") if isinstance(details, Mapping) else None) or []
-    return ApiError(status, str(payload.get("reason") or "Error"), str(payload.get("message") or "")[:300],
-                    verb=verb, path=path,
+    message = str(payload.get("message") or "")[:300]
+    if _quotes_data(message, sent):
+        message = "(message withheld: it quotes the data sent)"
+    return ApiError(status, str(payload.get("reason") or "Error"), message, verb=verb, path=path,
                     causes=tuple(str(c.get("reason")) for c in causes if isinstance(c, Mapping)))
+
+
+#: How many characters of a sent ``data`` value an error message must repeat to quote it.
+QUOTED_RUN = 16
+
+
+def _quotes_data(message: str, sent: Any) -> bool:
+    """Whether ``message`` repeats a run of :data:`QUOTED_RUN` characters of a ``data`` or
+    ``stringData`` value of the body ``sent`` (a validation error may echo an invalid value,
+    and the API's message goes into status and Events, which more people read than Secrets)."""
+    if not isinstance(sent, Mapping) or len(message) < QUOTED_RUN:
+        return False
+    values = [v for key in ("data", "stringData") if isinstance(sent.get(key), Mapping)
+              for v in sent[key].values() if isinstance(v, str) and len(v) >= QUOTED_RUN]
+    runs = {message[i:i + QUOTED_RUN] for i in range(len(message) - QUOTED_RUN + 1)}
+    return any(run in value for value in values for run in runs)
 
 
 def _target(path: str, params: Mapping[str, str] | None) -> str:

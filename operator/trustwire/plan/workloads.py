@@ -186,6 +186,8 @@ def _is_our_volume(volume: Mapping[str, Any], wiring: Wiring | None, owner: str 
 class _Patch:
     def __init__(self) -> None:
         self.ops: list[dict[str, Any]] = []
+        #: whether an op creates a list or map whole (see :func:`_guarded`)
+        self.creates_whole = False
 
     def pin(self, path: tuple[str | int, ...], name: str) -> None:
         """``test`` that the list element at ``path`` is still named ``name``."""
@@ -193,6 +195,11 @@ class _Patch:
 
     def add(self, path: tuple[str | int, ...], value: Any) -> None:
         self.ops.append({"op": "add", "path": pointer(*path), "value": copy.deepcopy(value)})
+
+    def create(self, path: tuple[str | int, ...], value: Any) -> None:
+        """``add`` a list or map that the observed object does not have."""
+        self.creates_whole = True
+        self.add(path, value)
 
     def replace(self, path: tuple[str | int, ...], value: Any) -> None:
         self.ops.append({"op": "replace", "path": pointer(*path), "value": copy.deepcopy(value)})
@@ -215,7 +222,7 @@ def _add_to_list(
     for pin_path, pin_name in pins:
         patch.pin(pin_path, pin_name)
     if items is None:
-        patch.add(path, [entry])
+        patch.create(path, [entry])
     else:
         patch.add((*path, "-"), entry)
 
@@ -241,9 +248,9 @@ def _remove_from_list(
 def _set_annotation(patch: _Patch, meta_path: tuple[str, ...], meta: Any, key: str, value: str) -> None:
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     if not isinstance(meta, Mapping):
-        patch.add(meta_path, {"annotations": {key: value}})
+        patch.create(meta_path, {"annotations": {key: value}})
     elif not isinstance(annotations, Mapping):
-        patch.add((*meta_path, "annotations"), {key: value})
+        patch.create((*meta_path, "annotations"), {key: value})
     elif key not in annotations:
         patch.add((*meta_path, "annotations", key), value)
     elif annotations[key] != value:
@@ -476,7 +483,18 @@ def wiring_ops(workload: Mapping[str, Any], wiring: Wiring | None) -> WiringResu
         patch, _POD_META, _get(workload, _POD_META), names.MATERIAL_HASH_ANNOTATION, wiring.material_hash
     )
     _set_annotation(patch, ("metadata",), workload.get("metadata"), names.WIRED_BY_ANNOTATION, wiring.owner)
-    return WiringResult(patch.ops, problems)
+    return WiringResult(_guarded(patch, meta), problems)
+
+
+def _guarded(patch: _Patch, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ops, pinned to the version of the workload they were computed from when one of
+    them creates a list or map whole: an ``add`` replaces a member that exists (RFC 6902), so
+    another writer's ``env``, ``volumes`` or annotations that appeared since our read would
+    be lost; pinned, the patch fails (422) and is computed again from a fresh read."""
+    version = meta.get("resourceVersion")
+    if not patch.creates_whole or not version:
+        return patch.ops
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *patch.ops]
 
 
 def _volume_up_to_date(volume: Mapping[str, Any], wiring: Wiring) -> bool:

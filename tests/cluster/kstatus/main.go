@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -28,8 +29,10 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// apimachinery's decoder: integers as int64, as unstructured's accessors require
+	// (encoding/json makes every number a float64, and reading metadata.generation fails).
 	var obj map[string]interface{}
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	if err := utiljson.Unmarshal(raw, &obj); err != nil {
 		fail(err)
 	}
 	items := []interface{}{obj}
