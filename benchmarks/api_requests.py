@@ -39,10 +39,10 @@ from trustwire.k8s.client import CONFIGMAPS, EVENTS, SECRETS, ApiConfig, Client
 
 try:  # from the repository root (python -m benchmarks.api_requests, tests)
     from benchmarks.crypto import machine
-    from benchmarks.scale import Emulator
+    from benchmarks.scale import CountingServer
 except ModuleNotFoundError:  # as a script: benchmarks/ itself is sys.path[0]
     from crypto import machine  # type: ignore[no-redef,import-not-found]
-    from scale import Emulator  # type: ignore[no-redef,import-not-found]
+    from scale import CountingServer  # type: ignore[no-redef,import-not-found]
 
 NAMESPACE = "bench"
 KINDS = ("get-missing", "get-secret", "create-event", "patch-status")
@@ -66,7 +66,7 @@ async def measure(count: int, runs: int) -> dict[str, list[float]]:
     """Milliseconds of this process's CPU per request, per kind, one value per run."""
     results: dict[str, list[float]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory() as tmp:
-        emulator = await Emulator.start(Path(tmp) / "emulator.log")
+        emulator = await CountingServer.start(Path(tmp) / "emulator.log", [])
         try:
             async with Client(ApiConfig(server=emulator.url), user_agent="trustwire-bench") as client:
                 await client.create(SECRETS, NAMESPACE, {

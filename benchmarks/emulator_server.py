@@ -52,6 +52,14 @@ to compare, and to check that the hooks change no count.
 ``TRUSTWIRE_BENCH_PROFILE_EMULATOR=<file>`` runs the emulator under cProfile;
 ``TRUSTWIRE_BENCH_TRACE_WRITES=<file>`` appends every write of the operator and kopf to a
 JSON-lines file (path and body; of Secrets and ConfigMaps only the data keys).
+
+``--proxy URL --ca FILE`` serves no emulator: it runs ``tests/cluster/proxy.py``'s
+``ApiProxy`` in front of the real kube-apiserver at URL (its CA in FILE) and answers
+``stats`` from the proxy's journal, with the same keys (the action from the method, the URL
+and ``?watch``, as kmock derives it; the write size is the body re-encoded as compact JSON).
+The journal is emptied as it is counted, so a long run does not keep every body. The
+trace of writes then carries each answer's status too. ``preload`` is the emulator's only:
+the driver stores unrelated Secrets on a real server through the API.
 """
 
 from __future__ import annotations
@@ -63,15 +71,21 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import kmock
 from kmock._internal import apps as kmock_apps  # the two hooks below need kmock's internals
 
 from trustwire.emulator import running_emulator
 
+if TYPE_CHECKING:
+    from tests.cluster.proxy import ApiProxy, Recorded
+
 WRITES = ("CREATE", "UPDATE", "DELETE")
+#: (client, action, plural or URL path, subresource)
+Key = tuple[str, str, str, str]
 
 
 def classify(user_agent: str) -> str:
@@ -84,19 +98,49 @@ def classify(user_agent: str) -> str:
     return "other"
 
 
-class Stats:
-    """Request counts by (client, action, plural, subresource); empties kmock's logs."""
+class Tally:
+    """Request counts by :data:`Key`, the largest write body per resource, and the optional
+    trace of the operator's and kopf's writes."""
 
-    def __init__(self, emulator: Any) -> None:
-        self.emulator = emulator
-        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+    def __init__(self) -> None:
+        self.counts: Counter[Key] = Counter()
         self.largest: dict[str, int] = {}  # plural[/subresource] → largest write body in bytes
-        self.matched: set[int] = set()  # ids of logged requests that kmock has matched already
         trace = os.environ.get("TRUSTWIRE_BENCH_TRACE_WRITES")  # a path: log every operator/kopf write
         self.trace = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
 
+    def add(self, key: Key, size: int) -> None:
+        self.counts[key] += 1
+        if key[1] in WRITES:
+            kind = f"{key[2]}/{key[3]}" if key[3] else key[2]
+            self.largest[kind] = max(self.largest.get(kind, 0), size)
+
+    def trace_write(self, key: Key, path: str, data: Any, status: int | None = None) -> None:
+        if self.trace is None or key[0] not in ("operator", "kopf") or key[1] not in WRITES:
+            return
+        line = {"t": round(time.monotonic(), 3), "source": key[0], "action": key[1], "path": path,
+                "body": _summary(data), **({"status": status} if status is not None else {})}
+        self.trace.write(json.dumps(line) + "\n")
+        self.trace.flush()
+
+    def snapshot(self, objects: int, counts: Counter[Key] | None = None) -> dict[str, Any]:
+        counts = self.counts if counts is None else counts
+        return {
+            "counts": [[*key, n] for key, n in sorted(counts.items())],
+            "objects": objects,
+            "largest_write_bytes": dict(sorted(self.largest.items())),
+        }
+
+
+class Stats:
+    """Counts kmock's requests into a :class:`Tally`; empties kmock's logs."""
+
+    def __init__(self, emulator: Any) -> None:
+        self.emulator = emulator
+        self.tally = Tally()
+        self.matched: set[int] = set()  # ids of logged requests that kmock has matched already
+
     @staticmethod
-    def key(request: Any) -> tuple[str, str, str, str]:
+    def key(request: Any) -> Key:
         source = classify(str(request.headers.get("User-Agent", "")))
         action = request.action.value if request.action is not None else str(request.method.value)
         plural = request.resource.plural if request.resource is not None else None
@@ -105,16 +149,8 @@ class Stats:
 
     def count(self, request: Any) -> None:
         key = self.key(request)
-        self.counts[key] += 1
-        if key[1] in WRITES:
-            size = len(request.body or b"")
-            kind = f"{key[2]}/{key[3]}" if key[3] else key[2]
-            self.largest[kind] = max(self.largest.get(kind, 0), size)
-        if self.trace is not None and key[0] in ("operator", "kopf") and key[1] in WRITES:
-            line = {"t": round(time.monotonic(), 3), "source": key[0], "action": key[1],
-                    "path": str(request.url.path), "body": _summary(request.data)}
-            self.trace.write(json.dumps(line) + "\n")
-            self.trace.flush()
+        self.tally.add(key, len(request.body or b""))
+        self.tally.trace_write(key, str(request.url.path), request.data)
 
     def on_match(self, request: Any) -> None:
         """Called just before kmock matches ``request``: count it, drop what is matched."""
@@ -136,12 +172,50 @@ class Stats:
 
     def snapshot(self, *, plain: bool) -> dict[str, Any]:
         # plain kmock: count its whole request log, as iterating the emulator yields it
-        counts = Counter(self.key(r) for r in list(self.emulator)) if plain else self.counts
-        return {
-            "counts": [[*key, n] for key, n in sorted(counts.items())],
-            "objects": len(self.emulator.objects),
-            "largest_write_bytes": dict(sorted(self.largest.items())),
-        }
+        counts = Counter(self.key(r) for r in list(self.emulator)) if plain else None
+        return self.tally.snapshot(len(self.emulator.objects), counts)
+
+
+def proxy_key(record: Recorded) -> Key:
+    """A proxied request's :data:`Key`, derived from method and URL as kmock derives its own."""
+    source = classify(record.user_agent)
+    parts = [p for p in record.path.split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:] if parts[:1] == ["apis"] else []
+    if not rest:  # discovery, /version, /healthz: no resource
+        return source, record.method, record.path, ""
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    named = len(rest) > 1
+    actions = {"POST": "CREATE", "PATCH": "UPDATE", "PUT": "UPDATE", "DELETE": "DELETE"}
+    if record.method == "GET":
+        action = "WATCH" if record.is_watch else "FETCH" if named else "LIST"
+    else:
+        action = actions.get(record.method, record.method)
+    return source, action, rest[0], "/".join(rest[2:])
+
+
+class ProxyStats:
+    """Counts the proxy's journal into a :class:`Tally` and empties it (answered requests)."""
+
+    def __init__(self, proxy: ApiProxy) -> None:
+        self.proxy = proxy
+        self.tally = Tally()
+        self.counted = 0  # journal entries at the head already counted (still awaiting an answer)
+
+    def drain(self) -> None:
+        journal = self.proxy.journal
+        for record in journal[self.counted:]:
+            size = len(json.dumps(record.data, separators=(",", ":"))) if record.data is not None else 0
+            self.tally.add(proxy_key(record), size)
+        for record in journal:
+            if record.status:
+                self.tally.trace_write(proxy_key(record), record.path, record.data, record.status)
+        journal[:] = [r for r in journal if not r.status]
+        self.counted = len(journal)
+
+    def snapshot(self) -> dict[str, Any]:
+        self.drain()
+        return self.tally.snapshot(0)
 
 
 def _summary(data: Any) -> Any:
@@ -259,7 +333,11 @@ def preload(emulator: Any, count: int, namespaces: int, size: int) -> dict[str, 
     return {"preloaded": count, "seconds": round(time.perf_counter() - started, 3)}
 
 
-async def serve(*, plain: bool, label_selectors: bool) -> None:
+Handler = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+async def command_loop(hello: dict[str, Any], handlers: Mapping[str, Handler]) -> None:
+    """Print ``hello``, then answer one JSON command per line of stdin until ``quit`` or its end."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -268,48 +346,77 @@ async def serve(*, plain: bool, label_selectors: bool) -> None:
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
+    answer(hello)
+    while line := await reader.readline():
+        try:
+            command = json.loads(line)
+            cmd = command.get("cmd")
+            if cmd == "quit":
+                answer({"bye": True})
+                break
+            handler = handlers.get(cmd)
+            answer(handler(command) if handler is not None else {"error": f"unknown command {cmd!r}"})
+        except Exception as exc:  # a bad command must not kill the server mid-benchmark
+            answer({"error": f"{type(exc).__name__}: {exc}"})
+
+
+async def periodically(seconds: float, work: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        work()
+
+
+async def serve(*, plain: bool, label_selectors: bool) -> None:
     if label_selectors:
         install_label_selectors()
     async with running_emulator() as emu:
         stats = Stats(emu.emulator)
         if not plain:
             install_hooks(stats)
-
-        async def housekeeping() -> None:
-            while True:
-                await asyncio.sleep(5.0)
-                stats.trim()
-
-        keeper = asyncio.create_task(housekeeping()) if not plain else None
-        answer({"url": emu.url, "pid": os.getpid(), "plain_kmock": plain, "label_selectors": label_selectors})
+        keeper = asyncio.create_task(periodically(5.0, stats.trim)) if not plain else None
+        handlers: dict[str, Handler] = {
+            "stats": lambda _: stats.snapshot(plain=plain),
+            "preload": lambda c: preload(emu.emulator, int(c["count"]), int(c.get("namespaces", 10)),
+                                         int(c.get("size", 1024))),
+        }
         try:
-            while line := await reader.readline():
-                try:
-                    command = json.loads(line)
-                    cmd = command.get("cmd")
-                    if cmd == "stats":
-                        answer(stats.snapshot(plain=plain))
-                    elif cmd == "preload":
-                        answer(preload(emu.emulator, int(command["count"]),
-                                       int(command.get("namespaces", 10)), int(command.get("size", 1024))))
-                    elif cmd == "quit":
-                        answer({"bye": True})
-                        break
-                    else:
-                        answer({"error": f"unknown command {cmd!r}"})
-                except Exception as exc:  # a bad command must not kill the emulator mid-benchmark
-                    answer({"error": f"{type(exc).__name__}: {exc}"})
+            await command_loop({"url": emu.url, "pid": os.getpid(), "plain_kmock": plain,
+                                "label_selectors": label_selectors}, handlers)
         finally:
             if keeper is not None:
                 keeper.cancel()
+
+
+async def serve_proxy(upstream: str, ca_file: str) -> None:
+    from tests.cluster.proxy import running_proxy
+
+    async with running_proxy(upstream, ca_file) as proxy:
+        stats = ProxyStats(proxy)
+        keeper = asyncio.create_task(periodically(1.0, stats.drain))
+        try:
+            await command_loop({"url": proxy.url, "pid": os.getpid(), "upstream": upstream},
+                               {"stats": lambda _: stats.snapshot()})
+        finally:
+            keeper.cancel()
+
+
+def _option(name: str) -> str | None:
+    args = sys.argv[1:]
+    return args[args.index(name) + 1] if name in args[:-1] else None
 
 
 def main() -> int:
     plain = "--plain-kmock" in sys.argv[1:] or os.environ.get("TRUSTWIRE_BENCH_PLAIN_KMOCK") == "1"
     selectors = "--label-selectors" in sys.argv[1:]
     profile = os.environ.get("TRUSTWIRE_BENCH_PROFILE_EMULATOR")
+    upstream, ca_file = _option("--proxy"), _option("--ca")
     try:
-        if profile:
+        if upstream is not None:
+            if ca_file is None:
+                raise SystemExit("--proxy needs --ca FILE")
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.cluster, from the repository
+            asyncio.run(serve_proxy(upstream, ca_file))
+        elif profile:
             import cProfile
 
             cProfile.runctx("asyncio.run(serve(plain=plain, label_selectors=selectors))", globals(),

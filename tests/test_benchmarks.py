@@ -8,12 +8,17 @@ when it restarts and resyncs.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from benchmarks.emulator_server import proxy_key
 from benchmarks.scale import Counts, is_ready, is_stalled, relationship_pairs
+
+from tests.cluster.controlplane import BIN_ENV, ControlPlaneError, binaries
+from tests.cluster.proxy import Recorded
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +58,26 @@ def test_counts_are_told_apart_by_client_and_verb() -> None:
     assert diff.total(actions=frozenset({"FETCH", "LIST", "WATCH"})) == 3  # the driver's LISTs are not counted
     assert diff.total(actions=frozenset({"CREATE", "UPDATE", "DELETE"})) == 1
     assert diff.breakdown() == {"kopf": {"WATCH secrets": 1}, "operator": {"FETCH secrets": 2, "UPDATE secrets": 1}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "key"),
+    [
+        ("GET", "/api/v1/namespaces/bench/secrets/id-0-trustwire-ca", {}, ("FETCH", "secrets", "")),
+        ("GET", "/api/v1/secrets", {"labelSelector": "x=y"}, ("LIST", "secrets", "")),
+        ("GET", "/api/v1/secrets", {"watch": "true"}, ("WATCH", "secrets", "")),
+        ("POST", "/api/v1/namespaces/bench/events", {}, ("CREATE", "events", "")),
+        ("PATCH", "/apis/trustwire.io/v1alpha1/namespaces/bench/serviceidentities/id-0/status", {},
+         ("UPDATE", "serviceidentities", "status")),
+        ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l", {}, ("UPDATE", "leases", "")),
+        ("DELETE", "/api/v1/namespaces/bench/configmaps/c", {}, ("DELETE", "configmaps", "")),
+        ("GET", "/api/v1/namespaces/bench", {}, ("FETCH", "namespaces", "")),
+        ("GET", "/apis/apps/v1", {}, ("GET", "/apis/apps/v1", "")),
+    ],
+)
+def test_proxied_requests_are_counted_with_kmocks_keys(method: str, path: str, params: dict[str, str],
+                                                       key: tuple[str, str, str]) -> None:
+    assert proxy_key(Recorded(method, path, params, "trustwire-operator/1", None)) == ("operator", *key)
 
 
 @pytest.mark.integration
@@ -98,3 +123,32 @@ def test_request_cost_smoke() -> None:
     for kind, runs in result["cpu_ms_per_request"].items():
         assert len(runs) == 2 and all(value > 0 for value in runs), kind
     assert {"nproc", "cpu", "python"} <= set(result["machine"])
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_scale_smoke_on_the_real_control_plane() -> None:
+    """``scale.py --api real``: the same run against kube-apiserver and etcd, each one's CPU
+    reported, and zero steady-state writes there too."""
+    try:
+        bindir = binaries()
+    except ControlPlaneError as exc:
+        pytest.skip(f"real control plane unavailable: {exc}")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--identities", "4", "--topology", "ring",
+         "--runs", "1", "--api", "real", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=280, env={**os.environ, BIN_ENV: str(bindir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+
+    assert (result["api"], result["identities"], result["relationships"]) == ("real", 4, 4)
+    assert result["runs_completed"] == 1
+    for key in (*NUMBERS, "apiserver_cpu_seconds", "etcd_cpu_seconds", "proxy_cpu_seconds",
+                "steady_state_apiserver_cpu_seconds", "steady_state_etcd_cpu_seconds"):
+        assert isinstance(result[key], (int, float)) and not isinstance(result[key], bool), key
+        assert result[key] >= 0, key
+    assert result["apiserver_cpu_seconds"] > 0  # the apiserver's own process, not the driver's
+    assert "emulator_cpu_seconds" not in result
+    assert result["api_writes"] > 0 and result["api_reads"] > 0
+    assert result["steady_state_passes"] >= 3
+    assert result["steady_state_writes"] == 0, result["runs"][0].get("steady_state_requests")
