@@ -181,7 +181,7 @@ async def test_swapped_tls_key_and_jwt_key_is_not_silently_adopted_as_the_jwt_ke
 
 async def test_ca_private_key_planted_in_jwt_key_is_not_adopted(cluster: Cluster) -> None:
     """``jwt.key`` (mounted into every workload, with its private JWK) replaced by the CA's
-    private key (never mounted, DESIGN §3). The operator must not adopt it as the signing key."""
+    private key (never mounted, docs/design.md §3). The operator must not adopt it as the signing key."""
     await _issue_pair(cluster)
     ca = await cluster.data("Secret", NS, CA)
     before = await _corrupt(cluster, CREDS, lambda d: {"jwt.key": ca["tls.key"]})
