@@ -51,7 +51,10 @@ BIN_ENV = "TESTCLUSTER_BIN"
 
 
 class ControlPlaneError(RuntimeError):
-    pass
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        #: the HTTP status of a refused :meth:`ControlPlane.request`
+        self.status = status
 
 
 def binaries() -> Path:
@@ -243,7 +246,7 @@ class ControlPlane:
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and method == "GET":
                 return None
-            raise ControlPlaneError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
+            raise ControlPlaneError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}", status=exc.code) from None
         return json.loads(raw) if raw else None
 
     def kubectl(self, *args: str, input: str | None = None, kubeconfig: Path | None = None,
