@@ -21,6 +21,11 @@ WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
 #: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).
 DERIVED_ANNOTATION = "trustwire.io/derived"
 JWT_ISSUED_ANNOTATION = "trustwire.io/jwt-issued-at"
+#: Rotation state kept on the Secrets themselves, so a restarted operator resumes a phase.
+CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
+JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
+JWT_PREVIOUS_ANNOTATION = "trustwire.io/jwt-previous"
+JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
 
 VOLUME_NAME = "trustwire"
 ENV_DIR = "TRUSTWIRE_DIR"
