@@ -53,6 +53,7 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
     assert {"ca.crt", "jwks.json", "identity.json"} <= set(public)
 
     # status summary agrees with the material
+    assert alpha is not None
     status = alpha["status"]
     leaf = pki.load_certificates(creds["tls.crt"])[0]
     assert status["certificate"]["fingerprint"] == pki.fingerprint_sha256(leaf)
