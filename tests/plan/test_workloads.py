@@ -16,7 +16,8 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, pointer, wiring_ops
+from trustwire.plan.wiring_json import pointer
+from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, wiring_ops
 
 MOUNT = "/var/run/trustwire"
 HASH_1 = material_hash({"tls.crt": b"one"})
