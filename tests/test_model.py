@@ -972,9 +972,10 @@ def test_type_name_speaks_json(value: Any, expected: str) -> None:
          "'1s' is out of range; allowed from 10s to 262800h"),
         (lambda r, p: r.section(p, "k", "spec", {"a": "string"}), {"b": 1}, {"b": 1},
          "unknown field; allowed fields are a"),
+        (lambda r, p: r.element(p["k"], "spec.k", {}), "x", None, "must be an object, got a string"),
     ],
     ids=["string", "string-type", "string-long", "boolean", "boolean-type", "array-long", "strings-empty",
-         "enum", "enum-unknown", "duration", "duration-range", "section-unknown"],
+         "enum", "enum-unknown", "duration", "duration-range", "section-unknown", "element-type"],
 )
 def test_reader_reads_one_field_and_reports_its_problem(
     read: Callable[[Reader, dict[str, Any]], Any], value: Any, result: Any, problem: str | None

@@ -207,11 +207,10 @@ def _parse_workloads(r: Reader, spec: Mapping[str, Any]) -> tuple[WorkloadRef, .
     return tuple(workloads)
 
 
-def _parse_workload(r: Reader, item: Any, path: str, seen: set[tuple[str, str]]) -> WorkloadRef | None:
-    if not isinstance(item, Mapping):
-        r.fail(path, f"must be an object, got {type_name(item)}")
+def _parse_workload(r: Reader, value: Any, path: str, seen: set[tuple[str, str]]) -> WorkloadRef | None:
+    item = r.element(value, path, IDENTITY_FIELDS["workloads"][0])
+    if item is None:
         return None
-    r.unknown(item, IDENTITY_FIELDS["workloads"][0], path)
     if item.get("kind") is None:
         r.fail(f"{path}.kind", "is required; allowed values are Deployment, StatefulSet, DaemonSet")
     kind = r.enum(item, "kind", path, WorkloadKind, WorkloadKind.DEPLOYMENT)
@@ -235,12 +234,11 @@ def _parse_mount_path(r: Reader, spec: Mapping[str, Any]) -> str:
 def _parse_templates(r: Reader, spec: Mapping[str, Any]) -> tuple[TemplateSpec, ...]:
     templates: list[TemplateSpec] = []
     seen: set[str] = set()
-    for i, item in enumerate(r.array(spec, "templates", "spec", MAX_TEMPLATES)):
+    for i, value in enumerate(r.array(spec, "templates", "spec", MAX_TEMPLATES)):
         path = f"spec.templates[{i}]"
-        if not isinstance(item, Mapping):
-            r.fail(path, f"must be an object, got {type_name(item)}")
+        item = r.element(value, path, IDENTITY_FIELDS["templates"][0])
+        if item is None:
             continue
-        r.unknown(item, IDENTITY_FIELDS["templates"][0], path)
         name = r.string(item, "name", path)
         problem = _template_name_problem(name, seen)
         if problem or name is None:

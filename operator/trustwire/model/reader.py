@@ -38,6 +38,15 @@ class Reader:
         self.unknown(body, fields, f"{path}.{key}")
         return body
 
+    def element(self, item: Any, path: str, fields: Mapping[str, Any],
+                expected: str = "an object") -> Mapping[str, Any] | None:
+        """A list item that must be an object, with its undeclared fields reported; None if it is not one."""
+        if not isinstance(item, Mapping):
+            self.fail(path, f"must be {expected}, got {type_name(item)}")
+            return None
+        self.unknown(item, fields, path)
+        return item
+
     def raise_problems(self) -> None:
         if self.problems:
             raise SpecError(self.problems)

@@ -50,12 +50,11 @@ def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str) -> list[I
         r.fail("spec.between", f"must list exactly two identities, got {got}")
         return []
     refs: list[IdentityRef] = []
-    for i, item in enumerate(between):
+    for i, value in enumerate(between):
         path = f"spec.between[{i}]"
-        if not isinstance(item, Mapping):
-            r.fail(path, f"must be an object with 'identity', got {type_name(item)}")
+        item = r.element(value, path, RELATIONSHIP_FIELDS["between"][0], expected="an object with 'identity'")
+        if item is None:
             continue
-        r.unknown(item, RELATIONSHIP_FIELDS["between"][0], path)
         ident = r.string(item, "identity", path)
         if not ident:
             r.fail(f"{path}.identity", "is required: the name of a ServiceIdentity")
