@@ -118,7 +118,8 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
               help="Short lifetimes: rotate CAs, leaves and JWT keys while probing mTLS and JWT continuously.")
 def demo(output: Path | None, examples: Path | None, rotate: bool) -> None:
     """Run the operator on the embedded API emulator and prove the result."""
-    from trustwire.demo import run_demo, run_rotation_demo
+    from trustwire.demo.rotate import run_rotation_demo
+    from trustwire.demo.run import run_demo
     from trustwire.handlers import quiet_kopf_logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
