@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 #: (contract id, module of the copy, a line to add): each breaks exactly the named contract.
-#: An existing module gets the line appended; a new one is created (and needs a layer).
+#: An existing module (or package) gets the line appended; a new one is created (and needs a layer).
 VIOLATIONS = [
     ("layers", "plan/_violation.py", "from trustwire.controller import reconciler\n"),
     ("layers", "_stray.py", "STRAY = 1\n"),
@@ -51,6 +51,8 @@ def test_a_planted_violation_breaks_its_contract(tmp_path: Path, contract: str, 
     shutil.copytree(REPO / "operator" / "trustwire", tmp_path / "trustwire",
                     ignore=shutil.ignore_patterns("__pycache__"))
     planted = tmp_path / "trustwire" / module
+    if not planted.exists() and planted.with_suffix("").is_dir():  # a module that has become a package
+        planted = planted.with_suffix("") / "__init__.py"
     planted.write_text((planted.read_text() if planted.exists() else "") + source)
     result = lint_imports(tmp_path, contract)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -63,17 +63,15 @@ def _short(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _phase_line(status: Mapping[str, Any]) -> str:
+def _read_status(status: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """Every status key the rotation demo reads: the CA fingerprint, JWT kid and leaf serial,
+    and the one line that shows the rotation phases."""
     rotation = status.get("rotation") or {}
-    return (f"CA {rotation.get('ca', {}).get('phase', '?')}, JWT {rotation.get('jwt', {}).get('phase', '?')}, "
+    serial, kid = (status.get("certificate") or {}).get("serial", ""), (status.get("jwt") or {}).get("kid", "")
+    line = (f"CA {rotation.get('ca', {}).get('phase', '?')}, JWT {rotation.get('jwt', {}).get('phase', '?')}, "
             f"leaf {(status.get('certificate') or {}).get('serial', '?')[:8]}, "
             f"kid {(status.get('jwt') or {}).get('kid', '?')[:8]}")
-
-
-def _status_identity(status: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The CA fingerprint, JWT kid and leaf serial an identity's status shows."""
-    return ((status.get("ca") or {}).get("fingerprint", ""), (status.get("jwt") or {}).get("kid", ""),
-            (status.get("certificate") or {}).get("serial", ""))
+    return (status.get("ca") or {}).get("fingerprint", ""), kid, serial, line
 
 
 @dataclasses.dataclass
@@ -100,11 +98,10 @@ class Tracker:
         self.console.print(f"[dim]{self.elapsed():6.1f}s[/] {ns}/{n}: {text}")
 
     def record(self, ns: str, n: str, status: Mapping[str, Any]) -> None:
-        ca, kid, serial = _status_identity(status)
+        ca, kid, serial, line = _read_status(status)
         self.cas[n].add(ca)
         self.kids[n].add(kid)
         self.leaves[n].add(serial)
-        line = _phase_line(status)
         if self.seen.get(n) != line:
             self.seen[n] = line
             self.say(ns, n, line)
