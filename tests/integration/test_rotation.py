@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.harness import Cluster, deployment, identity, relationship, until
 from trustwire import names, pki
-from trustwire.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
+from trustwire.demo.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
 from trustwire.k8s.client import DEPLOYMENTS, IDENTITIES, SECRETS, ApiError, Client, Resource, decode_data
 from trustwire.plan import rotation as rot
 from trustwire.plan.workloads import material_hash
