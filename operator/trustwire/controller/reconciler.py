@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
@@ -52,24 +53,22 @@ from trustwire.k8s.client import (
 )
 from trustwire.model import IdentityRef, ServiceIdentity, SpecError, TrustRelationship, parse_identity
 from trustwire.plan import conditions as cond
-from trustwire.plan.identity import (
-    DesiredObject,
-    IdentityObservation,
-    IdentityPlan,
-    PeerLink,
-    Publication,
-    StoredObject,
-    plan_identity,
-    publication_from_secrets,
-)
+from trustwire.plan import outcome
+from trustwire.plan.identity import IdentityObservation, IdentityPlan, PeerLink, plan_identity
+from trustwire.plan.material import DesiredObject, StoredObject, keystore_password
 from trustwire.plan.objects import merge_patch, object_body, object_patch
+from trustwire.plan.publication import Publication, publication_from_secrets
 from trustwire.plan.relationship import acceptance, distribution, shared_secret_object
 from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY, PeerState
+from trustwire.plan.status import IdentityStatus, RelationshipStatus, TrustStatus, WorkloadStatus, with_conditions
 from trustwire.plan.workloads import Wiring, material_hash, rollout_complete, wiring_ops
+from trustwire.times import rfc3339
 
 log = logging.getLogger("trustwire")
 
 Key = tuple[str, str, str]  # ("identity" | "relationship", namespace, name)
+#: makes a status from its stored conditions and the observed generation
+StatusBuilder = Callable[[list[dict[str, Any]], int | None], IdentityStatus | RelationshipStatus]
 #: seconds between attempts to re-open a failing watch (kopf's networking back-offs)
 WATCH_BACKOFF = (1.0, 2.0, 5.0, 10.0)
 #: what the controller lists and watches itself (:meth:`Controller._follow`), in listing
@@ -452,41 +451,33 @@ class Controller:
         if names.FINALIZER not in (meta.get("finalizers") or []):
             await self._add_finalizer(IDENTITIES, ref.namespace, ref.name, meta)
         now = self.clock()
-        old_status: Mapping[str, Any] = body.get("status") or {}
+        old_status = IdentityStatus.from_dict(body.get("status"))
         try:
             ident = parse_identity(body)
         except SpecError as exc:
             checks = {"SpecValid": cond.stalled("InvalidSpec", str(exc))}
-            await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, {}, now,
+            await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, now, outcome.invalid_status,
                                      ready_message="")
             return
 
-        handled = (old_status.get("rotation") or {}).get("handledRequest")
-        rotate = self._rotation_request(meta, handled)
+        handled = old_status.rotation.handled_request if old_status.rotation else None
+        annotation = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
         observation, raw = await self._gather_identity(ident, now, old_status)
-        plan = await asyncio.to_thread(plan_identity, observation, rotate=rotate)
+        plan = await asyncio.to_thread(plan_identity, observation, rotate=outcome.rotation_request(annotation, handled))
         self._await_evidence(ref, plan, observation)
         written: dict[str, Mapping[str, Any]] = {}
         try:
             await self._apply(ident.namespace, plan.objects, raw, owner=body, written=written)
         finally:  # also when a later write fails: the echoes of the earlier ones wake nobody
             self._announce_publication(ident, {**raw, **written}, written)
-        checks = dict(plan.checks)
-        extra: dict[str, Any] = dict(plan.status)
-        workloads_check, workload_status = await self._wire_workloads(ident, plan, old_status)
-        checks["WorkloadsReady"] = workloads_check
-        extra["workloads"] = workload_status
-        if plan.mounted:
-            extra["materialHash"] = material_hash(plan.mounted)
-            extra["rolledOut"] = all(w.get("rolledOut") for w in workload_status)
-        extra["rotation"] = dict(extra.get("rotation") or {})
-        if rotate is not None or handled:
-            extra["rotation"]["handledRequest"] = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION) \
-                if rotate is not None else handled
-        await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, extra, now,
-                                 ready_message=f"{len(plan.status.get('peers', []))} peer(s); "
-                                               "material issued and distributed",
-                                 extra_conditions=plan.extra_conditions)
+        workloads = await self._wire_workloads(ident, plan, old_status)
+        checks = {**plan.checks, "WorkloadsReady": outcome.workloads_ready(
+            bool(ident.workloads), bool(plan.mounted), workloads)}
+        remembered = outcome.handled_request(annotation, handled)
+        await self._write_status(
+            IDENTITIES, ref.namespace, ref.name, body, checks, now,
+            lambda conditions, generation: outcome.identity_status(plan, workloads, remembered, conditions, generation),
+            ready_message=plan.ready_message, extra_conditions=plan.extra_conditions)
         for event in plan.events:
             await self.post_event(body, event.type, event.reason, event.message)
         if plan.wake_at is not None:
@@ -494,14 +485,7 @@ class Controller:
             self.queue.add_after(("identity", ref.namespace, ref.name),
                                  delay * (1 + self.jitter * self.rng.random() / 10))
 
-    def _rotation_request(self, meta: Mapping[str, Any], handled: str | None) -> str | None:
-        value = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
-        if not value or value == handled:
-            return None
-        what = value.split(":", 1)[0].strip()
-        return what if what in ("ca", "certificate", "jwt") else None
-
-    async def _gather_identity(self, ident: ServiceIdentity, now: datetime, old_status: Mapping[str, Any],
+    async def _gather_identity(self, ident: ServiceIdentity, now: datetime, old_status: IdentityStatus,
                                ) -> tuple[IdentityObservation, dict[str, Mapping[str, Any] | None]]:
         ns = ident.namespace
         raw: dict[str, Mapping[str, Any] | None] = {}
@@ -524,14 +508,13 @@ class Controller:
         if ref is not None:
             body = await self.client.get(SECRETS, ns, ref.name)
             value = decode_data(SECRETS, body).get(ref.key)
+            password = keystore_password(value)
             if not value:
                 password_problem = (f"spec.keystores.passwordSecretRef: Secret {ns}/{ref.name} "
                                     f"{'has no key ' + repr(ref.key) if body else 'does not exist'}")
-            elif not all(0x20 <= b <= 0x7E for b in value.strip()):
+            elif password is None:
                 password_problem = (f"spec.keystores.passwordSecretRef: Secret {ns}/{ref.name} key {ref.key!r} "
                                     "must be printable ASCII")
-            else:
-                password = value.decode("ascii").strip()
 
         sources: dict[str, str | None] = {}
         for tpl in ident.templates:
@@ -555,7 +538,7 @@ class Controller:
             identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
             links=tuple(links), peer_states={lk.peer: s for lk in links if (s := self._peer_state(lk.peer))},
-            rolled_out_hash=old_status.get("materialHash") if old_status.get("rolledOut") else None,
+            rolled_out_hash=old_status.material_hash if old_status.rolled_out else None,
             propagation_delay=self.propagation_delay)
         return observation, raw
 
@@ -576,11 +559,11 @@ class Controller:
         entry = self.state.entries.get(peer)
         if body is None or entry is None:
             return None
-        status = body.get("status") or {}
-        trust = status.get("trust") or {}
+        status = IdentityStatus.from_dict(body.get("status"))
+        trust = status.trust or TrustStatus((), ())
         has_workloads = bool(entry.identity.workloads) if entry.identity is not None else False
-        return PeerState(peer, frozenset(trust.get("caFingerprints") or ()), frozenset(trust.get("kids") or ()),
-                         rolled_out=bool(status.get("rolledOut")), has_workloads=has_workloads)
+        return PeerState(peer, frozenset(trust.ca_fingerprints), frozenset(trust.kids),
+                         rolled_out=bool(status.rolled_out), has_workloads=has_workloads)
 
     async def _publication(self, peer: IdentityRef) -> Publication | None:
         """The peer's public material from its own managed Secrets (cached until they change)."""
@@ -662,66 +645,51 @@ class Controller:
                 self.state.wrote(resource.plural, result)
                 written[desired.name] = result
 
-    async def _wire_workloads(self, ident: ServiceIdentity, plan: IdentityPlan, old_status: Mapping[str, Any],
-                              ) -> tuple[cond.Check, list[dict[str, Any]]]:
+    async def _wire_workloads(self, ident: ServiceIdentity, plan: IdentityPlan, old_status: IdentityStatus,
+                              ) -> list[WorkloadStatus]:
+        """Unwire workloads that left the spec, wire the wanted ones; what each one is now."""
         ns = ident.namespace
         wanted = {(str(w.kind), w.name): w for w in ident.workloads}
-        entries: list[dict[str, Any]] = []
-        failures: list[cond.Check] = []
-        # unwire workloads that left the spec
-        for old in old_status.get("workloads") or []:
-            if not isinstance(old, Mapping) or (old.get("kind"), old.get("name")) in wanted:
-                continue
-            resource = WORKLOADS.get(str(old.get("kind")))
-            if resource is None:
-                continue
-            body = await self.client.get(resource, ns, str(old.get("name")))
-            if body is not None and _wired_by(body) == f"{ns}/{ident.name}":
+        previous = {(w.kind, w.name): w for w in old_status.workloads or ()}
+        for kind, name in [key for key in previous if key not in wanted]:
+            resource = WORKLOADS.get(kind)
+            body = await self.client.get(resource, ns, name) if resource is not None else None
+            if resource is not None and body is not None and _wired_by(body) == f"{ns}/{ident.name}":
                 result = wiring_ops(body, None)
                 if result.ops:
-                    await self._patch_workload(resource, ns, str(old.get("name")), result.ops)
-        if not wanted:
-            return cond.passed("NoWorkloads", "spec.workloads is empty"), []
-        if not plan.mounted:
-            return cond.waiting("MaterialNotReady", "waiting for the credentials (see CertificateReady)"), [
-                {"kind": k, "name": n, "state": "Pending", "message": "material not ready", "rolledOut": False}
-                for k, n in wanted]
+                    await self._patch_workload(resource, ns, name, result.ops)
+        if not wanted or not plan.mounted:
+            return outcome.pending_workloads(list(wanted))
         digest = material_hash(plan.mounted)
-        previous = {(w.get("kind"), w.get("name")): w for w in old_status.get("workloads") or []
-                    if isinstance(w, Mapping)}
+        entries: list[WorkloadStatus] = []
         for (kind, name), ref in wanted.items():
-            resource = WORKLOADS[kind]
-            body = await self.client.get(resource, ns, name)
-            if body is None:
-                entries.append({"kind": kind, "name": name, "state": "NotFound",
-                                "message": f"{kind} {ns}/{name} does not exist yet", "rolledOut": False})
-                failures.append(cond.waiting("WorkloadNotFound", f"{kind} {ns}/{name} does not exist yet"))
-                continue
-            wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
-                            credentials_secret=names.credentials_secret(ident.name),
-                            trust_secret=names.trust_secret(ident.name), containers=ref.containers,
-                            material_hash=digest)
-            result = wiring_ops(body, wiring)
-            generation = int((body.get("metadata") or {}).get("generation") or 0)
-            rollout_generation = int(previous.get((kind, name), {}).get("rolloutGeneration") or 0)
-            if result.ops:
-                patched = await self._patch_workload(resource, ns, name, result.ops)
-                # A template change bumps the generation on a real API server; the rollout of
-                # our change is complete only once the controller observed a newer generation.
-                rollout_generation = max(int(((patched or {}).get("metadata") or {}).get("generation") or 0),
-                                         generation + 1)
-            done = not result.ops and rollout_complete(body, rollout_generation)
-            entry: dict[str, Any] = {"kind": kind, "name": name, "rolloutGeneration": rollout_generation,
-                                     "rolledOut": done}
-            if result.problems:
-                message = "; ".join(result.problems)
-                entries.append(entry | {"state": "Conflict", "message": message})
-                failures.append(cond.stalled("WorkloadConflict", message))
-            else:
-                entries.append(entry | {"state": "Wired", "message": ""})
-        if failures:
-            return failures[0], entries
-        return cond.passed("Wired", f"{len(entries)} workload(s) wired"), entries
+            old = previous.get((kind, name))
+            entries.append(await self._wire_one(ident, kind, name, ref.containers, digest,
+                                                old.rollout_generation or 0 if old else 0))
+        return entries
+
+    async def _wire_one(self, ident: ServiceIdentity, kind: str, name: str, containers: tuple[str, ...],
+                        digest: str, rollout_generation: int) -> WorkloadStatus:
+        ns, resource = ident.namespace, WORKLOADS[kind]
+        body = await self.client.get(resource, ns, name)
+        if body is None:
+            return WorkloadStatus(kind, name, "NotFound", f"{kind} {ns}/{name} does not exist yet", False)
+        wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
+                        credentials_secret=names.credentials_secret(ident.name),
+                        trust_secret=names.trust_secret(ident.name), containers=containers,
+                        material_hash=digest)
+        result = wiring_ops(body, wiring)
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        if result.ops:
+            patched = await self._patch_workload(resource, ns, name, result.ops)
+            # A template change bumps the generation on a real API server; the rollout of
+            # our change is complete only once the controller observed a newer generation.
+            rollout_generation = max(int(((patched or {}).get("metadata") or {}).get("generation") or 0),
+                                     generation + 1)
+        done = not result.ops and rollout_complete(body, rollout_generation)
+        if result.problems:
+            return WorkloadStatus(kind, name, "Conflict", "; ".join(result.problems), done, rollout_generation)
+        return WorkloadStatus(kind, name, "Wired", "", done, rollout_generation)
 
     async def _patch_workload(self, resource: Resource, namespace: str, name: str,
                               ops: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -806,7 +774,8 @@ class Controller:
         if record.parsed is None:
             assert record.error is not None
             checks = {"Accepted": cond.stalled("InvalidSpec", str(record.error))}
-            await self._write_status(RELATIONSHIPS, namespace, name, body, checks, {}, now, ready_message="")
+            await self._write_status(RELATIONSHIPS, namespace, name, body, checks, now,
+                                     functools.partial(outcome.relationship_status, None), ready_message="")
             return
         rel = record.parsed
         accepted = acceptance(rel, self.state.lookup)
@@ -829,9 +798,9 @@ class Controller:
             await self._delete_shared_secret(namespace, name)
         if accepted.ok:
             checks["Distributed"] = distribution(rel, self.state.lookup)
-        await self._write_status(RELATIONSHIPS, namespace, name, body, checks,
-                                 {"identities": [str(r) for r in rel.between]}, now,
-                                 ready_message=f"{rel.between[0]} and {rel.between[1]} trust each other")
+        await self._write_status(RELATIONSHIPS, namespace, name, body, checks, now,
+                                 functools.partial(outcome.relationship_status, [str(r) for r in rel.between]),
+                                 ready_message=outcome.relationship_ready(rel))
 
     async def _delete_shared_secret(self, namespace: str, relationship: str) -> None:
         """Delete the relationship's shared secret if one exists (a relationship without one
@@ -853,17 +822,16 @@ class Controller:
     # Status and events
     # ==================================================================================
     async def _write_status(self, resource: Resource, namespace: str, name: str, body: Mapping[str, Any],
-                            checks: Mapping[str, cond.Check], extra: Mapping[str, Any], now: datetime,
+                            checks: Mapping[str, cond.Check], now: datetime, build: StatusBuilder,
                             *, ready_message: str,
                             extra_conditions: Sequence[cond.Condition] = ()) -> list[cond.Condition]:
+        """Write the status ``build`` makes of the summarized conditions, if it changed; post
+        Events for a recovery and for what a human must fix."""
         old: Mapping[str, Any] = body.get("status") or {}
         generation = (body.get("metadata") or {}).get("generation")
-        conditions = [*cond.summarize(checks, ready_message=ready_message), *extra_conditions]
-        new: dict[str, Any] = dict(extra)
-        new["conditions"] = cond.merge_conditions(old.get("conditions"), conditions, now=now,
-                                                  generation=generation)
-        if generation is not None:
-            new["observedGeneration"] = generation
+        conditions, stored = outcome.conditions_of(checks, ready_message=ready_message, old=old.get("conditions"),
+                                                   now=now, generation=generation, extra=extra_conditions)
+        new = build(stored, generation if isinstance(generation, int) else None).to_dict()
         if not await self._store_status(resource, namespace, name, old, new):
             return []
         changed = cond.transitions(old.get("conditions"), conditions)
@@ -905,7 +873,7 @@ class Controller:
             old: Mapping[str, Any] = body.get("status") or {}
             conditions = cond.failed_pass(old.get("conditions"), "Applied", check, now=self.clock(),
                                           generation=(body.get("metadata") or {}).get("generation"))
-            written = await self._store_status(resource, namespace, name, old, {**old, "conditions": conditions})
+            written = await self._store_status(resource, namespace, name, old, with_conditions(old, conditions))
             if written and check.stalled:
                 await self.post_event(body, "Warning", check.reason, f"Applied: {check.message}")
         except ApiError as report_error:
@@ -914,7 +882,7 @@ class Controller:
     async def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = body.get("metadata") or {}
         namespace = str(meta.get("namespace") or "default")
-        stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = rfc3339(self.clock())
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{meta.get('name')}.{secrets.token_hex(8)}", "namespace": namespace},

@@ -108,6 +108,7 @@ def create_ca(
     now: datetime,
     lifetime: timedelta,
     organization: str = "trustwire",
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Create a self-signed CA certificate for ``key`` valid from ``now - 60s`` to ``now + lifetime``."""
     require_utc(now)
@@ -124,7 +125,7 @@ def create_ca(
         .subject_name(name)
         .issuer_name(name)
         .public_key(public)
-        .serial_number(random_serial())
+        .serial_number(random_serial() if serial is None else serial)
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -187,6 +188,7 @@ def create_leaf(
     uri_sans: Sequence[str],
     now: datetime,
     lifetime: timedelta,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Issue a TLS server+client leaf for ``public_key`` signed by ``ca_key``.
 
@@ -227,7 +229,7 @@ def create_leaf(
         .subject_name(x509.Name([_common_name(common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
-        .serial_number(random_serial())
+        .serial_number(random_serial() if serial is None else serial)
         .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + lifetime, ca_not_after))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
