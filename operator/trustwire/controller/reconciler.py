@@ -710,15 +710,15 @@ class Controller:
             ident = None
         ns = ref.namespace
         # unwire every workload we wired (from status, which survives spec edits)
-        for old in (body.get("status") or {}).get("workloads") or []:
-            resource = WORKLOADS.get(str(old.get("kind"))) if isinstance(old, Mapping) else None
+        for old in IdentityStatus.from_dict(body.get("status")).workloads or ():
+            resource = WORKLOADS.get(old.kind)
             if resource is None:
                 continue
-            workload = await self.client.get(resource, ns, str(old.get("name")))
+            workload = await self.client.get(resource, ns, old.name)
             if workload is not None and _wired_by(workload) == f"{ns}/{ref.name}":
                 result = wiring_ops(workload, None)
                 if result.ops:
-                    await self._patch_workload(resource, ns, str(old.get("name")), result.ops)
+                    await self._patch_workload(resource, ns, old.name, result.ops)
         doomed = [(SECRETS, names.credentials_secret(ref.name)), (SECRETS, names.trust_secret(ref.name)),
                   (CONFIGMAPS, names.public_configmap(ref.name))]
         delete_ca = ident is not None and str(ident.deletion_policy) == "Delete"
