@@ -29,6 +29,8 @@ from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
 from trustwire.plan.status import IdentityStatus
 
 RelKey = tuple[str, str]
+#: a queued pass: ("identity" | "relationship", namespace, name)
+Key = tuple[str, str, str]
 WorkloadKey = tuple[str, str, str]  # namespace, kind, name
 
 
