@@ -57,8 +57,8 @@ class DesiredObject:
 def to_json(value: Any) -> bytes:
     """``json.dumps(value, indent=2, sort_keys=True)`` and a newline, byte for byte. The
     standard library indents in pure Python (its C encoder writes compact output only), a
-    visible share of the operator's CPU at scale; :func:`_indented` writes the plain types a
-    plan holds and leaves the rest to it."""
+    cost paid on every pass; :func:`_indented` writes the plain types a plan holds and
+    leaves the rest to it."""
     try:
         text = _indented(value, "\n")
     except _NotPlain:
