@@ -91,7 +91,7 @@ def _status(body: Mapping[str, Any]) -> IdentityStatus:
     return IdentityStatus.from_dict(body.get("status"))
 
 
-def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
+def remembered(body: Mapping[str, Any], status: IdentityStatus | None = None) -> dict[str, Any]:
     """The part of an identity kept between events: what :func:`identity_change` compares and
     peers read (spec, meaningful metadata and :meth:`IdentityStatus.evidence`) — not the
     summaries and messages of a status that, for a hub, lists hundreds of peers."""
@@ -100,7 +100,7 @@ def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
         "apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "spec": body.get("spec"),
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations",
                                           "deletionTimestamp", "finalizers") if k in meta},
-        "status": _status(body).evidence().to_dict(),
+        "status": (status or _status(body)).evidence().to_dict(),
     }
 
 
@@ -147,18 +147,18 @@ class State:
         if known is not None and entry is not None and not _intent_changed(known, body):
             # a status echo (most events): the parsed spec and the indexes stand
             status = _status(body)
-            self.identities[ref] = remembered(body)
+            self.identities[ref] = remembered(body, status)
             self.entries[ref] = dataclasses.replace(entry, distributed=status.distributed,
                                                     stalled_reason=status.stalled_reason)
             return ref
         self.drop_identity(ref)
-        self.identities[ref] = remembered(body)
+        status = _status(body)
+        self.identities[ref] = remembered(body, status)
         meta = body.get("metadata") or {}
         try:
             parsed = parse_identity(body)
         except SpecError:
             parsed = None
-        status = _status(body)
         self.entries[ref] = IdentityEntry(ref, parsed, lenient_accept_from(body),
                                           deleting=bool(meta.get("deletionTimestamp")),
                                           distributed=status.distributed, stalled_reason=status.stalled_reason)
