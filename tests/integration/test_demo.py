@@ -13,8 +13,8 @@ from rich.console import Console
 
 from trustwire import names, pki
 from trustwire.controller.reconciler import utcnow
-from trustwire.demo import run_demo
-from trustwire.proofs import prove_jwt, prove_mtls
+from trustwire.demo.proofs import prove_jwt, prove_mtls
+from trustwire.demo.run import run_demo
 
 pytestmark = pytest.mark.integration
 
