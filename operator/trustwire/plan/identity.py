@@ -49,17 +49,15 @@ from trustwire.plan.status import IdentityStatus, RotationStatus, TrustStatus
 from trustwire.plan.templates import Timer
 from trustwire.plan.trust import PeerLink, TrustContent, TrustInput, plan_trust
 from trustwire.plan.workloads import material_hash
-from trustwire.times import parse_time
 
-# Readers outside plan/ (cli, metrics, inspection) import these two from here; their homes
-# are trustwire.times and trustwire.plan.leaf.
+# inspection.leaf imports it from here; its home is trustwire.plan.leaf.
 renewal_time = leaflife.renewal_time
 
 #: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
 MIN_WAKE = timedelta(seconds=5)
 
 __all__ = ["MIN_WAKE", "IdentityObservation", "IdentityPlan", "PeerLink", "Publication", "StoredObject",
-           "parse_time", "plan_identity", "renewal_time"]
+           "plan_identity", "renewal_time"]
 
 
 @dataclasses.dataclass(frozen=True)
