@@ -202,7 +202,7 @@ async def test_probe_sees_the_outage_when_distribution_is_skipped(cluster: Clust
     alpha, beta, task = await _setup(cluster, tmp_path)
     # the negative control: activate the next CA without waiting for the peers
     monkeypatch.setattr(rot, "distribution_gate", lambda *a, **k: rot.Gate(True, "skipped"))
-    monkeypatch.setattr("trustwire.plan.identity._gate_with_outsiders", lambda gate, *a, **k: gate)
+    monkeypatch.setattr("trustwire.plan.rotation.gate_with_outsiders", lambda gate, *a, **k: gate)
     probe = Probe(alpha, beta, audience="drill")
     probe.start()
     try:
