@@ -50,14 +50,11 @@ from trustwire.plan.templates import Timer
 from trustwire.plan.trust import PeerLink, TrustContent, TrustInput, plan_trust
 from trustwire.plan.workloads import material_hash
 
-# inspection.leaf imports it from here; its home is trustwire.plan.leaf.
-renewal_time = leaflife.renewal_time
-
 #: Lower bound of the next wake-up, so a tight loop can never start from a clock edge.
 MIN_WAKE = timedelta(seconds=5)
 
 __all__ = ["MIN_WAKE", "IdentityObservation", "IdentityPlan", "PeerLink", "Publication", "StoredObject",
-           "plan_identity", "renewal_time"]
+           "plan_identity"]
 
 
 @dataclasses.dataclass(frozen=True)

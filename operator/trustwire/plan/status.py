@@ -293,6 +293,9 @@ class RelationshipStatus:
         out["conditions"] = [dict(c) for c in self.conditions]
         return out | _optional(observedGeneration=self.observed_generation)
 
+    def condition(self, type_: str) -> Mapping[str, Any] | None:
+        return next((c for c in self.conditions if c.get("type") == type_), None)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RelationshipStatus:
         d = _map(d)
