@@ -42,7 +42,6 @@ from trustwire.cli import main
 from trustwire.controller.reconciler import Controller
 from trustwire.demo import apply, default_examples, load_manifests, mounted_files, write_mount
 from trustwire.emulator import running_emulator
-from trustwire.handlers import quiet_kopf_logging
 from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client, decode_data
 from trustwire.runtime import OperatorOptions, running_operator
 
@@ -98,7 +97,6 @@ def ready(body: dict[str, Any]) -> bool:
 @contextlib.contextmanager
 def emulator(with_operator: bool) -> Iterator[Cluster]:
     """The API emulator with the quickstart applied, optionally with the operator, in a background loop."""
-    quiet_kopf_logging()
     bg = BackgroundLoop()
     stack = contextlib.AsyncExitStack()
 

@@ -221,7 +221,6 @@ def modules() -> dict[str, Path]:
         "trustwire.names",
         "trustwire.k8s.client",
         "trustwire.controller.reconciler",
-        "trustwire.handlers",
     ):
         assert expected in found
     return found

@@ -2,10 +2,9 @@
 
 Layers (lower never imports higher; enforced by ``tests/test_layers.py``):
 
-* ``pki``, ``model``, ``plan``, ``render`` — pure: no I/O, no ``kopf``, no ``kubernetes``.
+* ``pki``, ``model``, ``plan``, ``render`` — pure: no I/O, no ``kubernetes``.
 * ``k8s`` — the only code that talks to the API server.
-* ``controller`` — gathers observed state through ``k8s``, asks ``plan`` what to do, applies it.
-* ``handlers`` — thin kopf handlers that feed the controller.
+* ``controller`` — lists and watches through ``k8s``, asks ``plan`` what to do, applies it.
 * ``cli`` — ``trustwire run | demo | status | rotate | verify``.
 """
 

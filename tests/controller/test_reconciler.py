@@ -293,7 +293,8 @@ async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_whe
 
     url = await http_server([web.get("/api/v1/namespaces/ns/secrets", secrets),
                              web.get("/api/v1/namespaces/ns/configmaps", quiet),
-                             web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet)])
+                             web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet),
+                             web.get("/apis/apps/v1/namespaces/ns/{kind}", quiet)])
     async with Client(ApiConfig(server=url)) as client:
         controller = Controller(client, namespaces=["ns"], jitter=0.0)
         await controller.prime()
