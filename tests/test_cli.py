@@ -42,7 +42,8 @@ from trustwire.cli import main
 from trustwire.controller.reconciler import Controller
 from trustwire.demo import apply, default_examples, load_manifests, mounted_files, write_mount
 from trustwire.emulator import running_emulator
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client, decode_data
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, decode_data
 from trustwire.runtime import OperatorOptions, running_operator
 
 T = TypeVar("T")

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from trustwire import names, pki
-from trustwire.k8s.client import DEPLOYMENTS, SECRETS, Client, decode_data
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import DEPLOYMENTS, SECRETS, decode_data
 
 
 class PodFiles:

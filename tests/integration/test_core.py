@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.harness import Cluster, condition, identity, ready_with_peers, relationship
 from trustwire import names, pki
-from trustwire.k8s.client import ApiError
+from trustwire.k8s.errors import ApiError
 from trustwire.proofs import prove_jwt, prove_mtls
 
 pytestmark = pytest.mark.integration

@@ -49,7 +49,7 @@ from tests.integration.harness import (
     relationship,
 )
 from trustwire import names
-from trustwire.k8s.client import SECRETS
+from trustwire.k8s.resources import SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from tests.integration.faults import material_problems
 from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
-from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, ApiError
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,8 @@ from tests.integration.harness import (
     refused_dry_run,
     relationship,
 )
-from trustwire.k8s.client import IDENTITIES, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import IDENTITIES
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import random
 
-from trustwire.k8s.client import ApiError
+from trustwire.k8s.errors import ApiError
 
 
 class Retry(Exception):

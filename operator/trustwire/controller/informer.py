@@ -25,7 +25,9 @@ from trustwire import names
 from trustwire.controller import backoff
 from trustwire.controller.backoff import Failure
 from trustwire.controller.intake import Intake
-from trustwire.k8s.client import (
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import (
     CONFIGMAPS,
     DAEMONSETS,
     DEPLOYMENTS,
@@ -33,8 +35,6 @@ from trustwire.k8s.client import (
     RELATIONSHIPS,
     SECRETS,
     STATEFULSETS,
-    ApiError,
-    Client,
     Resource,
 )
 from trustwire.model import IdentityRef

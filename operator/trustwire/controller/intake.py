@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from trustwire import names
 from trustwire.controller.queue import WorkQueue
 from trustwire.controller.state import State, identity_change, ref_of, relationship_change
-from trustwire.k8s.client import CONFIGMAPS, SECRETS
+from trustwire.k8s.resources import CONFIGMAPS, SECRETS
 from trustwire.model import IdentityRef
 
 Key = tuple[str, str, str]  # ("identity" | "relationship", namespace, name)

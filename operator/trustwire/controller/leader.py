@@ -29,7 +29,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from trustwire.k8s.client import LEASES, ApiError, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import LEASES
 from trustwire.times import rfc3339_micro
 
 log = logging.getLogger("trustwire.leader")

@@ -40,15 +40,15 @@ from trustwire.controller.leader import LeaderElection
 from trustwire.controller.queue import WorkQueue
 from trustwire.controller.state import State
 from trustwire.controller.workers import Workers
-from trustwire.k8s.client import (
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import (
     CONFIGMAPS,
     EVENTS,
     IDENTITIES,
     RELATIONSHIPS,
     SECRETS,
     WORKLOADS,
-    ApiError,
-    Client,
     Resource,
     decode_data,
 )

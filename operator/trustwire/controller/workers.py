@@ -19,7 +19,7 @@ from trustwire.controller.backoff import Failure
 from trustwire.controller.informer import Informer
 from trustwire.controller.intake import Key
 from trustwire.controller.leader import LeaderElection
-from trustwire.k8s.client import ApiError
+from trustwire.k8s.errors import ApiError
 from trustwire.model import IdentityRef
 
 log = logging.getLogger("trustwire")
