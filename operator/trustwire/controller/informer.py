@@ -7,7 +7,7 @@ are echoes of our own writes (about 12 per identity), and a per-event pipeline b
 stateful handlers (causes, per-object workers, loggers, handler kwargs) costs several
 times the observer it calls; its change-detecting handlers write bookkeeping annotations
 on every object, which a no-op resync must not make; and it keeps watching on a standby,
-which must make no LIST or WATCH at all (docs/design.md, "One watch stack").
+which must make no LIST or WATCH at all (docs/design.md).
 
 Of our Secrets and ConfigMaps only the names are kept (:class:`Inventory`); of workloads
 nothing: an event names who to wake, and the pass reads the workload itself.
