@@ -111,6 +111,7 @@ class Informer(Intake):
         elif resource is RELATIONSHIPS:
             for key in [k for k in self.state.relationships if namespace in (None, k[0]) and k not in relationships]:
                 self.observe_relationship(self.state.relationships[key].body, deleted=True)
+        log.debug("listed %s%s at resourceVersion %s", resource.plural, _where(namespace), version)
         return version
 
     def _observer(self, resource: Resource) -> Observer:
@@ -134,6 +135,7 @@ class Informer(Intake):
         version = self._versions.get((resource.plural, namespace))
         failures = 0
         while True:
+            log.debug("watching %s%s from resourceVersion %s", resource.plural, _where(namespace), version)
             try:
                 async for event in self.client.watch(resource, namespace, label_selector=selector,
                                                      resource_version=version):
