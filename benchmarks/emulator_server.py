@@ -2,7 +2,7 @@
 
 Why a separate process: the benchmark measures the *operator's* CPU and memory from
 ``/proc/<pid>``; the emulator (``kmock.KubernetesEmulator``, started exactly as the demo
-and the tests start it, via :func:`trustwire.emulator.running_emulator`) and the driver
+and the tests start it, via :func:`trustwire.demo.emulator.running_emulator`) and the driver
 polling it must not be charged to the operator, nor share its event loop.
 
 Protocol: the first line on stdout is ``{"url": ..., "pid": ...}``. Then one JSON command
@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 import kmock
 from kmock._internal import apps as kmock_apps  # the two hooks below need kmock's internals
 
-from trustwire.emulator import running_emulator
+from trustwire.demo.emulator import running_emulator
 
 if TYPE_CHECKING:
     from tests.cluster.proxy import ApiProxy, Recorded

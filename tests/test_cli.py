@@ -40,8 +40,9 @@ import trustwire.cli
 from trustwire import names, pki
 from trustwire.cli import main
 from trustwire.controller.reconciler import Controller
-from trustwire.demo import apply, default_examples, load_manifests, mounted_files, write_mount
-from trustwire.emulator import running_emulator
+from trustwire.demo.drill import mounted_files
+from trustwire.demo.emulator import running_emulator
+from trustwire.demo.run import apply, default_examples, load_manifests, write_mount
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, decode_data
 from trustwire.runtime import OperatorOptions, running_operator

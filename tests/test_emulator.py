@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from trustwire.emulator import _KEEP, running_emulator
+from trustwire.demo.emulator import _KEEP, running_emulator
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import SECRETS

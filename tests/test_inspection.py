@@ -26,7 +26,7 @@ from cryptography import x509
 from rich.console import Console
 
 from trustwire import pki
-from trustwire.demo import run_demo
+from trustwire.demo.run import run_demo
 from trustwire.inspection import Finding, Target, load_directory, verify_material
 
 ALL_CHECKS = ["files", "chain", "private key", "DNS SANs", "SPIFFE ID", "validity", "renewal", "keystore.p12",

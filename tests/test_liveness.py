@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 
-from trustwire.emulator import running_emulator
+from trustwire.demo.emulator import running_emulator
 from trustwire.k8s.client import ApiConfig
 from trustwire.k8s.transport import Pool
 from trustwire.runtime import OperatorOptions, running_operator, serve_liveness
@@ -31,7 +31,7 @@ async def test_the_endpoint_answers_while_the_controller_runs_and_fails_once_it_
     port = _free_port()
     stop = asyncio.Event()
     controller = asyncio.create_task(stop.wait())
-    runner = await serve_liveness(f"http://127.0.0.1:{port}/healthz", controller)  # type: ignore[arg-type]
+    server = await serve_liveness(f"http://127.0.0.1:{port}/healthz", controller)  # type: ignore[arg-type]
     try:
         assert await _status(port, "/healthz") == 200
         assert await _status(port, "/other") == 404
@@ -39,7 +39,8 @@ async def test_the_endpoint_answers_while_the_controller_runs_and_fails_once_it_
         await controller
         assert await _status(port, "/healthz") == 503
     finally:
-        await runner.cleanup()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_running_operator_serves_its_liveness_endpoint_and_stops_serving_on_exit() -> None:
@@ -49,6 +50,7 @@ async def test_a_running_operator_serves_its_liveness_endpoint_and_stops_serving
         async with running_operator(ApiConfig(server=emu.url), options):
             assert await _status(port, "/healthz") == 200
         with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT, not a listener
             sock.bind(("127.0.0.1", port))  # free again: the endpoint is gone
             return
         raise AssertionError("the liveness endpoint still holds its port")

@@ -25,8 +25,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from trustwire.demo import apply, default_examples, load_manifests
-from trustwire.emulator import running_emulator
+from trustwire.demo.emulator import running_emulator
+from trustwire.demo.run import apply, default_examples, load_manifests
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 from trustwire.metrics import ControllerCollector, parse_timestamp, rotation_phases, start_metrics_server

@@ -32,6 +32,8 @@ from trustwire.model import (
     parse_identity,
     parse_relationship,
 )
+from trustwire.model.reader import Reader
+from trustwire.model.text import quote, type_name
 from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 
 Factory = Callable[..., dict[str, Any]]
@@ -919,3 +921,77 @@ def test_spec_error_fields_and_message() -> None:
     assert error.fields == ["spec.a", "spec.b"]
     assert str(error) == "spec.a: bad; spec.b: worse"
     assert isinstance(error, ValueError)
+
+
+# --------------------------------------------------------------------------------------
+# The small parts every message is made of, each alone.
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("short", "'short'"),
+        ("x" * 80, repr("x" * 80)),
+        ("x" * 81, f"{'x' * 80!r}... (81 characters)"),
+        (True, "True"),
+        (None, "None"),
+        (12, "12"),
+        (10**100, "a number of 101 digits"),
+        ([1], "a list"),
+        ({"a": 1}, "an object"),
+    ],
+    ids=["short", "at-limit", "cut", "bool", "null", "int", "huge-int", "list", "object"],
+)
+def test_quote_bounds_every_user_value(value: Any, expected: str) -> None:
+    assert quote(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [({}, "an object"), ([], "a list"), ("", "a string"), (False, "a boolean"), (1, "a number"),
+     (1.5, "a number"), (None, "null"), (b"x", "bytes")],
+)
+def test_type_name_speaks_json(value: Any, expected: str) -> None:
+    assert type_name(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("read", "value", "result", "problem"),
+    [
+        (lambda r, p: r.string(p, "k", "spec"), "v", "v", None),
+        (lambda r, p: r.string(p, "k", "spec"), 5, None, "must be a string, got a number"),
+        (lambda r, p: r.string(p, "k", "spec", max_length=2), "abc", None, "is 3 characters long; at most 2 allowed"),
+        (lambda r, p: r.boolean(p, "k", "spec", True), False, False, None),
+        (lambda r, p: r.boolean(p, "k", "spec", True), "no", True, "must be true or false, got a string"),
+        (lambda r, p: r.array(p, "k", "spec", 1), [1, 2], [], "has 2 items; at most 1 allowed"),
+        (lambda r, p: r.strings(p, "k", "spec"), ["a", ""], ("a",), "must be a non-empty string, got a string"),
+        (lambda r, p: r.enum(p, "k", "spec", CASource, CASource.SELF_SIGNED), "Secret", CASource.SECRET, None),
+        (lambda r, p: r.enum(p, "k", "spec", CASource, CASource.SELF_SIGNED), "CA", CASource.SELF_SIGNED,
+         "'CA' is not supported; allowed values are SelfSigned, Secret"),
+        (lambda r, p: r.duration(p, "k", "spec", timedelta(hours=1)), "90m", timedelta(minutes=90), None),
+        (lambda r, p: r.duration(p, "k", "spec", timedelta(hours=1)), "1s", timedelta(hours=1),
+         "'1s' is out of range; allowed from 10s to 262800h"),
+        (lambda r, p: r.section(p, "k", "spec", {"a": "string"}), {"b": 1}, {"b": 1},
+         "unknown field; allowed fields are a"),
+        (lambda r, p: r.element(p["k"], "spec.k", {}), "x", None, "must be an object, got a string"),
+    ],
+    ids=["string", "string-type", "string-long", "boolean", "boolean-type", "array-long", "strings-empty",
+         "enum", "enum-unknown", "duration", "duration-range", "section-unknown", "element-type"],
+)
+def test_reader_reads_one_field_and_reports_its_problem(
+    read: Callable[[Reader, dict[str, Any]], Any], value: Any, result: Any, problem: str | None
+) -> None:
+    reader = Reader()
+    assert read(reader, {"k": value}) == result
+    assert [message for _, message in reader.problems] == ([problem] if problem else [])
+    if problem is not None:
+        assert reader.problems[0][0].startswith("spec.k")
+
+
+def test_reader_reads_an_absent_field_as_its_default_without_a_problem() -> None:
+    reader = Reader()
+    assert reader.string({}, "k", "spec", default="d") == "d"
+    assert reader.boolean({}, "k", "spec", True) is True
+    assert reader.strings({}, "k", "spec") == ()
+    assert reader.section({}, "k", "spec", {}) == {}
+    assert reader.problems == []
+    reader.raise_problems()

@@ -18,6 +18,7 @@ Every metric is documented, with alert examples, in ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sized
 from typing import Any, Protocol, TypeVar
@@ -26,7 +27,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from trustwire.plan.identity import parse_time
+from trustwire.times import parse_time
 
 __all__ = ["MATERIALS", "ControllerCollector", "ControllerLike", "MetricsServer", "parse_timestamp",
            "rotation_phases", "start_metrics_server"]
@@ -86,6 +87,22 @@ def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
     return dict(mapping)
 
 
+def _section(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = status.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Readings:
+    """Every status key the metrics read, read in :func:`read_status` and nowhere else."""
+
+    ready: float
+    peers: float
+    #: gauge name → its RFC 3339 timestamp as found in the status (parsed when exported)
+    stamps: Mapping[str, object]
+    phases: list[tuple[str, str, float | None]]
+
+
 def _ready(status: Mapping[str, Any]) -> float:
     for condition in status.get("conditions") or []:
         if isinstance(condition, Mapping) and condition.get("type") == "Ready":
@@ -93,9 +110,13 @@ def _ready(status: Mapping[str, Any]) -> float:
     return 0.0
 
 
-def _section(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = status.get(name)
-    return value if isinstance(value, Mapping) else {}
+def read_status(status: Mapping[str, Any]) -> Readings:
+    """What an identity's (or a relationship's) status says, for the gauges."""
+    peers = status.get("peerCount")
+    if not isinstance(peers, int):
+        peers = len(status.get("peers") or [])
+    stamps = {name: _section(status, section).get(field) for name, (section, field) in _STAMPS.items()}
+    return Readings(_ready(status), float(peers), stamps, rotation_phases(status))
 
 
 def rotation_phases(status: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -151,78 +172,30 @@ class ControllerCollector(Collector):
         return identities, relationships
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._status_metrics()
+        yield from self._reconcile_metrics()
+        yield from self._api_metrics()
+        yield GaugeMetricFamily(PREFIX + "queue_depth",
+                                "Keys waiting in the work queue, scheduled wake-ups included.",
+                                value=float(len(self.controller.queue)))
+
+    def _status_metrics(self) -> list[Metric]:
+        """The gauges of every live object's last status, in the order of :data:`_GAUGES`."""
+        gauges = {name: GaugeMetricFamily(PREFIX + name, help_text, labels=labels)
+                  for name, (help_text, labels) in _GAUGES.items()}
         statuses = _snapshot(self.controller.statuses)
         live_identities, live_relationships = self._live()
-
-        ca_expiry = GaugeMetricFamily(
-            PREFIX + "ca_expiry_timestamp_seconds",
-            "notAfter of the identity's current CA certificate (status.ca.notAfter), Unix seconds.",
-            labels=["namespace", "identity"])
-        leaf_expiry = GaugeMetricFamily(
-            PREFIX + "certificate_expiry_timestamp_seconds",
-            "notAfter of the identity's leaf certificate (status.certificate.notAfter), Unix seconds.",
-            labels=["namespace", "identity"])
-        leaf_renewal = GaugeMetricFamily(
-            PREFIX + "certificate_renewal_timestamp_seconds",
-            "When the leaf certificate is due for renewal (status.certificate.renewalTime), Unix seconds.",
-            labels=["namespace", "identity"])
-        jwt_rotation = GaugeMetricFamily(
-            PREFIX + "jwt_key_rotation_timestamp_seconds",
-            "When the JWT signing key is due for rotation (status.jwt.rotationTime), Unix seconds.",
-            labels=["namespace", "identity"])
-        identity_ready = GaugeMetricFamily(
-            PREFIX + "identity_ready",
-            "1 if the ServiceIdentity's Ready condition is True, else 0.",
-            labels=["namespace", "identity"])
-        identity_peers = GaugeMetricFamily(
-            PREFIX + "identity_peers",
-            "Number of peers the identity trusts (status.peerCount).",
-            labels=["namespace", "identity"])
-        rotation_phase = GaugeMetricFamily(
-            PREFIX + "rotation_phase",
-            "1 for the current phase of each rotation in progress (status.rotation); absent when idle.",
-            labels=["namespace", "identity", "material", "phase"])
-        rotation_since = GaugeMetricFamily(
-            PREFIX + "rotation_phase_start_timestamp_seconds",
-            "When the current rotation phase started, Unix seconds, when status.rotation records it.",
-            labels=["namespace", "identity", "material", "phase"])
-        relationship_ready = GaugeMetricFamily(
-            PREFIX + "relationship_ready",
-            "1 if the TrustRelationship's Ready condition is True, else 0.",
-            labels=["namespace", "relationship"])
-
         for (kind, namespace, name), status in sorted(statuses.items()):
             if not isinstance(status, Mapping):
                 continue
-            labels = [namespace, name]
             if kind == "relationship":
                 if live_relationships is None or (namespace, name) in live_relationships:
-                    relationship_ready.add_metric(labels, _ready(status))
-                continue
-            if kind != "identity":
-                continue
-            if live_identities is not None and (namespace, name) not in live_identities:
-                continue
-            identity_ready.add_metric(labels, _ready(status))
-            peers = status.get("peerCount")
-            if not isinstance(peers, int):
-                peers = len(status.get("peers") or [])
-            identity_peers.add_metric(labels, float(peers))
-            for family, section, field in ((ca_expiry, "ca", "notAfter"),
-                                           (leaf_expiry, "certificate", "notAfter"),
-                                           (leaf_renewal, "certificate", "renewalTime"),
-                                           (jwt_rotation, "jwt", "rotationTime")):
-                stamp = parse_timestamp(_section(status, section).get(field))
-                if stamp is not None:
-                    family.add_metric(labels, stamp)
-            for material, phase, started in rotation_phases(status):
-                rotation_phase.add_metric([*labels, material, phase], 1.0)
-                if started is not None:
-                    rotation_since.add_metric([*labels, material, phase], started)
+                    gauges["relationship_ready"].add_metric([namespace, name], _ready(status))
+            elif kind == "identity" and (live_identities is None or (namespace, name) in live_identities):
+                _add_identity(gauges, [namespace, name], read_status(status))
+        return list(gauges.values())
 
-        yield from (ca_expiry, leaf_expiry, leaf_renewal, jwt_rotation, identity_ready, identity_peers,
-                    rotation_phase, rotation_since, relationship_ready)
-
+    def _reconcile_metrics(self) -> list[Metric]:
         results = _snapshot(self.controller.reconcile_results)
         seconds = _snapshot(self.controller.reconcile_seconds)
         reconciles = CounterMetricFamily(
@@ -235,9 +208,9 @@ class ControllerCollector(Collector):
             reconciles.add_metric([kind, result], float(count))
             durations.add_metric([kind, result], count_value=count,
                                  sum_value=float(seconds.get((kind, result), 0.0)))
-        yield reconciles
-        yield durations
+        return [reconciles, durations]
 
+    def _api_metrics(self) -> list[Metric]:
         client = self.controller.client
         requests = CounterMetricFamily(
             PREFIX + "api_requests", "Requests to the Kubernetes API server by verb (retries included).",
@@ -249,12 +222,50 @@ class ControllerCollector(Collector):
             labels=["code"])
         for code, count in sorted(_snapshot(client.errors).items()):
             errors.add_metric([str(code)], float(count))
-        yield requests
-        yield errors
+        return [requests, errors]
 
-        yield GaugeMetricFamily(PREFIX + "queue_depth",
-                                "Keys waiting in the work queue, scheduled wake-ups included.",
-                                value=float(len(self.controller.queue)))
+
+def _add_identity(gauges: Mapping[str, GaugeMetricFamily], labels: list[str], readings: Readings) -> None:
+    gauges["identity_ready"].add_metric(labels, readings.ready)
+    gauges["identity_peers"].add_metric(labels, readings.peers)
+    for gauge, value in readings.stamps.items():
+        stamp = parse_timestamp(value)
+        if stamp is not None:
+            gauges[gauge].add_metric(labels, stamp)
+    for material, phase, started in readings.phases:
+        gauges["rotation_phase"].add_metric([*labels, material, phase], 1.0)
+        if started is not None:
+            gauges["rotation_phase_start_timestamp_seconds"].add_metric([*labels, material, phase], started)
+
+
+_IDENTITY = ["namespace", "identity"]
+_ROTATION = ["namespace", "identity", "material", "phase"]
+#: Every gauge of object status (name without the prefix → help, labels), in export order.
+_GAUGES: dict[str, tuple[str, list[str]]] = {
+    "ca_expiry_timestamp_seconds": (
+        "notAfter of the identity's current CA certificate (status.ca.notAfter), Unix seconds.", _IDENTITY),
+    "certificate_expiry_timestamp_seconds": (
+        "notAfter of the identity's leaf certificate (status.certificate.notAfter), Unix seconds.", _IDENTITY),
+    "certificate_renewal_timestamp_seconds": (
+        "When the leaf certificate is due for renewal (status.certificate.renewalTime), Unix seconds.", _IDENTITY),
+    "jwt_key_rotation_timestamp_seconds": (
+        "When the JWT signing key is due for rotation (status.jwt.rotationTime), Unix seconds.", _IDENTITY),
+    "identity_ready": ("1 if the ServiceIdentity's Ready condition is True, else 0.", _IDENTITY),
+    "identity_peers": ("Number of peers the identity trusts (status.peerCount).", _IDENTITY),
+    "rotation_phase": (
+        "1 for the current phase of each rotation in progress (status.rotation); absent when idle.", _ROTATION),
+    "rotation_phase_start_timestamp_seconds": (
+        "When the current rotation phase started, Unix seconds, when status.rotation records it.", _ROTATION),
+    "relationship_ready": (
+        "1 if the TrustRelationship's Ready condition is True, else 0.", ["namespace", "relationship"]),
+}
+#: The timestamp gauges and the status field each exports.
+_STAMPS: dict[str, tuple[str, str]] = {
+    "ca_expiry_timestamp_seconds": ("ca", "notAfter"),
+    "certificate_expiry_timestamp_seconds": ("certificate", "notAfter"),
+    "certificate_renewal_timestamp_seconds": ("certificate", "renewalTime"),
+    "jwt_key_rotation_timestamp_seconds": ("jwt", "rotationTime"),
+}
 
 
 class MetricsServer:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from trustwire.controller.leader import LeaderElection
 from trustwire.controller.reconciler import Controller
 from trustwire.k8s.client import ApiConfig, Client
@@ -59,7 +57,7 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                                   lease_seconds=options.lease_seconds, renew_seconds=options.renew_seconds)
     controller.election = election
     worker_task = asyncio.create_task(controller.run(election), name="trustwire-controller")
-    liveness: web.AppRunner | None = None
+    liveness: asyncio.Server | None = None
     try:
         if options.liveness_endpoint:
             liveness = await serve_liveness(options.liveness_endpoint, worker_task)
@@ -73,30 +71,42 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                 await worker_task  # re-raises why the controller died, after the rest stops
         finally:
             if liveness is not None:
-                await liveness.cleanup()
+                liveness.close()
+                await liveness.wait_closed()
             if election is not None:
                 await election.release()
             await client.close()
 
 
-async def serve_liveness(endpoint: str, controller: asyncio.Task[None]) -> web.AppRunner:
+async def serve_liveness(endpoint: str, controller: asyncio.Task[None]) -> asyncio.Server:
     """Serve ``endpoint`` (``http://0.0.0.0:8080/healthz``): 200 while ``controller`` runs —
     a standby waiting for the Lease included — and 503 once it has ended, so the kubelet
-    restarts a replica whose controller died."""
+    restarts a replica whose controller died; 404 for any other path.
+
+    A few lines of HTTP/1.0 on asyncio's server rather than a web framework: the kubelet
+    sends one GET per period and reads only the status.
+    """
     url = urlsplit(endpoint)
+    path = url.path or "/"
 
-    async def probe(request: web.Request) -> web.Response:
-        if controller.done():
-            return web.Response(status=503, text="the controller has stopped\n")
-        return web.Response(text="ok\n")
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                request = (await reader.readline()).split()
+                while (await reader.readline()).strip():
+                    pass  # headers: nothing in them changes the answer
+            if len(request) < 2 or request[1].split(b"?")[0] != path.encode():
+                status = b"404 Not Found"
+            elif controller.done():
+                status = b"503 Service Unavailable"
+            else:
+                status = b"200 OK"
+            writer.write(b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+                         + str(len(status) + 1).encode() + b"\r\nConnection: close\r\n\r\n" + status + b"\n")
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError):
+            pass  # a probe that hung up or sent garbage gets nothing
+        finally:
+            writer.close()
 
-    app = web.Application()
-    app.router.add_get(url.path or "/", probe)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, url.hostname or "0.0.0.0", url.port or 80).start()  # noqa: S104 - a pod's probe
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    return await asyncio.start_server(answer, url.hostname or "0.0.0.0", url.port or 80)  # noqa: S104 - a pod's probe

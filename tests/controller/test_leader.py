@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from trustwire.controller.leader import LeaderElection
-from trustwire.emulator import running_emulator
+from trustwire.demo.emulator import running_emulator
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.resources import LEASES
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from tests.conftest import HttpServer
 from trustwire import names
 from trustwire.controller.reconciler import Controller, Retry
-from trustwire.emulator import running_emulator
+from trustwire.demo.emulator import running_emulator
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS
 from trustwire.model import IdentityRef

@@ -9,7 +9,6 @@ refused (403) fails the test too."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import OperatorAccess
 from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
-from tests.integration.harness import Cluster, ProcessCluster
+from tests.integration.harness import Cluster, ProcessCluster, until
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.errors import NAMESPACE_TERMINATING
 from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, WORKLOADS, Resource
@@ -110,12 +109,13 @@ async def _left(client: Client, resources: tuple[Resource, ...], namespaces: set
 
 
 async def _gone(what: str, left: Callable[[], Awaitable[list[str]]]) -> None:
-    deadline = asyncio.get_running_loop().time() + GONE_SECONDS
-    remaining = await left()
-    while remaining and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
-        remaining = await left()
-    assert not remaining, f"{what} still there {GONE_SECONDS:.0f} s after deletion: {remaining}"
+    remaining: list[str] = []
+
+    async def none_left() -> bool:
+        remaining[:] = await left()
+        return not remaining
+
+    await until(none_left, lambda: f"{what} to go after deletion; still there: {remaining}", timeout=GONE_SECONDS)
 
 
 @pytest.fixture

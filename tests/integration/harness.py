@@ -14,11 +14,12 @@ import asyncio
 import base64
 import contextlib
 import copy
+import inspect
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from tests.cluster.controlplane import ControlPlane, ControlPlaneError
 from tests.cluster.proxy import ApiProxy, Recorded
@@ -36,6 +37,8 @@ from trustwire.k8s.resources import (
     Resource,
     decode_data,
 )
+
+T = TypeVar("T")
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS, "ServiceIdentity": IDENTITIES,
@@ -115,15 +118,15 @@ class Cluster:
     async def wait_for(self, kind: str, namespace: str, name: str,
                        predicate: Callable[[dict[str, Any] | None], bool], *, timeout: float = 30.0,
                        what: str = "") -> dict[str, Any] | None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        body = None
-        while asyncio.get_running_loop().time() < deadline:
-            body = await self.get(kind, namespace, name)
-            if predicate(body):
-                return body
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {kind} {namespace}/{name} {what}; last: "
-                             f"{(body or {}).get('status')}")
+        last: list[dict[str, Any] | None] = [None]
+
+        async def matching() -> tuple[dict[str, Any] | None] | None:
+            last[0] = await self.get(kind, namespace, name)
+            return (last[0],) if predicate(last[0]) else None
+
+        found: tuple[dict[str, Any] | None] = await until(matching, lambda: f"{kind} {namespace}/{name} {what}; "
+                                              f"last: {(last[0] or {}).get('status')}", timeout=timeout)
+        return found[0]
 
     async def wait_condition(self, kind: str, namespace: str, name: str, type_: str, status: str = "True",
                              reason: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
@@ -434,25 +437,37 @@ async def denying_policy(plane: ControlPlane, name: str, namespace: str, rules: 
     await asyncio.to_thread(plane.request, "POST", f"{ADMISSION_V1}/validatingadmissionpolicies", policy)
     await asyncio.to_thread(plane.request, "POST", f"{ADMISSION_V1}/validatingadmissionpolicybindings", binding)
     try:
-        await _until(lambda: asyncio.to_thread(enforced), True, f"policy {name} in force", timeout)
+        await until(lambda: asyncio.to_thread(enforced), f"policy {name} in force", timeout=timeout, interval=0.2)
         yield
     finally:
         for kind in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
             await asyncio.to_thread(plane.request, "DELETE", f"{ADMISSION_V1}/{kind}/{name}")
-        await _until(lambda: asyncio.to_thread(enforced), False, f"policy {name} out of force", timeout)
+        async def lifted() -> bool:
+            return not await asyncio.to_thread(enforced)
+        await until(lifted, f"policy {name} out of force", timeout=timeout, interval=0.2)
 
 
-async def _until(probe: Callable[[], Awaitable[bool]], wanted: bool, what: str, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while await probe() != wanted:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
+@overload
+async def until(check: Callable[[], Awaitable[T | None]], what: str | Callable[[], str], *,
+                timeout: float = 20.0, interval: float = 0.1) -> T: ...
+@overload
+async def until(check: Callable[[], T | None], what: str | Callable[[], str], *,
+                timeout: float = 20.0, interval: float = 0.1) -> T: ...
+async def until(check: Callable[[], Any], what: str | Callable[[], str], *,
+                timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll ``check`` (plain or async) until it returns something true, and return that.
 
-
-async def until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Until ``done()`` (a look at what the test records, e.g. the proxy's journal)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not done():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    The one way the integration tests wait. At the deadline it fails naming ``what``; give a
+    function instead of a text to show the evidence as it stands then (what is left, the
+    last status), which is what one needs to read a failure in CI.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        value = await result if inspect.isawaitable(result) else result
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(interval)

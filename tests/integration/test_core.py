@@ -8,8 +8,8 @@ import pytest
 
 from tests.integration.harness import Cluster, condition, identity, ready_with_peers, relationship
 from trustwire import names, pki
+from trustwire.demo.proofs import prove_jwt, prove_mtls
 from trustwire.k8s.errors import ApiError
-from trustwire.proofs import prove_jwt, prove_mtls
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,7 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
     assert {"ca.crt", "jwks.json", "identity.json"} <= set(public)
 
     # status summary agrees with the material
+    assert alpha is not None
     status = alpha["status"]
     leaf = pki.load_certificates(creds["tls.crt"])[0]
     assert status["certificate"]["fingerprint"] == pki.fingerprint_sha256(leaf)

@@ -12,8 +12,8 @@ import yaml
 from rich.console import Console
 
 from trustwire import names, pki
-from trustwire.demo import run_demo
-from trustwire.proofs import prove_jwt, prove_mtls
+from trustwire.demo.proofs import prove_jwt, prove_mtls
+from trustwire.demo.run import run_demo
 from trustwire.times import utcnow
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ from tests.integration.faults import (
     secret_value,
     status_problems,
 )
-from tests.integration.harness import Cluster, History, condition, identity, ready_with_peers, relationship
+from tests.integration.harness import Cluster, History, condition, identity, ready_with_peers, relationship, until
 from trustwire import names, pki
 from trustwire.k8s.client import Client
 from trustwire.k8s.errors import ApiError
@@ -68,24 +68,24 @@ async def _issue_pair(cluster: Cluster) -> None:
 async def _converged(cluster: Cluster, name: str = "alpha", *, timeout: float = 20.0,
                      ) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
     """Until the identity's material verifies and its status agrees; returns (ca, creds, status)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     problems: list[str] = []
-    while loop.time() < deadline:
+
+    async def verified() -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]] | None:
         ca = await live_data(cluster.client, NS, names.ca_secret(name))
         creds = await live_data(cluster.client, NS, names.credentials_secret(name))
         body = await live_object(cluster.client, "serviceidentities", NS, name) or {}
         try:
-            problems = material_problems(ca.get("tls.crt", b""), creds, ca_key_pem=ca.get("tls.key"))
+            problems[:] = material_problems(ca.get("tls.crt", b""), creds, ca_key_pem=ca.get("tls.key"))
             if not problems:
-                problems = status_problems(body.get("status") or {}, ca["tls.crt"], creds)
+                problems[:] = status_problems(body.get("status") or {}, ca["tls.crt"], creds)
         except Exception as exc:
-            problems = [f"{type(exc).__name__}: {exc}"]
+            problems[:] = [f"{type(exc).__name__}: {exc}"]
         ready = condition(body, "Ready")
-        if not problems and ready is not None and ready["status"] == "True":
-            return ca, creds, body["status"]
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"identity {name} did not converge to verified material: {problems}")
+        return (ca, creds, body["status"]) if not problems and ready is not None and ready["status"] == "True" \
+            else None
+
+    return await until(verified, lambda: f"identity {name} to converge to verified material: {problems}",
+                       timeout=timeout)
 
 
 async def _new_warnings(cluster: Cluster, before: list[dict[str, Any]], name: str = "alpha",
@@ -98,16 +98,14 @@ async def _new_warnings(cluster: Cluster, before: list[dict[str, Any]], name: st
 async def _wait_warning(cluster: Cluster, before: list[dict[str, Any]], word: str, *, name: str = "alpha",
                         timeout: float = 10.0) -> dict[str, Any]:
     """A new Warning Event on the identity whose reason names ``word`` (e.g. ``Certificate``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        for event in await _new_warnings(cluster, before, name):
-            if word.lower() in event["reason"].lower():
-                return event
-        await asyncio.sleep(0.1)
-    got = [(e.get("type"), e["reason"], e["message"]) for e in await cluster.events(NS, name)
-           if e["metadata"]["name"] not in {b["metadata"]["name"] for b in before}]
-    raise AssertionError(f"no Warning Event naming {word!r} after the corruption; new events: {got}")
+    seen: list[dict[str, Any]] = []
+
+    async def naming() -> dict[str, Any] | None:
+        seen[:] = await _new_warnings(cluster, before, name)
+        return next((e for e in seen if word.lower() in e["reason"].lower()), None)
+
+    return await until(naming, lambda: f"a Warning Event naming {word!r} after the corruption; new warnings: "
+                                       f"{[(e['reason'], e['message']) for e in seen]}", timeout=timeout)
 
 
 async def _corrupt(cluster: Cluster, secret: str, change: Callable[[dict[str, bytes]], dict[str, bytes]],
@@ -215,7 +213,7 @@ async def test_ca_secret_holding_a_non_ca_certificate_is_repaired_with_a_warning
         bundle = bundle_fingerprints(await live_data(cluster.client, NS, names.trust_secret("beta")))
         return new_fp in bundle and planted not in bundle
 
-    await _eventually(peer_has_new_ca, "beta's trust bundle to hold alpha's repaired CA")
+    await until(peer_has_new_ca, "beta's trust bundle to hold alpha's repaired CA", timeout=15.0)
 
 
 async def test_foreign_ca_in_the_public_configmap_never_reaches_a_peers_trust_bundle(cluster: Cluster,
@@ -347,17 +345,7 @@ async def test_garbage_in_derived_files_is_restored(cluster: Cluster) -> None:
         except ValueError:  # still the garbage
             return False
 
-    await _eventually(bundle_back, "the trust bundle to be restored")
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    await until(bundle_back, "the trust bundle to be restored", timeout=15.0)
 
 
 # ======================================================================================

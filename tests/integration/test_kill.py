@@ -47,6 +47,7 @@ from tests.integration.harness import (
     condition,
     identity,
     relationship,
+    until,
 )
 from trustwire import names
 from trustwire.k8s.resources import SECRETS
@@ -160,11 +161,13 @@ async def _not_ready(cluster: ProcessCluster, *, relationships: bool = True) -> 
 
 
 async def _all_ready(cluster: ProcessCluster, timeout: float = 40.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while pending := await _not_ready(cluster):
-        assert loop.time() < deadline, f"not Ready after the last restart: {pending}"
-        await asyncio.sleep(0.1)
+    pending: list[str] = []
+
+    async def ready() -> bool:
+        pending[:] = await _not_ready(cluster)
+        return not pending
+
+    await until(ready, lambda: f"Ready after the last restart; not Ready: {pending}", timeout=timeout)
 
 
 def _first_cert(pem: bytes) -> x509.Certificate:

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.integration.faults import material_problems
-from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship
+from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship, until
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
 from trustwire.k8s.errors import ApiError
@@ -60,14 +59,6 @@ AUDITED = (SECRETS, CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, *WORKLOADS.va
 def _capture(caplog: pytest.LogCaptureFixture) -> None:
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def _condition(cluster: Cluster, kind: str, ns: str, name: str, type_: str = "Ready") -> dict[str, Any]:
@@ -104,12 +95,13 @@ async def _scenario(cluster: Cluster) -> None:
     await cluster.apply(relationship("alpha-beta", "gov", ("alpha", None), ("beta", "jobs"),
                                      jwt={"enabled": True, "roles": ["IMPERSONATION"], "audience": "pf"},
                                      sharedSecret={"enabled": True}))
-    await _eventually(lambda: _ready(cluster, "TrustRelationship", "gov", "alpha-beta"), "the pair to be Ready")
+    await until(lambda: _ready(cluster, "TrustRelationship", "gov", "alpha-beta"), "the pair to be Ready", timeout=30.0)
 
     # templates that fail while the private key is in their context
     await cluster.apply(identity("gamma", "gov", templates=[
         {"name": f"bad{i}.conf", "inline": src} for i, src in enumerate(FAILING_TEMPLATES)]))
-    await _eventually(lambda: _has_reason(cluster, "gamma", "TemplatesReady", "TemplateError"), "gamma's TemplateError")
+    await until(lambda: _has_reason(cluster, "gamma", "TemplatesReady", "TemplateError"), "gamma's TemplateError",
+                timeout=30.0)
 
     # corrupted material, repaired
     alpha_creds = await cluster.data("Secret", "gov", names.credentials_secret("alpha"))
@@ -118,7 +110,7 @@ async def _scenario(cluster: Cluster) -> None:
     await cluster.client.merge_patch(SECRETS, "jobs", names.credentials_secret("beta"),
                                      {"data": {"jwt.key": base64.b64encode(b"!!garbage!!").decode()}})
     await asyncio.sleep(0.5)
-    await _eventually(lambda: _both_verified(cluster), "the repairs")
+    await until(lambda: _both_verified(cluster), "the repairs", timeout=30.0)
 
     # a certificate rotation, and an invalid spec (one the schema admits: the API server
     # refuses the rest before the operator sees them)
@@ -127,8 +119,8 @@ async def _scenario(cluster: Cluster) -> None:
     await cluster.apply(body)
     await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"],
                                  certificate={"duration": "1h", "renewBefore": "2h"}))
-    await _eventually(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec")
-    await _eventually(lambda: _both_ready(cluster), "alpha and beta Ready again")
+    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec", timeout=30.0)
+    await until(lambda: _both_ready(cluster), "alpha and beta Ready again", timeout=30.0)
     await cluster.settle()
 
 
@@ -208,7 +200,7 @@ async def _plant_leaks(cluster: Cluster, caplog: pytest.LogCaptureFixture, histo
     await cluster.apply(identity("beta", "team", jwt={"algorithm": "RS256"}))
     await cluster.apply(relationship("alpha-beta", "team", ("alpha", None), ("beta", None),
                                      sharedSecret={"enabled": True}))
-    await _eventually(lambda: _ready(cluster, "TrustRelationship", "team", "alpha-beta"), "the pair")
+    await until(lambda: _ready(cluster, "TrustRelationship", "team", "alpha-beta"), "the pair", timeout=30.0)
     await cluster.settle()
     ca = await cluster.data("Secret", "team", names.ca_secret("alpha"))
     creds = await cluster.data("Secret", "team", names.credentials_secret("alpha"))

@@ -34,6 +34,7 @@ from tests.integration.harness import (
     ready_with_peers,
     refused_dry_run,
     relationship,
+    until,
 )
 from trustwire.k8s.client import Client
 from trustwire.k8s.resources import IDENTITIES
@@ -62,14 +63,16 @@ async def _populate(cluster: Cluster, namespace: str) -> None:
 
 
 async def _gone(client: Client, namespace: str, timeout: float = GONE_SECONDS) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    body = await client.get(NAMESPACES, None, namespace)
-    while body is not None and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.2)
+    left: list[str] = []
+
+    async def gone() -> bool:
         body = await client.get(NAMESPACES, None, namespace)
-    left = [] if body is None else [f"{b['metadata']['name']} finalizers={b['metadata'].get('finalizers')}"
-                                   for b in await client.list(IDENTITIES, namespace)]
-    assert body is None, f"namespace {namespace} still there after {timeout:.0f} s: {body['status']}; left: {left}"
+        if body is not None:
+            left[:] = [f"{body['status']}"] + [f"{b['metadata']['name']} finalizers={b['metadata'].get('finalizers')}"
+                                              for b in await client.list(IDENTITIES, namespace)]
+        return body is None
+
+    await until(gone, lambda: f"namespace {namespace} to go; still there: {left}", timeout=timeout, interval=0.2)
 
 
 def _operator(requests: list[Recorded]) -> list[Recorded]:
@@ -171,15 +174,13 @@ async def test_namespace_deleted_while_the_operator_is_down_goes_once_it_starts(
 async def _namespace_condition(client: Client, namespace: str, type_: str, timeout: float = GONE_SECONDS,
                                ) -> dict[str, Any]:
     """The namespace once the namespace controller reports condition ``type_`` True."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    async def reporting() -> dict[str, Any] | None:
         body = await client.get(NAMESPACES, None, namespace)
         assert body is not None, f"namespace {namespace} is gone"
-        if any(c.get("type") == type_ and c.get("status") == "True"
-               for c in (body.get("status") or {}).get("conditions") or []):
-            return body
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"namespace {namespace} never reported {type_}")
+        return body if any(c.get("type") == type_ and c.get("status") == "True"
+                           for c in (body.get("status") or {}).get("conditions") or []) else None
+
+    return await until(reporting, f"namespace {namespace} to report {type_}", timeout=timeout, interval=0.2)
 
 
 async def _terminating_on_finalizers(client: Client, namespace: str) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from tests.integration.harness import (
     deployment,
     identity,
     relationship,
+    until,
 )
 from trustwire import names
 from trustwire.k8s.client import Client
@@ -513,8 +514,9 @@ async def every_verb(cluster: Cluster) -> None:
 
 async def _until_refused(proxy: ApiProxy, rule: Rule) -> None:
     # the whole journal every time: a request is journaled before its answer (its status) arrives
-    while not any(r.status == 403 and not is_discovery(r) and rbac_use(r).rule == rule for r in proxy.journal):
-        await asyncio.sleep(0.05)
+    await until(lambda: any(r.status == 403 and not is_discovery(r) and rbac_use(r).rule == rule
+                            for r in proxy.journal),
+                f"the apiserver to refuse {_rule_id(rule)}", timeout=REFUSAL_SECONDS, interval=0.05)
 
 
 async def _run_until_refused(cluster: Cluster, rule: Rule) -> None:
@@ -527,7 +529,9 @@ async def _run_until_refused(cluster: Cluster, rule: Rule) -> None:
         for task in (scenario, refused):
             task.cancel()
         await asyncio.gather(scenario, refused, return_exceptions=True)
-    if refused not in done:
+    if refused in done:
+        refused.result()  # a timeout is no refusal
+    else:
         scenario.result()  # why the scenario stopped, if it failed before any refusal
         raise AssertionError(f"the scenario converged without {_rule_id(rule)}: nothing refused it")
 
@@ -547,6 +551,9 @@ def _rule_id(rule: Rule) -> str:
     return f"{verb} {group or 'core'}/{resource}"
 
 
+#: how long the scenario may run before the removed rule must have been refused (the
+#: scenario's own waits end sooner; converging without a refusal fails on its own)
+REFUSAL_SECONDS = 240.0
 CLUSTER_RULES = rendered_rbac_rules("cluster")
 #: every distinct rule of both modes; the ones only namespaced mode grants are cut from it
 CUT_RULES = sorted(CLUSTER_RULES | rendered_rbac_rules("namespaced"))

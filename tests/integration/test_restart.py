@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.proxy import Recorded
-from tests.integration.harness import ProcessCluster, deployment, identity, relationship
+from tests.integration.harness import ProcessCluster, deployment, identity, relationship, until
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +57,8 @@ async def test_resume_after_restart_makes_zero_writes(process_cluster: ProcessCl
 
     before, reads_before = len(cluster.operator_writes()), len(cluster.operator_requests())
     await operator.start()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while not any(_watches_identities(r) for r in cluster.proxy.journal[operator.since:]):
-        assert loop.time() < deadline, f"the restarted operator never watched identities; see {operator.log}"
-        await asyncio.sleep(0.05)
+    await until(lambda: any(_watches_identities(r) for r in cluster.proxy.journal[operator.since:]),
+                f"the restarted operator to watch identities; see {operator.log}", timeout=30, interval=0.05)
     await asyncio.sleep(REPLAY_SECONDS)  # the replay of every object, a full pass over each
     assert await operator.stop() == 0
     assert len(cluster.operator_requests()) > reads_before + 10, "the restarted operator did reconcile"

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, deployment, identity, relationship
+from tests.integration.harness import Cluster, deployment, identity, relationship, until
 from trustwire import names, pki
-from trustwire.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
+from trustwire.demo.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
 from trustwire.k8s.client import Client
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import DEPLOYMENTS, IDENTITIES, SECRETS, Resource, decode_data
@@ -121,8 +121,9 @@ def _template_hash(body: dict[str, Any] | None) -> str | None:
 
 def _rollout_complete(body: dict[str, Any]) -> bool:
     status, replicas = body.get("status") or {}, body["spec"]["replicas"]
-    return (status.get("observedGeneration", 0) >= body["metadata"]["generation"]
-            and status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == replicas)
+    return bool(status.get("observedGeneration", 0) >= body["metadata"]["generation"]
+                and status.get("updatedReplicas") == status.get("availableReplicas")
+                == status.get("replicas") == replicas)
 
 
 async def _annotate(cluster: Cluster, name: str, value: str) -> None:
@@ -148,11 +149,8 @@ async def _setup(cluster: Cluster, tmp_path: Path) -> tuple[Side, Side, asyncio.
     task = asyncio.create_task(Kubelet(cluster.client, "team", pods).run())
     for name in ("alpha", "beta"):
         await cluster.wait_for("ServiceIdentity", "team", name, _rolled_out, timeout=60, what="to roll out")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while any(p.rollouts == 0 for p in pods) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    assert all(p.rollouts for p in pods), "every pod started with its material"
+    await until(lambda: all(p.rollouts for p in pods), "every pod to start with its material", timeout=30,
+                interval=0.05)
     alpha, beta = (Side(p.identity, f"{p.identity}.team.svc", p.files, TLSEndpoint(p.files)) for p in pods)
     return alpha, beta, task
 

@@ -178,11 +178,9 @@ async def test_operator_started_before_its_crds_and_rbac_waits_and_then_converge
 
 
 async def _until_logged(caplog: pytest.LogCaptureFixture, *words: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not _warnings(caplog, *words):
-        assert asyncio.get_running_loop().time() < deadline, \
-            f"no warning saying {words}: {[r.getMessage() for r in caplog.records if r.name == 'trustwire']}"
-        await asyncio.sleep(0.1)
+    await until(lambda: _warnings(caplog, *words),
+                lambda: f"a warning saying {words}; logged: "
+                        f"{[r.getMessage() for r in caplog.records if r.name == 'trustwire']}", timeout=timeout)
 
 
 # ---- the CRDs are upgraded while the operator runs -----------------------------------------------

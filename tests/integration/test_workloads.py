@@ -169,7 +169,7 @@ def _controller_done(body: dict[str, Any] | None) -> bool:
         desired = status.get("desiredNumberScheduled")
         return bool(desired) and status.get("updatedNumberScheduled") == desired == status.get("numberAvailable")
     replicas = body["spec"]["replicas"]
-    return status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == replicas
+    return bool(status.get("updatedReplicas") == status.get("availableReplicas") == status.get("replicas") == replicas)
 
 
 async def test_peer_ca_change_rolls_the_trusting_workload_once(cluster: Cluster) -> None:

@@ -369,3 +369,18 @@ def test_load_certificates_refuses_a_certificate_that_only_fails_when_read(key_f
     pem = b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
     with pytest.raises(PKIError, match="cannot be decoded"):
         load_certificates(pem)
+
+
+def test_a_given_serial_makes_issuance_repeatable(key_for: KeyFactory) -> None:
+    """With the serial given (and Ed25519's deterministic signatures) the same inputs give the same bytes."""
+    ca_key, leaf_key = key_for(KeyAlgorithm.Ed25519), key_for(KeyAlgorithm.Ed25519, 1)
+
+    def issue() -> tuple[bytes, bytes]:
+        ca = create_ca(ca_key, common_name="ca", now=NOW, lifetime=CA_LIFETIME, serial=(1 << 158) | 7)
+        leaf = create_leaf(ca, ca_key, leaf_key.public_key(), common_name="svc", dns_names=DNS, uri_sans=URIS,
+                           now=NOW, lifetime=LEAF_LIFETIME, serial=(1 << 158) | 8)
+        return cert_to_pem(ca), cert_to_pem(leaf)
+
+    first = issue()
+    assert first == issue()
+    assert [load_certificates(pem)[0].serial_number for pem in first] == [(1 << 158) | 7, (1 << 158) | 8]

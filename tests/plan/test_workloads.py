@@ -16,7 +16,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, pointer, wiring_ops
+from trustwire.plan import wiring_containers
+from trustwire.plan.wiring_json import pointer
+from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, wiring_ops
 
 MOUNT = "/var/run/trustwire"
 HASH_1 = material_hash({"tls.crt": b"one"})
@@ -758,3 +760,38 @@ def test_pointer_escapes_per_rfc6901(parts: tuple[str | int, ...], expected: str
     doc = {"metadata": {"annotations": {"trustwire.io/wired-by": "x"}}}
     if parts[0] == "metadata":
         assert jsonpatch.JsonPointer(expected).resolve(doc) == "x"
+
+
+# --------------------------------------------------------------------------------------
+# Container selection alone
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "selected", "missing"),
+    [
+        ((), [("containers", "app"), ("containers", "envoy")], []),
+        (("envoy",), [("containers", "envoy")], []),
+        (("migrate", "app"), [("initContainers", "migrate"), ("containers", "app")], []),
+        (("app", "app"), [("containers", "app")], []),
+        (("nope", "app"), [("containers", "app")], ["nope"]),
+    ],
+    ids=["all-containers", "one", "init-when-named", "named-twice", "unknown-name"],
+)
+def test_select_picks_named_containers_and_reports_unknown_names(
+    wanted: tuple[str, ...], selected: list[tuple[str, str]], missing: list[str]
+) -> None:
+    containers = wiring_containers.containers_of(deployment())
+    chosen, problems = wiring_containers.select(containers, wanted, "Deployment governance/dgc")
+    assert [(c.field, c.name) for c in chosen] == selected
+    assert problems == [
+        f"Deployment governance/dgc has no container named {name!r} (spec.template.spec.containers / initContainers)"
+        for name in missing
+    ]
+
+
+def test_a_container_name_is_looked_up_in_containers_first() -> None:
+    workload = deployment()
+    workload["spec"]["template"]["spec"]["initContainers"][0]["name"] = "app"
+    chosen, _ = wiring_containers.select(wiring_containers.containers_of(workload), ("app",), "w")
+    assert [(c.field, c.index) for c in chosen] == [("containers", 0)]

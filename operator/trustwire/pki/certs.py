@@ -108,8 +108,12 @@ def create_ca(
     now: datetime,
     lifetime: timedelta,
     organization: str = "trustwire",
+    serial: int | None = None,
 ) -> x509.Certificate:
-    """Create a self-signed CA certificate for ``key`` valid from ``now - 60s`` to ``now + lifetime``."""
+    """Create a self-signed CA certificate for ``key`` valid from ``now - 60s`` to ``now + lifetime``.
+
+    ``serial`` defaults to :func:`random_serial`; tests pass one to get the same certificate twice.
+    """
     require_utc(now)
     _check_lifetime(lifetime)
     key_algorithm_of(key)
@@ -124,28 +128,30 @@ def create_ca(
         .subject_name(name)
         .issuer_name(name)
         .public_key(public)
-        .serial_number(random_serial())
+        .serial_number(random_serial() if serial is None else serial)
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
     )
     return _sign(builder, key)
+
+
+def _key_usage(*, signs_certificates: bool = False, key_encipherment: bool = False) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs only; a leaf signs handshakes (and RSA leaves encipher keys)."""
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _dns_name(name: str) -> x509.DNSName:
@@ -187,64 +193,36 @@ def create_leaf(
     uri_sans: Sequence[str],
     now: datetime,
     lifetime: timedelta,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Issue a TLS server+client leaf for ``public_key`` signed by ``ca_key``.
 
     ``notAfter`` is ``min(now + lifetime, ca notAfter)``. Raises :class:`PKIError` if
     the CA key does not match the CA certificate, the CA certificate is not a CA, the
-    CA is not valid at ``now``, or no SAN is given.
+    CA is not valid at ``now``, or no SAN is given. ``serial`` defaults to
+    :func:`random_serial`.
     """
     require_utc(now)
     _check_lifetime(lifetime)
     if isinstance(dns_names, str) or isinstance(uri_sans, str):
         raise PKIError("dns_names and uri_sans must be sequences of strings, not a single string")
-    if not is_ca(ca_cert):
-        raise PKIError("issuer certificate is not a CA (basicConstraints CA:true missing)")
-    if not public_key_matches(ca_key, ca_cert):
-        raise PKIError("CA private key does not match the CA certificate")
+    _check_issuer(ca_cert, ca_key)
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
         raise PKIError(f"leaf public key must be a public key, not {type(public_key).__name__}")
     key_algorithm_of(public_key)
-    ca_not_after = not_after(ca_cert)
-    if ca_not_after <= now:
-        raise PKIError(f"CA expired at {ca_not_after.isoformat()}; cannot issue a leaf")
-    if not_before(ca_cert) > now:
-        raise PKIError(f"CA is not valid before {not_before(ca_cert).isoformat()}; cannot issue a leaf")
-    general_names: list[x509.GeneralName] = [_dns_name(n) for n in _dedupe(list(dns_names))]
-    general_names += [_uri_name(u) for u in _dedupe(list(uri_sans))]
-    if not general_names:
-        raise PKIError("a leaf certificate needs at least one DNS or URI subject alternative name")
-
-    try:
-        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
-
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    _check_issuer_validity(ca_cert, now)
+    general_names = _subject_alt_names(dns_names, uri_sans)
+    aki = _authority_key_id(ca_cert, ca_key)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([_common_name(common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(public_key)
-        .serial_number(random_serial())
+        .serial_number(random_serial() if serial is None else serial)
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + lifetime, ca_not_after))
+        .not_valid_after(min(now + lifetime, not_after(ca_cert)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key_encipherment=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
@@ -254,6 +232,38 @@ def create_leaf(
         .add_extension(aki, critical=False)
     )
     return _sign(builder, ca_key)
+
+
+def _check_issuer(ca_cert: x509.Certificate, ca_key: PrivateKey) -> None:
+    if not is_ca(ca_cert):
+        raise PKIError("issuer certificate is not a CA (basicConstraints CA:true missing)")
+    if not public_key_matches(ca_key, ca_cert):
+        raise PKIError("CA private key does not match the CA certificate")
+
+
+def _check_issuer_validity(ca_cert: x509.Certificate, now: datetime) -> None:
+    ca_not_after = not_after(ca_cert)
+    if ca_not_after <= now:
+        raise PKIError(f"CA expired at {ca_not_after.isoformat()}; cannot issue a leaf")
+    if not_before(ca_cert) > now:
+        raise PKIError(f"CA is not valid before {not_before(ca_cert).isoformat()}; cannot issue a leaf")
+
+
+def _subject_alt_names(dns_names: Sequence[str], uri_sans: Sequence[str]) -> list[x509.GeneralName]:
+    general_names: list[x509.GeneralName] = [_dns_name(n) for n in _dedupe(list(dns_names))]
+    general_names += [_uri_name(u) for u in _dedupe(list(uri_sans))]
+    if not general_names:
+        raise PKIError("a leaf certificate needs at least one DNS or URI subject alternative name")
+    return general_names
+
+
+def _authority_key_id(ca_cert: x509.Certificate, ca_key: PrivateKey) -> x509.AuthorityKeyIdentifier:
+    """The CA's own subject key identifier when it has one, so chains link by the same bytes."""
+    try:
+        ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
 
 
 def cert_to_pem(cert: x509.Certificate) -> bytes:

@@ -30,13 +30,12 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from trustwire import names, pki
 from trustwire.k8s.client import Client
 from trustwire.k8s.resources import DEPLOYMENTS, SECRETS, decode_data
+from trustwire.times import utcnow
 
 
 class PodFiles:
@@ -68,7 +67,8 @@ class PodFiles:
             os.replace(tmp, self.root / "..data")
 
 
-async def read_mounted(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
+async def mounted_files(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
+    """Exactly what the projected volume shows a pod: the union of the credentials and trust Secret keys."""
     files: dict[str, bytes] = {}
     for name in (names.credentials_secret(identity), names.trust_secret(identity)):
         files.update(decode_data(SECRETS, await client.get(SECRETS, namespace, name)))
@@ -129,7 +129,7 @@ class RolloutSimulator:
     async def _finish(self, w: SimulatedWorkload, wanted: str, generation: int) -> None:
         try:
             await asyncio.sleep(w.rollout_seconds)
-            files = await read_mounted(self.client, w.namespace, w.identity)
+            files = await mounted_files(self.client, w.namespace, w.identity)
             w.pod.update(files)  # new pods start with the Secrets as they are now
             w.rolled_hash = wanted
             w.rollouts += 1
@@ -222,7 +222,7 @@ def handshake(client: Side, server: Side) -> str | None:
 
 
 def token_check(signer: Side, verifier: Side, audience: str | None) -> str | None:
-    now = datetime.now(UTC)
+    now = utcnow()
     try:
         d = signer.pod.current
         key = pki.load_private_key((d / "jwt.key").read_bytes())
@@ -263,8 +263,3 @@ class Probe:
         self._stop.set()
         self._thread.join(5)
         return self.result
-
-
-async def status_of(client: Client, resource: Any, namespace: str, name: str) -> Mapping[str, Any]:
-    body = await client.get(resource, namespace, name)
-    return (body or {}).get("status") or {}

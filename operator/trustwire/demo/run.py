@@ -3,7 +3,7 @@
 It starts the embedded API emulator, runs the real operator against it over HTTP, applies
 ``examples/quickstart/`` and waits (showing progress) until both identities are Ready.
 Then it lays out each identity's files exactly as a wired pod sees them, and *proves* the
-result with :mod:`trustwire.proofs` — a mutual-TLS handshake each way and a JWT each way.
+result with :mod:`trustwire.demo.proofs` — a mutual-TLS handshake each way and a JWT each way.
 Exit status 0 only if every proof holds. ``--output DIR`` keeps every object of the
 emulator as YAML and the mounted files, so anyone can point their own tools at them.
 """
@@ -11,7 +11,6 @@ emulator as YAML and the mounted files, so anyone can point their own tools at t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import tempfile
 import time
@@ -23,22 +22,13 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from trustwire import names
-from trustwire.controller.reconciler import utcnow
-from trustwire.emulator import running_emulator
-from trustwire.k8s.client import (
-    CONFIGMAPS,
-    IDENTITIES,
-    RELATIONSHIPS,
-    SECRETS,
-    WORKLOADS,
-    ApiConfig,
-    Client,
-    Resource,
-    decode_data,
-)
-from trustwire.proofs import Proof, prove_jwt, prove_mtls
+from trustwire.demo.drill import mounted_files
+from trustwire.demo.emulator import running_emulator
+from trustwire.demo.proofs import Proof, prove_jwt, prove_mtls
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
 from trustwire.runtime import OperatorOptions, running_operator
+from trustwire.times import utcnow
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {
@@ -72,6 +62,17 @@ async def apply(client: Client, docs: Sequence[Mapping[str, Any]]) -> None:
         body = dict(doc)
         body.setdefault("metadata", {})["generation"] = 1  # the emulator keeps no generation
         await client.create(resource, namespace, body)
+
+
+def custom_resources(docs: Sequence[Mapping[str, Any]]) -> list[tuple[Resource, str, str]]:
+    """The ServiceIdentities and TrustRelationships among ``docs``: what must become Ready."""
+    return [(KINDS[d["kind"]], d["metadata"]["namespace"], d["metadata"]["name"])
+            for d in docs if d["kind"] in ("ServiceIdentity", "TrustRelationship")]
+
+
+def jwt_audience(docs: Sequence[Mapping[str, Any]]) -> str | None:
+    """The JWT audience of the first TrustRelationship, which the proofs put into tokens."""
+    return next((d["spec"].get("jwt", {}).get("audience") for d in docs if d["kind"] == "TrustRelationship"), None)
 
 
 def _ready(body: Mapping[str, Any] | None) -> tuple[bool, str]:
@@ -120,14 +121,6 @@ def status_table(identities: Sequence[Mapping[str, Any]], relationships: Sequenc
     return table
 
 
-async def mounted_files(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
-    """Exactly what the projected volume shows a pod: the union of the credentials and trust Secret keys."""
-    files: dict[str, bytes] = {}
-    for name in (names.credentials_secret(identity), names.trust_secret(identity)):
-        files.update(decode_data(SECRETS, await client.get(SECRETS, namespace, name)))
-    return files
-
-
 def write_mount(directory: Path, files: Mapping[str, bytes]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for key, value in files.items():
@@ -173,14 +166,12 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
         async with running_operator(config, OperatorOptions(workers=4)), Client(config) as client:
             await apply(client, docs)
             console.print(f"applied {len(docs)} objects from {examples.name}/")
-            refs = [(KINDS[d["kind"]], d["metadata"]["namespace"], d["metadata"]["name"])
-                    for d in docs if d["kind"] in ("ServiceIdentity", "TrustRelationship")]
+            refs = custom_resources(docs)
             ready = await wait_ready(client, refs, console, timeout=ready_timeout)
             identities = [b for r, ns, n in refs if r is IDENTITIES if (b := await client.get(r, ns, n))]
             relationships = [b for r, ns, n in refs if r is RELATIONSHIPS if (b := await client.get(r, ns, n))]
             console.print(status_table(identities, relationships))
-            audience = next((d["spec"].get("jwt", {}).get("audience") for d in docs
-                             if d["kind"] == "TrustRelationship"), None)
+            audience = jwt_audience(docs)
             with tempfile.TemporaryDirectory(prefix="trustwire-demo-") as tmp:
                 base = output / "mounts" if output else Path(tmp)
                 dgc = write_mount(base / "governance" / "dgc", await mounted_files(client, "governance", "dgc"))
@@ -198,114 +189,3 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
         return 0
     console.print(f"[bold red]demo failed[/]: {len(failed)} proof(s) failed" + ("" if ready else "; not Ready"))
     return 1
-
-
-# ----------------------------------------------------------------------------------------
-# trustwire demo --rotate
-# ----------------------------------------------------------------------------------------
-SHORT_LIFETIMES = {"ca": {"duration": "30m"}, "certificate": {"duration": "45s", "renewBefore": "30s"},
-                   "jwt": {"rotationPeriod": "20s"}}
-
-
-def _short(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for doc in docs:
-        doc = json.loads(json.dumps(doc))
-        if doc["kind"] == "ServiceIdentity":
-            doc["spec"] = {**doc.get("spec", {}), **SHORT_LIFETIMES}
-        out.append(doc)
-    return out
-
-
-def _phase_line(name: str, status: Mapping[str, Any]) -> str:
-    rotation = status.get("rotation") or {}
-    return (f"CA {rotation.get('ca', {}).get('phase', '?')}, JWT {rotation.get('jwt', {}).get('phase', '?')}, "
-            f"leaf {(status.get('certificate') or {}).get('serial', '?')[:8]}, "
-            f"kid {(status.get('jwt') or {}).get('kid', '?')[:8]}")
-
-
-async def run_rotation_demo(*, output: Path | None, examples: Path | None = None, console: Console | None = None,
-                            time_limit: float = 150.0) -> int:
-    """The quickstart with short lifetimes: rotate everything while probing continuously."""
-    from datetime import timedelta
-
-    from trustwire.drill import PodFiles, Probe, RolloutSimulator, Side, SimulatedWorkload, TLSEndpoint
-
-    console = console or Console()
-    examples = examples or default_examples()
-    docs = _short(load_manifests(examples))
-    idents = [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "ServiceIdentity"]
-    workload_of = {(d["metadata"]["namespace"], d["metadata"]["name"]):
-                   next(w["name"] for w in d["spec"]["workloads"] if w["kind"] == "Deployment")
-                   for d in docs if d["kind"] == "ServiceIdentity"}
-    audience = next((d["spec"].get("jwt", {}).get("audience") for d in docs if d["kind"] == "TrustRelationship"), None)
-    console.print("[bold]trustwire demo --rotate[/]: short lifetimes, a simulated Deployment controller and "
-                  "kubelet, and a probe doing mTLS + JWT both ways all the time")
-    options = OperatorOptions(workers=4, propagation_delay=timedelta(seconds=2))
-    with tempfile.TemporaryDirectory(prefix="trustwire-rotate-") as tmp:
-        root = (output / "mounts") if output else Path(tmp)
-        async with running_emulator() as emu:
-            config = ApiConfig(server=emu.url)
-            async with running_operator(config, options), Client(config) as client:
-                await apply(client, docs)
-                refs = [(KINDS[d["kind"]], d["metadata"]["namespace"], d["metadata"]["name"])
-                        for d in docs if d["kind"] in ("ServiceIdentity", "TrustRelationship")]
-                if not await wait_ready(client, refs, console):
-                    return 1
-                workloads = [SimulatedWorkload(ns, workload_of[(ns, n)], n, PodFiles(root / ns / n),
-                                               rollout_seconds=0.3 + 0.5 * i) for i, (ns, n) in enumerate(idents)]
-                simulator = asyncio.create_task(RolloutSimulator(client, workloads).run())
-                while any(w.rollouts == 0 for w in workloads):  # noqa: ASYNC110 - polling the simulator
-                    await asyncio.sleep(0.05)
-                sides = [Side(n, f"{n}.{ns}.svc", w.pod, TLSEndpoint(w.pod)) for (ns, n), w in zip(idents, workloads,
-                                                                                                   strict=True)]
-                probe = Probe(sides[0], sides[1], audience=audience)
-                probe.start()
-                start = time.monotonic()
-                seen: dict[str, str] = {}
-                cas: dict[str, set[str]] = {n: set() for _, n in idents}
-                kids: dict[str, set[str]] = {n: set() for _, n in idents}
-                leaves: dict[str, set[str]] = {n: set() for _, n in idents}
-                requested: set[str] = set()
-                try:
-                    while time.monotonic() - start < time_limit:
-                        for i, (ns, n) in enumerate(idents):
-                            status = (await client.get(IDENTITIES, ns, n) or {}).get("status") or {}
-                            cas[n].add((status.get("ca") or {}).get("fingerprint", ""))
-                            kids[n].add((status.get("jwt") or {}).get("kid", ""))
-                            leaves[n].add((status.get("certificate") or {}).get("serial", ""))
-                            line = _phase_line(n, status)
-                            if seen.get(n) != line:
-                                seen[n] = line
-                                console.print(f"[dim]{time.monotonic() - start:6.1f}s[/] {ns}/{n}: {line}")
-                            # one CA rotation each, staggered, through the manual rotation annotation
-                            if n not in requested and time.monotonic() - start > 3 + 12 * i:
-                                requested.add(n)
-                                await client.merge_patch(IDENTITIES, ns, n, {"metadata": {"annotations": {
-                                    names.ROTATE_ANNOTATION: f"ca:{time.time():.0f}"}}})
-                                console.print(f"[dim]{time.monotonic() - start:6.1f}s[/] {ns}/{n}: "
-                                              "[bold]CA rotation requested[/]")
-                        done = all(len(cas[n]) >= 2 and len(kids[n]) >= 2 and len(leaves[n]) >= 4
-                                   for _, n in idents)
-                        if done and all(s.startswith("CA Idle, JWT Idle") for s in seen.values()):
-                            break
-                        await asyncio.sleep(0.25)
-                finally:
-                    result = probe.stop()
-                    simulator.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await simulator
-                    for side in sides:
-                        side.endpoint.close()
-                if output:
-                    await export_objects(emu.emulator, output)
-    for _, n in idents:
-        console.print(f"{n}: {len(cas[n]) - 1} CA rotation(s), {len(leaves[n]) - 1} leaf renewal(s), "
-                      f"{len(kids[n]) - 1} JWT rollover(s)")
-    for failure in result.failures[:5]:
-        console.print(f"[red]✗[/] {failure}")
-    complete = all(len(cas[n]) >= 2 and len(kids[n]) >= 2 and len(leaves[n]) >= 4 for _, n in idents)
-    if not complete:
-        console.print("[red]not every rotation completed within the time limit[/]")
-    console.print(f"probes: {result.ok} ok, {result.failed} failed")
-    return 0 if result.failed == 0 and complete and result.ok > 0 else 1

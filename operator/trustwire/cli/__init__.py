@@ -1,0 +1,26 @@
+"""``trustwire`` / ``kubectl trustwire``: run the operator, run the demo, inspect and rotate.
+
+Errors reach the user as one clear line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from trustwire import __version__
+from trustwire.cli.operate import demo, run
+from trustwire.cli.rotation import rotate
+from trustwire.cli.status_table import status
+from trustwire.cli.verification import verify
+
+__all__ = ["demo", "main", "rotate", "run", "status", "verify"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="trustwire")
+def main() -> None:
+    """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
+
+
+for _command in (run, demo, status, rotate, verify):
+    main.add_command(_command)

@@ -1,0 +1,158 @@
+"""The typed model of both resources: frozen dataclasses and enums, built only by the parsers."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import timedelta
+
+from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+
+GROUP = "trustwire.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+class CASource(enum.StrEnum):
+    SELF_SIGNED = "SelfSigned"
+    SECRET = "Secret"  # noqa: S105 - an enum value, not a password
+
+
+class KeystoreFormat(enum.StrEnum):
+    PKCS12 = "PKCS12"
+    JKS = "JKS"
+
+
+class WorkloadKind(enum.StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+    DAEMONSET = "DaemonSet"
+
+
+class DeletionPolicy(enum.StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CASpec:
+    source: CASource = CASource.SELF_SIGNED
+    secret_name: str | None = None
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.ECDSAP256
+    duration: timedelta = timedelta(hours=8760)
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSpec:
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.ECDSAP256
+    duration: timedelta = timedelta(hours=720)
+    renew_before: timedelta = timedelta(hours=240)
+
+
+@dataclasses.dataclass(frozen=True)
+class JwtSpec:
+    enabled: bool = True
+    algorithm: JwtAlgorithm = JwtAlgorithm.ES256
+    rotation_period: timedelta = timedelta(hours=720)
+    revoked_kids: tuple[str, ...] = ()
+    issuer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeystoreSpec:
+    formats: tuple[KeystoreFormat, ...] = (KeystoreFormat.PKCS12,)
+    password_secret: SecretKeyRef | None = None
+    legacy_pkcs12: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadRef:
+    kind: WorkloadKind
+    name: str
+    containers: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    inline: str | None = None
+    config_map: SecretKeyRef | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceIdentity:
+    namespace: str
+    name: str
+    service_name: str
+    dns_names: tuple[str, ...]
+    trust_domain: str
+    ca: CASpec
+    certificate: CertificateSpec
+    jwt: JwtSpec
+    keystores: KeystoreSpec
+    workloads: tuple[WorkloadRef, ...]
+    mount_path: str
+    templates: tuple[TemplateSpec, ...]
+    accept_from: tuple[str, ...]
+    deletion_policy: DeletionPolicy
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sid/{self.name}"
+
+    @property
+    def issuer(self) -> str:
+        return self.jwt.issuer or self.spiffe_id
+
+    @property
+    def all_dns_names(self) -> tuple[str, ...]:
+        """Default SANs for the service name first, then the extra names, without repeats."""
+        svc, ns = self.service_name, self.namespace
+        names = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local", *self.dns_names]
+        return tuple(dict.fromkeys(names))
+
+    def accepts(self, namespace: str) -> bool:
+        """Whether a relationship declared in ``namespace`` may name this identity."""
+        return namespace == self.namespace or "*" in self.accept_from or namespace in self.accept_from
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustRelationship:
+    namespace: str
+    name: str
+    between: tuple[IdentityRef, IdentityRef]
+    initiator: IdentityRef | None
+    mtls: bool
+    jwt: bool
+    roles: tuple[str, ...]
+    audience: str | None
+    scopes: tuple[str, ...]
+    shared_secret: bool
+
+    def peer_of(self, ref: IdentityRef) -> IdentityRef | None:
+        a, b = self.between
+        if ref == a:
+            return b
+        if ref == b:
+            return a
+        return None
+
+    def sends_to(self, sender: IdentityRef) -> bool:
+        """Whether ``sender`` opens connections / sends tokens to its peer."""
+        return self.initiator is None or self.initiator == sender
+
