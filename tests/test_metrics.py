@@ -27,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.run import apply, default_examples, load_manifests
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 from trustwire.metrics import ControllerCollector, parse_timestamp, rotation_phases, start_metrics_server
 from trustwire.model import IdentityRef
 from trustwire.plan.status import IdentityStatus

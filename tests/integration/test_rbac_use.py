@@ -56,7 +56,9 @@ from tests.integration.harness import (
     until,
 )
 from trustwire import names
-from trustwire.k8s.client import IDENTITIES, LEASES, RELATIONSHIPS, ApiError, Client, Resource
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import IDENTITIES, LEASES, RELATIONSHIPS, Resource
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration

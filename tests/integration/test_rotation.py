@@ -22,7 +22,9 @@ import pytest
 from tests.integration.harness import Cluster, deployment, identity, relationship, until
 from trustwire import names, pki
 from trustwire.demo.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
-from trustwire.k8s.client import DEPLOYMENTS, IDENTITIES, SECRETS, ApiError, Client, Resource, decode_data
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import DEPLOYMENTS, IDENTITIES, SECRETS, Resource, decode_data
 from trustwire.plan import rotation as rot
 from trustwire.plan.workloads import material_hash
 from trustwire.runtime import OperatorOptions

@@ -18,14 +18,7 @@ from typing import Any
 from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object, wired_by
-from trustwire.k8s.client import (
-    CONFIGMAPS,
-    IDENTITIES,
-    SECRETS,
-    WORKLOADS,
-    Resource,
-    decode_data,
-)
+from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, SECRETS, WORKLOADS, Resource, decode_data
 from trustwire.model import IdentityRef, ServiceIdentity, SpecError, TrustRelationship, parse_identity
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome

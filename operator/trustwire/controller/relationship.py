@@ -10,10 +10,7 @@ from typing import Any
 from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object
-from trustwire.k8s.client import (
-    RELATIONSHIPS,
-    SECRETS,
-)
+from trustwire.k8s.resources import RELATIONSHIPS, SECRETS
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
 from trustwire.plan.relationship import acceptance, distribution, shared_secret_object

@@ -14,13 +14,8 @@ from typing import Any
 
 from trustwire.controller.state import Key
 from trustwire.controller.writes import Writes
-from trustwire.k8s.client import (
-    EVENTS,
-    IDENTITIES,
-    RELATIONSHIPS,
-    ApiError,
-    Resource,
-)
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import EVENTS, IDENTITIES, RELATIONSHIPS, Resource
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
 from trustwire.plan.objects import merge_patch

@@ -8,26 +8,18 @@ pass reads what is there and adopts it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustwire import names
+from trustwire.controller.backoff import Retry
 from trustwire.controller.queue import WorkQueue
 from trustwire.controller.state import Key, State
-from trustwire.k8s.client import (
-    CONFIGMAPS,
-    SECRETS,
-    ApiError,
-    Client,
-    Resource,
-    decode_data,
-)
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, SECRETS, Resource, decode_data
 from trustwire.model import IdentityRef
 from trustwire.plan.material import DesiredObject, StoredObject
 from trustwire.plan.objects import object_body, object_patch
-
-
-class Retry(Exception):
-    """The pass could not finish (a conflict or a transient error); try again soon."""
 
 
 class Writes:
@@ -37,9 +29,8 @@ class Writes:
     state: State
     queue: WorkQueue[Key]
 
-    def _enqueue_identity(self, ref: IdentityRef) -> None:
-        if ref in self.state.identities:
-            self.queue.add(("identity", ref.namespace, ref.name))
+    if TYPE_CHECKING:
+        def _enqueue_identity(self, ref: IdentityRef) -> None: ...
 
     async def _read(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """One of our own Secrets or ConfigMaps, fresh from the API — or ``None`` without a

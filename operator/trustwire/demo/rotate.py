@@ -42,7 +42,8 @@ from trustwire.demo.run import (
     load_manifests,
     wait_ready,
 )
-from trustwire.k8s.client import IDENTITIES, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES
 from trustwire.plan.status import IdentityStatus
 from trustwire.runtime import OperatorOptions, running_operator
 

@@ -25,16 +25,8 @@ from rich.table import Table
 from trustwire.demo.drill import mounted_files
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.proofs import Proof, prove_jwt, prove_mtls
-from trustwire.k8s.client import (
-    CONFIGMAPS,
-    IDENTITIES,
-    RELATIONSHIPS,
-    SECRETS,
-    WORKLOADS,
-    ApiConfig,
-    Client,
-    Resource,
-)
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.runtime import OperatorOptions, running_operator
 from trustwire.times import utcnow

@@ -6,7 +6,7 @@ older CRD, and ``kubectl apply --validate=false`` exists. Every reconcile theref
 here, and every problem becomes a :class:`SpecError` that names the field, says what is
 wrong and what is allowed — the text that lands in the ``Ready`` condition and the Event.
 
-The package is pure: no kopf, no kubernetes client, no I/O, no clock. Its interface is the
+The package is pure: no kubernetes client, no I/O, no clock. Its interface is the
 names exported here: the typed model (``types``), the declared fields (``fields``), the
 bounds (``limits``), durations, and the two parsers.
 """
