@@ -22,7 +22,7 @@ def _aggregated(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _aggregates_to(role: dict[str, Any]) -> set[str]:
     labels = role["metadata"]["labels"]
-    return {key.removeprefix(AGGREGATE) for key, value in labels.items() if key.startswith(AGGREGATE) and value == "true"}
+    return {k.removeprefix(AGGREGATE) for k, v in labels.items() if k.startswith(AGGREGATE) and v == "true"}
 
 
 def test_view_and_edit_roles_aggregate_into_the_built_in_roles() -> None:

@@ -206,7 +206,7 @@ def test_image_defaults_to_app_version_and_follows_values() -> None:
     [
         ({"digest": "sha256:" + "1" * 64}, "ghcr.io/trustwire/trustwire@sha256:" + "1" * 64),
         ({"digest": "sha256:" + "1" * 64, "tag": "9.9.9"}, "ghcr.io/trustwire/trustwire@sha256:" + "1" * 64),
-        ({"registry": "mirror.example", "repository": "trustwire/trustwire"}, "mirror.example/trustwire/trustwire:0.1.0"),
+        ({"registry": "mirror.example", "repository": "tw/trustwire"}, "mirror.example/tw/trustwire:0.1.0"),
         ({"registry": "mirror.example/", "repository": "tw", "tag": "1.0"}, "mirror.example/tw:1.0"),
         (
             {"registry": "mirror.example", "repository": "tw", "digest": "sha256:" + "2" * 64},
