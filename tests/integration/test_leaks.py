@@ -118,15 +118,15 @@ async def _scenario(cluster: Cluster) -> None:
     body = _alpha()
     body["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "certificate:leak-audit"}
     await cluster.apply(body)
-    await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"],
-                                 certificate={"duration": "1h", "renewBefore": "2h"}))
-    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec", timeout=30.0)
+    await cluster.apply(relationship("bad", "gov", ("alpha", None), ("alpha", "gov")))
+    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec", kind="TrustRelationship"),
+                "bad's InvalidSpec", timeout=30.0)
     await until(lambda: _both_ready(cluster), "alpha and beta Ready again", timeout=30.0)
     await cluster.settle()
 
 
-async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str) -> bool:
-    return (await _condition(cluster, "ServiceIdentity", "gov", name, type_)).get("reason") == reason
+async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str, kind: str = "ServiceIdentity") -> bool:
+    return (await _condition(cluster, kind, "gov", name, type_)).get("reason") == reason
 
 
 async def _both_verified(cluster: Cluster) -> bool:
