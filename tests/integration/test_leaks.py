@@ -181,7 +181,7 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     assert sum(w.startswith("log kopf") for w in wheres) > 10, "kopf's DEBUG log was not captured"
     assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
-    assert any(w.startswith("serviceidentities gov/bad") for w in wheres)
+    assert any(w.startswith("trustrelationships gov/bad") for w in wheres)
     assert any(w.startswith("deployments gov/alpha") for w in wheres)
     assert sum(w.startswith("request ") and "/secrets" in w and "data[" in w for w in wheres) > 10
 
