@@ -117,15 +117,15 @@ async def _scenario(cluster: Cluster) -> None:
     body = _alpha()
     body["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "certificate:leak-audit"}
     await cluster.apply(body)
-    await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"],
-                                 certificate={"duration": "1h", "renewBefore": "2h"}))
-    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec", timeout=30.0)
+    await cluster.apply(relationship("bad", "gov", ("alpha", None), ("alpha", "gov")))
+    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec", kind="TrustRelationship"),
+                "bad's InvalidSpec", timeout=30.0)
     await until(lambda: _both_ready(cluster), "alpha and beta Ready again", timeout=30.0)
     await cluster.settle()
 
 
-async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str) -> bool:
-    return (await _condition(cluster, "ServiceIdentity", "gov", name, type_)).get("reason") == reason
+async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str, kind: str = "ServiceIdentity") -> bool:
+    return (await _condition(cluster, kind, "gov", name, type_)).get("reason") == reason
 
 
 async def _both_verified(cluster: Cluster) -> bool:
@@ -180,7 +180,7 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     assert sum(w == "log trustwire:DEBUG" for w in wheres) > 10, "the operator's DEBUG log was not captured"
     assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
-    assert any(w.startswith("serviceidentities gov/bad") for w in wheres)
+    assert any(w.startswith("trustrelationships gov/bad") for w in wheres)
     assert any(w.startswith("deployments gov/alpha") for w in wheres)
     assert sum(w.startswith("request ") and "/secrets" in w and "data[" in w for w in wheres) > 10
 
