@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from trustwire import names
+
 CRDS_DIR = Path(__file__).resolve().parents[1] / "crds"
 KUBERNETES_VERSION = "1.35.0"  # a recent release kubernetes_validate ships schemas for
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -710,12 +712,10 @@ def test_keyed_lists_are_list_maps(request: pytest.FixtureRequest, fixture: str,
 
 
 def test_template_names_refused_by_cel_are_the_files_trustwire_writes(sid: dict[str, Any]) -> None:
-    from trustwire.model.identity import CONTRACT_KEYS
-
     (_, collision) = _node(sid, "spec.templates.[].name")["x-kubernetes-validations"]
     listed = set(re.findall(r"'([^']+)'", collision["rule"].split(" in ", 1)[1]))
-    assert listed == set(CONTRACT_KEYS)
-    assert "startsWith('shared-')" in collision["rule"]
+    assert listed == set(names.MOUNTED_KEYS)
+    assert f"startsWith('{names.SHARED_SECRET_PREFIX}')" in collision["rule"]
 
 
 def test_duration_rules_use_the_operators_range_and_pattern(sid: dict[str, Any]) -> None:
