@@ -48,6 +48,8 @@ from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, 
 from trustwire.runtime import OperatorOptions, running_operator
 
 T = TypeVar("T")
+#: the documented exit codes (docs/reference.md §5)
+OK, NOT_OK, USAGE, UNAVAILABLE = 0, 1, 2, 3
 QUICKSTART = [("governance", "dgc"), ("jobs", "jobserver")]
 
 
@@ -152,8 +154,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def assert_one_line_error(result: Result, message: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, message: str, code: int = UNAVAILABLE) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.output.strip().splitlines() == [f"Error: {message}"]
 
@@ -179,7 +181,7 @@ def test_kubectl_plugin_entry_point_is_the_same_cli() -> None:
 def test_help_lists_the_commands() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "demo", "status", "rotate", "verify"):
+    for command in ("run", "demo", "status", "rotate", "verify", "check"):
         assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
 
 
@@ -225,7 +227,7 @@ def test_status_names_the_problem_of_an_identity_that_is_not_ready(cluster: Clus
     cluster.bg.run(cluster.client.create(IDENTITIES, "broken", body))
     cluster.wait_for(IDENTITIES, "broken", "typo", lambda b: (b.get("status") or {}).get("conditions"))
     result = invoke("status", "-n", "broken", "--server", cluster.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     row = next(line for line in result.output.splitlines() if " typo " in line)
     assert "False" in row and "InvalidSpec" in row
     assert "✗ ServiceIdentity broken/typo: SpecValid InvalidSpec: spec.certficate: unknown field" \
@@ -241,7 +243,7 @@ def test_status_with_the_cluster_unreachable() -> None:
 
 def test_status_without_any_kubeconfig(tmp_path: Path) -> None:
     result = invoke("status", "--kubeconfig", str(tmp_path / "missing"))
-    assert result.exit_code == 1
+    assert result.exit_code == UNAVAILABLE
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert result.output.startswith("Error: cannot load Kubernetes configuration:")
@@ -323,7 +325,7 @@ def bare() -> Iterator[Cluster]:
 
 def test_status_before_the_operator_reported_anything(bare: Cluster) -> None:
     result = invoke("status", "-n", "governance", "--server", bare.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     row = next(line for line in result.output.splitlines() if " dgc " in line)
     assert "Unknown" in row and "no status yet" in row
     assert "✗ ServiceIdentity governance/dgc: the operator has not reported a status yet " \
@@ -344,7 +346,7 @@ def test_status_names_the_failing_domain_condition_not_an_idle_rotation(bare: Cl
                                                   subresource="status"))
     assert patched is not None
     result = invoke("status", "-n", "jobs", "--server", bare.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     assert "✗ ServiceIdentity jobs/jobserver: TrustReady PeerPending: jobs/x has not published yet" \
         in result.output
 
@@ -354,7 +356,7 @@ def test_verify_before_the_operator_issued_anything(bare: Cluster) -> None:
     assert_one_line_error(result, "Secret(s) governance/dgc-trustwire-credentials, "
                                   "governance/dgc-trustwire-trust do not exist; "
                                   "ServiceIdentity governance/dgc: the operator has not reported a status "
-                                  "yet (is it running and watching this namespace?)")
+                                  "yet (is it running and watching this namespace?)", NOT_OK)
 
 
 def test_status_without_the_crds() -> None:
@@ -382,7 +384,7 @@ def test_rotate_wait_without_an_operator(bare: Cluster) -> None:
                     "--timeout", "1", "--server", bare.url)
     value = re.search(rf"=(certificate:{STAMP})", result.output)
     assert value, result.output
-    assert result.exit_code == 1
+    assert result.exit_code == NOT_OK
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the operator did not handle {value.group(1)!r} within 1s "
         "(is it running and watching namespace governance?)")
@@ -402,7 +404,7 @@ def test_rotate_with_the_cluster_unreachable() -> None:
 
 def test_rotate_refuses_an_unknown_material() -> None:
     result = invoke("rotate", "dgc", "-n", "governance", "--what", "everything", "--server", "http://127.0.0.1:1")
-    assert result.exit_code == 2
+    assert result.exit_code == USAGE
     assert "'everything' is not one of 'ca', 'certificate', 'jwt'" in result.output
 
 

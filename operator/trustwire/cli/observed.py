@@ -81,3 +81,50 @@ def first_problem(observed: Observed) -> str | None:
     if ready is not None:
         return f"{ready.get('reason')}: {ready.get('message')}"
     return "the operator has not reported a status yet (is it running and watching this namespace?)"
+
+
+def ready(observed: Observed) -> bool:
+    cond = condition(observed, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = section(body, "metadata")
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def between(body: Mapping[str, Any]) -> list[str]:
+    """A relationship's ``spec.between`` as ``namespace/identity`` (the namespace defaults to its own)."""
+    own = key(body)[0]
+    members = section(body, "spec").get("between")
+    return [f"{b.get('namespace') or own}/{b.get('identity')}"
+            for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
+
+
+def view(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """One object as ``-o json|yaml`` prints it; the keys are a documented contract (docs/reference.md §5)."""
+    observed = observe(body)
+    ready_condition = condition(observed, "Ready") or {}
+    namespace, name = key(body)
+    out: dict[str, Any] = {
+        "kind": kind, "namespace": namespace, "name": name, "ready": ready(observed),
+        "reason": ready_condition.get("reason"), "message": ready_condition.get("message"),
+        "problem": first_problem(observed)}
+    if kind == "TrustRelationship":
+        return out | {"between": between(body)}
+    materials = observed.materials
+    return out | {
+        "peers": observed.peers,
+        "ca": {"serial": materials["ca"].serial, "notAfter": materials["ca"].not_after},
+        "certificate": {"serial": materials["certificate"].serial, "notAfter": materials["certificate"].not_after,
+                        "renewalTime": materials["certificate"].renewal_time},
+        "kid": materials["jwt"].kid,
+        "rotation": {m: observed.rotations[m].phase for m in MATERIALS},
+    }
+
+
+def conditions_view(observed: Observed) -> list[dict[str, Any]]:
+    """Every condition, as found, with the keys ``status NAME -o json`` prints."""
+    return [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
+             "message": c.get("message"), "lastTransitionTime": c.get("lastTransitionTime")}
+            for c in observed.conditions]
