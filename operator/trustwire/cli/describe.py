@@ -32,6 +32,8 @@ EVENT_LIMIT = 20
 def relative(moment: datetime, now: datetime) -> str:
     seconds = (moment - now).total_seconds()
     size = abs(seconds)
+    if size < 60:  # timestamps have whole seconds: "in 0 minutes" would be noise
+        return "just now"
     amount = (f"{size / 86400:.0f} days" if size >= 2 * 86400 else
               f"{size / 3600:.0f} hours" if size >= 2 * 3600 else f"{size / 60:.0f} minutes")
     return f"in {amount}" if seconds >= 0 else f"{amount} ago"
