@@ -726,3 +726,22 @@ def test_run_serves_metrics_of_the_running_operator(tmp_path: Path) -> None:
         assert code == 0, output
         assert "Traceback" not in output
         assert scrape(port) is None  # the endpoint stopped with the operator
+
+
+# ======================================================================================
+# check (the real discovery, Lease and authorizer: tests/integration/test_cli_cluster.py)
+# ======================================================================================
+@pytest.mark.parametrize(("args", "code", "message"), [
+    ([], UNAVAILABLE, "Error: cannot reach the Kubernetes API server at {url} "
+                      "(connection refused or host unreachable)"),
+    (["--wait", "--timeout", "1s"], UNAVAILABLE, "Error: cannot reach the Kubernetes API server at {url} "
+                                                 "(connection refused or host unreachable)"),
+    (["--lease", "trustwire"], USAGE, "Error: --lease takes NAMESPACE/NAME"),
+    (["-n", "x", "-A"], USAGE, "Error: use either --namespace or --all-namespaces"),
+    (["--wait", "--timeout", "soon"], USAGE, "Invalid value for --timeout: 'soon' is not a duration"),
+])
+def test_check_refusals_and_an_unreachable_cluster(args: list[str], code: int, message: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = invoke("check", *args, "--server", url)
+    assert result.exit_code == code, result.output
+    assert message.format(url=url) in result.output and result.stdout == ""
