@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -12,11 +13,13 @@ import click
 from rich.markup import escape
 
 from trustwire.cli.cluster import api_call
-from trustwire.cli.observed import conditions_view, observe, view
+from trustwire.cli.observed import View, conditions_json, view
 from trustwire.cli.output import Exit, Unavailable, console, emit, is_machine
 from trustwire.times import parse_time, utcnow
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from trustwire.k8s.client import ApiConfig, Client, Resource
 
 #: ``kind/NAME`` prefixes as kubectl spells them (short names, singular, plural, with group)
@@ -63,9 +66,24 @@ def _stamp(event: Mapping[str, Any]) -> str:
                or meta.get("creationTimestamp") or "")
 
 
-def event_view(event: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": event.get("type"), "reason": event.get("reason"), "message": event.get("message"),
-            "count": event.get("count") or 1, "lastTimestamp": _stamp(event) or None}
+@dataclasses.dataclass(frozen=True)
+class EventSeen:
+    """An Event as found (``count`` 1 when the poster did not aggregate)."""
+
+    type: Any
+    reason: Any
+    message: Any
+    count: Any
+    last_seen: str | None
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> EventSeen:
+        return cls(event.get("type"), event.get("reason"), event.get("message"), event.get("count") or 1,
+                   _stamp(event) or None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"type": self.type, "reason": self.reason, "message": self.message, "count": self.count,
+                "lastTimestamp": self.last_seen}
 
 
 async def _read(client: Client, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -86,14 +104,14 @@ async def _read(client: Client, kind: str, namespace: str, name: str) -> tuple[d
 
 def describe(config: ApiConfig, namespace: str, name: str, output: str) -> None:
     kind, name = parse_name(name)
-    body, events = api_call(config, lambda client: _read(client, kind, namespace, name))
-    shown = view(kind, body) | {"conditions": conditions_view(observe(body)),
-                                "events": [event_view(e) for e in events]}
+    body, raw_events = api_call(config, lambda client: _read(client, kind, namespace, name))
+    shown, events = view(kind, body), [EventSeen.of(e) for e in raw_events]
     if is_machine(output):
-        emit(output, shown)
+        emit(output, shown.as_json() | {"conditions": conditions_json(shown.observed),
+                                        "events": [e.as_json() for e in events]})
     else:
-        _print(shown)
-    if not shown["ready"]:
+        _print(shown, events)
+    if not shown.ready:
         sys.exit(Exit.NOT_OK)
 
 
@@ -102,31 +120,39 @@ def _since(value: Any, now: datetime) -> str:
     return f"{value} ({relative(moment, now)})" if moment is not None else str(value or "-")
 
 
-def _print(shown: Mapping[str, Any]) -> None:
+def _conditions_table(shown: View, now: datetime) -> Table:
     from rich.table import Table
 
+    table = Table(title="Conditions", title_justify="left")
+    for column in ("Type", "Status", "Reason", "Since", "Message"):
+        table.add_column(column, no_wrap=column != "Message")
+    for c in shown.observed.conditions:
+        table.add_row(*(escape(str(c.get(k) or "-")) for k in ("type", "status", "reason")),
+                      escape(_since(c.get("lastTransitionTime"), now)), escape(str(c.get("message") or "")))
+    return table
+
+
+def _events_table(events: list[EventSeen], now: datetime) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Events (newest last)", title_justify="left")
+    for column in ("Last seen", "Type", "Reason", "Count", "Message"):
+        table.add_column(column, no_wrap=column != "Message")
+    for e in events:
+        table.add_row(escape(_since(e.last_seen, now)), escape(str(e.type or "-")), escape(str(e.reason or "-")),
+                      escape(str(e.count)), escape(str(e.message or "")))
+    return table
+
+
+def _print(shown: View, events: list[EventSeen]) -> None:
     now = utcnow()
     out = console()
-    state = "Ready" if shown["ready"] else "not Ready"
-    out.print(f"[bold]{shown['kind']} {escape(shown['namespace'])}/{escape(shown['name'])}[/]: "
-              f"[{'green' if shown['ready'] else 'red'}]{state}[/]"
-              + (f" ({escape(str(shown['reason']))})" if shown["reason"] else ""))
-    conditions = Table(title="Conditions", title_justify="left")
-    for column in ("Type", "Status", "Reason", "Since", "Message"):
-        conditions.add_column(column, no_wrap=column != "Message")
-    for c in shown["conditions"]:
-        conditions.add_row(*(escape(str(c[k] or "-")) for k in ("type", "status", "reason")),
-                           escape(_since(c["lastTransitionTime"], now)), escape(str(c["message"] or "")))
-    out.print(conditions if shown["conditions"] else "no conditions: the operator has not reported a status yet")
-    if not shown["events"]:
-        out.print("no recent Events (most clusters keep Events for an hour)")
-    else:
-        events = Table(title="Events (newest last)", title_justify="left")
-        for column in ("Last seen", "Type", "Reason", "Count", "Message"):
-            events.add_column(column, no_wrap=column != "Message")
-        for e in shown["events"]:
-            events.add_row(escape(_since(e["lastTimestamp"], now)), escape(str(e["type"] or "-")),
-                           escape(str(e["reason"] or "-")), str(e["count"]), escape(str(e["message"] or "")))
-        out.print(events)
-    if shown["problem"]:
-        out.print(f"[red]✗[/] {escape(shown['problem'])}")
+    state = "[green]Ready[/]" if shown.ready else "[red]not Ready[/]"
+    out.print(f"[bold]{shown.kind} {escape(shown.namespace)}/{escape(shown.name)}[/]: {state}"
+              + (f" ({escape(str(shown.reason))})" if shown.reason else ""))
+    out.print(_conditions_table(shown, now) if shown.observed.conditions
+              else "no conditions: the operator has not reported a status yet")
+    out.print(_events_table(events, now) if events
+              else "no recent Events (most clusters keep Events for an hour)")
+    if shown.problem:
+        out.print(f"[red]✗[/] {escape(shown.problem)}")

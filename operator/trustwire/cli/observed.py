@@ -101,29 +101,49 @@ def between(body: Mapping[str, Any]) -> list[str]:
             for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
 
 
-def view(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """One object as ``-o json|yaml`` prints it; the keys are a documented contract (docs/reference.md §5)."""
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One object as the commands report it; :meth:`as_json` is the documented ``-o json|yaml``
+    shape (docs/reference.md §5), so its keys change only with the docs."""
+
+    kind: str
+    namespace: str
+    name: str
+    ready: bool
+    #: the Ready condition's, as found
+    reason: Any
+    message: Any
+    #: the first failing condition as one line, None when Ready
+    problem: str | None
+    observed: Observed
+    #: a relationship's members, ``namespace/identity``
+    between: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "ready": self.ready,
+               "reason": self.reason, "message": self.message, "problem": self.problem}
+        if self.kind == "TrustRelationship":
+            return out | {"between": list(self.between)}
+        materials = self.observed.materials
+        ca, cert = materials["ca"], materials["certificate"]
+        return out | {
+            "peers": self.observed.peers,
+            "ca": {"serial": ca.serial, "notAfter": ca.not_after},
+            "certificate": {"serial": cert.serial, "notAfter": cert.not_after, "renewalTime": cert.renewal_time},
+            "kid": materials["jwt"].kid,
+            "rotation": {m: self.observed.rotations[m].phase for m in MATERIALS},
+        }
+
+
+def view(kind: str, body: Mapping[str, Any]) -> View:
     observed = observe(body)
     ready_condition = condition(observed, "Ready") or {}
-    namespace, name = key(body)
-    out: dict[str, Any] = {
-        "kind": kind, "namespace": namespace, "name": name, "ready": ready(observed),
-        "reason": ready_condition.get("reason"), "message": ready_condition.get("message"),
-        "problem": first_problem(observed)}
-    if kind == "TrustRelationship":
-        return out | {"between": between(body)}
-    materials = observed.materials
-    return out | {
-        "peers": observed.peers,
-        "ca": {"serial": materials["ca"].serial, "notAfter": materials["ca"].not_after},
-        "certificate": {"serial": materials["certificate"].serial, "notAfter": materials["certificate"].not_after,
-                        "renewalTime": materials["certificate"].renewal_time},
-        "kid": materials["jwt"].kid,
-        "rotation": {m: observed.rotations[m].phase for m in MATERIALS},
-    }
+    return View(kind, *key(body), ready=ready(observed), reason=ready_condition.get("reason"),
+                message=ready_condition.get("message"), problem=first_problem(observed), observed=observed,
+                between=tuple(between(body)) if kind == "TrustRelationship" else ())
 
 
-def conditions_view(observed: Observed) -> list[dict[str, Any]]:
+def conditions_json(observed: Observed) -> list[dict[str, Any]]:
     """Every condition, as found, with the keys ``status NAME -o json`` prints."""
     return [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
              "message": c.get("message"), "lastTransitionTime": c.get("lastTransitionTime")}

@@ -115,31 +115,51 @@ def _detail(what: str, current: MaterialSeen) -> str:
     return f"no {what} reported in status"
 
 
-def _outcome(what: str, request: Request, after: Observed | None, waited: bool) -> dict[str, Any]:
-    """What ``rotate -o json|yaml`` prints for one request (docs/reference.md §5)."""
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One request and what became of it; :meth:`as_json` is what ``rotate -o json|yaml`` prints
+    (docs/reference.md §5)."""
+
+    what: str
+    request: Request
+    #: ``serial`` or ``kid``: what changes when the material rotates
+    field: str
+    before: Any
+    #: None without --wait; False if the operator did not handle the request in time
+    handled: bool | None
+    after: Observed | None
+
+    def as_json(self) -> dict[str, Any]:
+        progress = self.after.rotations[self.what] if self.after is not None else None
+        return {"kind": "ServiceIdentity", "namespace": self.request.namespace, "name": self.request.name,
+                "what": self.what, "request": self.request.value, "replaced": self.request.replaced,
+                "field": self.field, "before": self.before, "handled": self.handled, "after": self.now,
+                "phase": progress.phase if progress else None,
+                "waitingFor": progress.waiting_for if progress else None}
+
+    @property
+    def now(self) -> Any:
+        """The serial or kid after the request was handled (None before)."""
+        return _identifier(self.what, self.after.materials[self.what])[1] if self.after is not None else None
+
+
+def _outcome(what: str, request: Request, after: Observed | None, waited: bool) -> Outcome:
     field, old = _identifier(what, request.before.materials[what])
-    out: dict[str, Any] = {
-        "kind": "ServiceIdentity", "namespace": request.namespace, "name": request.name, "what": what,
-        "request": request.value, "replaced": request.replaced, "field": field, "before": old,
-        "handled": (after is not None) if waited else None, "after": None, "phase": None, "waitingFor": None}
-    if after is not None:
-        progress = after.rotations[what]
-        out |= {"after": _identifier(what, after.materials[what])[1], "phase": progress.phase,
-                "waitingFor": progress.waiting_for}
-    return out
+    return Outcome(what, request, field, old, (after is not None) if waited else None, after)
 
 
-def _report(output: str, outcome: Mapping[str, Any], label: str, timeout: float) -> str | None:
+def _report(output: str, outcome: Outcome, label: str, timeout: float) -> str | None:
     """A note on a handled request; the error line of one that was not."""
-    ns, field, old, new = outcome["namespace"], outcome["field"], outcome["before"], outcome["after"]
-    if not outcome["handled"]:
-        return (f"{label}the operator did not handle {outcome['request']!r} within {timeout:.0f}s "
+    ns, field, old, new = outcome.request.namespace, outcome.field, outcome.before, outcome.now
+    if outcome.after is None:
+        return (f"{label}the operator did not handle {outcome.request.value!r} within {timeout:.0f}s "
                 f"(is it running and watching namespace {ns}?)")
     if old != new:
-        note(output, f"{label}done: {outcome['what']} {field} {old or '-'} -> {new or '-'}")
+        note(output, f"{label}done: {outcome.what} {field} {old or '-'} -> {new or '-'}")
         return None
-    phase, waiting = outcome["phase"], outcome["waitingFor"]
-    note(output, f"{label}handled: the {outcome['what']} {field} is still {old or '-'}"
+    progress = outcome.after.rotations[outcome.what]
+    phase, waiting = progress.phase, progress.waiting_for
+    note(output, f"{label}handled: the {outcome.what} {field} is still {old or '-'}"
                + (f"; rotation phase {phase}" if phase else "")
                + (f", waiting for: {waiting}" if waiting else "")
                + f" (follow it with: trustwire status -n {ns})")
@@ -208,12 +228,13 @@ def rotate(identities: tuple[str, ...], namespace: str | None, selector: str | N
     afters = api_call(config, lambda client: _wait_all(client, requests, timeout)) if wait else [None] * len(requests)
     outcomes = [_outcome(what, r, after, wait) for r, after in zip(requests, afters, strict=True)]
     if is_machine(output):
-        emit(output, outcomes)
+        emit(output, [o.as_json() for o in outcomes])
     if not wait:
         return
     several = len(outcomes) > 1
     failures = [line for o in outcomes
-                if (line := _report(output, o, f"{o['namespace']}/{o['name']}: " if several else "", timeout))]
+                if (line := _report(output, o, f"{o.request.namespace}/{o.request.name}: " if several else "",
+                                    timeout))]
     if failures:
         raise click.ClickException("; ".join(failures))
 

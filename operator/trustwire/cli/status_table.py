@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, where
 from trustwire.cli.describe import describe, relative
-from trustwire.cli.observed import Observed, between, condition, key, observe, view
+from trustwire.cli.observed import Observed, View, between, condition, key, observe, view
 from trustwire.cli.output import Exit, console, emit, is_machine, output_option
 from trustwire.times import parse_time, rfc3339, utcnow
 
@@ -108,15 +108,15 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, output
     identities, relationships = (sorted(found, key=key) for found in api_call(config, read))
     views = [view("ServiceIdentity", b) for b in identities] + [view("TrustRelationship", b) for b in relationships]
     if is_machine(output):
-        emit(output, views)
+        emit(output, [v.as_json() for v in views])
     else:
         _print_tables(identities, relationships, views, where(ns))
-    if not all(v["ready"] for v in views):
+    if not all(v.ready for v in views):
         sys.exit(Exit.NOT_OK)
 
 
 def _print_tables(identities: list[dict[str, Any]], relationships: list[dict[str, Any]],
-                  views: list[dict[str, Any]], where_: str) -> None:
+                  views: list[View], where_: str) -> None:
     out = console()
     if not views:
         out.print(f"no ServiceIdentities or TrustRelationships in {where_}")
@@ -125,6 +125,5 @@ def _print_tables(identities: list[dict[str, Any]], relationships: list[dict[str
     if relationships:
         out.print(_relationship_table(relationships, where_))
     for v in views:
-        if v["problem"]:
-            out.print(f"[red]✗[/] {escape(v['kind'])} {escape(v['namespace'])}/{escape(v['name'])}: "
-                      f"{escape(v['problem'])}")
+        if v.problem:
+            out.print(f"[red]✗[/] {v.kind} {escape(v.namespace)}/{escape(v.name)}: {escape(v.problem)}")
