@@ -20,7 +20,7 @@ from trustwire.cli.output import Exit, Unavailable, emit, is_machine, note, outp
 from trustwire.times import parse_time, utcnow
 
 if TYPE_CHECKING:
-    from trustwire.k8s.client import Client
+    from trustwire.k8s.client import ApiConfig, Client
 
 GROUP, VERSION = "trustwire.io", "v1alpha1"
 SERVED = ("serviceidentities", "trustrelationships")
@@ -45,8 +45,9 @@ class Check:
     message: str
 
 
-def _api_error_line(exc: Exception) -> str:
-    """An API refusal as the reason a check fails; unreachable stays an error of the whole run."""
+def _refusal(exc: Exception) -> str:
+    """An API refusal, as the reason a check fails. An unreachable server is re-raised: it is
+    no check's failure but the whole run's (exit 3, or another attempt with --wait)."""
     from trustwire.k8s.client import UNREACHABLE, ApiError
 
     if isinstance(exc, ApiError) and exc.reason == UNREACHABLE:
@@ -66,7 +67,7 @@ async def _crds(client: Client) -> Check:
     try:
         found = await client.get(GroupVersion(GROUP, VERSION, "", "APIResourceList", namespaced=False), None, "")
     except ApiError as exc:
-        return Check("crds", False, f"discovery of {GROUP}/{VERSION} failed: {_api_error_line(exc)}")
+        return Check("crds", False, f"discovery of {GROUP}/{VERSION} failed: {_refusal(exc)}")
     served = {str(r.get("name")) for r in (found or {}).get("resources") or [] if isinstance(r, dict)}
     missing = [plural for plural in SERVED if plural not in served]
     if found is None or missing:
@@ -96,7 +97,7 @@ async def _lease(client: Client, lease: str) -> Check:
     try:
         body = await client.get(LEASES, namespace, name)
     except ApiError as exc:
-        return Check("lease", False, f"cannot read Lease {lease}: {_api_error_line(exc)}")
+        return Check("lease", False, f"cannot read Lease {lease}: {_refusal(exc)}")
     if body is None:
         return Check("lease", False, f"Lease {lease} does not exist (is the operator running with --lease {lease}?)")
     return _lease_state(body.get("spec") or {}, lease)
@@ -115,7 +116,7 @@ async def _access(client: Client, namespace: str | None, verb: str, group: str, 
         review = await client.create(reviews, None, {"apiVersion": reviews.api_version, "kind": reviews.kind,
                                                      "spec": {"resourceAttributes": attributes}})
     except ApiError as exc:
-        return Check(name, False, f"cannot ask the authorizer: {_api_error_line(exc)}")
+        return Check(name, False, f"cannot ask the authorizer: {_refusal(exc)}")
     if (review.get("status") or {}).get("allowed") is True:
         return Check(name, True, f"allowed in {where(namespace)}")
     return Check(name, False, f"you may not {verb} {qualified} in {where(namespace)} (trustwire {needed_by} needs it)")
@@ -129,7 +130,7 @@ async def _all(client: Client, namespace: str | None, lease: str | None) -> list
     return checks
 
 
-def _attempts(config: Any, namespace: str | None, lease: str | None, wait: timedelta | None) -> list[Check]:
+def _attempts(config: ApiConfig, namespace: str | None, lease: str | None, wait: timedelta | None) -> list[Check]:
     """The checks, repeated every few seconds until they all hold or ``wait`` is over."""
     deadline = time.monotonic() + (wait.total_seconds() if wait else 0.0)
     while True:
