@@ -120,6 +120,11 @@ async def test_check_names_each_failing_check(cluster: Cluster) -> None:
     refused = await cli(nobody, "check", "--lease", f"{LEASE_NAMESPACE}/{LEASE_NAME}")
     assert f"✗ lease: cannot read Lease {LEASE_NAMESPACE}/{LEASE_NAME}: GET " in refused.stdout
     assert "403 Forbidden" in refused.stdout
+    # the commands check cannot vouch for answer 3: the question was refused, not judged
+    status = await cli(nobody, "status", "-n", NS, "-o", "json")
+    assert (status.code, status.stdout) == (UNAVAILABLE, "")
+    assert status.stderr.startswith(f"Error: the API server refused list /apis/trustwire.io/v1alpha1/namespaces/{NS}/"
+                                    "serviceidentities: 403 Forbidden"), status.stderr
 
 
 async def test_check_wait_polls_until_the_lease_appears(cluster: Cluster) -> None:
