@@ -28,22 +28,16 @@ SERVED_RULES = {
         for r in ("deployments", "statefulsets", "daemonsets")
     ),
 }
-CLUSTER_SCOPED_RULES = {
-    ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
-    ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-}
-# kopf lists and watches Namespaces only when it serves a list of namespaces.
-NAMESPACE_DISCOVERY_RULES = {("list", "", "namespaces"), ("watch", "", "namespaces")}
 LEASE_RULES = {(v, "coordination.k8s.io", "leases") for v in ("get", "create", "patch")}
 
 
 @pytest.mark.parametrize(
     ("mode", "replicas", "expected"),
     [
-        ("cluster", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
-        ("cluster", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
-        ("namespaced", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
-        ("namespaced", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
+        ("cluster", 1, SERVED_RULES | LEASE_RULES),
+        ("cluster", 2, SERVED_RULES | LEASE_RULES),
+        ("namespaced", 1, SERVED_RULES | LEASE_RULES),
+        ("namespaced", 2, SERVED_RULES | LEASE_RULES),
     ],
 )
 def test_operator_gets_exactly_the_listed_permissions(
@@ -79,7 +73,7 @@ def test_lease_rules_name_the_lease_the_operator_is_told_to_use() -> None:
 
 
 def test_no_verb_beyond_what_the_operator_can_use() -> None:
-    """The operator's client only gets, lists, creates, patches and deletes; kopf lists and watches."""
+    """The operator only gets, lists, watches, creates, patches and deletes."""
     for name in SCENARIOS:
         for role in of_kind(render_objects(SCENARIOS[name]), "Role") + of_kind(
             render_objects(SCENARIOS[name]), "ClusterRole"
@@ -118,7 +112,7 @@ def test_cluster_mode_renders_only_the_lease_role() -> None:
         ]
     grants = rendered_rbac_grants("cluster", replicas=2)
     assert {where for _, _, _, where, _ in grants} == {None, NAMESPACE}
-    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == SERVED_RULES | CLUSTER_SCOPED_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == SERVED_RULES
     assert {(v, g, r) for v, g, r, where, _ in grants if where == NAMESPACE} == LEASE_RULES
 
 
@@ -131,13 +125,11 @@ def test_namespaced_mode_confines_namespaced_resources_to_the_listed_namespaces(
     bindings = of_kind(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(["team-a", "team-b", NAMESPACE])
 
-    cluster_role = one(objects, "ClusterRole")
-    cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    # nothing cluster-wide: the operator lists and watches only in the namespaces it serves
+    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
 
     grants = rendered_rbac_grants("namespaced", replicas=replicas)
-    cluster_wide = {(v, g, r) for v, g, r, where, _ in grants if where is None}
-    assert cluster_wide == CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == set()
     for namespace in ("team-a", "team-b"):
         in_namespace = {(v, g, r) for v, g, r, where, _ in grants if where == namespace}
         assert in_namespace == SERVED_RULES
@@ -193,7 +185,7 @@ def test_rules_are_written_in_one_place_only() -> None:
     holders = sorted(p.name for p in templates.iterdir() if rule_keys.search(p.read_text()))
     assert holders == ["_helpers.tpl"]
     helpers = (templates / "_helpers.tpl").read_text()
-    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 11  # one per rule of the table
+    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 9  # one per rule of the table
 
 
 def test_rendered_rbac_rules_rejects_an_unknown_mode() -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Cluster, identity, ready_with_peers, relationship
-from trustwire.k8s.client import IDENTITIES, LEASES, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import IDENTITIES, LEASES
 from trustwire.runtime import OperatorOptions
 from trustwire.times import rfc3339_micro, utcnow
 

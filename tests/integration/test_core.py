@@ -9,7 +9,7 @@ import pytest
 from tests.integration.harness import Cluster, condition, identity, ready_with_peers, relationship
 from trustwire import names, pki
 from trustwire.demo.proofs import prove_jwt, prove_mtls
-from trustwire.k8s.client import ApiError
+from trustwire.k8s.errors import ApiError
 
 pytestmark = pytest.mark.integration
 

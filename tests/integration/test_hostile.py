@@ -35,7 +35,9 @@ from tests.integration.faults import (
 )
 from tests.integration.harness import Cluster, History, condition, identity, ready_with_peers, relationship, until
 from trustwire import names, pki
-from trustwire.k8s.client import CONFIGMAPS, SECRETS, ApiError, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -30,13 +30,12 @@ from tests.integration.faults import material_problems
 from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship, until
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
-from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, ApiError
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS
 
 pytestmark = pytest.mark.integration
 
-#: ``kopf.objects`` by name too: the CLI quiets it to WARNING for the whole process
-#: (``quiet_kopf_logging``), so a CLI test run earlier in the session would hide its records
-LOGGERS = ("trustwire", "kopf", "kopf.objects", "aiohttp")
+LOGGERS = ("trustwire", "aiohttp")
 
 OWN_KEY_TEMPLATE = ("issuer={{ self.issuer }}\nkid={{ self.kid }}\n"
                     "signing-key={{ self.jwtPrivateKeyPem|properties_escape }}\n"
@@ -178,7 +177,7 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     own = (await cluster.data("Secret", "gov", names.trust_secret("alpha")))["own.properties"]
     assert alpha_creds["jwt.key"] in own
     wheres = [w for w, _, _ in audit.haystacks]
-    assert sum(w.startswith("log kopf") for w in wheres) > 10, "kopf's DEBUG log was not captured"
+    assert sum(w == "log trustwire:DEBUG" for w in wheres) > 10, "the operator's DEBUG log was not captured"
     assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
     assert any(w.startswith("serviceidentities gov/bad") for w in wheres)

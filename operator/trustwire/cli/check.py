@@ -48,7 +48,7 @@ class Check:
 def _refusal(exc: Exception) -> str:
     """An API refusal, as the reason a check fails. An unreachable server is re-raised: it is
     no check's failure but the whole run's (exit 3, or another attempt with --wait)."""
-    from trustwire.k8s.client import UNREACHABLE, ApiError
+    from trustwire.k8s.errors import UNREACHABLE, ApiError
 
     if isinstance(exc, ApiError) and exc.reason == UNREACHABLE:
         raise exc
@@ -56,7 +56,8 @@ def _refusal(exc: Exception) -> str:
 
 
 async def _crds(client: Client) -> Check:
-    from trustwire.k8s.client import ApiError, Resource
+    from trustwire.k8s.errors import ApiError
+    from trustwire.k8s.resources import Resource
 
     class GroupVersion(Resource):
         """The discovery document of one group/version, read with ``Client.get`` like an object."""
@@ -91,7 +92,8 @@ def _lease_state(spec: dict[str, Any], lease: str) -> Check:
 
 
 async def _lease(client: Client, lease: str) -> Check:
-    from trustwire.k8s.client import LEASES, ApiError
+    from trustwire.k8s.errors import ApiError
+    from trustwire.k8s.resources import LEASES
 
     namespace, _, name = lease.partition("/")
     try:
@@ -105,7 +107,8 @@ async def _lease(client: Client, lease: str) -> Check:
 
 async def _access(client: Client, namespace: str | None, verb: str, group: str, resource: str,
                   needed_by: str) -> Check:
-    from trustwire.k8s.client import ApiError, Resource
+    from trustwire.k8s.errors import ApiError
+    from trustwire.k8s.resources import Resource
 
     reviews = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview",
                        namespaced=False)

@@ -20,7 +20,8 @@ from trustwire.times import parse_time, utcnow
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from trustwire.k8s.client import ApiConfig, Client, Resource
+    from trustwire.k8s.client import ApiConfig, Client
+    from trustwire.k8s.resources import Resource
 
 #: ``kind/NAME`` prefixes as kubectl spells them (short names, singular, plural, with group)
 _KINDS = {alias: kind for kind, aliases in (
@@ -55,7 +56,7 @@ def parse_name(name: str) -> tuple[str, str]:
 
 
 def _resource(kind: str) -> Resource:
-    from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS
+    from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 
     return IDENTITIES if kind == "ServiceIdentity" else RELATIONSHIPS
 
@@ -87,7 +88,7 @@ class EventSeen:
 
 
 async def _read(client: Client, kind: str, namespace: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from trustwire.k8s.client import EVENTS
+    from trustwire.k8s.resources import EVENTS
 
     body = await client.get(_resource(kind), namespace, name)
     if body is None:

@@ -41,7 +41,7 @@ class Request:
 async def _select(client: Client, identities: tuple[str, ...], ns: str | None, selector: str | None,
                   ) -> list[dict[str, Any]]:
     """The named identities (each must exist), else those the selector (or --all) picks."""
-    from trustwire.k8s.client import IDENTITIES
+    from trustwire.k8s.resources import IDENTITIES
 
     if identities:
         assert ns is not None
@@ -61,7 +61,7 @@ async def _select(client: Client, identities: tuple[str, ...], ns: str | None, s
 
 async def _annotate(client: Client, body: Mapping[str, Any], what: str) -> Request:
     from trustwire import names
-    from trustwire.k8s.client import IDENTITIES
+    from trustwire.k8s.resources import IDENTITIES
 
     ns, identity = key(body)
     meta = body.get("metadata") or {}
@@ -83,7 +83,7 @@ async def _request_all(client: Client, identities: tuple[str, ...], ns: str | No
 
 async def _handled(client: Client, request: Request, timeout: float) -> Observed | None:
     """The identity's status once the operator records the request as handled; None at the timeout."""
-    from trustwire.k8s.client import IDENTITIES
+    from trustwire.k8s.resources import IDENTITIES
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -90,7 +90,7 @@ def status(name: str | None, namespace: str | None, all_namespaces: bool, output
     With NAME (a ServiceIdentity, or trust/NAME for a TrustRelationship): every condition
     and the object's recent Events. Exits 0 when everything shown is Ready, 1 otherwise.
     """
-    from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS
+    from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 
     if namespace and all_namespaces:
         raise click.UsageError("use either --namespace or --all-namespaces")
