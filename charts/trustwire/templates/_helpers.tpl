@@ -62,8 +62,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+The operator image: [<registry>/]<repository>, then @<digest> when set (it pins the image, so
+the tag is ignored), else :<tag> (default: the chart's appVersion).
+*/}}
 {{- define "trustwire.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $image := .Values.image }}
+{{- $repository := $image.repository }}
+{{- with $image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository ($image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -71,7 +82,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 always takes part in leader election on the Lease; this only decides the PodDisruptionBudget.
 */}}
 {{- define "trustwire.ha" -}}
-{{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
 {{/*
