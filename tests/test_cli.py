@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 
 import kmock
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,6 +50,8 @@ from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, decode_d
 from trustwire.runtime import OperatorOptions, running_operator
 
 T = TypeVar("T")
+#: the documented exit codes (docs/reference.md §5)
+OK, NOT_OK, USAGE, UNAVAILABLE = 0, 1, 2, 3
 QUICKSTART = [("governance", "dgc"), ("jobs", "jobserver")]
 
 
@@ -151,8 +155,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def assert_one_line_error(result: Result, message: str) -> None:
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result: Result, message: str, code: int = UNAVAILABLE) -> None:
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     assert result.output.strip().splitlines() == [f"Error: {message}"]
 
@@ -178,7 +182,7 @@ def test_kubectl_plugin_entry_point_is_the_same_cli() -> None:
 def test_help_lists_the_commands() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "demo", "status", "rotate", "verify"):
+    for command in ("run", "demo", "status", "rotate", "verify", "check"):
         assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
 
 
@@ -217,14 +221,20 @@ def test_status_of_an_empty_namespace(cluster: Cluster) -> None:
     assert result.output.strip() == "no ServiceIdentities or TrustRelationships in namespace nothing-here"
 
 
-def test_status_names_the_problem_of_an_identity_that_is_not_ready(cluster: Cluster) -> None:
+def with_a_typo(cluster: Cluster) -> None:
+    """broken/typo: an identity with a misspelt field, once its status says so."""
     body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
             "metadata": {"name": "typo", "namespace": "broken", "generation": 1},
             "spec": {"serviceName": "typo", "certficate": {"duration": "24h"}}}
-    cluster.bg.run(cluster.client.create(IDENTITIES, "broken", body))
+    if cluster.get(IDENTITIES, "broken", "typo") is None:
+        cluster.bg.run(cluster.client.create(IDENTITIES, "broken", body))
     cluster.wait_for(IDENTITIES, "broken", "typo", lambda b: (b.get("status") or {}).get("conditions"))
+
+
+def test_status_names_the_problem_of_an_identity_that_is_not_ready(cluster: Cluster) -> None:
+    with_a_typo(cluster)
     result = invoke("status", "-n", "broken", "--server", cluster.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     row = next(line for line in result.output.splitlines() if " typo " in line)
     assert "False" in row and "InvalidSpec" in row
     assert "✗ ServiceIdentity broken/typo: SpecValid InvalidSpec: spec.certficate: unknown field" \
@@ -240,10 +250,90 @@ def test_status_with_the_cluster_unreachable() -> None:
 
 def test_status_without_any_kubeconfig(tmp_path: Path) -> None:
     result = invoke("status", "--kubeconfig", str(tmp_path / "missing"))
-    assert result.exit_code == 1
+    assert result.exit_code == UNAVAILABLE
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert result.output.startswith("Error: cannot load Kubernetes configuration:")
+
+
+# ---- machine output: the documented shape, alone on stdout -----------------------------
+IDENTITY_FIELDS = {"kind", "namespace", "name", "ready", "reason", "message", "problem", "peers", "ca",
+                   "certificate", "kid", "rotation"}
+RELATIONSHIP_FIELDS = {"kind", "namespace", "name", "ready", "reason", "message", "problem", "between"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_status_machine_output(cluster: Cluster, fmt: str) -> None:
+    result = invoke("status", "-n", "governance", "-o", fmt, "--server", cluster.url)
+    assert result.exit_code == OK, result.output
+    views = json.loads(result.stdout) if fmt == "json" else yaml.safe_load(result.stdout)
+    assert [(v["kind"], v["name"]) for v in views] == [("ServiceIdentity", "dgc"),
+                                                        ("TrustRelationship", "dgc-jobserver")]
+    sid, trust = views
+    assert set(sid) == IDENTITY_FIELDS and set(trust) == RELATIONSHIP_FIELDS
+    body = cluster.get(IDENTITIES, "governance", "dgc")
+    assert body is not None
+    assert (sid["namespace"], sid["ready"], sid["reason"], sid["problem"]) == ("governance", True, "Ready", None)
+    assert sid["peers"] == 1 and sid["kid"] == body["status"]["jwt"]["kid"]
+    assert sid["certificate"] == {k: body["status"]["certificate"][k] for k in ("serial", "notAfter", "renewalTime")}
+    assert set(sid["rotation"]) == {"ca", "certificate", "jwt"}
+    assert trust["between"] == ["governance/dgc", "jobs/jobserver"] and trust["ready"] is True
+
+
+def test_status_json_of_objects_that_are_not_ready(bare: Cluster) -> None:
+    result = invoke("status", "-n", "governance", "-o", "json", "--server", bare.url)
+    assert result.exit_code == NOT_OK
+    views = json.loads(result.stdout)
+    assert {v["name"]: v["ready"] for v in views} == {"dgc": False, "dgc-jobserver": False}
+    assert all(v["problem"].startswith("the operator has not reported a status yet") for v in views)
+    assert "✗" not in result.stdout
+
+
+def test_status_json_of_an_empty_namespace(cluster: Cluster) -> None:
+    result = invoke("status", "-n", "nothing-here", "-o", "json", "--server", cluster.url)
+    assert (result.exit_code, json.loads(result.stdout)) == (OK, [])
+
+
+# ---- status NAME ------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "code", "kind"), [
+    (["dgc", "-n", "governance"], OK, "ServiceIdentity"),
+    (["sid/jobserver", "-n", "jobs"], OK, "ServiceIdentity"),
+    (["trust/dgc-jobserver", "-n", "governance"], OK, "TrustRelationship"),
+    (["trustrelationship.trustwire.io/dgc-jobserver", "-n", "governance"], OK, "TrustRelationship"),
+    (["typo", "-n", "broken"], NOT_OK, "ServiceIdentity"),
+])
+def test_status_name_shows_conditions_and_events(cluster: Cluster, args: list[str], code: int, kind: str) -> None:
+    if "broken" in args:
+        with_a_typo(cluster)
+    result = invoke("status", *args, "-o", "json", "--server", cluster.url)
+    assert result.exit_code == code, result.output
+    shown = json.loads(result.stdout)
+    assert (shown["kind"], shown["name"], shown["ready"]) == (kind, args[0].rpartition("/")[2], code == OK)
+    body = cluster.get(IDENTITIES if kind == "ServiceIdentity" else RELATIONSHIPS, args[2], shown["name"])
+    assert body is not None
+    assert shown["conditions"] == [{k: c.get(k) for k in ("type", "status", "reason", "message",
+                                                           "lastTransitionTime")}
+                                   for c in body["status"]["conditions"]]
+    assert shown["events"], "the operator posts an Event at least when the object becomes Ready or fails"
+    assert all(set(e) == {"type", "reason", "message", "count", "lastTimestamp"} for e in shown["events"])
+    table = invoke("status", *args, "--server", cluster.url)
+    assert table.exit_code == code
+    assert f"{kind} {args[2]}/{shown['name']}: " in table.output and "Conditions" in table.output
+    for c in shown["conditions"]:
+        assert re.search(rf"│ {c['type']}\s+│ {c['status']}\s+│ {c['reason']}\s+│", table.output), table.output
+    assert "Events (newest last)" in table.output
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["nope", "-n", "governance"], UNAVAILABLE, "Error: ServiceIdentity governance/nope not found"),
+    (["trust/nope", "-n", "governance"], UNAVAILABLE, "Error: TrustRelationship governance/nope not found"),
+    (["pod/dgc", "-n", "governance"], USAGE, "NAME is an identity's name, or trust/NAME"),
+    (["dgc", "-A"], USAGE, "NAME is looked up in one namespace: use -n, not --all-namespaces"),
+])
+def test_status_name_refusals(cluster: Cluster, args: list[str], code: int, message: str) -> None:
+    result = invoke("status", *args, "-o", "json", "--server", cluster.url)
+    assert result.exit_code == code, result.output
+    assert message in result.output and result.stdout == ""
 
 
 # ======================================================================================
@@ -322,7 +412,7 @@ def bare() -> Iterator[Cluster]:
 
 def test_status_before_the_operator_reported_anything(bare: Cluster) -> None:
     result = invoke("status", "-n", "governance", "--server", bare.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     row = next(line for line in result.output.splitlines() if " dgc " in line)
     assert "Unknown" in row and "no status yet" in row
     assert "✗ ServiceIdentity governance/dgc: the operator has not reported a status yet " \
@@ -343,7 +433,7 @@ def test_status_names_the_failing_domain_condition_not_an_idle_rotation(bare: Cl
                                                   subresource="status"))
     assert patched is not None
     result = invoke("status", "-n", "jobs", "--server", bare.url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == NOT_OK, result.output
     assert "✗ ServiceIdentity jobs/jobserver: TrustReady PeerPending: jobs/x has not published yet" \
         in result.output
 
@@ -353,7 +443,7 @@ def test_verify_before_the_operator_issued_anything(bare: Cluster) -> None:
     assert_one_line_error(result, "Secret(s) governance/dgc-trustwire-credentials, "
                                   "governance/dgc-trustwire-trust do not exist; "
                                   "ServiceIdentity governance/dgc: the operator has not reported a status "
-                                  "yet (is it running and watching this namespace?)")
+                                  "yet (is it running and watching this namespace?)", NOT_OK)
 
 
 def test_status_without_the_crds() -> None:
@@ -381,7 +471,7 @@ def test_rotate_wait_without_an_operator(bare: Cluster) -> None:
                     "--timeout", "1", "--server", bare.url)
     value = re.search(rf"=(certificate:{STAMP})", result.output)
     assert value, result.output
-    assert result.exit_code == 1
+    assert result.exit_code == NOT_OK
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the operator did not handle {value.group(1)!r} within 1s "
         "(is it running and watching namespace governance?)")
@@ -399,9 +489,58 @@ def test_rotate_with_the_cluster_unreachable() -> None:
                                   "(connection refused or host unreachable)")
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["dgc", "--all"], "name identities, or select them with -l or --all, not both"),
+    (["dgc", "-l", "app=dgc"], "name identities, or select them with -l or --all, not both"),
+    (["-l", "app=dgc", "--all"], "use either -l/--selector or --all"),
+    (["dgc", "-A"], "named identities are looked up in one namespace: use -n, not -A"),
+    (["--all", "-A", "-n", "jobs"], "use either --namespace or --all-namespaces"),
+    ([], "name an identity, or select identities with -l SELECTOR or --all"),
+    (["-A"], "name an identity, or select identities with -l SELECTOR or --all"),
+])
+def test_rotate_refuses_ambiguous_selections(args: list[str], message: str) -> None:
+    result = invoke("rotate", *args, "--what", "jwt", "--server", "http://127.0.0.1:1")
+    assert result.exit_code == USAGE, result.output
+    assert f"Error: {message}" in result.output
+
+
+def test_rotate_all_in_a_namespace_as_json(cluster: Cluster) -> None:
+    before = cluster.get(IDENTITIES, "governance", "dgc")
+    assert before is not None
+    result = invoke("rotate", "--all", "-n", "governance", "--what", "certificate", "--wait", "-o", "json",
+                    "--server", cluster.url)
+    assert result.exit_code == OK, result.output
+    (outcome,) = json.loads(result.stdout)
+    after = cluster.get(IDENTITIES, "governance", "dgc")
+    assert after is not None
+    assert outcome == {
+        "kind": "ServiceIdentity", "namespace": "governance", "name": "dgc", "what": "certificate",
+        "request": after["status"]["rotation"]["handledRequest"], "replaced": None, "field": "serial",
+        "before": before["status"]["certificate"]["serial"], "handled": True,
+        "after": after["status"]["certificate"]["serial"], "phase": None, "waitingFor": None}
+    assert outcome["before"] != outcome["after"]
+    assert "waiting for the operator" in result.stderr and "done: certificate serial" in result.stderr
+
+
+def test_rotate_wait_timeout_of_several_names_each(bare: Cluster) -> None:
+    result = invoke("rotate", "--all", "-A", "--what", "jwt", "--wait", "--timeout", "1", "-o", "json",
+                    "--server", bare.url)
+    assert result.exit_code == NOT_OK
+    outcomes = json.loads(result.stdout)
+    assert [(o["namespace"], o["name"], o["handled"]) for o in outcomes] == [
+        ("governance", "dgc", False), ("jobs", "jobserver", False)]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: governance/dgc: the operator did not handle") and "; jobs/jobserver: " in error
+
+
+def test_rotate_with_nothing_selected(cluster: Cluster) -> None:
+    result = invoke("rotate", "--all", "-n", "nothing-here", "--what", "ca", "--server", cluster.url)
+    assert_one_line_error(result, "no ServiceIdentities in namespace nothing-here")
+
+
 def test_rotate_refuses_an_unknown_material() -> None:
     result = invoke("rotate", "dgc", "-n", "governance", "--what", "everything", "--server", "http://127.0.0.1:1")
-    assert result.exit_code == 2
+    assert result.exit_code == USAGE
     assert "'everything' is not one of 'ca', 'certificate', 'jwt'" in result.output
 
 
@@ -418,6 +557,18 @@ def test_verify_from_the_cluster(cluster: Cluster) -> None:
     assert "✓ peer jobs/jobserver:" in result.output
     assert "✗" not in result.output
     assert re.search(r"all \d+ checks passed", result.output)
+
+
+def test_verify_from_the_cluster_as_json(cluster: Cluster) -> None:
+    cluster.wait_for(IDENTITIES, "governance", "dgc", ready)
+    result = invoke("verify", "dgc", "-n", "governance", "-o", "json", "--server", cluster.url)
+    assert result.exit_code == OK, result.output
+    report = json.loads(result.stdout)
+    assert (report["kind"], report["namespace"], report["name"], report["ok"]) == \
+        ("ServiceIdentity", "governance", "dgc", True)
+    assert report["source"] == "ServiceIdentity governance/dgc"
+    assert {"files", "chain", "public"} <= {c["check"] for c in report["checks"]}
+    assert all(set(c) == {"check", "ok", "message"} and c["ok"] for c in report["checks"])
 
 
 def test_verify_an_identity_that_does_not_exist(cluster: Cluster) -> None:
@@ -455,6 +606,17 @@ def test_verify_dir_with_a_missing_peer_ca(demo_dir: Path, tmp_path: Path) -> No
     assert re.search(r"^✗ peer jobs/jobserver: its CA sha256:[0-9a-f]{16}… is not in trust-bundle.pem$",
                      result.output, re.MULTILINE), result.output
     assert "2 of 13 checks failed" in result.output
+
+
+def test_verify_dir_as_yaml_with_a_problem(demo_dir: Path, tmp_path: Path) -> None:
+    mount = copy_mount(demo_dir, tmp_path)
+    (mount / "trust-bundle.pem").write_bytes(b"")
+    result = invoke("verify", "dgc", "--dir", str(tmp_path), "-o", "yaml")
+    assert result.exit_code == NOT_OK
+    report = yaml.safe_load(result.stdout)
+    assert report["ok"] is False and report["namespace"] is None and report["source"] == str(mount)
+    failed = [c["check"] for c in report["checks"] if not c["ok"]]
+    assert "peer jobs/jobserver" in failed and len(failed) == 2
 
 
 def test_verify_dir_with_an_expired_leaf(cluster: Cluster, demo_dir: Path, tmp_path: Path) -> None:
@@ -563,3 +725,22 @@ def test_run_serves_metrics_of_the_running_operator(tmp_path: Path) -> None:
         assert code == 0, output
         assert "Traceback" not in output
         assert scrape(port) is None  # the endpoint stopped with the operator
+
+
+# ======================================================================================
+# check (the real discovery, Lease and authorizer: tests/integration/test_cli_cluster.py)
+# ======================================================================================
+@pytest.mark.parametrize(("args", "code", "message"), [
+    ([], UNAVAILABLE, "Error: cannot reach the Kubernetes API server at {url} "
+                      "(connection refused or host unreachable)"),
+    (["--wait", "--timeout", "1s"], UNAVAILABLE, "Error: cannot reach the Kubernetes API server at {url} "
+                                                 "(connection refused or host unreachable)"),
+    (["--lease", "trustwire"], USAGE, "Error: --lease takes NAMESPACE/NAME"),
+    (["-n", "x", "-A"], USAGE, "Error: use either --namespace or --all-namespaces"),
+    (["--wait", "--timeout", "soon"], USAGE, "Invalid value for --timeout: 'soon' is not a duration"),
+])
+def test_check_refusals_and_an_unreachable_cluster(args: list[str], code: int, message: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = invoke("check", *args, "--server", url)
+    assert result.exit_code == code, result.output
+    assert message.format(url=url) in result.output and result.stdout == ""

@@ -1,6 +1,7 @@
-"""``trustwire`` / ``kubectl trustwire``: run the operator, run the demo, inspect and rotate.
+"""``trustwire`` / ``kubectl trustwire``: run the operator, run the demo, inspect, rotate, check.
 
-Errors reach the user as one clear line and a non-zero exit, never a traceback.
+Errors reach the user as one clear line and a non-zero exit (:class:`~trustwire.cli.output.Exit`),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import click
 
 from trustwire import __version__
+from trustwire.cli.check import check
 from trustwire.cli.operate import demo, run
 from trustwire.cli.rotation import rotate
 from trustwire.cli.status_table import status
 from trustwire.cli.verification import verify
 
-__all__ = ["demo", "main", "rotate", "run", "status", "verify"]
+__all__ = ["check", "demo", "main", "rotate", "run", "status", "verify"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,5 +24,5 @@ def main() -> None:
     """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
 
 
-for _command in (run, demo, status, rotate, verify):
+for _command in (run, demo, status, rotate, verify, check):
     main.add_command(_command)

@@ -1,5 +1,5 @@
 """What every command that reads the cluster shares: its options, loading the configuration,
-and one API call whose failures reach the user as one line."""
+and one API call whose failures reach the user as one line and exit 3 (:class:`Unavailable`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import click
+
+from trustwire.cli.output import Unavailable
 
 if TYPE_CHECKING:
     from trustwire.k8s.client import ApiConfig, Client
@@ -30,11 +32,15 @@ def load(server: str | None, kubeconfig: str | None, context: str | None) -> Api
     try:
         return load_config(server=server, kubeconfig=kubeconfig, context=context)
     except Exception as exc:  # kubeconfig parsing raises many types; the user needs one line
-        raise click.ClickException(f"cannot load Kubernetes configuration: {exc}") from None
+        raise Unavailable(f"cannot load Kubernetes configuration: {exc}") from None
 
 
 def namespace_of(config: ApiConfig, namespace: str | None) -> str:
     return namespace or config.default_namespace or "default"
+
+
+def where(namespace: str | None) -> str:
+    return "any namespace" if namespace is None else f"namespace {namespace}"
 
 
 def api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
@@ -50,16 +56,16 @@ def api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
         return asyncio.run(go())
     except ApiError as exc:
         if exc.reason == UNREACHABLE:
-            raise click.ClickException(f"cannot reach the Kubernetes API server at {config.server} "
+            raise Unavailable(f"cannot reach the Kubernetes API server at {config.server} "
                                        f"({exc.api_message})") from None
         if exc.status == 404 and exc.verb == "list" and "/apis/trustwire.io/" in exc.path:
-            raise click.ClickException(f"the API server at {config.server} does not serve "
+            raise Unavailable(f"the API server at {config.server} does not serve "
                                        "trustwire.io/v1alpha1 (are the trustwire CRDs installed?)") from None
         if exc.status in (401, 403):
             detail = f": {exc.api_message}" if exc.api_message else ""
-            raise click.ClickException(f"the API server refused {exc.verb} {exc.path}: "
+            raise Unavailable(f"the API server refused {exc.verb} {exc.path}: "
                                        f"{exc.status} {exc.reason}{detail}") from None
-        raise click.ClickException(str(exc)) from None
+        raise Unavailable(str(exc)) from None
     except (OSError, ssl.SSLError) as exc:
-        raise click.ClickException(
+        raise Unavailable(
             f"cannot reach the Kubernetes API server at {config.server} ({exc})") from None

@@ -81,3 +81,70 @@ def first_problem(observed: Observed) -> str | None:
     if ready is not None:
         return f"{ready.get('reason')}: {ready.get('message')}"
     return "the operator has not reported a status yet (is it running and watching this namespace?)"
+
+
+def ready(observed: Observed) -> bool:
+    cond = condition(observed, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = section(body, "metadata")
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def between(body: Mapping[str, Any]) -> list[str]:
+    """A relationship's ``spec.between`` as ``namespace/identity`` (the namespace defaults to its own)."""
+    own = key(body)[0]
+    members = section(body, "spec").get("between")
+    return [f"{b.get('namespace') or own}/{b.get('identity')}"
+            for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One object as the commands report it; :meth:`as_json` is the documented ``-o json|yaml``
+    shape (docs/reference.md §5), so its keys change only with the docs."""
+
+    kind: str
+    namespace: str
+    name: str
+    ready: bool
+    #: the Ready condition's, as found
+    reason: Any
+    message: Any
+    #: the first failing condition as one line, None when Ready
+    problem: str | None
+    observed: Observed
+    #: a relationship's members, ``namespace/identity``
+    between: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "ready": self.ready,
+               "reason": self.reason, "message": self.message, "problem": self.problem}
+        if self.kind == "TrustRelationship":
+            return out | {"between": list(self.between)}
+        materials = self.observed.materials
+        ca, cert = materials["ca"], materials["certificate"]
+        return out | {
+            "peers": self.observed.peers,
+            "ca": {"serial": ca.serial, "notAfter": ca.not_after},
+            "certificate": {"serial": cert.serial, "notAfter": cert.not_after, "renewalTime": cert.renewal_time},
+            "kid": materials["jwt"].kid,
+            "rotation": {m: self.observed.rotations[m].phase for m in MATERIALS},
+        }
+
+
+def view(kind: str, body: Mapping[str, Any]) -> View:
+    observed = observe(body)
+    ready_condition = condition(observed, "Ready") or {}
+    return View(kind, *key(body), ready=ready(observed), reason=ready_condition.get("reason"),
+                message=ready_condition.get("message"), problem=first_problem(observed), observed=observed,
+                between=tuple(between(body)) if kind == "TrustRelationship" else ())
+
+
+def conditions_json(observed: Observed) -> list[dict[str, Any]]:
+    """Every condition, as found, with the keys ``status NAME -o json`` prints."""
+    return [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
+             "message": c.get("message"), "lastTransitionTime": c.get("lastTransitionTime")}
+            for c in observed.conditions]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of
-from trustwire.cli.observed import MaterialSeen, Observed, observe
+from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, where
+from trustwire.cli.observed import MaterialSeen, Observed, key, observe
+from trustwire.cli.output import Unavailable, emit, is_machine, note, output_option
 from trustwire.times import rfc3339, rfc3339_micro
 
 if TYPE_CHECKING:
@@ -24,40 +26,80 @@ def _request_value(what: str, previous: object) -> str:
     return value if value != previous else f"{what}:{rfc3339_micro(moment)}"
 
 
-async def _annotate(client: Client, ns: str, identity: str, what: str) -> tuple[str, Mapping[str, Any], str | None]:
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One rotation request as written: the identity, the annotation's value, its status before."""
+
+    namespace: str
+    name: str
+    value: str
+    before: Observed
+    #: the annotation's previous value, if the operator had not handled it yet (it is replaced)
+    replaced: str | None
+
+
+async def _select(client: Client, identities: tuple[str, ...], ns: str | None, selector: str | None,
+                  ) -> list[dict[str, Any]]:
+    """The named identities (each must exist), else those the selector (or --all) picks."""
+    from trustwire.k8s.resources import IDENTITIES
+
+    if identities:
+        assert ns is not None
+        bodies = []
+        for name in identities:
+            body = await client.get(IDENTITIES, ns, name)
+            if body is None:
+                raise Unavailable(f"ServiceIdentity {ns}/{name} not found")
+            bodies.append(body)
+        return bodies
+    bodies = sorted(await client.list(IDENTITIES, ns, label_selector=selector), key=key)
+    if not bodies:
+        matching = f" matching {selector}" if selector else ""
+        raise Unavailable(f"no ServiceIdentities{matching} in {where(ns)}")
+    return bodies
+
+
+async def _annotate(client: Client, body: Mapping[str, Any], what: str) -> Request:
     from trustwire import names
     from trustwire.k8s.resources import IDENTITIES
 
-    body = await client.get(IDENTITIES, ns, identity)
-    if body is None:
-        raise click.ClickException(f"ServiceIdentity {ns}/{identity} not found")
+    ns, identity = key(body)
     meta = body.get("metadata") or {}
     previous = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
     value = _request_value(what, previous)
     patched = await client.merge_patch(IDENTITIES, ns, identity,
                                        {"metadata": {"annotations": {names.ROTATE_ANNOTATION: value}}})
     if patched is None:
-        raise click.ClickException(f"ServiceIdentity {ns}/{identity} not found (deleted meanwhile)")
-    return value, body, previous
+        raise Unavailable(f"ServiceIdentity {ns}/{identity} not found (deleted meanwhile)")
+    before = observe(body)
+    replaced = previous if previous and previous != before.handled_request else None
+    return Request(ns, identity, value, before, replaced)
 
 
-async def _handled(client: Client, ns: str, identity: str, value: str, timeout: float) -> Observed:
-    """The identity's status once the operator records ``value`` as its handled request."""
+async def _request_all(client: Client, identities: tuple[str, ...], ns: str | None, selector: str | None,
+                       what: str) -> list[Request]:
+    return [await _annotate(client, body, what) for body in await _select(client, identities, ns, selector)]
+
+
+async def _handled(client: Client, request: Request, timeout: float) -> Observed | None:
+    """The identity's status once the operator records the request as handled; None at the timeout."""
     from trustwire.k8s.resources import IDENTITIES
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        body = await client.get(IDENTITIES, ns, identity)
+        body = await client.get(IDENTITIES, request.namespace, request.name)
         if body is None:
-            raise click.ClickException(f"ServiceIdentity {ns}/{identity} was deleted")
+            raise Unavailable(f"ServiceIdentity {request.namespace}/{request.name} was deleted")
         observed = observe(body)
-        if observed.handled_request == value:
+        if observed.handled_request == request.value:
             return observed
         if asyncio.get_running_loop().time() > deadline:
-            raise click.ClickException(
-                f"the operator did not handle {value!r} within {timeout:.0f}s "
-                f"(is it running and watching namespace {ns}?)")
+            return None
         await asyncio.sleep(0.5)
+
+
+async def _wait_all(client: Client, requests: list[Request], timeout: float) -> list[Observed | None]:
+    return list(await asyncio.gather(*(_handled(client, r, timeout) for r in requests)))
 
 
 def _identifier(what: str, material: MaterialSeen) -> tuple[str, Any]:
@@ -73,51 +115,126 @@ def _detail(what: str, current: MaterialSeen) -> str:
     return f"no {what} reported in status"
 
 
-def _report(what: str, ns: str, current: MaterialSeen, after: Observed) -> None:
-    field, old = _identifier(what, current)
-    _, new = _identifier(what, after.materials[what])
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One request and what became of it; :meth:`as_json` is what ``rotate -o json|yaml`` prints
+    (docs/reference.md §5)."""
+
+    what: str
+    request: Request
+    #: ``serial`` or ``kid``: what changes when the material rotates
+    field: str
+    before: Any
+    #: None without --wait; False if the operator did not handle the request in time
+    handled: bool | None
+    after: Observed | None
+
+    def as_json(self) -> dict[str, Any]:
+        progress = self.after.rotations[self.what] if self.after is not None else None
+        return {"kind": "ServiceIdentity", "namespace": self.request.namespace, "name": self.request.name,
+                "what": self.what, "request": self.request.value, "replaced": self.request.replaced,
+                "field": self.field, "before": self.before, "handled": self.handled, "after": self.now,
+                "phase": progress.phase if progress else None,
+                "waitingFor": progress.waiting_for if progress else None}
+
+    @property
+    def now(self) -> Any:
+        """The serial or kid after the request was handled (None before)."""
+        return _identifier(self.what, self.after.materials[self.what])[1] if self.after is not None else None
+
+
+def _outcome(what: str, request: Request, after: Observed | None, waited: bool) -> Outcome:
+    field, old = _identifier(what, request.before.materials[what])
+    return Outcome(what, request, field, old, (after is not None) if waited else None, after)
+
+
+def _report(output: str, outcome: Outcome, label: str, timeout: float) -> str | None:
+    """A note on a handled request; the error line of one that was not."""
+    ns, field, old, new = outcome.request.namespace, outcome.field, outcome.before, outcome.now
+    if outcome.after is None:
+        return (f"{label}the operator did not handle {outcome.request.value!r} within {timeout:.0f}s "
+                f"(is it running and watching namespace {ns}?)")
     if old != new:
-        click.echo(f"done: {what} {field} {old or '-'} -> {new or '-'}")
-        return
-    progress = after.rotations[what]
+        note(output, f"{label}done: {outcome.what} {field} {old or '-'} -> {new or '-'}")
+        return None
+    progress = outcome.after.rotations[outcome.what]
     phase, waiting = progress.phase, progress.waiting_for
-    click.echo(f"handled: the {what} {field} is still {old or '-'}"
+    note(output, f"{label}handled: the {outcome.what} {field} is still {old or '-'}"
                + (f"; rotation phase {phase}" if phase else "")
                + (f", waiting for: {waiting}" if waiting else "")
                + f" (follow it with: trustwire status -n {ns})")
+    return None
+
+
+def _announce(output: str, what: str, request: Request, wait: bool) -> None:
+    from trustwire import names
+
+    note(output, f"annotated ServiceIdentity {request.namespace}/{request.name}: "
+                 f"{names.ROTATE_ANNOTATION}={request.value}")
+    if request.replaced:
+        note(output, f"note: the previous request {request.replaced!r} had not been handled yet; "
+                     "this one replaces it")
+    detail = _detail(what, request.before.materials[what])
+    if wait:
+        note(output, f"waiting for the operator ({detail})…")
+    else:
+        note(output, f"the operator rotates the {what} at its next reconcile ({detail}); "
+                     f"follow it with: trustwire status -n {request.namespace}")
+
+
+def _refuse_ambiguity(identities: tuple[str, ...], namespace: str | None, selector: str | None,
+                      all_: bool, all_namespaces: bool) -> None:
+    if identities and (selector or all_):
+        raise click.UsageError("name identities, or select them with -l or --all, not both")
+    if selector and all_:
+        raise click.UsageError("use either -l/--selector or --all")
+    if namespace and all_namespaces:
+        raise click.UsageError("use either --namespace or --all-namespaces")
+    if identities and all_namespaces:
+        raise click.UsageError("named identities are looked up in one namespace: use -n, not -A")
+    if not (identities or selector or all_):
+        raise click.UsageError("name an identity, or select identities with -l SELECTOR or --all "
+                               "(with -A: in every namespace)")
 
 
 @click.command()
-@click.argument("identity")
+@click.argument("identities", metavar="[IDENTITY]...", nargs=-1)
 @click.option("-n", "--namespace", help="Namespace (default: the kubeconfig context's, else 'default').")
+@click.option("-l", "--selector", help="Every identity whose labels match (kubectl's label selector syntax).")
+@click.option("--all", "all_", is_flag=True, help="Every identity in the namespace (with -A: in every namespace).")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Select with -l or --all in every namespace.")
 @click.option("--what", type=click.Choice(["ca", "certificate", "jwt"]), required=True,
               help="What to rotate: the CA, the leaf certificate or the JWT signing key.")
-@click.option("--wait", is_flag=True, help="Wait until the operator has handled the request.")
+@click.option("--wait", is_flag=True, help="Wait until the operator has handled every request.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to --wait.")
+@output_option
 @cluster_options
-def rotate(identity: str, namespace: str | None, what: str, wait: bool, timeout: float,
+def rotate(identities: tuple[str, ...], namespace: str | None, selector: str | None, all_: bool,
+           all_namespaces: bool, what: str, wait: bool, timeout: float, output: str,
            kubeconfig: str | None, context: str | None, server: str | None) -> None:
-    """Ask the operator to rotate an identity's CA, certificate or JWT key now.
+    """Ask the operator to rotate identities' CA, certificate or JWT key now.
 
     Sets the annotation trustwire.io/rotate=<what>:<UTC timestamp> (a JSON merge patch on
     metadata.annotations); the operator acts once per distinct value and records it in
     status.rotation.handledRequest. One request at a time: use --wait before the next.
+    Exits 1 if --wait timed out for any identity.
     """
-    from trustwire import names
-
+    _refuse_ambiguity(identities, namespace, selector, all_, all_namespaces)
     config = load(server, kubeconfig, context)
-    ns = namespace_of(config, namespace)
-    value, body, previous = api_call(config, lambda client: _annotate(client, ns, identity, what))
-    before = observe(body)
-    click.echo(f"annotated ServiceIdentity {ns}/{identity}: {names.ROTATE_ANNOTATION}={value}")
-    if previous and previous != before.handled_request:
-        click.echo(f"note: the previous request {previous!r} had not been handled yet; this one replaces it")
-    current = before.materials[what]
-    detail = _detail(what, current)
+    ns = None if all_namespaces else namespace_of(config, namespace)
+    requests = api_call(config, lambda client: _request_all(client, identities, ns, selector, what))
+    for request in requests:
+        _announce(output, what, request, wait)
+    afters = api_call(config, lambda client: _wait_all(client, requests, timeout)) if wait else [None] * len(requests)
+    outcomes = [_outcome(what, r, after, wait) for r, after in zip(requests, afters, strict=True)]
+    if is_machine(output):
+        emit(output, [o.as_json() for o in outcomes])
     if not wait:
-        click.echo(f"the operator rotates the {what} at its next reconcile ({detail}); "
-                   f"follow it with: trustwire status -n {ns}")
         return
-    click.echo(f"waiting for the operator ({detail})…")
-    after = api_call(config, lambda client: _handled(client, ns, identity, value, timeout))
-    _report(what, ns, current, after)
+    several = len(outcomes) > 1
+    failures = [line for o in outcomes
+                if (line := _report(output, o, f"{o.request.namespace}/{o.request.name}: " if several else "",
+                                    timeout))]
+    if failures:
+        raise click.ClickException("; ".join(failures))
+

@@ -11,6 +11,7 @@ import click
 
 from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of
 from trustwire.cli.observed import first_problem, observe, section
+from trustwire.cli.output import Exit, Unavailable, emit, is_machine, output_option
 from trustwire.times import utcnow
 
 if TYPE_CHECKING:
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
                    "of `trustwire demo --output` (uses mounts/<namespace>/<identity>/).")
 @click.option("--renew-before", default="240h", show_default=True,
               help="certificate.renewBefore to assume with --dir (from the cluster: the identity's spec).")
+@output_option
 @cluster_options
-def verify(identity: str, namespace: str | None, directory: Path | None, renew_before: str,
+def verify(identity: str, namespace: str | None, directory: Path | None, renew_before: str, output: str,
            kubeconfig: str | None, context: str | None, server: str | None) -> None:
     """Check an identity's material offline: chain, SANs, expiry, keystores, peers, JWT keys.
 
@@ -46,15 +48,23 @@ def verify(identity: str, namespace: str | None, directory: Path | None, renew_b
         where = _material_directory(directory, identity, namespace)
         files = load_directory(where)
         if not files:
-            raise click.ClickException(f"no files in {where}")
+            raise Unavailable(f"no files in {where}")
         target = Target(identity=identity, namespace=namespace, renew_before=lead)
-        source = str(where)
+        source, ns = str(where), namespace
     else:
         config = load(server, kubeconfig, context)
         ns = namespace_of(config, namespace)
         files, public, target = api_call(config, lambda client: _cluster_material(client, ns, identity))
         source = f"ServiceIdentity {ns}/{identity}"
-    _print_findings(source, verify_material(files, now=utcnow(), target=target, public=public))
+    findings = verify_material(files, now=utcnow(), target=target, public=public)
+    if is_machine(output):
+        emit(output, {"kind": "ServiceIdentity", "namespace": ns, "name": identity, "source": source,
+                      "ok": all(f.ok for f in findings),
+                      "checks": [{"check": f.check, "ok": f.ok, "message": f.message} for f in findings]})
+        if not all(f.ok for f in findings):
+            sys.exit(Exit.NOT_OK)
+        return
+    _print_findings(source, findings)
 
 
 def _print_findings(source: str, findings: list[Finding]) -> None:
@@ -66,7 +76,7 @@ def _print_findings(source: str, findings: list[Finding]) -> None:
     if failed:
         click.echo(click.style(f"{len(failed)} of {len(findings)} checks failed: ", fg="red", bold=True)
                    + "; ".join(f"{f.check}: {f.message}" for f in failed))
-        sys.exit(1)
+        sys.exit(Exit.NOT_OK)
     click.echo(click.style(f"all {len(findings)} checks passed", fg="green", bold=True))
 
 
@@ -81,12 +91,12 @@ def _material_directory(directory: Path, identity: str, namespace: str | None) -
                 return matches[0]
             if len(matches) > 1:
                 found = ", ".join(p.parent.name for p in matches)
-                raise click.ClickException(f"{identity} exists in several namespaces under {base} ({found}); "
-                                           "pass -n")
+                raise click.UsageError(f"{identity} exists in several namespaces under {base} ({found}); "
+                                       "pass -n")
     if any(p.is_file() and not p.name.startswith("..") for p in directory.iterdir()):
         return directory
     looked = f"{namespace}/{identity}" if namespace else f"*/{identity}"
-    raise click.ClickException(f"no material for {identity} in {directory} (looked for files there, in "
+    raise Unavailable(f"no material for {identity} in {directory} (looked for files there, in "
                                f"{looked}/ and in mounts/{looked}/)")
 
 
@@ -99,7 +109,7 @@ async def _cluster_material(client: Client, namespace: str, identity: str,
 
     body = await client.get(IDENTITIES, namespace, identity)
     if body is None:
-        raise click.ClickException(f"ServiceIdentity {namespace}/{identity} not found")
+        raise Unavailable(f"ServiceIdentity {namespace}/{identity} not found")
     files: dict[str, bytes] = {}
     missing = []
     for name in (names.credentials_secret(identity), names.trust_secret(identity)):

@@ -212,10 +212,11 @@ class Client:
         return result
 
     async def pages(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
-                    page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[Page]:
+                    field_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> AsyncIterator[Page]:
         """Every object, a page (``limit``/``continue``) at a time, so a large cluster never
         arrives as one huge response; a server that ignores ``limit`` answers in one."""
-        params = {"limit": str(page_size)} | ({"labelSelector": label_selector} if label_selector else {})
+        params = {"limit": str(page_size)} | ({"labelSelector": label_selector} if label_selector else {}) \
+            | ({"fieldSelector": field_selector} if field_selector else {})
         while True:
             result = await self._request("list", resource.path(namespace), params=params) or {}
             meta = result.get("metadata") or {}
@@ -226,11 +227,12 @@ class Client:
                 return
             params = {**params, "continue": str(token)}
 
-    async def list(self, resource: Resource, namespace: str | None = None, *,
-                   label_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
+    async def list(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
+                   field_selector: str | None = None, page_size: int = LIST_PAGE_SIZE) -> list[dict[str, Any]]:
         """Every object (see :meth:`pages`)."""
         return [body async for page in self.pages(resource, namespace, label_selector=label_selector,
-                                                  page_size=page_size) for body in page.items]
+                                                  field_selector=field_selector, page_size=page_size)
+                for body in page.items]
 
     async def watch(self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None,
                     resource_version: str | None = None, timeout_seconds: int = WATCH_SECONDS,
