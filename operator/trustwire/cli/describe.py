@@ -108,7 +108,7 @@ def describe(config: ApiConfig, namespace: str, name: str, output: str) -> None:
     body, raw_events = api_call(config, lambda client: _read(client, kind, namespace, name))
     shown, events = view(kind, body), [EventSeen.of(e) for e in raw_events]
     if is_machine(output):
-        emit(output, shown.as_json() | {"conditions": conditions_json(shown.observed),
+        emit(output, shown.as_json() | {"conditions": conditions_json(shown.status),
                                         "events": [e.as_json() for e in events]})
     else:
         _print(shown, events)
@@ -127,7 +127,7 @@ def _conditions_table(shown: View, now: datetime) -> Table:
     table = Table(title="Conditions", title_justify="left")
     for column in ("Type", "Status", "Reason", "Since", "Message"):
         table.add_column(column, no_wrap=column != "Message")
-    for c in shown.observed.conditions:
+    for c in shown.status.conditions:
         table.add_row(*(escape(str(c.get(k) or "-")) for k in ("type", "status", "reason")),
                       escape(_since(c.get("lastTransitionTime"), now)), escape(str(c.get("message") or "")))
     return table
@@ -151,7 +151,7 @@ def _print(shown: View, events: list[EventSeen]) -> None:
     state = "[green]Ready[/]" if shown.ready else "[red]not Ready[/]"
     out.print(f"[bold]{shown.kind} {escape(shown.namespace)}/{escape(shown.name)}[/]: {state}"
               + (f" ({escape(str(shown.reason))})" if shown.reason else ""))
-    out.print(_conditions_table(shown, now) if shown.observed.conditions
+    out.print(_conditions_table(shown, now) if shown.status.conditions
               else "no conditions: the operator has not reported a status yet")
     out.print(_events_table(events, now) if events
               else "no recent Events (most clusters keep Events for an hour)")

@@ -1,90 +1,70 @@
-"""What the CLI reads of an object's status, read in :func:`observe` and nowhere else.
+"""What the CLI reads of an object: its status through the typed model (plan/status.py, the
+only place that knows the status keys), its name and a relationship's members.
 
-Status is user-editable, so every value stays as found (``Any``): the commands print what
-is there, and a missing or malformed section reads as empty rather than raising.
+Status is user-editable; the model reads a missing or malformed section as absent, so the
+commands print what is there and never raise on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping
 from typing import Any
 
-#: The materials a status reports and rotates.
-MATERIALS = ("ca", "certificate", "jwt")
+from trustwire.plan.status import CARotationStatus, IdentityStatus, JwtRotationStatus, RelationshipStatus
+
+#: the status of either kind: both carry the conditions the commands judge
+Status = IdentityStatus | RelationshipStatus
 
 #: kstatus summaries and informational conditions: never "the problem" (Rotating=False is idle).
 SUMMARY_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Rotating")
 
 
 def section(body: Mapping[str, Any] | None, key: str) -> Mapping[str, Any]:
-    """``body[key]`` if it is a mapping, else empty: status and spec are user-editable."""
+    """``body[key]`` if it is a mapping, else empty: metadata and spec are user-editable."""
     value = (body or {}).get(key)
     return value if isinstance(value, Mapping) else {}
 
 
-@dataclasses.dataclass(frozen=True)
-class MaterialSeen:
-    """``status.<material>``: the CA, the leaf certificate or the JWT key."""
-
-    serial: Any
-    not_after: Any
-    renewal_time: Any
-    kid: Any
-    dns_names: Any
+def observe(body: Mapping[str, Any] | None) -> IdentityStatus:
+    """A ServiceIdentity's status."""
+    return IdentityStatus.from_dict(section(body, "status"))
 
 
-@dataclasses.dataclass(frozen=True)
-class RotationSeen:
-    """``status.rotation.<material>``."""
-
-    phase: Any
-    waiting_for: Any
+def observe_relationship(body: Mapping[str, Any] | None) -> RelationshipStatus:
+    return RelationshipStatus.from_dict(section(body, "status"))
 
 
-@dataclasses.dataclass(frozen=True)
-class Observed:
-    conditions: tuple[Mapping[str, Any], ...]
-    peers: Any
-    materials: Mapping[str, MaterialSeen]
-    rotations: Mapping[str, RotationSeen]
-    handled_request: Any
+def found(value: str | None) -> str | None:
+    """A status field as the machine output prints it: null when absent (the model reads an
+    absent field of a present section as empty)."""
+    return value or None
 
 
-def observe(body: Mapping[str, Any] | None) -> Observed:
-    status = section(body, "status")
-    rotation = section(status, "rotation")
-    raw_conditions = status.get("conditions")
-    conditions = tuple(c for c in raw_conditions if isinstance(c, Mapping)) if isinstance(raw_conditions, list) else ()
-    listed = status.get("peers")
-    peers = status["peerCount"] if "peerCount" in status else len(listed) if isinstance(listed, Sized) else 0
-    materials = {m: MaterialSeen(serial=s.get("serial"), not_after=s.get("notAfter"), renewal_time=s.get("renewalTime"),
-                                 kid=s.get("kid"), dns_names=s.get("dnsNames"))
-                 for m in MATERIALS for s in (section(status, m),)}
-    rotations = {m: RotationSeen(phase=r.get("phase"), waiting_for=r.get("waitingFor"))
-                 for m in MATERIALS for r in (section(rotation, m),)}
-    return Observed(conditions, peers, materials, rotations, rotation.get("handledRequest"))
-
-
-def condition(observed: Observed, type_: str) -> Mapping[str, Any] | None:
-    return next((c for c in observed.conditions if c.get("type") == type_), None)
-
-
-def first_problem(observed: Observed) -> str | None:
-    """The first failing condition of an object that is not Ready, as one line."""
-    ready = condition(observed, "Ready")
-    if ready is not None and ready.get("status") == "True":
+def rotation_of(status: IdentityStatus, what: str) -> CARotationStatus | JwtRotationStatus | None:
+    """The rotation state machine of ``what`` (``ca``, ``certificate`` or ``jwt``); None when the
+    status has none, and always for the leaf certificate, which is re-issued in one step."""
+    rotation = status.rotation
+    if rotation is None or what not in ("ca", "jwt"):
         return None
-    for cond in observed.conditions:
+    return rotation.ca if what == "ca" else rotation.jwt
+
+
+def first_problem(status: Status) -> str | None:
+    """The first failing condition of an object that is not Ready, as one line."""
+    ready_condition = status.condition("Ready")
+    if ready_condition is not None and ready_condition.get("status") == "True":
+        return None
+    for cond in status.conditions:
         if cond.get("type") not in SUMMARY_CONDITIONS and cond.get("status") == "False":
             return f"{cond.get('type')} {cond.get('reason')}: {cond.get('message')}"
-    if ready is not None:
-        return f"{ready.get('reason')}: {ready.get('message')}"
+    if ready_condition is not None:
+        return f"{ready_condition.get('reason')}: {ready_condition.get('message')}"
     return "the operator has not reported a status yet (is it running and watching this namespace?)"
 
 
-def ready(observed: Observed) -> bool:
-    cond = condition(observed, "Ready")
+def ready(status: Status) -> bool:
+    cond = status.condition("Ready")
     return cond is not None and cond.get("status") == "True"
 
 
@@ -101,6 +81,20 @@ def between(body: Mapping[str, Any]) -> list[str]:
             for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
 
 
+def _identity_json(status: IdentityStatus) -> dict[str, Any]:
+    ca, cert, jwt = status.ca, status.certificate, status.jwt
+    return {
+        "peers": status.peer_count,
+        "ca": {"serial": found(ca.serial) if ca else None, "notAfter": found(ca.not_after) if ca else None},
+        "certificate": {"serial": found(cert.serial) if cert else None,
+                        "notAfter": found(cert.not_after) if cert else None,
+                        "renewalTime": found(cert.renewal_time) if cert else None},
+        "kid": found(jwt.kid) if jwt else None,
+        "rotation": {what: progress.phase if (progress := rotation_of(status, what)) else None
+                     for what in ("ca", "certificate", "jwt")},
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class View:
     """One object as the commands report it; :meth:`as_json` is the documented ``-o json|yaml``
@@ -115,36 +109,29 @@ class View:
     message: Any
     #: the first failing condition as one line, None when Ready
     problem: str | None
-    observed: Observed
+    status: Status
     #: a relationship's members, ``namespace/identity``
     between: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         out = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "ready": self.ready,
                "reason": self.reason, "message": self.message, "problem": self.problem}
-        if self.kind == "TrustRelationship":
-            return out | {"between": list(self.between)}
-        materials = self.observed.materials
-        ca, cert = materials["ca"], materials["certificate"]
-        return out | {
-            "peers": self.observed.peers,
-            "ca": {"serial": ca.serial, "notAfter": ca.not_after},
-            "certificate": {"serial": cert.serial, "notAfter": cert.not_after, "renewalTime": cert.renewal_time},
-            "kid": materials["jwt"].kid,
-            "rotation": {m: self.observed.rotations[m].phase for m in MATERIALS},
-        }
+        if isinstance(self.status, IdentityStatus):
+            return out | _identity_json(self.status)
+        return out | {"between": list(self.between)}
 
 
 def view(kind: str, body: Mapping[str, Any]) -> View:
-    observed = observe(body)
-    ready_condition = condition(observed, "Ready") or {}
-    return View(kind, *key(body), ready=ready(observed), reason=ready_condition.get("reason"),
-                message=ready_condition.get("message"), problem=first_problem(observed), observed=observed,
-                between=tuple(between(body)) if kind == "TrustRelationship" else ())
+    relationship = kind == "TrustRelationship"
+    status: Status = observe_relationship(body) if relationship else observe(body)
+    ready_condition = status.condition("Ready") or {}
+    return View(kind, *key(body), ready=ready(status), reason=ready_condition.get("reason"),
+                message=ready_condition.get("message"), problem=first_problem(status), status=status,
+                between=tuple(between(body)) if relationship else ())
 
 
-def conditions_json(observed: Observed) -> list[dict[str, Any]]:
+def conditions_json(status: Status) -> list[dict[str, Any]]:
     """Every condition, as found, with the keys ``status NAME -o json`` prints."""
     return [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
              "message": c.get("message"), "lastTransitionTime": c.get("lastTransitionTime")}
-            for c in observed.conditions]
+            for c in status.conditions]

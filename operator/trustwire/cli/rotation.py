@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, where
-from trustwire.cli.observed import MaterialSeen, Observed, key, observe
+from trustwire.cli.observed import found, key, observe, rotation_of
 from trustwire.cli.output import Unavailable, emit, is_machine, note, output_option
 from trustwire.times import rfc3339, rfc3339_micro
 
 if TYPE_CHECKING:
     from trustwire.k8s.client import Client
+    from trustwire.plan.status import CAStatus, CertificateStatus, IdentityStatus
 
 
 def _request_value(what: str, previous: object) -> str:
@@ -33,7 +34,7 @@ class Request:
     namespace: str
     name: str
     value: str
-    before: Observed
+    before: IdentityStatus
     #: the annotation's previous value, if the operator had not handled it yet (it is replaced)
     replaced: str | None
 
@@ -72,7 +73,7 @@ async def _annotate(client: Client, body: Mapping[str, Any], what: str) -> Reque
     if patched is None:
         raise Unavailable(f"ServiceIdentity {ns}/{identity} not found (deleted meanwhile)")
     before = observe(body)
-    replaced = previous if previous and previous != before.handled_request else None
+    replaced = previous if previous and previous != _handled_request(before) else None
     return Request(ns, identity, value, before, replaced)
 
 
@@ -81,7 +82,11 @@ async def _request_all(client: Client, identities: tuple[str, ...], ns: str | No
     return [await _annotate(client, body, what) for body in await _select(client, identities, ns, selector)]
 
 
-async def _handled(client: Client, request: Request, timeout: float) -> Observed | None:
+def _handled_request(status: IdentityStatus) -> str | None:
+    return status.rotation.handled_request if status.rotation else None
+
+
+async def _handled(client: Client, request: Request, timeout: float) -> IdentityStatus | None:
     """The identity's status once the operator records the request as handled; None at the timeout."""
     from trustwire.k8s.resources import IDENTITIES
 
@@ -90,28 +95,38 @@ async def _handled(client: Client, request: Request, timeout: float) -> Observed
         body = await client.get(IDENTITIES, request.namespace, request.name)
         if body is None:
             raise Unavailable(f"ServiceIdentity {request.namespace}/{request.name} was deleted")
-        observed = observe(body)
-        if observed.handled_request == request.value:
-            return observed
+        status = observe(body)
+        if _handled_request(status) == request.value:
+            return status
         if asyncio.get_running_loop().time() > deadline:
             return None
         await asyncio.sleep(0.5)
 
 
-async def _wait_all(client: Client, requests: list[Request], timeout: float) -> list[Observed | None]:
+async def _wait_all(client: Client, requests: list[Request], timeout: float) -> list[IdentityStatus | None]:
     return list(await asyncio.gather(*(_handled(client, r, timeout) for r in requests)))
 
 
-def _identifier(what: str, material: MaterialSeen) -> tuple[str, Any]:
-    """The field that changes when ``what`` rotates, and its value."""
-    return ("kid", material.kid) if what == "jwt" else ("serial", material.serial)
+def _certificate(what: str, status: IdentityStatus) -> CAStatus | CertificateStatus | None:
+    """The CA (``ca``) or the leaf (``certificate``) the status reports."""
+    return status.ca if what == "ca" else status.certificate
 
 
-def _detail(what: str, current: MaterialSeen) -> str:
+def _identifier(what: str, status: IdentityStatus) -> tuple[str, str | None]:
+    """The field that changes when ``what`` rotates, and its value (None when absent)."""
     if what == "jwt":
-        return f"current kid {current.kid}" if current.kid else "no JWT key in status"
-    if current.serial:
-        return f"current serial {current.serial}, expires {current.not_after}"
+        return "kid", found(status.jwt.kid) if status.jwt else None
+    certificate = _certificate(what, status)
+    return "serial", found(certificate.serial) if certificate else None
+
+
+def _detail(what: str, current: IdentityStatus) -> str:
+    if what == "jwt":
+        kid = _identifier(what, current)[1]
+        return f"current kid {kid}" if kid else "no JWT key in status"
+    certificate = _certificate(what, current)
+    if certificate is not None and certificate.serial:
+        return f"current serial {certificate.serial}, expires {found(certificate.not_after)}"
     return f"no {what} reported in status"
 
 
@@ -124,13 +139,13 @@ class Outcome:
     request: Request
     #: ``serial`` or ``kid``: what changes when the material rotates
     field: str
-    before: Any
+    before: str | None
     #: None without --wait; False if the operator did not handle the request in time
     handled: bool | None
-    after: Observed | None
+    after: IdentityStatus | None
 
     def as_json(self) -> dict[str, Any]:
-        progress = self.after.rotations[self.what] if self.after is not None else None
+        progress = rotation_of(self.after, self.what) if self.after is not None else None
         return {"kind": "ServiceIdentity", "namespace": self.request.namespace, "name": self.request.name,
                 "what": self.what, "request": self.request.value, "replaced": self.request.replaced,
                 "field": self.field, "before": self.before, "handled": self.handled, "after": self.now,
@@ -138,13 +153,13 @@ class Outcome:
                 "waitingFor": progress.waiting_for if progress else None}
 
     @property
-    def now(self) -> Any:
+    def now(self) -> str | None:
         """The serial or kid after the request was handled (None before)."""
-        return _identifier(self.what, self.after.materials[self.what])[1] if self.after is not None else None
+        return _identifier(self.what, self.after)[1] if self.after is not None else None
 
 
-def _outcome(what: str, request: Request, after: Observed | None, waited: bool) -> Outcome:
-    field, old = _identifier(what, request.before.materials[what])
+def _outcome(what: str, request: Request, after: IdentityStatus | None, waited: bool) -> Outcome:
+    field, old = _identifier(what, request.before)
     return Outcome(what, request, field, old, (after is not None) if waited else None, after)
 
 
@@ -157,8 +172,8 @@ def _report(output: str, outcome: Outcome, label: str, timeout: float) -> str | 
     if old != new:
         note(output, f"{label}done: {outcome.what} {field} {old or '-'} -> {new or '-'}")
         return None
-    progress = outcome.after.rotations[outcome.what]
-    phase, waiting = progress.phase, progress.waiting_for
+    progress = rotation_of(outcome.after, outcome.what)
+    phase, waiting = (progress.phase, progress.waiting_for) if progress else (None, None)
     note(output, f"{label}handled: the {outcome.what} {field} is still {old or '-'}"
                + (f"; rotation phase {phase}" if phase else "")
                + (f", waiting for: {waiting}" if waiting else "")
@@ -174,7 +189,7 @@ def _announce(output: str, what: str, request: Request, wait: bool) -> None:
     if request.replaced:
         note(output, f"note: the previous request {request.replaced!r} had not been handled yet; "
                      "this one replaces it")
-    detail = _detail(what, request.before.materials[what])
+    detail = _detail(what, request.before)
     if wait:
         note(output, f"waiting for the operator ({detail})…")
     else:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, where
 from trustwire.cli.describe import describe, relative
-from trustwire.cli.observed import Observed, View, between, condition, key, observe, view
+from trustwire.cli.observed import Status, View, between, key, observe, observe_relationship, rotation_of, view
 from trustwire.cli.output import Exit, console, emit, is_machine, output_option
 from trustwire.times import parse_time, rfc3339, utcnow
 
@@ -19,29 +19,28 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from trustwire.k8s.client import Client
+    from trustwire.plan.status import IdentityStatus
 
 
-def _ready_cell(observed: Observed) -> tuple[str, str]:
+def _ready_cell(status: Status) -> tuple[str, str]:
     """(coloured Ready, reason) for a table row."""
-    ready = condition(observed, "Ready")
+    ready = status.condition("Ready")
     if ready is None:
         return "[yellow]Unknown[/]", "no status yet"
     colour = {"True": "green", "False": "red"}.get(str(ready.get("status")), "yellow")
     return f"[{colour}]{escape(str(ready.get('status')))}[/]", escape(str(ready.get("reason") or ""))
 
 
-def _rotation_cell(observed: Observed) -> str:
-    """Rotations in progress (``status.rotation.<material>.phase`` other than Idle)."""
-    labels = (("ca", "CA"), ("certificate", "cert"), ("jwt", "JWT"))
-    phases = [f"{label} {phase}" for material, label in labels
-              if (phase := observed.rotations[material].phase) and phase != "Idle"]
+def _rotation_cell(status: IdentityStatus) -> str:
+    """The CA and JWT rotations in progress (a phase other than Idle); the leaf has no phases."""
+    phases = [f"{label} {progress.phase}" for what, label in (("ca", "CA"), ("jwt", "JWT"))
+              if (progress := rotation_of(status, what)) and progress.phase and progress.phase != "Idle"]
     return f"[yellow]{escape(', '.join(phases))}[/]" if phases else "-"
 
 
-def _expiry_cell(observed: Observed, now: datetime) -> str:
-    cert = observed.materials["certificate"]
-    not_after = parse_time(cert.not_after)
-    if not_after is None:
+def _expiry_cell(status: IdentityStatus, now: datetime) -> str:
+    cert = status.certificate
+    if cert is None or (not_after := parse_time(cert.not_after)) is None:
         return "-"
     renewal = parse_time(cert.renewal_time)
     colour = "red" if not_after <= now else "yellow" if renewal is not None and renewal <= now else ""
@@ -57,11 +56,11 @@ def _identity_table(identities: list[dict[str, Any]], where_: str) -> Table:
     for column in ("Namespace", "Name", "Ready", "Reason", "Peers", "Cert expires", "Kid", "Rotation"):
         table.add_column(column, no_wrap=column != "Reason")
     for body in identities:
-        observed = observe(body)
-        ready, reason = _ready_cell(observed)
-        table.add_row(*map(escape, key(body)), ready, reason, escape(str(observed.peers)),
-                      _expiry_cell(observed, now), escape(str(observed.materials["jwt"].kid or "-")),
-                      _rotation_cell(observed))
+        status = observe(body)
+        ready, reason = _ready_cell(status)
+        table.add_row(*map(escape, key(body)), ready, reason, escape(str(status.peer_count)),
+                      _expiry_cell(status, now), escape((status.jwt.kid if status.jwt else "") or "-"),
+                      _rotation_cell(status))
     return table
 
 
@@ -72,7 +71,7 @@ def _relationship_table(relationships: list[dict[str, Any]], where_: str) -> Tab
     for column in ("Namespace", "Name", "Ready", "Reason", "Between"):
         table.add_column(column, no_wrap=column != "Reason")
     for body in relationships:
-        ready, reason = _ready_cell(observe(body))
+        ready, reason = _ready_cell(observe_relationship(body))
         table.add_row(*map(escape, key(body)), ready, reason, escape(" <-> ".join(between(body)) or "-"))
     return table
 

@@ -117,9 +117,9 @@ async def _cluster_material(client: Client, namespace: str, identity: str,
         if secret is None:
             missing.append(name)
         files.update(decode_data(SECRETS, secret))
-    observed = observe(body)
+    status = observe(body)
     if missing:
-        problem = first_problem(observed) or "no problem reported in its status"
+        problem = first_problem(status) or "no problem reported in its status"
         secrets = ", ".join(f"{namespace}/{m}" for m in missing)
         raise click.ClickException(f"Secret(s) {secrets} do not exist; "
                                    f"ServiceIdentity {namespace}/{identity}: {problem}")
@@ -129,7 +129,7 @@ async def _cluster_material(client: Client, namespace: str, identity: str,
         lead = parse_duration(str(section(spec, "certificate").get("renewBefore") or "240h"))
     except ValueError:
         lead = DEFAULT_RENEW_BEFORE
-    dns_names = [str(n) for n in observed.materials["certificate"].dns_names or []]
+    dns_names = list(status.certificate.dns_names) if status.certificate else []
     target = Target(identity=identity, namespace=namespace,
                     service_name=str(spec.get("serviceName") or identity), dns_names=dns_names,
                     renew_before=lead)
