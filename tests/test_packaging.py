@@ -7,6 +7,8 @@ What this proves:
   its declared dependencies installed, and exits 0 (every proof of the demo holds);
 * ``examples/`` is in the wheel exactly as in the repository (the build copies it), and so is
   the Apache-2.0 LICENSE;
+* the image's way of installing works: ``requirements.lock`` (every pin hashed, wheels only)
+  plus the wheel without dependencies is a complete, consistent set (``pip check``) that runs;
 * no dependency needs a compiler: every requirement of the wheel resolves to a wheel
   (``pip download --only-binary=:all:``), as ``pipx install`` on a machine without one needs.
 
@@ -27,6 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+LOCK = ROOT / "requirements.lock"
 
 
 def _clean_env() -> dict[str, str]:
@@ -97,3 +100,21 @@ def test_every_dependency_resolves_to_a_wheel(wheel: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stdout + result.stderr
     downloaded = sorted(p.name for p in tmp_path.iterdir())
     assert downloaded and all(name.endswith(".whl") for name in downloaded), downloaded
+
+
+def test_the_lock_and_the_wheel_install_as_the_image_does(wheel: Path, tmp_path: Path) -> None:
+    """The Dockerfile's two pip steps, in a fresh venv: the lock is complete and consistent."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    steps = [
+        ["install", "--require-hashes", "--only-binary=:all:", "-r", str(LOCK)],
+        ["install", "--no-deps", str(wheel)],
+        ["check"],
+    ]
+    for step in steps:
+        result = _pip(python, *step)
+        assert result.returncode == 0, " ".join(step) + "\n" + result.stdout[-4000:] + result.stderr[-4000:]
+    helped = subprocess.run([str(env_dir / "bin" / "trustwire"), "--help"], cwd=tmp_path, env=_clean_env(),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert helped.returncode == 0, helped.stdout + helped.stderr
