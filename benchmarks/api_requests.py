@@ -35,7 +35,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trustwire.k8s.client import CONFIGMAPS, EVENTS, SECRETS, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import CONFIGMAPS, EVENTS, SECRETS
 
 try:  # from the repository root (python -m benchmarks.api_requests, tests)
     from benchmarks.crypto import machine

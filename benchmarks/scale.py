@@ -96,17 +96,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trustwire.k8s.client import (
-    IDENTITIES,
-    RELATIONSHIPS,
-    SECRETS,
-    ApiConfig,
-    ApiError,
-    Client,
-    Resource,
-    decode_data,
-    load_config,
-)
+from trustwire.k8s.client import ApiConfig, Client, load_config
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, Resource, decode_data
 from trustwire.pki import KeyAlgorithm
 
 try:  # from the repository root (python -m benchmarks.scale, tests)

@@ -43,8 +43,8 @@ from trustwire.controller.reconciler import Controller
 from trustwire.demo.drill import mounted_files
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.run import apply, default_examples, load_manifests, write_mount
-from trustwire.handlers import quiet_kopf_logging
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client, decode_data
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, decode_data
 from trustwire.runtime import OperatorOptions, running_operator
 
 T = TypeVar("T")
@@ -99,7 +99,6 @@ def ready(body: dict[str, Any]) -> bool:
 @contextlib.contextmanager
 def emulator(with_operator: bool) -> Iterator[Cluster]:
     """The API emulator with the quickstart applied, optionally with the operator, in a background loop."""
-    quiet_kopf_logging()
     bg = BackgroundLoop()
     stack = contextlib.AsyncExitStack()
 

@@ -12,7 +12,9 @@ from aiohttp import web
 
 from tests.conftest import HttpServer
 from trustwire.k8s import client as client_module
-from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client, load_config
+from trustwire.k8s.client import ApiConfig, Client, load_config
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import SECRETS
 
 
 @pytest.fixture

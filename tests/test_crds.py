@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from trustwire import names
+
 CRDS_DIR = Path(__file__).resolve().parents[1] / "crds"
 KUBERNETES_VERSION = "1.35.0"  # a recent release kubernetes_validate ships schemas for
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -471,7 +473,7 @@ TRUST_STATUS: dict[str, Any] = {
             "type": "Ready",
             "status": "False",
             "reason": "NotPermitted",
-            "message": "",
+            "message": "Accepted: jobs/jobserver does not accept relationships",
             "lastTransitionTime": NOW,
         },
         {
@@ -512,7 +514,8 @@ def test_malformed_status_is_rejected(sid: dict[str, Any], bad: dict[str, Any]) 
 @pytest.mark.parametrize("fixture", ["sid", "trust"])
 def test_status_follows_kstatus(request: pytest.FixtureRequest, fixture: str) -> None:
     crd = request.getfixturevalue(fixture)
-    assert _node(crd, "status.observedGeneration") == {"type": "integer", "format": "int64"}
+    generation = _node(crd, "status.observedGeneration")
+    assert (generation["type"], generation["format"]) == ("integer", "int64")
     conditions = _node(crd, "status.conditions")
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
@@ -543,11 +546,12 @@ def test_rotation_state_is_free_form_and_nothing_else_is(sid: dict[str, Any]) ->
 
 _SEGMENT = re.compile(
     r'\.(?P<field>[A-Za-z_][A-Za-z0-9_]*)|\[\?\(@\.(?P<key>[A-Za-z_]+)=="(?P<value>[^"]*)"\)\]'
+    r"|\[(?P<index>[0-9]+)\]"
 )
 
 
 def _jsonpath(path: str, obj: Any) -> list[Any]:
-    """The subset of kubectl JSONPath the printer columns use: `.field` and `[?(@.k=="v")]`."""
+    """The subset of kubectl JSONPath the printer columns use: `.field`, `[n]` and `[?(@.k=="v")]`."""
     values = [obj]
     pos = 0
     while pos < len(path):
@@ -556,6 +560,8 @@ def _jsonpath(path: str, obj: Any) -> list[Any]:
         pos = m.end()
         if m["field"]:
             values = [v[m["field"]] for v in values if isinstance(v, dict) and m["field"] in v]
+        elif m["index"]:
+            values = [v[int(m["index"])] for v in values if isinstance(v, list) and int(m["index"]) < len(v)]
         else:
             values = [
                 item
@@ -582,7 +588,7 @@ def _schema_at(crd: dict[str, Any], path: str) -> dict[str, Any]:
         else:
             assert node["type"] == "array"
             node = node["items"]
-            assert m["key"] in node["properties"]
+            assert m["index"] or m["key"] in node["properties"]
     return node
 
 
@@ -628,13 +634,17 @@ def test_serviceidentity_printer_columns_resolve(sid: dict[str, Any]) -> None:
 
 def test_trustrelationship_printer_columns_resolve(trust: dict[str, Any]) -> None:
     obj = _trust_object({"between": [{"identity": "a"}, {"identity": "b"}]}, status=TRUST_STATUS)
+    ready = '.status.conditions[?(@.type=="Ready")]'
     _check_columns(
         trust,
         obj,
         [
-            ("Ready", '.status.conditions[?(@.type=="Ready")].status', "string", 0, "False"),
-            ("Accepted", '.status.conditions[?(@.type=="Accepted")].status', "string", 0, "False"),
-            ("Reason", '.status.conditions[?(@.type=="Accepted")].reason', "string", 1, "NotPermitted"),
+            ("Between", ".status.identities[0]", "string", 0, "governance/dgc"),
+            ("And", ".status.identities[1]", "string", 0, "jobs/jobserver"),
+            ("Ready", f"{ready}.status", "string", 0, "False"),
+            ("Reason", f"{ready}.reason", "string", 0, "NotPermitted"),
+            ("Accepted", '.status.conditions[?(@.type=="Accepted")].status', "string", 1, "False"),
+            ("Message", f"{ready}.message", "string", 1, "Accepted: jobs/jobserver does not accept relationships"),
             ("Age", ".metadata.creationTimestamp", "date", 0, "2026-01-01T00:00:00Z"),
         ],
     )
@@ -643,7 +653,7 @@ def test_trustrelationship_printer_columns_resolve(trust: dict[str, Any]) -> Non
 def test_jsonpath_helper_finds_nothing_for_a_missing_condition() -> None:
     assert _jsonpath('.status.conditions[?(@.type=="Ready")].status', {"status": {"conditions": []}}) == []
     with pytest.raises(AssertionError):
-        _jsonpath(".status.conditions[0]", {})
+        _jsonpath(".status.conditions[*]", {})
 
 
 def test_only_trustwire_crds_are_shipped() -> None:
@@ -652,3 +662,72 @@ def test_only_trustwire_crds_are_shipped() -> None:
         "trustwire.io_serviceidentities.yaml",
         "trustwire.io_trustrelationships.yaml",
     ]
+
+
+# --- kubectl explain and CEL rules ---------------------------------------------------------------
+
+
+def _rules(crd: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(path, rule) for path, node in _walk(_schema(crd)) for rule in node.get("x-kubernetes-validations", [])]
+
+
+@pytest.mark.parametrize("fixture", ["sid", "trust"])
+def test_every_field_has_a_description(request: pytest.FixtureRequest, fixture: str) -> None:
+    """What `kubectl explain` prints; metadata is described by the API server (ObjectMeta), and
+    list items are no field of their own (kubectl shows the list's description for them)."""
+    crd = request.getfixturevalue(fixture)
+    undescribed = [path for path, node in _walk(_schema(crd))
+                   if path != ".metadata" and not path.endswith("[]")
+                   and not str(node.get("description", "")).strip()]
+    assert undescribed == []
+
+
+@pytest.mark.parametrize("fixture", ["sid", "trust"])
+def test_every_rule_has_a_message_naming_its_field(request: pytest.FixtureRequest, fixture: str) -> None:
+    crd = request.getfixturevalue(fixture)
+    rules = _rules(crd)
+    assert rules
+    for path, rule in rules:
+        assert set(rule) <= {"rule", "message", "messageExpression", "fieldPath", "reason"}, path
+        assert rule["message"].startswith(("spec.", "metadata.")), (path, rule["message"])
+        assert rule.get("reason", "FieldValueInvalid") in {
+            "FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden", "FieldValueDuplicate"}, path
+        if "fieldPath" in rule:
+            node = _schema(crd) if path == "." else _node(crd, path.lstrip(".").replace("[]", ".[]"))
+            for part in rule["fieldPath"].lstrip(".").split("."):
+                node = node["properties"][part]
+
+
+@pytest.mark.parametrize(("fixture", "path", "keys"), [
+    ("sid", "spec.workloads", ["kind", "name"]),
+    ("sid", "spec.templates", ["name"]),
+    ("sid", "status.conditions", ["type"]),
+    ("trust", "status.conditions", ["type"]),
+])
+def test_keyed_lists_are_list_maps(request: pytest.FixtureRequest, fixture: str, path: str, keys: list[str]) -> None:
+    node = _node(request.getfixturevalue(fixture), path)
+    assert node["x-kubernetes-list-type"] == "map"
+    assert node["x-kubernetes-list-map-keys"] == keys
+    assert set(keys) <= set(node["items"]["required"])
+
+
+def test_template_names_refused_by_cel_are_the_files_trustwire_writes(sid: dict[str, Any]) -> None:
+    (_, collision) = _node(sid, "spec.templates.[].name")["x-kubernetes-validations"]
+    listed = set(re.findall(r"'([^']+)'", collision["rule"].split(" in ", 1)[1]))
+    assert listed == set(names.MOUNTED_KEYS)
+    assert f"startsWith('{names.SHARED_SECRET_PREFIX}')" in collision["rule"]
+
+
+def test_duration_rules_use_the_operators_range_and_pattern(sid: dict[str, Any]) -> None:
+    from trustwire.model.durations import format_duration
+    from trustwire.model.limits import MAX_DURATION, MIN_DURATION
+
+    for path in ("spec.ca.duration", "spec.certificate.duration", "spec.certificate.renewBefore",
+                 "spec.jwt.rotationPeriod"):
+        node = _node(sid, path)
+        assert node["maxLength"] == 64, path
+        (rule,) = node["x-kubernetes-validations"]
+        assert f"duration('{format_duration(MIN_DURATION)}')" in rule["rule"], path
+        assert f"duration('{format_duration(MAX_DURATION)}')" in rule["rule"], path
+        # the CEL guard is the schema's pattern, spelt without backslashes
+        assert f"matches('{DURATION.replace(chr(92) + '.', '[.]')}')" in rule["rule"], path

@@ -7,7 +7,9 @@ import base64
 import pytest
 
 from trustwire.demo.emulator import _KEEP, running_emulator
-from trustwire.k8s.client import SECRETS, ApiConfig, ApiError, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import SECRETS
 
 
 async def test_journal_keeps_everything_and_kmock_logs_stay_short() -> None:

@@ -281,9 +281,9 @@ def _check_plan(ident: ServiceIdentity, plan: IdentityPlan) -> None:
     ca = objects.get(names.ca_secret(ident.name))
     if creds is not None and ca is not None:
         assert material_problems(ca["tls.crt"], creds, ca_key_pem=ca["tls.key"]) == []
-        assert plan.status["ca"]["fingerprint"] and plan.status["certificate"]["fingerprint"]
+        assert plan.status.to_dict()["ca"]["fingerprint"] and plan.status.to_dict()["certificate"]["fingerprint"]
         if "jwt.key" in creds:
-            assert plan.status["jwt"]["kid"] == creds["jwt.kid"].decode() == jwk_kid(creds["jwt.key"])
+            assert plan.status.to_dict()["jwt"]["kid"] == creds["jwt.kid"].decode() == jwk_kid(creds["jwt.key"])
 
 
 # Most near-valid mutations are invalid by design (the parser tests cover those); only the

@@ -27,9 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.run import apply, default_examples, load_manifests
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 from trustwire.metrics import ControllerCollector, parse_timestamp, rotation_phases, start_metrics_server
 from trustwire.model import IdentityRef
+from trustwire.plan.status import IdentityStatus
 from trustwire.runtime import OperatorOptions, running_operator
 
 
@@ -157,6 +159,7 @@ def populated() -> FakeController:
         rotation={
             "handledRequest": "certificate:2026-11-22T11:00:00Z",
             "ca": {"phase": "Distributing", "since": "2026-11-22T10:00:00Z"},
+            "jwt": {"phase": "Idle"},
         }
     )
     controller.statuses[("identity", "jobs", "jobserver")] = identity_status(
@@ -261,39 +264,35 @@ def test_rotation_phase_present_and_absent() -> None:
     assert registry.get_sample_value("trustwire_rotation_phase_start_timestamp_seconds", labels) == epoch(
         "2026-11-22T10:00:00Z"
     )
-    # handledRequest alone is not a rotation in progress; jobserver has no rotation section at all
+    # one series per state machine, Idle included, with a start only outside Idle; jobserver
+    # has no rotation section at all (not planned yet), so no series
     samples = [s for m in registry.collect() if m.name == "trustwire_rotation_phase" for s in m.samples]
     assert [(s.labels["identity"], s.labels["material"], s.labels["phase"]) for s in samples] == [
-        ("dgc", "ca", "Distributing")
+        ("dgc", "ca", "Distributing"), ("dgc", "jwt", "Idle")
     ]
+    started = [s for m in registry.collect() if m.name == "trustwire_rotation_phase_start_timestamp_seconds"
+               for s in m.samples]
+    assert [(s.labels["material"], s.labels["phase"]) for s in started] == [("ca", "Distributing")]
 
 
 @pytest.mark.parametrize(
     ("rotation", "expected"),
     [
         (None, []),
-        ({}, []),
-        ({"handledRequest": "jwt:x"}, []),
-        (
-            {
-                "ca": {"phase": "Prepared"},
-                "jwt": {"phase": "Publishing", "startedAt": "2026-01-01T00:00:00Z"},
-            },
-            [("ca", "Prepared", None), ("jwt", "Publishing", epoch("2026-01-01T00:00:00Z"))],
-        ),
-        (
-            {"phase": "Activating", "material": "certificate", "lastTransitionTime": "2026-02-01T00:00:00Z"},
-            [("certificate", "Activating", epoch("2026-02-01T00:00:00Z"))],
-        ),
-        ({"ca": "Distributing", "jwt": {"phase": ""}, "certificate": {"phase": 3}}, []),
-        ({"ca": {"phase": "Retiring", "since": "not a time"}}, [("ca", "Retiring", None)]),
+        ({"ca": {"phase": "Idle"}, "jwt": {"phase": "Idle"}, "handledRequest": "jwt:x"},
+         [("ca", "Idle", None), ("jwt", "Idle", None)]),
+        ({"ca": {"phase": "Distributing", "since": "2026-01-01T00:00:00Z", "next": "ab"},
+          "jwt": {"phase": "Publishing", "since": "2026-02-01T00:00:00Z", "nextKid": "k2"}},
+         [("ca", "Distributing", epoch("2026-01-01T00:00:00Z")), ("jwt", "Publishing", epoch("2026-02-01T00:00:00Z"))]),
+        ({"ca": {"phase": "Retiring", "since": "not a time"}, "jwt": {"phase": "Idle"}},
+         [("ca", "Retiring", None), ("jwt", "Idle", None)]),
     ],
 )
-def test_rotation_shapes(
+def test_rotation_phases(
     rotation: Mapping[str, Any] | None, expected: list[tuple[str, str, float | None]]
 ) -> None:
     status = {} if rotation is None else {"rotation": rotation}
-    assert rotation_phases(status) == expected
+    assert rotation_phases(IdentityStatus.from_dict(status)) == expected
 
 
 def test_reconcile_api_and_queue_counters() -> None:

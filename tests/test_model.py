@@ -627,7 +627,7 @@ def test_relationship_reports_all_problems_at_once(relationship_body: Factory) -
 # Templates
 # ======================================================================================
 #: docs/design.md §3: every file trustwire writes into the mounted directory (credentials + trust).
-DESIGN_MOUNTED_KEYS = [
+MOUNTED_KEYS = [
     "tls.crt",
     "tls.key",
     "ca.crt",
@@ -648,7 +648,7 @@ DESIGN_MOUNTED_KEYS = [
 ]
 
 
-@pytest.mark.parametrize("name", DESIGN_MOUNTED_KEYS)
+@pytest.mark.parametrize("name", MOUNTED_KEYS)
 def test_template_name_may_not_collide_with_a_contract_key(identity_body: Factory, name: str) -> None:
     problems = identity_problems(identity_body, templates=[{"name": name, "inline": "x"}])
     assert list(problems) == ["spec.templates[0].name"]

@@ -19,7 +19,9 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import HttpServer
-from trustwire.k8s.client import UNREACHABLE, ApiConfig, ApiError, Client, Resource
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.errors import UNREACHABLE, ApiError
+from trustwire.k8s.resources import Resource
 from trustwire.k8s.transport import Pool, TransportError
 
 HEADERS = {"Accept": "application/json", "User-Agent": "trustwire-test"}

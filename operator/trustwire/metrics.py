@@ -27,14 +27,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.times import parse_time
 
-__all__ = ["MATERIALS", "ControllerCollector", "ControllerLike", "MetricsServer", "parse_timestamp",
+__all__ = ["ControllerCollector", "ControllerLike", "MetricsServer", "parse_timestamp",
            "rotation_phases", "start_metrics_server"]
 
 PREFIX = "trustwire_"
-#: The rotated materials a ``status.rotation`` entry may describe.
-MATERIALS = ("ca", "certificate", "jwt")
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -87,68 +86,42 @@ def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
     return dict(mapping)
 
 
-def _section(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = status.get(name)
-    return value if isinstance(value, Mapping) else {}
-
-
 @dataclasses.dataclass(frozen=True)
 class Readings:
-    """Every status key the metrics read, read in :func:`read_status` and nowhere else."""
+    """What the gauges export of one identity's status, read in :func:`read_status` only."""
 
     ready: float
     peers: float
     #: gauge name → its RFC 3339 timestamp as found in the status (parsed when exported)
-    stamps: Mapping[str, object]
+    stamps: Mapping[str, str | None]
     phases: list[tuple[str, str, float | None]]
 
 
-def _ready(status: Mapping[str, Any]) -> float:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
-            return 1.0 if condition.get("status") == "True" else 0.0
-    return 0.0
+def _ready(conditions: tuple[Mapping[str, Any], ...]) -> float:
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return 1.0 if ready is not None and ready.get("status") == "True" else 0.0
 
 
 def read_status(status: Mapping[str, Any]) -> Readings:
-    """What an identity's (or a relationship's) status says, for the gauges."""
-    peers = status.get("peerCount")
-    if not isinstance(peers, int):
-        peers = len(status.get("peers") or [])
-    stamps = {name: _section(status, section).get(field) for name, (section, field) in _STAMPS.items()}
-    return Readings(_ready(status), float(peers), stamps, rotation_phases(status))
+    """What an identity's status says, for the gauges (through the typed status model)."""
+    s = IdentityStatus.from_dict(status)
+    stamps = {
+        "ca_expiry_timestamp_seconds": s.ca.not_after if s.ca else None,
+        "certificate_expiry_timestamp_seconds": s.certificate.not_after if s.certificate else None,
+        "certificate_renewal_timestamp_seconds": s.certificate.renewal_time if s.certificate else None,
+        "jwt_key_rotation_timestamp_seconds": s.jwt.rotation_time if s.jwt else None,
+    }
+    return Readings(_ready(s.conditions), float(s.peer_count), stamps, rotation_phases(s))
 
 
-def rotation_phases(status: Mapping[str, Any]) -> list[tuple[str, str, float | None]]:
-    """(material, phase, phase start as Unix seconds or None) for every rotation in progress.
-
-    ``status.rotation`` is free-form, owned by the rotation code. Recognised shapes:
-    ``rotation.<material>.phase`` (material ``ca``, ``certificate`` or ``jwt``, with an
-    optional ``since``/``startedAt``/``lastTransitionTime``) and a single
-    ``rotation.phase`` with ``rotation.material``. Anything else (e.g. only
-    ``handledRequest``) means no rotation in progress; a missing section is normal.
-    """
-    rotation = _section(status, "rotation")
-    found: list[tuple[str, str, float | None]] = []
-
-    def since(entry: Mapping[str, Any]) -> float | None:
-        for key in ("since", "startedAt", "phaseSince", "lastTransitionTime"):
-            stamp = parse_timestamp(entry.get(key))
-            if stamp is not None:
-                return stamp
-        return None
-
-    for material in MATERIALS:
-        entry = rotation.get(material)
-        if isinstance(entry, Mapping):
-            phase = entry.get("phase")
-            if isinstance(phase, str) and phase:
-                found.append((material, phase, since(entry)))
-    single_phase, single_material = rotation.get("phase"), rotation.get("material")
-    if (isinstance(single_phase, str) and single_phase and isinstance(single_material, str)
-            and single_material and all(m != single_material for m, _, _ in found)):
-        found.append((single_material, single_phase, since(rotation)))
-    return found
+def rotation_phases(status: IdentityStatus) -> list[tuple[str, str, float | None]]:
+    """(material, phase, phase start as Unix seconds or None) of each rotation state machine;
+    none when the status has no rotation section (an identity not yet planned)."""
+    rotation = status.rotation
+    if rotation is None:
+        return []
+    return [("ca", rotation.ca.phase, parse_timestamp(rotation.ca.since)),
+            ("jwt", rotation.jwt.phase, parse_timestamp(rotation.jwt.since))]
 
 
 class ControllerCollector(Collector):
@@ -190,7 +163,8 @@ class ControllerCollector(Collector):
                 continue
             if kind == "relationship":
                 if live_relationships is None or (namespace, name) in live_relationships:
-                    gauges["relationship_ready"].add_metric([namespace, name], _ready(status))
+                    ready = _ready(RelationshipStatus.from_dict(status).conditions)
+                    gauges["relationship_ready"].add_metric([namespace, name], ready)
             elif kind == "identity" and (live_identities is None or (namespace, name) in live_identities):
                 _add_identity(gauges, [namespace, name], read_status(status))
         return list(gauges.values())
@@ -253,18 +227,13 @@ _GAUGES: dict[str, tuple[str, list[str]]] = {
     "identity_ready": ("1 if the ServiceIdentity's Ready condition is True, else 0.", _IDENTITY),
     "identity_peers": ("Number of peers the identity trusts (status.peerCount).", _IDENTITY),
     "rotation_phase": (
-        "1 for the current phase of each rotation in progress (status.rotation); absent when idle.", _ROTATION),
+        "1 for the current phase of each rotation state machine (status.rotation.<material>.phase: Idle, "
+        "Distributing, Retiring, Publishing).", _ROTATION),
     "rotation_phase_start_timestamp_seconds": (
-        "When the current rotation phase started, Unix seconds, when status.rotation records it.", _ROTATION),
+        "When the current rotation phase started (status.rotation.<material>.since), Unix seconds; "
+        "absent while Idle.", _ROTATION),
     "relationship_ready": (
         "1 if the TrustRelationship's Ready condition is True, else 0.", ["namespace", "relationship"]),
-}
-#: The timestamp gauges and the status field each exports.
-_STAMPS: dict[str, tuple[str, str]] = {
-    "ca_expiry_timestamp_seconds": ("ca", "notAfter"),
-    "certificate_expiry_timestamp_seconds": ("certificate", "notAfter"),
-    "certificate_renewal_timestamp_seconds": ("certificate", "renewalTime"),
-    "jwt_key_rotation_timestamp_seconds": ("jwt", "rotationTime"),
 }
 
 

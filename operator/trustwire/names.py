@@ -27,6 +27,19 @@ JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
 JWT_PREVIOUS_ANNOTATION = "trustwire.io/jwt-previous"
 JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
 
+#: Files of the credentials Secret and of the trust Secret, both projected into one mounted
+#: directory (so no key may appear in both, and no template may take one of these names).
+CREDENTIALS_KEYS = frozenset({
+    "tls.crt", "tls.key", "ca.crt", "keystore.p12", "keystore.jks", "keystore.password",
+    "jwt.key", "jwt.jwk", "jwt.kid", "jwt-next.key",
+})
+TRUST_KEYS = frozenset({
+    "trust-bundle.pem", "truststore.p12", "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
+})
+MOUNTED_KEYS = CREDENTIALS_KEYS | TRUST_KEYS
+#: Prefix of the per-peer shared-secret files in the trust Secret (``shared-<peer>.key``).
+SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
+
 VOLUME_NAME = "trustwire"
 ENV_DIR = "TRUSTWIRE_DIR"
 

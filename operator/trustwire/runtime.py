@@ -1,4 +1,5 @@
-"""Run one operator instance: kopf (watches, login, liveness, peering) + the controller.
+"""Run one operator instance: the controller (leader election, watches, workers) and its
+liveness endpoint.
 
 Shared by ``trustwire run`` (a real cluster), ``trustwire demo`` (the embedded emulator)
 and the integration tests, so all three run exactly the same code.
@@ -9,23 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-import kopf
+from urllib.parse import urlsplit
 
 from trustwire.controller.leader import LeaderElection
-from trustwire.controller.reconciler import Clock, Controller, utcnow
-from trustwire.handlers import build_registry
+from trustwire.controller.reconciler import Controller
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
+from trustwire.times import Clock, utcnow
 
 
 @dataclass
 class OperatorOptions:
     clusterwide: bool = True
     namespaces: Collection[str] = ()
+    #: ``http://HOST:PORT/PATH`` answering 200 while the controller runs; None = no endpoint
     liveness_endpoint: str | None = None
     #: "namespace/name" of the Lease for leader election; None = single replica
     lease: str | None = None
@@ -40,10 +41,8 @@ class OperatorOptions:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(config: ApiConfig, options: OperatorOptions | None = None,
-                           *, configure: Callable[[kopf.OperatorSettings], None] | None = None,
-                           ) -> AsyncIterator[Controller]:
-    """Start kopf and the controller workers; stop both on exit."""
+async def running_operator(config: ApiConfig, options: OperatorOptions | None = None) -> AsyncIterator[Controller]:
+    """Start the controller (and the liveness endpoint); stop both on exit."""
     options = options or OperatorOptions()
     client = Client(config, user_agent=f"trustwire-operator/{options.identity}" if options.identity
                     else "trustwire-operator")
@@ -51,14 +50,6 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                             resync_interval=options.resync_interval,
                             propagation_delay=options.propagation_delay,
                             namespaces=list(options.namespaces))
-    registry = build_registry(controller, config, configure=configure)
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    kopf_task = asyncio.create_task(kopf.operator(
-        registry=registry, clusterwide=options.clusterwide and not options.namespaces,
-        namespaces=list(options.namespaces), standalone=True,  # HA is our Lease, not kopf peering
-        liveness_endpoint=options.liveness_endpoint, stop_flag=stop, ready_flag=ready,
-    ), name="kopf")
     election: LeaderElection | None = None
     if options.lease:
         namespace, _, name = options.lease.rpartition("/")
@@ -66,33 +57,56 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
                                   lease_seconds=options.lease_seconds, renew_seconds=options.renew_seconds)
     controller.election = election
     worker_task = asyncio.create_task(controller.run(election), name="trustwire-controller")
+    liveness: asyncio.Server | None = None
     try:
-        done, _ = await asyncio.wait({kopf_task, asyncio.create_task(ready.wait())},
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if kopf_task in done:
-            kopf_task.result()  # re-raise why kopf could not start
+        if options.liveness_endpoint:
+            liveness = await serve_liveness(options.liveness_endpoint, worker_task)
         yield controller
     finally:
         # Our workers first (they may be mid-write), then hand the Lease over while the API
-        # connection is certainly healthy, then kopf.
+        # connection is certainly healthy.
         worker_task.cancel()
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker_task  # re-raises why the controller died, after the rest stops
         finally:
-            await _stop(election, stop, kopf_task, client)
+            if liveness is not None:
+                liveness.close()
+                await liveness.wait_closed()
+            if election is not None:
+                await election.release()
+            await client.close()
 
 
-async def _stop(election: LeaderElection | None, stop: asyncio.Event, kopf_task: asyncio.Task[None],
-                client: Client) -> None:
-    if election is not None:
-        await election.release()
-    stop.set()
-    # kopf drains gracefully on the stop flag; watch streams on an idle server can hold
-    # that for seconds, and nothing of ours runs inside kopf, so do not wait long.
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(asyncio.shield(kopf_task), timeout=0.2)
-    kopf_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(kopf_task, timeout=5.0)
-    await client.close()
+async def serve_liveness(endpoint: str, controller: asyncio.Task[None]) -> asyncio.Server:
+    """Serve ``endpoint`` (``http://0.0.0.0:8080/healthz``): 200 while ``controller`` runs —
+    a standby waiting for the Lease included — and 503 once it has ended, so the kubelet
+    restarts a replica whose controller died; 404 for any other path.
+
+    A few lines of HTTP/1.0 on asyncio's server rather than a web framework: the kubelet
+    sends one GET per period and reads only the status.
+    """
+    url = urlsplit(endpoint)
+    path = url.path or "/"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5.0):
+                request = (await reader.readline()).split()
+                while (await reader.readline()).strip():
+                    pass  # headers: nothing in them changes the answer
+            if len(request) < 2 or request[1].split(b"?")[0] != path.encode():
+                status = b"404 Not Found"
+            elif controller.done():
+                status = b"503 Service Unavailable"
+            else:
+                status = b"200 OK"
+            writer.write(b"HTTP/1.0 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+                         + str(len(status) + 1).encode() + b"\r\nConnection: close\r\n\r\n" + status + b"\n")
+            await writer.drain()
+        except (TimeoutError, OSError, ValueError):
+            pass  # a probe that hung up or sent garbage gets nothing
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, url.hostname or "0.0.0.0", url.port or 80)  # noqa: S104 - a pod's probe

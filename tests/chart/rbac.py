@@ -37,7 +37,7 @@ def _values(mode: str, replicas: int, namespaces: tuple[str, ...]) -> dict[str, 
     rbac: dict[str, Any] = {"mode": mode}
     if mode == "namespaced":
         rbac["namespaces"] = list(namespaces)
-    return {"replicas": replicas, "rbac": rbac}
+    return {"replicaCount": replicas, "rbac": rbac}
 
 
 def _render(values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "trustwire"
 TOP_LEVEL_CRDS_DIR = REPO_ROOT / "crds"
+#: The chart-local copies of the CRDs that templates/crds.yaml renders.
+CHART_CRDS_DIR = CHART_DIR / "files" / "crds"
 
 # A recent Kubernetes release that kubernetes_validate ships schemas for.
 KUBERNETES_VERSION = "1.35.0"
@@ -26,20 +28,63 @@ RELEASE = "trustwire"
 NAMESPACE = "trustwire-system"
 
 # Both RBAC modes with one and two replicas, namespaced mode serving the release namespace itself
-# (two Roles in one namespace must not clash), and the ServiceMonitor.
+# (two Roles in one namespace must not clash), the ServiceMonitor and PrometheusRule, and the
+# cert-manager-style values a platform team would set.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
-    "replicas-2": {"replicas": 2},
+    "replicas-2": {"replicaCount": 2},
     "namespaced": {"rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}},
     "namespaced-replicas-2": {
-        "replicas": 2,
+        "replicaCount": 2,
         "rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]},
     },
     "namespaced-serving-release-namespace": {
         "rbac": {"mode": "namespaced", "namespaces": ["team-a", NAMESPACE]},
     },
     "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "prometheusrule": {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}},
+    "cert-manager-style": {
+        "replicaCount": 3,
+        "image": {
+            "registry": "registry.example",
+            "repository": "platform/trustwire",
+            "digest": "sha256:" + "0" * 64,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000680000,
+            "fsGroup": 1000680000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containerSecurityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+        "crds": {"enabled": True, "keep": False},
+    },
+    "no-crds-no-aggregation": {"crds": {"enabled": False}, "rbac": {"aggregateClusterRoles": False}},
 }
+
+AGGREGATE_LABELS = tuple(
+    f"rbac.authorization.k8s.io/aggregate-to-{role}" for role in ("view", "edit", "admin")
+)
+
+
+def is_aggregated(obj: dict[str, Any]) -> bool:
+    """A ClusterRole for the users of trustwire (added to view/edit/admin), not for the operator."""
+    labels = obj["metadata"].get("labels") or {}
+    return obj["kind"] == "ClusterRole" and any(labels.get(key) == "true" for key in AGGREGATE_LABELS)
+
+
+def operator_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or ClusterRoles that grant the operator (the aggregated ones excluded)."""
+    return [o for o in objects if o["kind"] == kind and not is_aggregated(o)]
 
 
 def render_templates(values: dict[str, Any] | None = None) -> dict[str, str]:
@@ -75,14 +120,9 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-def chart_crds() -> list[dict[str, Any]]:
-    """The CRDs Helm itself finds in the chart's crds/ directory."""
-    with helm.Chart.load(CHART_DIR) as chart:
-        entries = chart.crds
-    crds: list[dict[str, Any]] = []
-    for entry in entries:
-        crds.extend(doc for doc in yaml.safe_load_all(entry["data"]) if doc)
-    return crds
+def chart_crds(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The CRDs the chart renders (templates/crds.yaml, from files/crds/)."""
+    return of_kind(render_objects(values), "CustomResourceDefinition")
 
 
 def validate_strict(obj: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from .rbac import LEASE_NAME, rendered_rbac_grants, rendered_rbac_rules
-from .render import CHART_DIR, NAMESPACE, SCENARIOS, of_kind, one, render_objects
+from .render import CHART_DIR, NAMESPACE, SCENARIOS, of_kind, one, operator_roles, render_objects
 
 CRUD = ("get", "list", "watch", "create", "patch", "delete")
 
@@ -28,22 +28,16 @@ SERVED_RULES = {
         for r in ("deployments", "statefulsets", "daemonsets")
     ),
 }
-CLUSTER_SCOPED_RULES = {
-    ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
-    ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-}
-# kopf lists and watches Namespaces only when it serves a list of namespaces.
-NAMESPACE_DISCOVERY_RULES = {("list", "", "namespaces"), ("watch", "", "namespaces")}
 LEASE_RULES = {(v, "coordination.k8s.io", "leases") for v in ("get", "create", "patch")}
 
 
 @pytest.mark.parametrize(
     ("mode", "replicas", "expected"),
     [
-        ("cluster", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
-        ("cluster", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | LEASE_RULES),
-        ("namespaced", 1, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
-        ("namespaced", 2, SERVED_RULES | CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES | LEASE_RULES),
+        ("cluster", 1, SERVED_RULES | LEASE_RULES),
+        ("cluster", 2, SERVED_RULES | LEASE_RULES),
+        ("namespaced", 1, SERVED_RULES | LEASE_RULES),
+        ("namespaced", 2, SERVED_RULES | LEASE_RULES),
     ],
 )
 def test_operator_gets_exactly_the_listed_permissions(
@@ -79,11 +73,10 @@ def test_lease_rules_name_the_lease_the_operator_is_told_to_use() -> None:
 
 
 def test_no_verb_beyond_what_the_operator_can_use() -> None:
-    """The operator's client only gets, lists, creates, patches and deletes; kopf lists and watches."""
+    """The operator only gets, lists, watches, creates, patches and deletes."""
     for name in SCENARIOS:
-        for role in of_kind(render_objects(SCENARIOS[name]), "Role") + of_kind(
-            render_objects(SCENARIOS[name]), "ClusterRole"
-        ):
+        objects = render_objects(SCENARIOS[name])
+        for role in operator_roles(objects, "Role") + operator_roles(objects, "ClusterRole"):
             for rule in role["rules"]:
                 assert set(rule["verbs"]) <= set(CRUD), rule
     # The status subresources are only ever patched; Events only created.
@@ -118,26 +111,24 @@ def test_cluster_mode_renders_only_the_lease_role() -> None:
         ]
     grants = rendered_rbac_grants("cluster", replicas=2)
     assert {where for _, _, _, where, _ in grants} == {None, NAMESPACE}
-    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == SERVED_RULES | CLUSTER_SCOPED_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == SERVED_RULES
     assert {(v, g, r) for v, g, r, where, _ in grants if where == NAMESPACE} == LEASE_RULES
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_namespaced_mode_confines_namespaced_resources_to_the_listed_namespaces(replicas: int) -> None:
-    values = {"replicas": replicas, "rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}}
+    values = {"replicaCount": replicas, "rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}}
     objects = render_objects(values)
     roles = of_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(["team-a", "team-b", NAMESPACE])
     bindings = of_kind(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(["team-a", "team-b", NAMESPACE])
 
-    cluster_role = one(objects, "ClusterRole")
-    cluster_resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    # nothing cluster-wide for the operator: it lists and watches only in the namespaces it serves
+    assert operator_roles(objects, "ClusterRole") == []
 
     grants = rendered_rbac_grants("namespaced", replicas=replicas)
-    cluster_wide = {(v, g, r) for v, g, r, where, _ in grants if where is None}
-    assert cluster_wide == CLUSTER_SCOPED_RULES | NAMESPACE_DISCOVERY_RULES
+    assert {(v, g, r) for v, g, r, where, _ in grants if where is None} == set()
     for namespace in ("team-a", "team-b"):
         in_namespace = {(v, g, r) for v, g, r, where, _ in grants if where == namespace}
         assert in_namespace == SERVED_RULES
@@ -187,13 +178,17 @@ def test_rbac_can_be_left_to_the_user() -> None:
 
 
 def test_rules_are_written_in_one_place_only() -> None:
-    """Both modes take their rules from the table in _helpers.tpl; no template repeats rules."""
+    """Both modes take their rules from the table in _helpers.tpl; no template repeats rules.
+
+    aggregate-roles.yaml holds the only other rules: the users' view/edit roles, bound to no
+    ServiceAccount of the chart.
+    """
     templates = CHART_DIR / "templates"
     rule_keys = re.compile(r"^\s*-?\s*(apiGroups|verbs)\s*:", re.M)
     holders = sorted(p.name for p in templates.iterdir() if rule_keys.search(p.read_text()))
-    assert holders == ["_helpers.tpl"]
+    assert holders == ["_helpers.tpl", "aggregate-roles.yaml"]
     helpers = (templates / "_helpers.tpl").read_text()
-    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 11  # one per rule of the table
+    assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 9  # one per rule of the table
 
 
 def test_rendered_rbac_rules_rejects_an_unknown_mode() -> None:

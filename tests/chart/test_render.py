@@ -48,10 +48,13 @@ def _container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_every_scenario_renders_the_core_objects(
     scenario: tuple[str, dict[str, Any], list[dict[str, Any]]],
 ) -> None:
-    _, _, objects = scenario
+    _, values, objects = scenario
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"} <= kinds
-    assert "PodDisruptionBudget" in kinds
+    assert {"Deployment", "ServiceAccount", "Service", "PodDisruptionBudget"} <= kinds
+    # the operator's own bindings: cluster-wide in cluster mode, per namespace otherwise
+    if (values.get("rbac") or {}).get("create", True):
+        namespaced = (values.get("rbac") or {}).get("mode") == "namespaced"
+        assert ("RoleBinding" if namespaced else "ClusterRoleBinding") in kinds
 
 
 @pytest.mark.parametrize("name", SCENARIO_IDS)
@@ -115,7 +118,7 @@ def test_namespaced_objects_land_in_the_release_namespace_or_a_served_one(
     _, values, objects = scenario
     served = set(values.get("rbac", {}).get("namespaces", []))
     for obj in objects:
-        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
             assert "namespace" not in obj["metadata"]
         elif obj["kind"] in {"Role", "RoleBinding"}:
             if obj["metadata"]["name"].endswith("-leader-election"):
@@ -152,7 +155,7 @@ def test_operator_args_follow_the_values(name: str, expected_args: list[str]) ->
     container = _container(objects)
     assert "command" not in container, "the image ENTRYPOINT (trustwire) must stay in charge"
     assert container["args"] == expected_args
-    assert one(objects, "Deployment")["spec"]["replicas"] == SCENARIOS[name].get("replicas", 1)
+    assert one(objects, "Deployment")["spec"]["replicas"] == SCENARIOS[name].get("replicaCount", 1)
 
 
 def _expand(arg: str, env: dict[str, str]) -> str:
@@ -201,6 +204,41 @@ def test_image_defaults_to_app_version_and_follows_values() -> None:
     assert custom["imagePullPolicy"] == "Always"
 
 
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ({"digest": "sha256:" + "1" * 64}, "ghcr.io/trustwire/trustwire@sha256:" + "1" * 64),
+        ({"digest": "sha256:" + "1" * 64, "tag": "9.9.9"}, "ghcr.io/trustwire/trustwire@sha256:" + "1" * 64),
+        ({"registry": "mirror.example", "repository": "tw/trustwire"}, "mirror.example/tw/trustwire:0.1.0"),
+        ({"registry": "mirror.example/", "repository": "tw", "tag": "1.0"}, "mirror.example/tw:1.0"),
+        (
+            {"registry": "mirror.example", "repository": "tw", "digest": "sha256:" + "2" * 64},
+            "mirror.example/tw@sha256:" + "2" * 64,
+        ),
+    ],
+)
+def test_image_registry_and_digest(image: dict[str, str], expected: str) -> None:
+    assert _container(render_objects({"image": image}))["image"] == expected
+
+
+def test_topology_spread_constraints_select_the_operator_pods_by_default() -> None:
+    constraints = [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        {
+            "maxSkew": 2,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "mine"}},
+        },
+    ]
+    deployment = one(render_objects({"replicaCount": 2, "topologySpreadConstraints": constraints}), "Deployment")
+    validate_strict(deployment)
+    rendered = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    selector = deployment["spec"]["selector"]
+    assert rendered == [constraints[0] | {"labelSelector": selector}, constraints[1]]
+    assert "topologySpreadConstraints" not in one(render_objects({}), "Deployment")["spec"]["template"]["spec"]
+
+
 def test_ports_and_probes() -> None:
     container = _container(render_objects({}))
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -213,7 +251,7 @@ def test_ports_and_probes() -> None:
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_pod_identity_is_exposed_for_leader_election(replicas: int) -> None:
-    env = {e["name"]: e for e in _container(render_objects({"replicas": replicas}))["env"]}
+    env = {e["name"]: e for e in _container(render_objects({"replicaCount": replicas}))["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert "POD_ID" not in env  # kopf peering's variable, gone with peering
@@ -295,7 +333,7 @@ def test_no_peering_object_is_rendered(name: str) -> None:
 
 
 def test_notes_name_the_lease_with_several_replicas() -> None:
-    assert "Lease trustwire-system/trustwire" in render_notes({"replicas": 3})
+    assert "Lease trustwire-system/trustwire" in render_notes({"replicaCount": 3})
     assert "Lease" not in render_notes({})
 
 
@@ -306,10 +344,25 @@ def test_pdb_keeps_a_standby_with_replicas_and_never_blocks_drains_with_one() ->
     single = one(render_objects({}), "PodDisruptionBudget")["spec"]
     assert single.get("maxUnavailable") == 1
     assert "minAvailable" not in single
-    several = one(render_objects({"replicas": 2}), "PodDisruptionBudget")["spec"]
+    several = one(render_objects({"replicaCount": 2}), "PodDisruptionBudget")["spec"]
     assert several.get("minAvailable") == 1
     assert "maxUnavailable" not in several
     assert not of_kind(render_objects({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize(
+    ("pdb", "expected"),
+    [
+        ({"minAvailable": 2}, {"minAvailable": 2}),
+        ({"minAvailable": "50%"}, {"minAvailable": "50%"}),
+        ({"maxUnavailable": 0}, {"maxUnavailable": 0}),
+        ({"maxUnavailable": "25%"}, {"maxUnavailable": "25%"}),
+    ],
+)
+def test_pdb_bounds_follow_the_values(pdb: dict[str, Any], expected: dict[str, Any]) -> None:
+    budget = one(render_objects({"replicaCount": 3, "podDisruptionBudget": pdb}), "PodDisruptionBudget")
+    validate_strict(budget)
+    assert {k: v for k, v in budget["spec"].items() if k != "selector"} == expected
 
 
 def test_metrics_service_targets_the_metrics_port() -> None:
@@ -348,6 +401,8 @@ def test_servicemonitor_scrapes_the_metrics_service() -> None:
     assert endpoint["path"] == "/metrics"
     assert endpoint["interval"] == "15s"
     assert endpoint["scrapeTimeout"] == "10s"
+    # The operator's `namespace` label (the object's namespace) survives the scrape.
+    assert endpoint["honorLabels"] is True
 
 
 # --- NOTES.txt --------------------------------------------------------------------------------

@@ -16,14 +16,33 @@ from .render import CHART_DIR, NAMESPACE, RELEASE, SCENARIOS, render_templates
 @pytest.mark.parametrize(
     ("values", "where"),
     [
-        ({"replicas": "two"}, "/replicas"),
-        ({"replicas": 0}, "/replicas"),
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        # the old name is refused, not silently ignored (cert-manager's replicaCount replaces it)
+        ({"replicas": 2}, "replicas"),
         ({"rbac": {"mode": "everything"}}, "/rbac/mode"),
         ({"rbac": {"mode": "namespaced"}}, "/rbac/namespaces"),
         ({"rbac": {"mode": "namespaced", "namespaces": []}}, "/rbac/namespaces"),
         ({"rbac": {"mode": "namespaced", "namespaces": ["Not_A_Namespace"]}}, "/rbac/namespaces/0"),
         ({"rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-a"]}}, "/rbac/namespaces"),
-        ({"replicaCount": 2}, "replicaCount"),  # unknown top-level key (a classic typo)
+        ({"replicaCont": 2}, "replicaCont"),  # unknown top-level key (a classic typo)
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"image": {"registry": 5}}, "/image/registry"),
+        ({"crds": {"enabled": "true"}}, "/crds/enabled"),
+        ({"crds": {"install": True}}, "install"),
+        ({"rbac": {"aggregateClusterRoles": "yes"}}, "/rbac/aggregateClusterRoles"),
+        ({"securityContext": "restricted"}, "/securityContext"),
+        ({"containerSecurityContext": ["ALL"]}, "/containerSecurityContext"),
+        ({"podSecurityContext": {"runAsNonRoot": True}}, "podSecurityContext"),  # cert-manager says securityContext
+        ({"topologySpreadConstraints": {"maxSkew": 1}}, "/topologySpreadConstraints"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]}, "/topologySpreadConstraints/0"),
+        ({"podDisruptionBudget": {"minAvailable": "half"}}, "/podDisruptionBudget/minAvailable"),
+        ({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}, "/podDisruptionBudget"),
+        ({"podDisruptionBudget": {"maxUnavailble": 1}}, "maxUnavailble"),
+        ({"metrics": {"prometheusRule": {"enabled": 1}}}, "/metrics/prometheusRule/enabled"),
+        ({"metrics": {"prometheusRule": {"rules": []}}}, "rules"),
+        ({"metrics": {"prometheusRule": {"extraRules": [{"alert": "X"}]}}}, "/metrics/prometheusRule/extraRules/0"),
+        ({"metrics": {"serviceMonitor": {"honorLabels": False}}}, "honorLabels"),  # the alerts need it
         ({"image": {"tag": 1.2}}, "/image/tag"),
         ({"image": {"pullpolicy": "Always"}}, "pullpolicy"),
         ({"rbac": {"namespace": ["a"]}}, "namespace"),
@@ -72,8 +91,30 @@ def test_schema_is_draft_07_and_closed() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema["additionalProperties"] is False
-    for key in ("image", "serviceAccount", "rbac", "resources", "podDisruptionBudget", "metrics"):
+    for key in ("image", "crds", "serviceAccount", "rbac", "resources", "podDisruptionBudget", "metrics"):
         assert schema["properties"][key]["additionalProperties"] is False, key
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"podDisruptionBudget": {"minAvailable": "50%"}},
+        {"podDisruptionBudget": {"maxUnavailable": 0}},
+        {"image": {"digest": "sha256:" + "a" * 64, "registry": "registry.example"}},
+        {"metrics": {"prometheusRule": {"enabled": True, "extraRules": [{"record": "x:y", "expr": "up"}]}}},
+    ],
+)
+def test_schema_accepts_cert_manager_style_values(values: dict[str, Any]) -> None:
+    with helm.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(chart.merge_values(values))
+
+
+def test_templates_refuse_both_pdb_bounds_even_without_the_schema(tmp_path: Path) -> None:
+    copy = tmp_path / "trustwire"
+    shutil.copytree(CHART_DIR, copy)
+    (copy / "values.schema.json").unlink()
+    with helm.Chart.load(copy) as chart, pytest.raises(helm.HelmRenderError, match="not both"):
+        chart.render({"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}, name=RELEASE)
 
 
 def test_every_default_value_is_described_by_the_schema() -> None:

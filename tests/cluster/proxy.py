@@ -39,6 +39,8 @@ class Recorded:
     status: int = 0
     #: the API's Status answer to a refused request (reason, message, details)
     error: dict[str, Any] | None = None
+    #: whether the answer is still going out on an open connection (a watch still streaming)
+    streaming: Callable[[], bool] = dataclasses.field(default=lambda: False, repr=False, compare=False)
 
     @property
     def is_watch(self) -> bool:
@@ -120,6 +122,9 @@ class ApiProxy:
         record = Recorded(request.method, request.path, dict(request.query),
                           request.headers.get("User-Agent", ""), data)
         self.journal.append(record)
+        task = request.task
+        record.streaming = lambda: not task.done() and request.transport is not None \
+            and not request.transport.is_closing()
         fault = self.fault(record) if self.fault is not None else None
         if fault is not None and fault.status is not None:
             record.status = fault.status

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from trustwire.controller.leader import LeaderElection
 from trustwire.demo.emulator import running_emulator
-from trustwire.k8s.client import LEASES, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import LEASES
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

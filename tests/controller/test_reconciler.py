@@ -15,9 +15,11 @@ from aiohttp import web
 
 from tests.conftest import HttpServer
 from trustwire import names
-from trustwire.controller.reconciler import Controller, Retry
+from trustwire.controller.backoff import Retry
+from trustwire.controller.reconciler import Controller
 from trustwire.demo.emulator import running_emulator
-from trustwire.k8s.client import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS
 from trustwire.model import IdentityRef
 
 Factory = Callable[..., dict[str, Any]]
@@ -293,7 +295,8 @@ async def test_the_watch_of_our_secrets_resumes_where_it_was_and_lists_again_whe
 
     url = await http_server([web.get("/api/v1/namespaces/ns/secrets", secrets),
                              web.get("/api/v1/namespaces/ns/configmaps", quiet),
-                             web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet)])
+                             web.get("/apis/trustwire.io/v1alpha1/namespaces/ns/{kind}", quiet),
+                             web.get("/apis/apps/v1/namespaces/ns/{kind}", quiet)])
     async with Client(ApiConfig(server=url)) as client:
         controller = Controller(client, namespaces=["ns"], jitter=0.0)
         await controller.prime()

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from trustwire import names
-from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS, SECRETS, Client, Resource, decode_data, load_config
+from trustwire.k8s.client import Client, load_config
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, Resource, decode_data
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = [

@@ -18,15 +18,9 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import OperatorAccess
 from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
 from tests.integration.harness import Cluster, ProcessCluster, until
-from trustwire.k8s.client import (
-    IDENTITIES,
-    NAMESPACE_TERMINATING,
-    RELATIONSHIPS,
-    WORKLOADS,
-    ApiConfig,
-    Client,
-    Resource,
-)
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.errors import NAMESPACE_TERMINATING
+from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, WORKLOADS, Resource
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration

@@ -25,15 +25,15 @@ from tests.cluster.controlplane import ControlPlane, ControlPlaneError
 from tests.cluster.proxy import ApiProxy, Recorded
 from trustwire import names
 from trustwire.controller.reconciler import Controller
-from trustwire.k8s.client import (
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import (
     CONFIGMAPS,
     EVENTS,
     IDENTITIES,
     RELATIONSHIPS,
     SECRETS,
     WORKLOADS,
-    ApiError,
-    Client,
     Resource,
     decode_data,
 )

@@ -12,9 +12,9 @@ import yaml
 from rich.console import Console
 
 from trustwire import names, pki
-from trustwire.controller.reconciler import utcnow
 from trustwire.demo.proofs import prove_jwt, prove_mtls
 from trustwire.demo.run import run_demo
+from trustwire.times import utcnow
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,9 @@ from tests.integration.faults import (
 )
 from tests.integration.harness import NAMESPACES, Cluster, History, condition, deployment, identity, relationship, until
 from trustwire import names, pki
-from trustwire.k8s.client import CONFIGMAPS, SECRETS, ApiConfig, ApiError, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, SECRETS
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.proxy import Recorded
+from tests.integration.conftest import TEST_AGENT
 from tests.integration.harness import (
     WRITE_METHODS,
     OperatorProcess,
@@ -24,14 +25,17 @@ from tests.integration.harness import (
     relationship,
 )
 from trustwire import names
-from trustwire.k8s.client import IDENTITIES, LEASES, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import IDENTITIES, LEASES
 
 pytestmark = pytest.mark.integration
 LEASE_NAMESPACE, LEASE_NAME = "trustwire-system", "trustwire"
 LEASE = f"{LEASE_NAMESPACE}/{LEASE_NAME}"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
-#: what a standby must neither list nor watch: it fills its caches when it takes the Lease
-FOLLOWED = ("serviceidentities", "trustrelationships", "secrets", "configmaps")
+#: what the Lease holder lists and watches — and a standby nothing at all, workloads
+#: included: it lists and watches when it takes the Lease
+FOLLOWED = ("serviceidentities", "trustrelationships", "secrets", "configmaps",
+            "deployments", "statefulsets", "daemonsets")
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +93,25 @@ def _writes_without_the_lease(journal: list[Recorded]) -> list[str]:
     return wrong
 
 
+def _collection(path: str) -> str | None:
+    """The resource a path names a collection of (``/api/v1/namespaces/x/secrets``:
+    secrets); None for one object, a subresource or a discovery path."""
+    parts = path.strip("/").split("/")
+    if parts[0] not in ("api", "apis"):
+        return None
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) > 1:
+        rest = rest[2:]
+    return rest[0] if len(rest) == 1 else None
+
+
 def _lists_or_watches(requests: list[Recorded]) -> list[Recorded]:
-    """The lists and watches (GETs of a collection) of what the controller follows."""
-    return [r for r in requests if r.method == "GET" and r.path.rstrip("/").rsplit("/", 1)[-1] in FOLLOWED]
+    """The lists and watches (GETs of a collection) of anything at all."""
+    return [r for r in requests if r.method == "GET" and _collection(r.path) is not None]
+
+
+def _kinds(requests: list[Recorded], *, watch: bool) -> set[str]:
+    return {str(_collection(r.path)) for r in _lists_or_watches(requests) if r.is_watch == watch}
 
 
 def _described(requests: list[Recorded]) -> list[str]:
@@ -114,11 +134,14 @@ async def test_only_the_lease_holder_writes_and_a_standby_takes_over(process_clu
     await cluster.settle()
 
     assert [r for r in leader.requests() if r.method in WRITE_METHODS and not _is_lease(r)], "the leader did the work"
-    # a standby only reads the Lease: no write, no list, no watch
+    # every request through the proxy is the tests' or names its replica: none escapes the checks below
+    assert {r.user_agent for r in journal} <= {TEST_AGENT, leader.agent, standby.agent}, _described(journal)
+    # the leader lists and watches every kind it serves, workloads included, and nothing else
+    for watch in (False, True):
+        assert _kinds(leader.requests(), watch=watch) == set(FOLLOWED), _described(leader.requests())
+    # a standby only reads the Lease: no write, and no list or watch of anything
+    assert _described(_lists_or_watches(standby.requests())) == []
     assert [f"{r.method} {r.path}" for r in standby.requests() if not (r.method == "GET" and _is_lease(r))] == []
-    # kopf (of either replica) watches workloads only: never what the controller follows
-    assert _described(_lists_or_watches(cluster.proxy.requests_by("kopf"))) == []
-    assert [r.path for r in cluster.proxy.requests_by("kopf") if r.method in WRITE_METHODS] == []
 
     await leader.kill()
     killed = len(journal)
@@ -132,9 +155,8 @@ async def test_only_the_lease_holder_writes_and_a_standby_takes_over(process_clu
     lease = await _lease(cluster.client)
     assert lease["holderIdentity"] == "op-b" and lease["leaseTransitions"] == 1
     # the new leader listed and watches what it reconciles, from the moment it leads
-    taken = _lists_or_watches(standby.requests())
     for watch in (False, True):
-        assert {r.path.rsplit("/", 1)[-1] for r in taken if r.is_watch == watch} == set(FOLLOWED), _described(taken)
+        assert _kinds(standby.requests(), watch=watch) == set(FOLLOWED), _described(standby.requests())
     assert [r for r in journal[killed:] if r.user_agent == leader.agent] == []
 
     assert _writes_without_the_lease(journal) == []
@@ -150,11 +172,20 @@ async def test_a_lost_lease_stops_the_writer(process_cluster: ProcessCluster) ->
     replica = _replica(cluster, "op-a")
     await replica.start()
     await _wait_holder(cluster.client, "op-a", 30)
-    await replica.wait_request(lambda r: "watch" in r.params and "serviceidentities" in r.path, "led")
+    for kind in FOLLOWED:
+        await replica.wait_request(lambda r, kind=kind: r.is_watch and _collection(r.path) == kind, f"watched {kind}")
     # someone else grabs the Lease (an operator with a skewed view, or an admin)
     await cluster.client.merge_patch(LEASES, LEASE_NAMESPACE, LEASE_NAME, {
         "spec": {"holderIdentity": "intruder", "renewTime": "2999-01-01T00:00:00.000000Z"}})
     await _wait_log(replica, "op-a lost lease")
+    # every watch it had open is closed, not merely left unread
+    watches = [r for r in replica.requests() if r.is_watch]
+    assert {str(_collection(r.path)) for r in watches} == set(FOLLOWED)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while open_ := [r for r in watches if r.streaming()]:
+        assert loop.time() < deadline, f"watches still open after the Lease was lost: {_described(open_)}"
+        await asyncio.sleep(0.05)
     since = len(cluster.proxy.journal)
     await cluster.apply(identity("alpha", "team"))
     await asyncio.sleep(2.0)

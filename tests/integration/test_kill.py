@@ -50,7 +50,7 @@ from tests.integration.harness import (
     until,
 )
 from trustwire import names
-from trustwire.k8s.client import SECRETS
+from trustwire.k8s.resources import SECRETS
 
 pytestmark = pytest.mark.integration
 

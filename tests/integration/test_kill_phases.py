@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.harness import History, ProcessCluster, identity, relationship
 from trustwire import names, pki
-from trustwire.k8s.client import IDENTITIES, SECRETS
+from trustwire.k8s.resources import IDENTITIES, SECRETS
 from trustwire.plan import rotation as rot
 
 pytestmark = pytest.mark.integration

@@ -86,10 +86,12 @@ async def test_get_prints_the_columns_a_human_reads(cluster: Cluster) -> None:
     assert (wide["REASON"], wide["KID"]) == ("Ready", alpha["status"]["jwt"]["kid"])
 
     (trust,) = await table(cluster.plane, "trust", "-n", NS)
-    assert list(trust) == ["NAME", "READY", "ACCEPTED", "AGE"]
-    assert (trust["NAME"], trust["READY"], trust["ACCEPTED"]) == ("alpha-beta", "True", "True")
+    assert list(trust) == ["NAME", "BETWEEN", "AND", "READY", "REASON", "AGE"]
+    assert (trust["NAME"], trust["BETWEEN"], trust["AND"], trust["READY"], trust["REASON"]) == (
+        "alpha-beta", f"{NS}/alpha", f"{NS}/beta", "True", "Ready")
     (trust,) = await table(cluster.plane, "trust", "-n", NS, "-o", "wide")
-    assert trust["REASON"] == "Accepted"
+    assert list(trust) == ["NAME", "BETWEEN", "AND", "READY", "REASON", "ACCEPTED", "MESSAGE", "AGE"]
+    assert (trust["ACCEPTED"], trust["MESSAGE"]) == ("True", f"{NS}/alpha and {NS}/beta trust each other")
 
     # one command, both kinds (the shared "trustwire" category too)
     both = await kubectl(cluster.plane, "get", "sid,trust", "-n", NS)
@@ -228,15 +230,21 @@ async def test_kstatus_says_in_progress_while_a_workload_is_missing(cluster: Clu
     assert (await kstatus(cluster.plane, "sid/app", "-n", NS))["ServiceIdentity/app"]["status"] == "Current"
 
 
-async def test_kstatus_says_failed_for_an_invalid_spec(cluster: Cluster) -> None:
-    await cluster.apply(identity("bad", NS, certificate={"duration": "1h", "renewBefore": "2h"}))
-    await cluster.apply(relationship("bad-rel", NS, ("bad", None), ("bad", None)))
-    await cluster.wait_condition("ServiceIdentity", NS, "bad", "Stalled", reason="InvalidSpec")
+async def test_kstatus_says_failed_when_a_human_must_act(cluster: Cluster) -> None:
+    """An identity stalled on a name clash, and a relationship whose spec only the operator can
+    refuse (the CRD's rules refuse the rest at admission): it names the same identity twice,
+    once by the relationship's own namespace."""
+    await cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": names.trust_secret("bad"), "namespace": NS}, "data": {}})
+    await cluster.apply(identity("bad", NS))
+    await cluster.apply(relationship("bad-rel", NS, ("bad", None), ("bad", NS)))
+    await cluster.wait_condition("ServiceIdentity", NS, "bad", "Stalled", reason="NameConflict")
     await cluster.wait_condition("TrustRelationship", NS, "bad-rel", "Stalled", reason="InvalidSpec")
     verdicts = await kstatus(cluster.plane, "sid,trust", "-n", NS)
     assert {k: v["status"] for k, v in verdicts.items()} == {
         "ServiceIdentity/bad": "Failed", "TrustRelationship/bad-rel": "Failed"}
-    assert "spec.certificate.renewBefore" in verdicts["ServiceIdentity/bad"]["message"]
+    assert f"Secret {NS}/{names.trust_secret('bad')}" in verdicts["ServiceIdentity/bad"]["message"]
+    assert "spec.between[1]" in verdicts["TrustRelationship/bad-rel"]["message"]
 
 
 async def test_kstatus_says_in_progress_until_the_operator_observes_a_spec_change(cluster: Cluster) -> None:

@@ -30,13 +30,12 @@ from tests.integration.faults import material_problems
 from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship, until
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
-from trustwire.k8s.client import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, ApiError
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS
 
 pytestmark = pytest.mark.integration
 
-#: ``kopf.objects`` by name too: the CLI quiets it to WARNING for the whole process
-#: (``quiet_kopf_logging``), so a CLI test run earlier in the session would hide its records
-LOGGERS = ("trustwire", "kopf", "kopf.objects", "aiohttp")
+LOGGERS = ("trustwire", "aiohttp")
 
 OWN_KEY_TEMPLATE = ("issuer={{ self.issuer }}\nkid={{ self.kid }}\n"
                     "signing-key={{ self.jwtPrivateKeyPem|properties_escape }}\n"
@@ -118,15 +117,15 @@ async def _scenario(cluster: Cluster) -> None:
     body = _alpha()
     body["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "certificate:leak-audit"}
     await cluster.apply(body)
-    await cluster.apply(identity("bad", "gov", dnsNames=["NOT A NAME"],
-                                 certificate={"duration": "1h", "renewBefore": "2h"}))
-    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec"), "bad's InvalidSpec", timeout=30.0)
+    await cluster.apply(relationship("bad", "gov", ("alpha", None), ("alpha", "gov")))
+    await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec", kind="TrustRelationship"),
+                "bad's InvalidSpec", timeout=30.0)
     await until(lambda: _both_ready(cluster), "alpha and beta Ready again", timeout=30.0)
     await cluster.settle()
 
 
-async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str) -> bool:
-    return (await _condition(cluster, "ServiceIdentity", "gov", name, type_)).get("reason") == reason
+async def _has_reason(cluster: Cluster, name: str, type_: str, reason: str, kind: str = "ServiceIdentity") -> bool:
+    return (await _condition(cluster, kind, "gov", name, type_)).get("reason") == reason
 
 
 async def _both_verified(cluster: Cluster) -> bool:
@@ -178,10 +177,10 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     own = (await cluster.data("Secret", "gov", names.trust_secret("alpha")))["own.properties"]
     assert alpha_creds["jwt.key"] in own
     wheres = [w for w, _, _ in audit.haystacks]
-    assert sum(w.startswith("log kopf") for w in wheres) > 10, "kopf's DEBUG log was not captured"
+    assert sum(w == "log trustwire:DEBUG" for w in wheres) > 10, "the operator's DEBUG log was not captured"
     assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
-    assert any(w.startswith("serviceidentities gov/bad") for w in wheres)
+    assert any(w.startswith("trustrelationships gov/bad") for w in wheres)
     assert any(w.startswith("deployments gov/alpha") for w in wheres)
     assert sum(w.startswith("request ") and "/secrets" in w and "data[" in w for w in wheres) > 10
 

@@ -36,7 +36,8 @@ from tests.integration.harness import (
     relationship,
     until,
 )
-from trustwire.k8s.client import IDENTITIES, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import IDENTITIES
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """RBAC matches use, both ways: the Helm chart grants exactly what the operator really does.
 
-The real operator (kopf + our controller, leader election on the chart's Lease) runs with a
+The real operator (its controller, leader election on the chart's Lease) runs with a
 TokenRequest token of a ServiceAccount the chart's RBAC binds, through the journaling proxy, so
 the real RBAC authorizer of the real apiserver judges every request it makes. Once per RBAC mode
 of the chart — cluster-wide (``rbac.mode=cluster``, the session's install) and namespaced
@@ -19,13 +19,13 @@ its own ServiceAccount, roles, bindings and Lease, so no case touches another's 
 session's install), the operator runs with that copy's token through a short scenario that uses
 every rule, and the real apiserver refuses exactly that verb on that resource — and nothing else.
 Both modes take their rules from one table in the chart (``trustwire.rbac.ruleTable``), so each
-rule is cut in cluster mode, and the rules only namespaced mode grants (kopf's list and watch of
-Namespaces) in namespaced mode.
+rule is cut in cluster mode.
 
 Discovery requests (``/api``, ``/apis``, ``/api/v1``, ``/apis/<group>/<version>``) name no
 resource: RBAC calls them nonResourceURLs, and Kubernetes allows them to every authenticated
-user through the default ``system:discovery`` ClusterRole. They are excluded here (and asserted
-to be plain GETs of discovery paths, so nothing else hides among them).
+user through the default ``system:discovery`` ClusterRole. The operator makes none (it knows
+the resources it serves); should one appear, it is excluded here and asserted to be a plain GET
+of a discovery path, so nothing else hides among them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.chart.rbac import DEFAULT_WATCHED_NAMESPACES, LEASE_NAME, RELEASE_NAMESPACE, rendered_rbac_rules
+from tests.chart.render import is_aggregated
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import OperatorAccess, render_chart, service_account_of
 from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
@@ -56,7 +57,9 @@ from tests.integration.harness import (
     until,
 )
 from trustwire import names
-from trustwire.k8s.client import IDENTITIES, LEASES, RELATIONSHIPS, ApiError, Client, Resource
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import IDENTITIES, LEASES, RELATIONSHIPS, Resource
 from trustwire.runtime import OperatorOptions, running_operator
 
 pytestmark = pytest.mark.integration
@@ -238,7 +241,8 @@ def without(objects: list[dict[str, Any]], removed: Rule) -> list[dict[str, Any]
 
 def _values(fullname: str, mode: str) -> dict[str, Any]:
     """The chart's values for `mode`, every object (and the Lease) named after `fullname`."""
-    rbac: dict[str, Any] = {"mode": mode}
+    # Without the users' aggregated view/edit roles: they grant people, not the operator.
+    rbac: dict[str, Any] = {"mode": mode, "aggregateClusterRoles": False}
     if mode == "namespaced":
         rbac["namespaces"] = list(DEFAULT_WATCHED_NAMESPACES)
     return {"fullnameOverride": fullname, "rbac": rbac}
@@ -438,11 +442,12 @@ async def _converges(cluster: Cluster) -> None:
 async def test_cluster_mode_grants_exactly_what_the_operator_uses(
         control_plane: ControlPlane, admin: Client, chart_objects: list[dict[str, Any]],
         operator_access: OperatorAccess) -> None:
-    await _authorizer_sees(admin, operator_access.namespace, operator_access.service_account, chart_objects)
+    objects = [o for o in chart_objects if not is_aggregated(o)]  # the users' roles, not the operator's
+    await _authorizer_sees(admin, operator_access.namespace, operator_access.service_account, objects)
     lease = f"{RELEASE_NAMESPACE}/{LEASE_NAME}"  # what the chart passes as --lease
     async with operating(control_plane, admin, operator_access, _options(lease)) as cluster:
         await _converges(cluster)
-    _assert_exact(cluster.proxy.journal, chart_objects, "cluster", LEASE_NAME)
+    _assert_exact(cluster.proxy.journal, objects, "cluster", LEASE_NAME)
 
 
 async def test_namespaced_mode_grants_exactly_what_the_operator_uses(
@@ -455,19 +460,14 @@ async def test_namespaced_mode_grants_exactly_what_the_operator_uses(
             await _converges(cluster)
     _assert_exact(cluster.proxy.journal, objects, "namespaced", "trustwire-namespaced")
     uses, _ = operator_uses(cluster.proxy.journal)
-    # nothing outside the served namespaces but kopf's cluster-wide CRD and Namespace reads
-    assert {u.namespace for u in uses if u.resource != "leases"} == {None, TEAM_A, TEAM_B}
-    assert {u.rule for u in uses if u.namespace is None} == {
-        ("list", "apiextensions.k8s.io", "customresourcedefinitions"),
-        ("watch", "apiextensions.k8s.io", "customresourcedefinitions"),
-        ("list", "", "namespaces"), ("watch", "", "namespaces")}
+    # nothing outside the served namespaces, nothing cluster-wide
+    assert {u.namespace for u in uses if u.resource != "leases"} == {TEAM_A, TEAM_B}
 
 
 def _assert_exact(journal: list[Recorded], objects: list[dict[str, Any]], mode: str, lease: str) -> None:
     granted = granted_rules(objects)
     assert granted == rendered_rbac_rules(mode), "what was installed is the chart's RBAC for the mode"
-    uses, discovery = operator_uses(journal)
-    assert discovery, "kopf discovers the API before it watches (else the exclusion is untested)"
+    uses, _ = operator_uses(journal)
     findings = rbac_findings(journal, granted, objects)
     assert findings == [], "\n".join([*findings, "", f"used in {mode} mode:", rule_table(uses)])
     # the Lease only in the release namespace, by name (create names no object)

@@ -22,7 +22,9 @@ import pytest
 from tests.integration.harness import Cluster, deployment, identity, relationship, until
 from trustwire import names, pki
 from trustwire.demo.drill import PodFiles, Probe, ProbeResult, Side, TLSEndpoint
-from trustwire.k8s.client import DEPLOYMENTS, IDENTITIES, SECRETS, ApiError, Client, Resource, decode_data
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import DEPLOYMENTS, IDENTITIES, SECRETS, Resource, decode_data
 from trustwire.plan import rotation as rot
 from trustwire.plan.workloads import material_hash
 from trustwire.runtime import OperatorOptions
@@ -202,7 +204,7 @@ async def test_probe_sees_the_outage_when_distribution_is_skipped(cluster: Clust
     alpha, beta, task = await _setup(cluster, tmp_path)
     # the negative control: activate the next CA without waiting for the peers
     monkeypatch.setattr(rot, "distribution_gate", lambda *a, **k: rot.Gate(True, "skipped"))
-    monkeypatch.setattr("trustwire.plan.identity._gate_with_outsiders", lambda gate, *a, **k: gate)
+    monkeypatch.setattr("trustwire.plan.rotation.gate_with_outsiders", lambda gate, *a, **k: gate)
     probe = Probe(alpha, beta, audience="drill")
     probe.start()
     try:

@@ -14,7 +14,7 @@ import pytest
 from tests.cluster.proxy import Recorded
 from tests.integration.harness import Cluster, condition, deployment, identity, relationship
 from trustwire import names
-from trustwire.k8s.client import WORKLOADS, Resource
+from trustwire.k8s.resources import WORKLOADS, Resource
 
 pytestmark = pytest.mark.integration
 

@@ -35,22 +35,14 @@ from trustwire.model import (
 )
 from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 from trustwire.plan import rotation as rot
-from trustwire.plan.identity import (
-    MIN_WAKE,
-    SECRET_DATA_LIMIT,
-    DesiredObject,
-    IdentityObservation,
-    IdentityPlan,
-    PeerLink,
-    Publication,
-    StoredObject,
-    _json,
-    ca_renewal_time,
-    plan_identity,
-    publication_from_secrets,
-    renewal_time,
-)
+from trustwire.plan.ca import renewal_time as ca_renewal_time
+from trustwire.plan.identity import MIN_WAKE, IdentityObservation, IdentityPlan, plan_identity
+from trustwire.plan.leaf import renewal_time
+from trustwire.plan.material import DesiredObject, StoredObject
+from trustwire.plan.material import to_json as _json
 from trustwire.plan.objects import object_body, object_patch
+from trustwire.plan.publication import Publication, publication_from_secrets
+from trustwire.plan.trust import SECRET_DATA_LIMIT, PeerLink
 
 NS = "gov"
 PEER_NS = "jobs"
@@ -394,7 +386,7 @@ def test_status_summarizes_without_key_material(
     plan = plan_identity(observe(ident, now))
     leaf = leaf_of(plan, ident)
     kid = creds(plan, ident)["jwt.kid"].decode()
-    status = plan.status
+    status = plan.status.to_dict()
     assert status["spiffeId"] == status["issuer"] == ident.spiffe_id
     assert status["certificate"]["serial"] == pki.serial_hex(leaf)
     assert status["certificate"]["fingerprint"] == pki.fingerprint_sha256(leaf)
@@ -457,7 +449,7 @@ def test_leaf_lifetime_is_capped_at_the_ca(make_ident: Callable[..., ServiceIden
     # renewBefore (240h) exceeds the capped lifetime: renew at 2/3 of it instead of at once
     life = pki.not_after(leaf) - pki.not_before(leaf)
     assert renewal_time(leaf, ident.certificate.renew_before) == pki.not_before(leaf) + life * 2 / 3
-    assert plan.status["certificate"]["renewalTime"] == (pki.not_before(leaf) + life * 2 / 3).strftime(
+    assert plan.status.to_dict()["certificate"]["renewalTime"] == (pki.not_before(leaf) + life * 2 / 3).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
 
@@ -468,7 +460,7 @@ def test_jwt_disabled_writes_no_jwt_files(make_ident: Callable[..., ServiceIdent
     assert not {"jwt.key", "jwt.jwk", "jwt.kid"} & set(creds(plan, ident))
     assert json.loads(public(plan, ident)["jwks.json"]) == {"keys": []}
     assert json.loads(public(plan, ident)["identity.json"])["jwtAlgorithm"] is None
-    assert "jwt" not in plan.status
+    assert "jwt" not in plan.status.to_dict()
     assert "JwtKeyGenerated" not in events_of(plan)
 
 
@@ -914,11 +906,11 @@ def test_jwt_key_rotation_publishes_first_then_activates(settled: Callable[..., 
     obs, publishing = step(obs, first, now + timedelta(hours=1))
     assert events_of(publishing) == {"JwtKeyPublishing": "Normal"}
     assert creds(publishing, ident)["jwt.kid"].decode() == old_kid
-    next_kid = publishing.status["rotation"]["jwt"]["nextKid"]
+    next_kid = publishing.status.to_dict()["rotation"]["jwt"]["nextKid"]
     assert next_kid != old_kid
     assert jwks_kids(publishing, ident) == [old_kid, next_kid]
-    assert publishing.status["jwt"]["publishedKids"] == [old_kid, next_kid]
-    assert publishing.status["rotation"]["jwt"]["phase"] == "Publishing"
+    assert publishing.status.to_dict()["jwt"]["publishedKids"] == [old_kid, next_kid]
+    assert publishing.status.to_dict()["rotation"]["jwt"]["phase"] == "Publishing"
     rotating = {c.type: c for c in publishing.extra_conditions}["Rotating"]
     assert (rotating.status, rotating.reason) == ("True", "Publishing")
     assert_material_valid(publishing, ident, now + timedelta(hours=1))
@@ -955,11 +947,11 @@ def test_jwt_activation_waits_for_every_token_receiver(
     peer = make_peer()
     links = (link(make_rel(), peer.publication()),)
     obs, publishing = step(obs, first, now + timedelta(hours=1), links=links)
-    next_kid = publishing.status["rotation"]["jwt"]["nextKid"]
+    next_kid = publishing.status.to_dict()["rotation"]["jwt"]["nextKid"]
     much_later = now + timedelta(hours=1, minutes=30)
     obs, still = step(obs, publishing, much_later)
     assert still.events == []  # the peer has not reported the next kid: no switch, however long
-    assert "jobs/jobserver" in still.status["rotation"]["jwt"]["waitingFor"]
+    assert "jobs/jobserver" in still.status.to_dict()["rotation"]["jwt"]["waitingFor"]
     holds = rot.PeerState(peer.ref, frozenset(), frozenset({next_kid}), rolled_out=True, has_workloads=True)
     obs, activated = step(obs, still, much_later, peer_states={peer.ref: holds})
     assert events_of(activated) == {"JwtKeyActivated": "Normal"}
@@ -978,7 +970,7 @@ def test_revoked_current_kid_is_replaced_at_once_and_never_published(
     assert new_kid != old_kid
     assert jwks_kids(plan, revoking) == [new_kid]
     assert json.loads(public(plan, revoking)["identity.json"])["revokedKids"] == [old_kid]
-    assert old_kid not in json.dumps(plan.status["jwt"])
+    assert old_kid not in json.dumps(plan.status.to_dict()["jwt"])
     settled_again = plan_identity(feed_back(dataclasses.replace(obs, identity=revoking), plan))
     assert settled_again.events == []
 
@@ -1011,7 +1003,7 @@ def test_jwt_algorithm_change_publishes_the_new_key_before_it_signs(
     data = creds(publishing, changed)
     assert data["jwt.kid"].decode() == old_kid and json.loads(data["jwt.jwk"])["alg"] == "ES256"
     assert pki.key_algorithm_of(pki.load_private_key(data["jwt-next.key"])) is KeyAlgorithm.Ed25519
-    assert publishing.status["jwt"]["algorithm"] == "ES256"  # what signs now
+    assert publishing.status.to_dict()["jwt"]["algorithm"] == "ES256"  # what signs now
     published = {k["kid"]: k["alg"] for k in json.loads(public(publishing, changed)["jwks.json"])["keys"]}
     assert published[old_kid] == "ES256" and sorted(published.values()) == ["ES256", "EdDSA"]
     # what peers trust (derived from the Secrets) holds both keys in their own algorithms
@@ -1024,7 +1016,7 @@ def test_jwt_algorithm_change_publishes_the_new_key_before_it_signs(
     obs, activated = step(obs, publishing, at)
     assert events_of(activated) == {"JwtKeyActivated": "Normal"}
     assert json.loads(creds(activated, changed)["jwt.jwk"])["kty"] == "OKP"
-    assert activated.status["jwt"]["algorithm"] == "EdDSA"
+    assert activated.status.to_dict()["jwt"]["algorithm"] == "EdDSA"
     assert_material_valid(activated, changed, at)
 
 
@@ -1102,10 +1094,10 @@ def test_mid_rotation_resync_writes_nothing(
     links = (link(make_rel(), make_peer().publication()),)
     obs = dataclasses.replace(obs, links=links)
     obs, publishing = step(obs, first, now + timedelta(hours=1))  # JWT: Publishing, held by the peer
-    assert publishing.status["rotation"]["jwt"]["phase"] == "Publishing"
+    assert publishing.status.to_dict()["rotation"]["jwt"]["phase"] == "Publishing"
     obs = feed_back(obs, publishing)
     held = plan_identity(obs, rotate="ca")  # CA: Distributing, held by the peer
-    assert held.status["rotation"]["ca"]["phase"] == "Distributing"
+    assert held.status.to_dict()["rotation"]["ca"]["phase"] == "Distributing"
     obs = feed_back(obs, held)
     for later in (timedelta(hours=1, minutes=5), timedelta(hours=2), timedelta(hours=3)):
         again = plan_identity(dataclasses.replace(obs, now=now + later))
@@ -1164,8 +1156,8 @@ def test_mtls_and_jwt_peer(
         }
     ]
     assert (plan.checks["TrustReady"].ok, plan.checks["TrustReady"].reason) == (True, "Distributed")
-    assert plan.status["peerCount"] == 1
-    assert plan.status["peers"] == [
+    assert plan.status.to_dict()["peerCount"] == 1
+    assert plan.status.to_dict()["peers"] == [
         {
             "identity": "jobserver",
             "namespace": PEER_NS,
@@ -1459,7 +1451,7 @@ def test_byo_ca_issues_the_leaf_and_writes_no_ca_secret(
     assert "gov/corp-ca" in plan.checks["CAReady"].message
     assert_material_valid(plan, ident, now, ca_cert=ca_cert)
     assert public(plan, ident)["ca.crt"] == secret.data["tls.crt"]
-    assert plan.status["ca"]["source"] == "Secret"
+    assert plan.status.to_dict()["ca"]["source"] == "Secret"
     assert events_of(plan) == {"CertificateIssued": "Normal", "JwtKeyGenerated": "Normal"}
     assert plan_identity(feed_back(obs, plan)).events == []
 
@@ -1523,7 +1515,7 @@ def test_no_key_is_generated_while_the_credentials_cannot_be_written(
         assert "dgc-trustwire-credentials" not in by_name(plan)
         assert not [e for e in plan.events if e.reason.startswith(("JwtKey", "Certificate"))]
         assert plan.mounted == {}
-        assert "jwt" not in plan.status
+        assert "jwt" not in plan.status.to_dict()
     if blocker == "password-missing":
         check = plans[0].checks["CertificateReady"]
         assert (check.ok, check.stalled, check.reason) == (False, True, "KeystorePasswordMissing")
@@ -1775,7 +1767,7 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     ident = make_ident()
     first = hub_links(0, 200)
     settled = plan_identity(observe(ident, now, links=first))
-    assert settled.checks["TrustReady"].ok and settled.status["peerCount"] == 200
+    assert settled.checks["TrustReady"].ok and settled.status.to_dict()["peerCount"] == 200
     assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer, so 600 peers cannot fit in 1 MiB
     # 400 more peers arrive and spoke-0's relationship is removed in the same pass
     crowded = (*first[1:], *hub_links(200, 600))
@@ -1792,8 +1784,8 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     assert SECRET_DATA_LIMIT * 0.95 <= trust_size(plan, ident) <= SECRET_DATA_LIMIT
     assert sorted(held) == sorted(f"spoke-{i}" for i in range(1, 200 + len(held) - 199))
     bundle = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data["trust-bundle.pem"])}
-    assert bundle == set(plan.status["trust"]["caFingerprints"])
-    assert {p["identity"] for p in plan.status["peers"]} == set(held)  # peers read this as "distributed"
+    assert bundle == set(plan.status.to_dict()["trust"]["caFingerprints"])
+    assert {p["identity"] for p in plan.status.to_dict()["peers"]} == set(held)  # peers read this as "distributed"
     assert plan.mounted["peers.json"] == data["peers.json"]
     # the next pass keeps exactly that set: no flapping between passes
     again = plan_identity(feed_back(obs, plan))
@@ -1816,7 +1808,7 @@ def test_a_hub_whose_trusted_peers_alone_outgrow_the_secret_leaves_it_untouched(
     assert names.trust_secret("dgc") not in by_name(plan)  # nothing written: the stored Secret stays as it was
     cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(before["trust-bundle.pem"])}
     kids = {k["kid"] for k in json.loads(before["peers.jwks"])["keys"]}
-    assert plan.status["trust"] == {"caFingerprints": sorted(cas), "kids": sorted(kids)}
+    assert plan.status.to_dict()["trust"] == {"caFingerprints": sorted(cas), "kids": sorted(kids)}
     assert plan.mounted["truststore.p12"] == before["truststore.p12"]
 
 

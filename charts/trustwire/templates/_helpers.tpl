@@ -62,8 +62,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+The operator image: [<registry>/]<repository>, then @<digest> when set (it pins the image, so
+the tag is ignored), else :<tag> (default: the chart's appVersion).
+*/}}
 {{- define "trustwire.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $image := .Values.image }}
+{{- $repository := $image.repository }}
+{{- with $image.registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository ($image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -71,7 +82,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 always takes part in leader election on the Lease; this only decides the PodDisruptionBudget.
 */}}
 {{- define "trustwire.ha" -}}
-{{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -107,10 +118,6 @@ modes (so they cannot drift). No wildcards, nothing more. tests/integration/test
 runs the operator and checks this table against the requests it really made, both ways.
   served:          resources in the namespaces the operator serves (ClusterRole in cluster mode,
                    a Role per served namespace in namespaced mode)
-  clusterScoped:   cluster-scoped reads kopf makes in both modes: it lists and watches CRDs to
-                   discover the resources it serves
-  namespacedMode:  cluster-scoped reads kopf makes only with --namespace: it lists and watches
-                   Namespaces to learn which of the served namespaces exist
   leaderElection:  the Lease in the release namespace (its own Role); `create` cannot be
                    limited to a name, get/patch are limited to the one Lease
 Verbs as the operator uses them: patch (never update/PUT), no deletecollection; the status
@@ -140,14 +147,6 @@ served:
   - apiGroups: ["apps"]
     resources: ["deployments", "statefulsets", "daemonsets"]
     verbs: ["get", "list", "watch", "patch"]
-clusterScoped:
-  - apiGroups: ["apiextensions.k8s.io"]
-    resources: ["customresourcedefinitions"]
-    verbs: ["list", "watch"]
-namespacedMode:
-  - apiGroups: [""]
-    resources: ["namespaces"]
-    verbs: ["list", "watch"]
 leaderElection:
   - apiGroups: ["coordination.k8s.io"]
     resources: ["leases"]
@@ -160,8 +159,7 @@ leaderElection:
 
 {{/*
 Rules for one role. Call with (dict "root" $ "scope" S), S one of:
-  cluster:    the ClusterRole. mode=cluster: served + clusterScoped;
-              mode=namespaced: clusterScoped + namespacedMode.
+  cluster:    the ClusterRole (mode=cluster only): served.
   namespaced: the Role in each served namespace (mode=namespaced only): served.
   leader:     the Role in the release namespace (both modes): leaderElection.
 */}}
@@ -171,13 +169,10 @@ Rules for one role. Call with (dict "root" $ "scope" S), S one of:
 {{- $table := include "trustwire.rbac.ruleTable" $root | fromYaml }}
 {{- $rules := list }}
 {{- if eq .scope "cluster" }}
-{{- if eq $mode "cluster" }}
+{{- if ne $mode "cluster" }}
+{{- fail "trustwire.rbac.rules: the ClusterRole exists only in cluster mode" }}
+{{- end }}
 {{- $rules = concat $rules $table.served }}
-{{- end }}
-{{- $rules = concat $rules $table.clusterScoped }}
-{{- if eq $mode "namespaced" }}
-{{- $rules = concat $rules $table.namespacedMode }}
-{{- end }}
 {{- else if eq .scope "namespaced" }}
 {{- $rules = concat $rules $table.served }}
 {{- else if eq .scope "leader" }}

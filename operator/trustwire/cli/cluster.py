@@ -39,7 +39,8 @@ def namespace_of(config: ApiConfig, namespace: str | None) -> str:
 
 def api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
     """Run ``work`` with a short-retrying client; API and network failures become one line."""
-    from trustwire.k8s.client import UNREACHABLE, ApiError, Client
+    from trustwire.k8s.client import Client
+    from trustwire.k8s.errors import UNREACHABLE, ApiError
 
     async def go() -> _T:
         async with Client(config, timeout=20.0, retries=1) as client:

@@ -43,12 +43,10 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
         server: str | None, liveness: str, metrics_port: int, lease: str | None, identity: str | None,
         standalone: bool, workers: int, resync: float, propagation_delay: float, verbose: bool) -> None:
     """Run the operator against a cluster."""
-    from trustwire.handlers import quiet_kopf_logging
     from trustwire.runtime import OperatorOptions
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_kopf_logging()
     if namespaces and all_namespaces:
         raise click.UsageError("use either --namespace or --all-namespaces")
     config = load(server, kubeconfig, context)
@@ -74,10 +72,6 @@ async def _serve(config: ApiConfig, options: OperatorOptions, metrics_port: int)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_operator(config, options) as controller:
-        # kopf installs its own SIGINT/SIGTERM handlers when it starts (replacing ours), and
-        # then only kopf would stop while this coroutine waits forever: take them back.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         stop_metrics = None
         if metrics_port:
             try:
@@ -104,10 +98,8 @@ def demo(output: Path | None, examples: Path | None, rotate: bool) -> None:
     """Run the operator on the embedded API emulator and prove the result."""
     from trustwire.demo.rotate import run_rotation_demo
     from trustwire.demo.run import run_demo
-    from trustwire.handlers import quiet_kopf_logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    quiet_kopf_logging()
     logging.getLogger("trustwire").setLevel(logging.ERROR)
     try:
         runner = run_rotation_demo if rotate else run_demo

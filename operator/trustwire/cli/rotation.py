@@ -26,7 +26,7 @@ def _request_value(what: str, previous: object) -> str:
 
 async def _annotate(client: Client, ns: str, identity: str, what: str) -> tuple[str, Mapping[str, Any], str | None]:
     from trustwire import names
-    from trustwire.k8s.client import IDENTITIES
+    from trustwire.k8s.resources import IDENTITIES
 
     body = await client.get(IDENTITIES, ns, identity)
     if body is None:
@@ -43,7 +43,7 @@ async def _annotate(client: Client, ns: str, identity: str, what: str) -> tuple[
 
 async def _handled(client: Client, ns: str, identity: str, value: str, timeout: float) -> Observed:
     """The identity's status once the operator records ``value`` as its handled request."""
-    from trustwire.k8s.client import IDENTITIES
+    from trustwire.k8s.resources import IDENTITIES
 
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -107,7 +107,7 @@ def status(namespace: str | None, all_namespaces: bool, kubeconfig: str | None, 
     """Show identities and relationships: Ready, reason, peers, certificate expiry, kid."""
     from rich.console import Console
 
-    from trustwire.k8s.client import IDENTITIES, RELATIONSHIPS
+    from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS
 
     if namespace and all_namespaces:
         raise click.UsageError("use either --namespace or --all-namespaces")

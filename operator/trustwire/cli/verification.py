@@ -94,7 +94,7 @@ async def _cluster_material(client: Client, namespace: str, identity: str,
                             ) -> tuple[dict[str, bytes], dict[str, bytes], Target]:
     from trustwire import names
     from trustwire.inspection import DEFAULT_RENEW_BEFORE, Target
-    from trustwire.k8s.client import CONFIGMAPS, IDENTITIES, SECRETS, decode_data
+    from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, SECRETS, decode_data
     from trustwire.model import parse_duration
 
     body = await client.get(IDENTITIES, namespace, identity)

@@ -1,8 +1,8 @@
 """Leader election with a ``coordination.k8s.io/v1`` Lease: exactly one replica writes.
 
-Why not kopf peering? Peering pauses kopf's watch streams on standbys, but our controller
-also acts on timers (rotation deadlines, resyncs) that kopf does not know about, and it
-watches what it reconciles itself (``Controller._follow``). Here only the Lease holder
+Why a Lease of our own rather than a framework's peering: the controller acts on timers
+(rotation deadlines, resyncs) as well as watch events, and it lists and watches what it
+reconciles itself (:mod:`trustwire.controller.informer`). Here only the Lease holder
 lists, watches and reconciles, and its workers and watches stop the moment the Lease is
 lost; a standby only reads the Lease, and lists what it needs when it takes over.
 
@@ -29,13 +29,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from trustwire.k8s.client import LEASES, ApiError, Client
+from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import LEASES
+from trustwire.times import rfc3339_micro
 
 log = logging.getLogger("trustwire.leader")
-
-
-def _micro(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def default_identity() -> str:
@@ -93,7 +92,7 @@ class LeaderElection:
                 return
             ops = [{"op": "test", "path": "/spec/holderIdentity", "value": self.identity},
                    {"op": "add", "path": "/spec/holderIdentity", "value": ""},
-                   {"op": "add", "path": "/spec/renewTime", "value": _micro(self.clock())}]
+                   {"op": "add", "path": "/spec/renewTime", "value": rfc3339_micro(self.clock())}]
             async with asyncio.timeout(2):
                 await self.client.json_patch(LEASES, self.namespace, self.name, ops)
             log.info("%s released lease %s/%s", self.identity, self.namespace, self.name)
@@ -151,7 +150,7 @@ class LeaderElection:
 
     def _spec(self, now: datetime, transitions: int, acquire: bool) -> dict[str, Any]:
         spec: dict[str, Any] = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_seconds),
-                                "renewTime": _micro(now), "leaseTransitions": transitions}
+                                "renewTime": rfc3339_micro(now), "leaseTransitions": transitions}
         if acquire:
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = rfc3339_micro(now)
         return spec

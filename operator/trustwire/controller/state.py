@@ -24,10 +24,13 @@ from typing import Any
 
 from trustwire import names
 from trustwire.model import IdentityRef, SpecError, TrustRelationship, parse_identity, parse_relationship
-from trustwire.plan.identity import Publication
+from trustwire.plan.publication import Publication
 from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
+from trustwire.plan.status import IdentityStatus
 
 RelKey = tuple[str, str]
+#: a queued pass: ("identity" | "relationship", namespace, name)
+Key = tuple[str, str, str]
 WorkloadKey = tuple[str, str, str]  # namespace, kind, name
 
 
@@ -84,47 +87,32 @@ def _intent_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     return before != after and (names.FINALIZER in before or after != [*before, names.FINALIZER])
 
 
-def _stalled_conditions(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [c for c in status.get("conditions") or []
-            if isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == "True"]
+def _status(body: Mapping[str, Any]) -> IdentityStatus:
+    return IdentityStatus.from_dict(body.get("status"))
 
 
-def _stalled_reason(status: Mapping[str, Any]) -> str | None:
-    return next((str(c.get("reason")) for c in _stalled_conditions(status)), None)
-
-
-def _distributed(status: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(str(p.get("relationship")) for p in status.get("peers") or [] if isinstance(p, Mapping))
-
-
-def remembered(body: Mapping[str, Any]) -> dict[str, Any]:
+def remembered(body: Mapping[str, Any], status: IdentityStatus | None = None) -> dict[str, Any]:
     """The part of an identity kept between events: what :func:`identity_change` compares and
-    peers read (spec, meaningful metadata, ``status.trust``/``rolledOut``, the relationships
-    in ``status.peers`` and a ``Stalled`` condition) — not the summaries and messages of a
-    status that, for a hub, lists hundreds of peers."""
+    peers read (spec, meaningful metadata and :meth:`IdentityStatus.evidence`) — not the
+    summaries and messages of a status that, for a hub, lists hundreds of peers."""
     meta = body.get("metadata") or {}
-    status = body.get("status") or {}
     return {
         "apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "spec": body.get("spec"),
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels", "annotations",
                                           "deletionTimestamp", "finalizers") if k in meta},
-        "status": {
-            "trust": status.get("trust"), "rolledOut": status.get("rolledOut"),
-            "peers": [{"relationship": r} for r in sorted(_distributed(status))],
-            "conditions": _stalled_conditions(status),
-        },
+        "status": (status or _status(body)).evidence().to_dict(),
     }
 
 
 def identity_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Change:
     if old is None or new is None or _intent_changed(old, new):
         return EVERYTHING
-    before, after = old.get("status") or {}, new.get("status") or {}
+    before, after = _status(old), _status(new)
     return Change(
         own=False,
-        relationships=None if _stalled_reason(before) != _stalled_reason(after)
-        else _distributed(before) ^ _distributed(after),
-        peers=(before.get("trust"), before.get("rolledOut")) != (after.get("trust"), after.get("rolledOut")),
+        relationships=None if before.stalled_reason != after.stalled_reason
+        else before.distributed ^ after.distributed,
+        peers=(before.trust, before.rolled_out) != (after.trust, after.rolled_out),
     )
 
 
@@ -158,22 +146,22 @@ class State:
         known, entry = self.identities.get(ref), self.entries.get(ref)
         if known is not None and entry is not None and not _intent_changed(known, body):
             # a status echo (most events): the parsed spec and the indexes stand
-            status = body.get("status") or {}
-            self.identities[ref] = remembered(body)
-            self.entries[ref] = dataclasses.replace(entry, distributed=_distributed(status),
-                                                    stalled_reason=_stalled_reason(status))
+            status = _status(body)
+            self.identities[ref] = remembered(body, status)
+            self.entries[ref] = dataclasses.replace(entry, distributed=status.distributed,
+                                                    stalled_reason=status.stalled_reason)
             return ref
         self.drop_identity(ref)
-        self.identities[ref] = remembered(body)
+        status = _status(body)
+        self.identities[ref] = remembered(body, status)
         meta = body.get("metadata") or {}
         try:
             parsed = parse_identity(body)
         except SpecError:
             parsed = None
-        status = body.get("status") or {}
         self.entries[ref] = IdentityEntry(ref, parsed, lenient_accept_from(body),
                                           deleting=bool(meta.get("deletionTimestamp")),
-                                          distributed=_distributed(status), stalled_reason=_stalled_reason(status))
+                                          distributed=status.distributed, stalled_reason=status.stalled_reason)
         workloads: set[WorkloadKey] = set()
         templates: set[tuple[str, str]] = set()
         if parsed is not None:
@@ -343,7 +331,7 @@ _UNKNOWN = object()
 
 
 class PublicationCache:
-    """Each identity's publication (:func:`trustwire.plan.identity.publication_from_secrets`),
+    """Each identity's publication (:func:`trustwire.plan.publication.publication_from_secrets`),
     kept until its Secrets or spec change; ``None`` (nothing published yet) is kept too.
 
     Three parties race here: a reader fetching a peer's Secrets, the peer's own pass that

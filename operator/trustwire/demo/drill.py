@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from trustwire import names, pki
-from trustwire.k8s.client import DEPLOYMENTS, SECRETS, Client, decode_data
+from trustwire.k8s.client import Client
+from trustwire.k8s.resources import DEPLOYMENTS, SECRETS, decode_data
 from trustwire.times import utcnow
 
 

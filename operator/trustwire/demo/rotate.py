@@ -42,7 +42,9 @@ from trustwire.demo.run import (
     load_manifests,
     wait_ready,
 )
-from trustwire.k8s.client import IDENTITIES, ApiConfig, Client
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import IDENTITIES
+from trustwire.plan.status import IdentityStatus
 from trustwire.runtime import OperatorOptions, running_operator
 
 SHORT_LIFETIMES = {"ca": {"duration": "30m"}, "certificate": {"duration": "45s", "renewBefore": "30s"},
@@ -64,14 +66,15 @@ def _short(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _read_status(status: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    """Every status key the rotation demo reads: the CA fingerprint, JWT kid and leaf serial,
-    and the one line that shows the rotation phases."""
-    rotation = status.get("rotation") or {}
-    serial, kid = (status.get("certificate") or {}).get("serial", ""), (status.get("jwt") or {}).get("kid", "")
-    line = (f"CA {rotation.get('ca', {}).get('phase', '?')}, JWT {rotation.get('jwt', {}).get('phase', '?')}, "
-            f"leaf {(status.get('certificate') or {}).get('serial', '?')[:8]}, "
-            f"kid {(status.get('jwt') or {}).get('kid', '?')[:8]}")
-    return (status.get("ca") or {}).get("fingerprint", ""), kid, serial, line
+    """What the rotation demo follows of an identity: the CA fingerprint, JWT kid and leaf
+    serial, and the one line that shows the rotation phases."""
+    s = IdentityStatus.from_dict(status)
+    ca = s.ca.fingerprint if s.ca else ""
+    kid = s.jwt.kid if s.jwt else ""
+    serial = s.certificate.serial if s.certificate else ""
+    phases = (s.rotation.ca.phase, s.rotation.jwt.phase) if s.rotation else ("?", "?")
+    line = f"CA {phases[0]}, JWT {phases[1]}, leaf {(serial or '?')[:8]}, kid {(kid or '?')[:8]}"
+    return ca, kid, serial, line
 
 
 @dataclasses.dataclass

@@ -25,16 +25,9 @@ from rich.table import Table
 from trustwire.demo.drill import mounted_files
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.proofs import Proof, prove_jwt, prove_mtls
-from trustwire.k8s.client import (
-    CONFIGMAPS,
-    IDENTITIES,
-    RELATIONSHIPS,
-    SECRETS,
-    WORKLOADS,
-    ApiConfig,
-    Client,
-    Resource,
-)
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
+from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.runtime import OperatorOptions, running_operator
 from trustwire.times import utcnow
 
@@ -87,10 +80,13 @@ def jwt_audience(docs: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 def _ready(body: Mapping[str, Any] | None) -> tuple[bool, str]:
-    for c in ((body or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready":
-            return c.get("status") == "True", f"{c.get('reason')}: {c.get('message')}"
-    return False, "no status yet"
+    """Ready, and why, from either kind's status (both carry kstatus conditions)."""
+    body = body or {}
+    model = IdentityStatus if body.get("kind") == "ServiceIdentity" else RelationshipStatus
+    ready = model.from_dict(body.get("status")).condition("Ready")
+    if ready is None:
+        return False, "no status yet"
+    return ready.get("status") == "True", f"{ready.get('reason')}: {ready.get('message')}"
 
 
 async def wait_ready(client: Client, refs: Sequence[tuple[Resource, str, str]], console: Console,
@@ -119,11 +115,11 @@ def status_table(identities: Sequence[Mapping[str, Any]], relationships: Sequenc
     for col in ("Kind", "Namespace/Name", "Ready", "Peers", "Cert expires", "Kid", "Reason"):
         table.add_column(col)
     for body in identities:
-        st = body.get("status") or {}
+        st = IdentityStatus.from_dict(body.get("status"))
         ok, why = _ready(body)
         table.add_row("ServiceIdentity", f"{body['metadata']['namespace']}/{body['metadata']['name']}",
-                      "[green]True[/]" if ok else "[red]False[/]", str(st.get("peerCount", 0)),
-                      (st.get("certificate") or {}).get("notAfter", "-"), (st.get("jwt") or {}).get("kid", "-")[:16],
+                      "[green]True[/]" if ok else "[red]False[/]", str(st.peer_count),
+                      st.certificate.not_after if st.certificate else "-", st.jwt.kid[:16] if st.jwt else "-",
                       why.split(":")[0])
     for body in relationships:
         ok, why = _ready(body)

@@ -14,7 +14,7 @@ from trustwire.inspection.material import (
     short,
     spiffe_uris,
 )
-from trustwire.plan.identity import renewal_time as leaf_renewal_time
+from trustwire.plan.leaf import renewal_time as leaf_renewal_time
 from trustwire.times import rfc3339
 
 

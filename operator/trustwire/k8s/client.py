@@ -2,14 +2,14 @@
 
 A deliberately small asynchronous JSON client rather than the generated ``kubernetes``
 client: the operator needs a handful of verbs on a handful of resources, must stay
-responsive on one event loop next to kopf's watch streams, and must say exactly which
+responsive on one event loop next to its own watch streams, and must say exactly which
 patch format it sends — a strategic-merge patch and a JSON merge patch mean different
 things for lists, so every write names its content type explicitly. The HTTP underneath
 is :mod:`trustwire.k8s.transport` (keep-alive connections, httptools' parser), because a
 general-purpose HTTP client cost more CPU per request than the request itself.
 
 Adapters follow the Gafaelfawr convention: a 404 on read becomes ``None``, a 404 on delete
-``False``; every other failure is an :class:`ApiError` whose message carries the API's
+``False``; every other failure is an :class:`~trustwire.k8s.errors.ApiError` whose message carries the API's
 reason, never the request body (which may hold key material). Writes name field manager
 ``trustwire`` so GitOps tools can ignore exactly our fields.
 """
@@ -17,7 +17,6 @@ reason, never the request body (which may hold key material). Writes name field 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import os
@@ -29,45 +28,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
+from trustwire.k8s.errors import UNREACHABLE, ApiError, api_error, status_error
+from trustwire.k8s.resources import Resource
 from trustwire.k8s.transport import Pool, TransportError
 from trustwire.names import FIELD_MANAGER
 
 USER_AGENT = "trustwire-operator"
-#: Objects per LIST page (the same chunk size kopf is given for its initial listings).
+#: Objects per LIST page: a large cluster never arrives as one huge response.
 LIST_PAGE_SIZE = 500
-#: How long the server keeps a watch open before we resume it (kopf's is set the same)
+#: How long the server keeps a watch open before we resume it
 WATCH_SECONDS = 300
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-#: :attr:`ApiError.reason` when no HTTP answer came (the message says why); retried like a 503
-UNREACHABLE = "Unreachable"
 
 
 #: Our verb names (as in RBAC rules) → HTTP methods.
 _METHODS = {"get": "GET", "list": "GET", "create": "POST", "patch": "PATCH", "delete": "DELETE"}
-
-
-#: The cause the NamespaceLifecycle admission plugin gives when it refuses a create in a
-#: namespace that is being deleted.
-NAMESPACE_TERMINATING = "NamespaceTerminating"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str, *, verb: str = "", path: str = "",
-                 causes: tuple[str, ...] = ()) -> None:
-        self.status, self.reason, self.api_message = status, reason, message
-        self.verb, self.path = verb, path
-        #: ``details.causes[].reason`` of the API's Status
-        self.causes = causes
-        super().__init__(f"{verb.upper()} {path}: {status} {reason}: {message}".strip())
-
-    @property
-    def retryable(self) -> bool:
-        return self.status in (409, 429) or self.status >= 500
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """Refused because the namespace is being deleted: nothing new can be created there."""
-        return NAMESPACE_TERMINATING in self.causes
 
 
 class Page(NamedTuple):
@@ -77,44 +52,8 @@ class Page(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Resource:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-        if subresource:
-            base += f"/{subresource}"
-        return base
-
-
-SECRETS = Resource("", "v1", "secrets", "Secret")
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
-EVENTS = Resource("", "v1", "events", "Event")
-IDENTITIES = Resource("trustwire.io", "v1alpha1", "serviceidentities", "ServiceIdentity")
-RELATIONSHIPS = Resource("trustwire.io", "v1alpha1", "trustrelationships", "TrustRelationship")
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
-STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
-DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
-LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
-WORKLOADS = {r.kind: r for r in (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)}
-
-
-@dataclasses.dataclass(frozen=True)
 class ApiConfig:
-    """Where the API server is and how to authenticate; shared with kopf's login handler."""
+    """Where the API server is and how to authenticate."""
 
     server: str
     token: str | None = None
@@ -250,7 +189,7 @@ class Client:
             else:
                 if response.status < 400:
                     return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
-                error = _api_error(response.status, response.body, verb, path, sent=body)
+                error = api_error(response.status, response.body, verb, path, sent=body)
                 retry_after = response.headers.get("retry-after")
                 if error.status == 401 and self._token_renewed() and attempt < retries:
                     continue  # the kubelet rotated the token: send it at once (else next time)
@@ -315,7 +254,7 @@ class Client:
                     self.errors[str(head.status)] += 1
                     if head.status == 401:
                         self._token_renewed()  # the caller's next watch sends the new one
-                    raise _api_error(head.status, head.body, "watch", path)
+                    raise api_error(head.status, head.body, "watch", path)
                 pending = b""
                 async for chunk in chunks:
                     *lines, pending = (pending + chunk).split(b"\n")
@@ -325,7 +264,7 @@ class Client:
                         event = json.loads(line)
                         if event.get("type") == "ERROR":
                             status = event.get("object") or {}
-                            raise _status_error(int(status.get("code") or 500), status, "watch", path)
+                            raise status_error(int(status.get("code") or 500), status, "watch", path)
                         yield event
         except TransportError as exc:
             self.errors["503"] += 1
@@ -384,63 +323,6 @@ class Client:
         return sum(self.counts[v] for v in ("create", "patch", "delete"))
 
 
-def _api_error(status: int, raw: bytes, verb: str, path: str, *, sent: Any = None) -> ApiError:
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        payload = None
-    return _status_error(status, payload, verb, path, sent=sent)
-
-
-def _status_error(status: int, payload: Any, verb: str, path: str, *, sent: Any = None) -> ApiError:
-    """An :class:`ApiError` from a Kubernetes ``Status`` (an error answer's body, or the
-    object of a watch's ERROR event); anything else gives no reason and no message. A
-    message that quotes the ``data`` of what was ``sent`` (key material) is withheld."""
-    payload = payload if isinstance(payload, Mapping) else {}
-    details = payload.get("details")
-    causes = (details.get("causes") if isinstance(details, Mapping) else None) or []
-    message = str(payload.get("message") or "")[:300]
-    if _quotes_data(message, sent):
-        message = "(message withheld: it quotes the data sent)"
-    return ApiError(status, str(payload.get("reason") or "Error"), message, verb=verb, path=path,
-                    causes=tuple(str(c.get("reason")) for c in causes if isinstance(c, Mapping)))
-
-
-#: How many characters of a sent ``data`` value an error message must repeat to quote it.
-QUOTED_RUN = 16
-
-
-def _quotes_data(message: str, sent: Any) -> bool:
-    """Whether ``message`` repeats a run of :data:`QUOTED_RUN` characters of a ``data`` or
-    ``stringData`` value of the body ``sent`` (a validation error may echo an invalid value,
-    and the API's message goes into status and Events, which more people read than Secrets)."""
-    if not isinstance(sent, Mapping) or len(message) < QUOTED_RUN:
-        return False
-    values = [v for key in ("data", "stringData") if isinstance(sent.get(key), Mapping)
-              for v in sent[key].values() if isinstance(v, str) and len(v) >= QUOTED_RUN]
-    runs = {message[i:i + QUOTED_RUN] for i in range(len(message) - QUOTED_RUN + 1)}
-    return any(run in value for value in values for run in runs)
-
-
 def _target(path: str, params: Mapping[str, str] | None) -> str:
     """A request's path and query, encoded."""
     return quote(path) + (f"?{urlencode(params)}" if params else "")
-
-
-def decode_data(resource: Resource, body: Mapping[str, Any] | None) -> dict[str, bytes]:
-    """A Secret's base64 ``data`` or a ConfigMap's text ``data``, as bytes."""
-    if not body:
-        return {}
-    if resource is CONFIGMAPS:
-        return {k: str(v).encode() for k, v in (body.get("data") or {}).items()}
-    out: dict[str, bytes] = {}
-    for key, value in (body.get("data") or {}).items():
-        try:
-            out[key] = base64.b64decode(value or "", validate=True)
-        except (ValueError, TypeError):
-            out[key] = b""  # undecodable: treated as corrupt, and repaired by the planner
-    return out
-
-
-def encode_secret_data(data: Mapping[str, bytes]) -> dict[str, str]:
-    return {k: base64.b64encode(v).decode() for k, v in data.items()}

@@ -1,7 +1,7 @@
 """HTTP/1.1 to the API server: a small pool of keep-alive connections, parsed by httptools.
 
-Why not aiohttp's client, which kopf keeps using for its watch streams: the operator sends
-one short JSON request after another (~25,000 until Ready at 1,000 identities), and
+Why not aiohttp's client: the operator sends one short JSON request after another
+(~25,000 until Ready at 1,000 identities), and
 aiohttp's general-purpose machinery around each of them — URL objects, cookie jar, header
 multidicts, tracing hooks, stream readers, response objects — cost the operator ~0.1 ms of
 CPU per request, twice what the request itself costs (``benchmarks/api_requests.py``, and

@@ -6,7 +6,7 @@ older CRD, and ``kubectl apply --validate=false`` exists. Every reconcile theref
 here, and every problem becomes a :class:`SpecError` that names the field, says what is
 wrong and what is allowed — the text that lands in the ``Ready`` condition and the Event.
 
-The package is pure: no kopf, no kubernetes client, no I/O, no clock. Its interface is the
+The package is pure: no kubernetes client, no I/O, no clock. Its interface is the
 names exported here: the typed model (``types``), the declared fields (``fields``), the
 bounds (``limits``), durations, and the two parsers.
 """
@@ -14,7 +14,7 @@ bounds (``limits``), durations, and the two parsers.
 from trustwire.model.durations import format_duration, parse_duration
 from trustwire.model.errors import SpecError
 from trustwire.model.fields import IDENTITY_FIELDS, RELATIONSHIP_FIELDS, field_paths
-from trustwire.model.identity import CONTRACT_KEYS, parse_identity
+from trustwire.model.identity import parse_identity
 from trustwire.model.limits import (
     MAX_DNS_NAMES,
     MAX_DURATION,
@@ -51,7 +51,7 @@ from trustwire.model.types import (
 )
 
 __all__ = [
-    "API_VERSION", "CONTRACT_KEYS", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
+    "API_VERSION", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
     "MAX_DURATION_TEXT", "MAX_INLINE_TEMPLATE", "MAX_LIST_ITEMS", "MAX_NAME_LENGTH", "MAX_OWNER_NAME",
     "MAX_QUOTED", "MAX_REPORTED", "MAX_TEMPLATES", "MAX_WORKLOADS", "MIN_DURATION", "RELATIONSHIP_FIELDS",
     "VERSION", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "IdentityRef", "JwtSpec",

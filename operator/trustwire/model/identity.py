@@ -32,7 +32,7 @@ from trustwire.model.types import (
     WorkloadKind,
     WorkloadRef,
 )
-from trustwire.names import IDENTITY_LABEL
+from trustwire.names import IDENTITY_LABEL, MOUNTED_KEYS, SHARED_SECRET_PREFIX
 from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -42,12 +42,6 @@ _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 _DEFAULT_TRUST_DOMAIN = "cluster.local"
 _DEFAULT_MOUNT_PATH = "/var/run/trustwire"
 
-#: Keys written by the operator into the mounted directory; templates may not take them.
-CONTRACT_KEYS = frozenset({
-    "tls.crt", "tls.key", "ca.crt", "keystore.p12", "keystore.jks", "keystore.password",
-    "jwt.key", "jwt.jwk", "jwt.kid", "jwt-next.key", "trust-bundle.pem", "truststore.p12",
-    "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
-})
 
 
 def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
@@ -257,7 +251,7 @@ def _template_name_problem(name: str | None, seen: set[str]) -> str:
         return "is required: a file name of letters, digits, '.', '_' or '-'"
     if name == "." or name.startswith(".."):
         return f"{quote(name)} is no Secret key: '.', '..' and names starting with '..' are refused by the API"
-    if name in CONTRACT_KEYS or name.startswith("shared-"):
+    if name in MOUNTED_KEYS or name.startswith(SHARED_SECRET_PREFIX):
         return f"{quote(name)} collides with a file trustwire writes; choose another name"
     if name in seen:
         return f"{quote(name)} is used by two templates"

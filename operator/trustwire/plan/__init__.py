@@ -1,5 +1,5 @@
 """Pure decisions: from spec + observed state + clock to desired objects and conditions.
 
-Nothing here performs I/O or imports kopf/kubernetes; the controller gathers what is
+Nothing here performs I/O or imports the kubernetes client; the controller gathers what is
 observed and applies what is planned.
 """

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from trustwire.times import rfc3339
+
 TRUE = "True"
 FALSE = "False"
 
@@ -104,7 +106,7 @@ def merge_conditions(
 ) -> list[dict[str, Any]]:
     """Render conditions for status, keeping ``lastTransitionTime`` where status did not flip."""
     previous = {c.get("type"): c for c in (old or []) if isinstance(c, Mapping)}
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = rfc3339(now)
     out: list[dict[str, Any]] = []
     for cond in new:
         before = previous.get(cond.type)

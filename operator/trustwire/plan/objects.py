@@ -14,7 +14,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from trustwire.plan.identity import DesiredObject
+from trustwire.plan.material import DesiredObject
 
 
 def merge_patch(old: Any, new: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from trustwire import names
 from trustwire.model import IdentityRef, ServiceIdentity, TrustRelationship
 from trustwire.plan.conditions import Check, passed, stalled, waiting
-from trustwire.plan.identity import DesiredObject, StoredObject
+from trustwire.plan.material import DesiredObject, StoredObject
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,3 +104,12 @@ def jwt_grace(rotation_period: timedelta) -> timedelta:
     issue (5 minutes by default), at most a day, and a quarter of the rotation period."""
     return max(min(rotation_period / 4, timedelta(days=1)), timedelta(minutes=10)) \
         if rotation_period >= timedelta(minutes=40) else rotation_period / 4
+
+
+def gate_with_outsiders(gate: Gate, consumers: Sequence[object], now: datetime, since: datetime,
+                        delay: timedelta) -> Gate:
+    """With no in-cluster consumer, parties outside the cluster still read the public
+    ConfigMap: give them the propagation delay before switching."""
+    if consumers or not gate.met or now >= since + delay:
+        return gate
+    return Gate(False, "no peers; waiting the propagation delay for outside consumers", since + delay)

@@ -1,0 +1,242 @@
+"""The trust Secret: peers' CAs, JWKS, shared secrets and rendered templates, within 1 MiB.
+
+:func:`plan_trust` builds the Secret for every accepted peer; when that outgrows what a
+Secret may hold it keeps the peers already held plus, in a fixed order, as many waiting
+peers as still fit (``TrustTooLarge``), so removals and revocations take effect at once,
+nothing already trusted is lost, and the set only grows from pass to pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography import x509
+
+from trustwire import names, pki
+from trustwire.model import IdentityRef, KeystoreFormat, ServiceIdentity, TrustRelationship
+from trustwire.plan import templates
+from trustwire.plan.conditions import Check, passed, stalled, waiting
+from trustwire.plan.jwt import JwtMaterial
+from trustwire.plan.material import CAMaterial, StoredObject, bounded, stable_output, to_json
+from trustwire.plan.publication import Publication
+from trustwire.plan.status import PeerStatus
+
+#: Kubernetes refuses a Secret whose data values add up to more than 1 MiB (``MaxSecretSize``).
+SECRET_DATA_LIMIT = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerLink:
+    relationship: TrustRelationship
+    peer: IdentityRef
+    publication: Publication | None
+    shared_secret: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustInput:
+    identity: ServiceIdentity
+    stored: StoredObject | None
+    links: Sequence[PeerLink]
+    ca: CAMaterial | None
+    jwt: JwtMaterial | None
+    password: str
+    template_sources: Mapping[str, str | None]
+    timer: templates.Timer
+
+
+@dataclasses.dataclass
+class TrustContent:
+    """The trust Secret's data for a set of peers, and what it tells status and peers."""
+
+    data: dict[str, bytes]
+    records: dict[str, str]
+    peers_status: list[PeerStatus]
+    trusted_cas: set[str]
+    trusted_kids: set[str]
+    #: TrustReady, and TemplatesReady when the identity has templates
+    checks: dict[str, Check]
+    #: False when the Secret must be left exactly as it is
+    write: bool = True
+
+    @property
+    def size(self) -> int:
+        return sum(len(value) for value in self.data.values())
+
+
+def plan_trust(t: TrustInput) -> TrustContent:
+    """The trust Secret for every peer, or the largest fitting part of it (``TrustTooLarge``)."""
+    ident, ns = t.identity, t.identity.namespace
+    trust = content(t, t.links)
+    if trust.size <= SECRET_DATA_LIMIT:
+        return trust
+    held = held_peers(t.stored)
+    kept = [link for link in t.links if link_key(link) in held]
+    waiting_links = sorted((link for link in t.links if link_key(link) not in held), key=link_order)
+    fitting = content(t, kept)
+    if fitting.size > SECRET_DATA_LIMIT:  # even those no longer fit: leave the Secret exactly as it is
+        stored = dict(t.stored.data) if t.stored is not None else {}
+        fitting = TrustContent(stored, {}, fitting.peers_status, *trusted_in(stored), fitting.checks, write=False)
+    elif waiting_links:
+        per_peer = (trust.size - fitting.size) / len(waiting_links)
+        count = min(len(waiting_links), int((SECRET_DATA_LIMIT - fitting.size) / max(per_peer, 1.0)))
+        while count > 0:
+            candidate = content(t, [*kept, *waiting_links[:count]])
+            if candidate.size <= SECRET_DATA_LIMIT:
+                fitting = candidate
+                break
+            count = min(count - 1, int(count * 0.97))
+    trusted = len(fitting.peers_status)
+    rendered = sum(len(trust.data.get(tpl.name, b"")) for tpl in ident.templates)
+    fitting.checks["TrustReady"] = stalled(
+        "TrustTooLarge",
+        f"Secret {ns}/{names.trust_secret(ident.name)} would need {trust.size:,} bytes for {len(t.links)} "
+        f"peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered); Kubernetes limits a "
+        f"Secret to {SECRET_DATA_LIMIT:,} bytes (1 MiB). {trusted} peer(s) are trusted, "
+        f"{len(t.links) - trusted} wait. Split the peers across several identities, shorten the templates, "
+        "or leave JKS out of spec.keystores.formats")
+    return fitting
+
+
+def link_order(link: PeerLink) -> tuple[str, str, str]:
+    return str(link.peer), link.relationship.namespace, link.relationship.name
+
+
+def link_key(link: PeerLink) -> tuple[str, str, str]:
+    rel = link.relationship
+    return link.peer.namespace, link.peer.name, f"{rel.namespace}/{rel.name}"
+
+
+def held_peers(trust: StoredObject | None) -> set[tuple[str, str, str]]:
+    """(namespace, identity, relationship) of every peer in a stored ``peers.json``."""
+    try:
+        entries = json.loads(trust.data.get("peers.json", b"[]")) if trust is not None else []
+    except ValueError:
+        return set()
+    if not isinstance(entries, list):
+        return set()
+    return {(str(e.get("namespace")), str(e.get("identity")), str(e.get("relationship")))
+            for e in entries if isinstance(e, dict)}
+
+
+def trusted_in(data: Mapping[str, bytes]) -> tuple[set[str], set[str]]:
+    """CA fingerprints and kids a stored trust Secret really holds."""
+    try:
+        cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data.get("trust-bundle.pem", b""))}
+    except pki.PKIError:
+        cas = set()
+    try:
+        keys = json.loads(data.get("peers.jwks", b"{}")).get("keys", [])
+        kids = {str(k.get("kid")) for k in keys if isinstance(k, dict)}
+    except (ValueError, AttributeError):
+        kids = set()
+    return cas, kids
+
+
+@dataclasses.dataclass
+class _Peers:
+    """What the peers of one candidate set add up to."""
+
+    data: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    status: list[PeerStatus] = dataclasses.field(default_factory=list)
+    context: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pending: list[str] = dataclasses.field(default_factory=list)
+    bundle: dict[str, x509.Certificate] = dataclasses.field(default_factory=dict)
+    keys: dict[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: Sequence[str]) -> str | None:
+    """Add one peer's material to ``acc``; or why it cannot be trusted yet."""
+    rel, pub = link.relationship, link.publication
+    if pub is None:
+        return f"{link.peer} has not published its material yet"
+    secret_file = None
+    if rel.shared_secret:
+        if link.shared_secret is None:
+            return f"the shared secret of relationship {rel.namespace}/{rel.name} is not ready"
+        key_name = link.peer.name if short_names.count(link.peer.name) == 1 else \
+            f"{link.peer.namespace}.{link.peer.name}"
+        secret_file = f"shared-{key_name}.key"
+        acc.data[secret_file] = link.shared_secret
+    ca_fingerprints: list[str] = []
+    ca_pem = b""
+    if rel.mtls:
+        try:
+            peer_cas = pki.load_certificates(pub.ca_pem)
+        except pki.PKIError:
+            return f"{link.peer} publishes an unreadable CA"
+        for cert in peer_cas:
+            acc.bundle[pki.fingerprint_sha256(cert)] = cert
+            ca_fingerprints.append(pki.fingerprint_sha256(cert))
+        ca_pem = pki.certs_to_pem(peer_cas)
+    revoked = set(pub.revoked_kids)
+    peer_jwks = [dict(j) for j in pub.jwks if j.get("kid") not in revoked]
+    accepts_tokens = rel.jwt and rel.sends_to(link.peer)
+    if accepts_tokens:
+        for j in peer_jwks:
+            acc.keys[str(j["kid"])] = j
+    me = IdentityRef(ident.namespace, ident.name)
+    entry = {
+        "identity": link.peer.name, "namespace": link.peer.namespace,
+        "relationship": f"{rel.namespace}/{rel.name}",
+        "direction": "both" if rel.initiator is None else ("outbound" if rel.initiator == me else "inbound"),
+        "mtls": rel.mtls, "jwt": rel.jwt,
+        "kids": [str(j["kid"]) for j in peer_jwks] if rel.jwt and accepts_tokens else [],
+        "roles": list(rel.roles), "audience": rel.audience, "scopes": list(rel.scopes),
+        "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
+        "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
+        "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
+    }
+    acc.entries.append(entry)
+    acc.status.append(PeerStatus(link.peer.name, link.peer.namespace, f"{rel.namespace}/{rel.name}", rel.mtls,
+                                 rel.jwt, rel.shared_secret))
+    acc.context.append({**entry, "jwks": peer_jwks if accepts_tokens else [], "caPem": ca_pem.decode(),
+                        "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
+                        "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
+    return None
+
+
+def content(t: TrustInput, links: Sequence[PeerLink]) -> TrustContent:
+    """Peers' CAs, JWKS, shared secrets and rendered templates for ``links``."""
+    ident = t.identity
+    acc = _Peers()
+    short_names = [link.peer.name for link in links]
+    for link in sorted(links, key=link_order):
+        problem = _add_peer(acc, ident, link, short_names)
+        if problem is not None:
+            acc.pending.append(problem)
+    data, records = acc.data, dict[str, str]()
+    bundle_certs = [acc.bundle[fp] for fp in sorted(acc.bundle)]
+    data["trust-bundle.pem"] = pki.certs_to_pem(bundle_certs) if bundle_certs else b""
+    data["truststore.password"] = t.password.encode()
+    data |= _truststores(t, bundle_certs, data["trust-bundle.pem"], records)
+    data["peers.jwks"] = to_json(pki.jwks([acc.keys[k] for k in sorted(acc.keys)]))
+    data["peers.json"] = to_json(acc.entries)
+    checks = {"TrustReady": waiting("PeerPending", bounded(acc.pending)) if acc.pending else
+              passed("Distributed", f"{len(acc.entries)} peer(s) trusted")}
+    if ident.templates:
+        ctx = templates.context(ident, t.ca, t.jwt, acc.context)
+        rendered, checks["TemplatesReady"] = templates.render_all(ident, t.template_sources, ctx, t.stored, t.timer)
+        data |= rendered
+    return TrustContent(data, records, acc.status, set(acc.bundle), set(acc.keys), checks)
+
+
+def _truststores(t: TrustInput, bundle_certs: Sequence[x509.Certificate], bundle_pem: bytes,
+                 records: dict[str, str]) -> dict[str, bytes]:
+    """A truststore exists only with something to trust: PKCS#12 cannot be empty, and an
+    identity without mTLS peers should not pretend to trust anyone (README: "Files")."""
+    formats, legacy, password = t.identity.keystores.formats, t.identity.keystores.legacy_pkcs12, t.password
+    inputs = b"|".join([bundle_pem, password.encode(), b"legacy" if legacy else b"modern"])
+    out: dict[str, bytes] = {}
+    if bundle_certs and KeystoreFormat.PKCS12 in formats:
+        out["truststore.p12"] = stable_output(
+            "truststore.p12", inputs, lambda: pki.pkcs12_truststore(list(bundle_certs), password, legacy=legacy),
+            t.stored, records)
+    if bundle_certs and KeystoreFormat.JKS in formats:
+        out["truststore.jks"] = stable_output(
+            "truststore.jks", inputs, lambda: pki.jks_truststore(list(bundle_certs), password), t.stored, records)
+    return out
