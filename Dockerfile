@@ -11,28 +11,32 @@
 # Bump both FROM lines together (and add an @sha256 digest pin where your registry is
 # reachable, e.g. with Renovate/Dependabot).
 
-########## build stage: compilers live here only ##########
+########## build stage: the virtualenv is assembled here ##########
 FROM python:3.11.14-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# pyjks depends on `twofish`, which ships no wheel: it compiles a small C extension.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
-
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependency set is the lock's, byte for byte: every line pinned and hashed, wheels only
+# (no compiler in the image, none needed), so two builds of one commit install the same code.
+# The lock carries the build backend too, so building the project fetches nothing unpinned.
+# Regenerate it with the command in its header whenever pyproject.toml's dependencies change.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock
+
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY operator/ operator/
+COPY examples/ examples/
 # A regular (non-editable) install: the venv is self-contained and /src is not needed later.
-# pip byte-compiles the installed modules, so the read-only runtime never needs to write .pyc.
-RUN pip install --no-cache-dir --upgrade pip \
- && pip install --no-cache-dir . \
+# --no-deps: everything it needs came from the lock above. pip byte-compiles the installed
+# modules, so the read-only runtime never needs to write .pyc.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+ && pip check \
  && trustwire --help >/dev/null
 
 ########## runtime stage ##########

@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+LOCK = REPO_ROOT / "requirements.lock"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
 BUILD_TOOLS = re.compile(
@@ -142,10 +147,57 @@ def test_final_stage_installs_no_build_tools(final: Stage) -> None:
         assert "apt-get install" not in run.args and "apk add" not in run.args
 
 
-def test_compilers_stay_in_the_build_stage(stages: list[Stage]) -> None:
-    """pyjks needs twofish, which compiles a C extension: the toolchain must exist somewhere."""
-    build_runs = " ".join(r.args for s in stages[:-1] for r in s.all("RUN"))
-    assert BUILD_TOOLS.search(build_runs)
+def test_no_stage_installs_a_compiler(stages: list[Stage]) -> None:
+    """Every dependency comes as a wheel: the image needs no toolchain in any stage."""
+    for stage in stages:
+        for run in stage.all("RUN"):
+            assert not BUILD_TOOLS.search(run.args), f"build tooling in stage {stage.name}: {run.args}"
+            assert "apt-get install" not in run.args and "apk add" not in run.args
+
+
+def _install_commands(stages: list[Stage]) -> list[list[str]]:
+    return [cmd for s in stages for run in s.all("RUN") for cmd in pip_commands(run.args) if "install" in cmd]
+
+
+def test_dependencies_come_from_the_hashed_lock_as_wheels(stages: list[Stage]) -> None:
+    installs = _install_commands(stages)
+    from_lock = [cmd for cmd in installs if "-r" in cmd and cmd[cmd.index("-r") + 1] == LOCK.name]
+    assert from_lock, "no pip install -r requirements.lock"
+    assert all("--require-hashes" in cmd and "--only-binary=:all:" in cmd for cmd in from_lock), from_lock
+    copied = [w for s in stages for c in s.all("COPY") for w in c.args.split()[:-1]]
+    assert LOCK.name in copied
+    # Everything else pip installs (the project itself) brings nothing from outside the lock.
+    for cmd in installs:
+        if cmd not in from_lock:
+            assert "--no-deps" in cmd and "--no-build-isolation" in cmd, " ".join(cmd)
+
+
+def _lock_pins() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from requirements.lock; asserts every requirement is pinned and hashed."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    logical = re.sub(r"\\\n", " ", LOCK.read_text())
+    for line in logical.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==([A-Za-z0-9.+!-]+)", words[0])
+        assert match, f"not pinned with ==: {line}"
+        hashes = [w.removeprefix("--hash=") for w in words[1:]]
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), f"unhashed: {line}"
+        pins[canonicalize_name(match[1])] = (match[2], hashes)
+    return pins
+
+
+def test_lock_pins_every_dependency_of_the_project_and_its_build() -> None:
+    pins = _lock_pins()
+    project = tomllib.loads(PYPROJECT.read_text())
+    wanted = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]]
+    for req in wanted:
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req} is not in {LOCK.name}: regenerate it (command in its header)"
+        assert req.specifier.contains(pins[name][0], prereleases=True), f"{LOCK.name} pins {name}=={pins[name][0]}, "\
+            f"outside {req}: regenerate it"
 
 
 def test_pip_never_keeps_a_cache(stages: list[Stage]) -> None:
@@ -188,7 +240,9 @@ def test_dockerignore_keeps_the_context_small() -> None:
     ]
     assert lines[0] == "*", "allow-list style: ignore everything, then re-include"
     included = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "operator"}
+    assert included == {
+        "requirements.lock", "pyproject.toml", "setup.py", "README.md", "LICENSE", "operator", "examples",
+    }
     copied = {
         word.rstrip("/")
         for s in parse(DOCKERFILE.read_text())

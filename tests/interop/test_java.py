@@ -11,7 +11,9 @@ What this proves, for every KeyAlgorithm:
   truststore pairs and the written passwords, for all three store formats, and each
   side sees the other's leaf subject;
 * a server whose truststore lacks the client's CA refuses the client;
-* the client's host-name check is active (wrong host name refused).
+* the client's host-name check is active (wrong host name refused);
+* Java's own ``KeyStore.getInstance("JKS")`` (JksProbe.java) loads our JKS key, chain and
+  trusted entries, refuses a wrong store or key password, and we read the JKS keytool writes.
 
 The peer (TlsPeer.java, next to this file) is copied to a temp dir and compiled with
 ``javac`` once per session; all handshakes run in one JVM to keep the suite fast.
@@ -20,6 +22,7 @@ Skipped, with the reason, only when ``javac``/``java``/``keytool`` are missing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -29,8 +32,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_der_private_key
 
-from trustwire.pki import KeyAlgorithm, jks_truststore, pkcs12_truststore, truststore_alias
+from trustwire.pki import (
+    KeyAlgorithm,
+    PKIError,
+    jks_keystore,
+    jks_truststore,
+    pkcs12_truststore,
+    public_key_matches,
+    read_jks,
+    truststore_alias,
+)
 
 from .conftest import Party, require_tool, run
 
@@ -244,3 +257,76 @@ def test_keytool_lists_a_multi_ca_trust_bundle(
     listing = listing_of(keytool_listings, f"bundle-{fmt}")
     assert f"Your keystore contains {len(cas)} entries" in listing
     assert entries(listing) == {truststore_alias(ca): "trustedCertEntry" for ca in cas}
+
+
+# --- Java's own JKS KeyStore: our writer against Java, keytool's JKS against our reader ---------
+
+JKS_PASSWORD = "pässwörd-😀-0123456789"  # beyond ASCII: Java hashes UTF-16 code units
+
+
+@pytest.fixture(scope="session")
+def jks_probe_classes(jdk: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("java-jks")
+    shutil.copy(Path(__file__).with_name("JksProbe.java"), build / "JksProbe.java")
+    result = run([jdk["javac"], "-d", str(build), str(build / "JksProbe.java")], timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _probe(jdk: dict[str, str], classes: Path, path: Path, password: str) -> list[str]:
+    result = run([jdk["java"], "-XX:+UseSerialGC", "-cp", str(classes), "JksProbe", str(path), password])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_java_keystore_loads_our_jks_key_chain_and_checks_the_password(
+    jdk: dict[str, str], jks_probe_classes: Path, parties: Parties, tmp_path: Path, algorithm: KeyAlgorithm
+) -> None:
+    party = parties(algorithm)["server"]
+    path = tmp_path / "keystore.jks"
+    path.write_bytes(jks_keystore(party.key, party.leaf, [party.ca], JKS_PASSWORD, alias="Ünï-😀"))
+    key_line, store_line = _probe(jdk, jks_probe_classes, path, JKS_PASSWORD)
+    pkcs8 = party.key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    chain = " ".join(_sha256(c.public_bytes(Encoding.DER)) for c in (party.leaf, party.ca))
+    alias, key, wrong_key = key_line.split("\t")
+    assert alias == "ünï-😀"
+    assert key.startswith("KEY ") and key.endswith(f" {_sha256(pkcs8)} {chain}"), key
+    assert wrong_key == "WRONG-KEY-PASSWORD-REFUSED"
+    assert store_line == "WRONG-STORE-PASSWORD-REFUSED Keystore was tampered with, or password was incorrect"
+
+
+def test_java_keystore_loads_our_jks_truststore(
+    jdk: dict[str, str], jks_probe_classes: Path, parties: Parties, tmp_path: Path
+) -> None:
+    cas = [parties(a)["client"].ca for a in ALGORITHMS]
+    path = tmp_path / "truststore.jks"
+    path.write_bytes(jks_truststore(cas, JKS_PASSWORD))
+    *lines, store_line = _probe(jdk, jks_probe_classes, path, JKS_PASSWORD)
+    assert sorted(lines) == sorted(f"{truststore_alias(c)}\tTRUSTED {_sha256(c.public_bytes(Encoding.DER))}"
+                                   for c in cas)
+    assert store_line.startswith("WRONG-STORE-PASSWORD-REFUSED")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_we_read_the_jks_keytool_writes(
+    jdk: dict[str, str], parties: Parties, tmp_path: Path, algorithm: KeyAlgorithm
+) -> None:
+    party = parties(algorithm)["server"]
+    target = tmp_path / "keytool.jks"
+    args = ["-importkeystore", "-noprompt", "-srckeystore", str(party.keystore("p12")), "-srcstoretype", "PKCS12",
+            "-srcstorepass", party.password, "-destkeystore", str(target), "-deststoretype", "JKS",
+            "-deststorepass", JKS_PASSWORD, "-destkeypass", JKS_PASSWORD]
+    result = run([jdk["keytool"], *JVM_FAST, *args])
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = read_jks(target.read_bytes(), JKS_PASSWORD)
+    (entry,) = store.keys
+    assert entry.alias == "trustwire" and store.trusted == ()
+    assert list(entry.chain) == [c.public_bytes(Encoding.DER) for c in (party.leaf, party.ca)]
+    assert public_key_matches(load_der_private_key(entry.pkcs8, None), party.leaf)  # type: ignore[arg-type]
+    with pytest.raises(PKIError, match="does not open"):
+        read_jks(target.read_bytes(), party.password)

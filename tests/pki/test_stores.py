@@ -1,5 +1,7 @@
 """Behaviour of trustwire.pki.stores: PKCS#12 profiles, truststore aliases, JKS round trips.
 
+The JKS format itself is tested in tests/pki/test_jks.py.
+
 Java's view (trustedCertEntry, PrivateKeyEntry) is proven in tests/interop with keytool;
 here we prove content, encryption profile and error handling without leaving Python.
 """
@@ -10,7 +12,6 @@ import re
 import string
 from collections.abc import Callable
 
-import jks
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +29,7 @@ from trustwire.pki import (
     pkcs12_keystore,
     pkcs12_truststore,
     random_password,
+    read_jks,
     read_pkcs12,
     truststore_alias,
 )
@@ -157,30 +159,26 @@ def test_jks_keystore_round_trip(algorithm: KeyAlgorithm, ca_for: Pair, leaf_for
     ca, _ = ca_for(algorithm)
     leaf, key = leaf_for(algorithm)
     data = jks_keystore(key, leaf, [ca], PASSWORD)
-    store = jks.KeyStore.loads(data, PASSWORD)
-    assert store.store_type == "jks"
-    assert list(store.private_keys) == ["trustwire"]
-    entry = store.private_keys["trustwire"]
-    assert entry.is_decrypted()  # pyjks decrypts with the store password: key password == store password
+    store = read_jks(data, PASSWORD)  # the key opens with the store password: key password == store password
+    assert store.trusted == ()
+    (entry,) = store.keys
+    assert entry.alias == "trustwire"
     pkcs8 = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    assert entry.pkey_pkcs8 == pkcs8
-    assert [der for _, der in entry.cert_chain] == [
-        c.public_bytes(serialization.Encoding.DER) for c in (leaf, ca)
-    ]
-    assert entry.timestamp == int(leaf.not_valid_before_utc.timestamp()) * 1000  # no wall clock
-    with pytest.raises(jks.util.KeystoreSignatureException):
-        jks.KeyStore.loads(data, "wrong password")
+    assert entry.pkcs8 == pkcs8
+    assert list(entry.chain) == [c.public_bytes(serialization.Encoding.DER) for c in (leaf, ca)]
+    assert entry.timestamp_ms == int(leaf.not_valid_before_utc.timestamp()) * 1000  # no wall clock
+    with pytest.raises(PKIError, match="wrong password"):
+        read_jks(data, "wrong password")
 
 
 def test_jks_truststore_round_trip(ca_for: Pair) -> None:
     cas = [ca_for(a)[0] for a in KeyAlgorithm]
-    store = jks.KeyStore.loads(jks_truststore([*cas, cas[-1]], PASSWORD), PASSWORD)
-    assert store.private_keys == {}
-    assert sorted(store.certs) == sorted(truststore_alias(c) for c in cas)
-    for ca in cas:
-        assert store.certs[truststore_alias(ca)].cert == ca.public_bytes(serialization.Encoding.DER)
+    store = read_jks(jks_truststore([*cas, cas[-1]], PASSWORD), PASSWORD)
+    assert store.keys == ()
+    assert [e.alias for e in store.trusted] == [truststore_alias(c) for c in cas]
+    assert [e.cert for e in store.trusted] == [c.public_bytes(serialization.Encoding.DER) for c in cas]
 
 
 def test_read_pkcs12_wrong_password_and_garbage(ca_for: Pair, leaf_for: Pair) -> None:
@@ -201,9 +199,11 @@ def test_store_errors(ca_for: Pair, leaf_for: Pair, key_for: KeyFactory) -> None
         (lambda: jks_keystore(other, leaf, [ca], PASSWORD), "does not match"),
         (lambda: pkcs12_keystore(key, leaf, [ca], ""), "non-empty"),
         (lambda: jks_keystore(key, leaf, [ca], ""), "non-empty"),
+        (lambda: jks_keystore(key, leaf, [ca], PASSWORD, alias=" x"), "alias"),
         (lambda: pkcs12_keystore(key, leaf, [ca], PASSWORD, alias=""), "alias"),
         (lambda: pkcs12_truststore([], PASSWORD), "at least one"),
         (lambda: jks_truststore([], PASSWORD), "at least one"),
+        (lambda: jks_truststore([ca], ""), "non-empty"),
         (lambda: pkcs12_truststore(ca, PASSWORD), "not a single certificate"),  # type: ignore[arg-type]
         (lambda: pkcs12_truststore([b"pem"], PASSWORD), "must be certificates"),  # type: ignore[list-item]
         (lambda: pkcs12_truststore([ca], ""), "non-empty"),

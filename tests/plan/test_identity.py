@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import jks
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -196,9 +195,9 @@ def assert_material_valid(
             pki.fingerprint_sha256(ca_cert),
         ]
     if "keystore.jks" in data:
-        store = jks.KeyStore.loads(data["keystore.jks"], password)
-        (entry,) = store.private_keys.values()
-        assert [der for _, der in entry.cert_chain] == [c.public_bytes(Encoding.DER) for c in chain]
+        store = pki.read_jks(data["keystore.jks"], password)
+        (entry,) = store.keys
+        assert list(entry.chain) == [c.public_bytes(Encoding.DER) for c in chain]
     if ident.jwt.enabled:
         jwk = json.loads(data["jwt.jwk"])
         assert data["jwt.kid"].decode() == jwk["kid"] == rfc7638_thumbprint(jwk)
@@ -698,10 +697,10 @@ def test_damaged_material_is_repaired_then_converges(
         trust(repaired, ident)["truststore.p12"], trust(repaired, ident)["truststore.password"].decode()
     )
     assert [pki.fingerprint_sha256(c) for c in trusted] == [pki.fingerprint_sha256(peer.ca)]
-    store = jks.KeyStore.loads(
+    store = pki.read_jks(
         trust(repaired, ident)["truststore.jks"], trust(repaired, ident)["truststore.password"].decode()
     )
-    assert [e.cert for e in store.certs.values()] == [peer.ca.public_bytes(Encoding.DER)]
+    assert [e.cert for e in store.trusted] == [peer.ca.public_bytes(Encoding.DER)]
     ca_pem = by_name(repaired)["dgc-trustwire-ca"].data["tls.crt"]
     assert public(repaired, ident)["ca.crt"] == ca_pem
     assert (
@@ -1133,8 +1132,8 @@ def test_mtls_and_jwt_peer(
     key, certs = pki.read_pkcs12(data["truststore.p12"], data["truststore.password"].decode())
     assert key is None
     assert [pki.fingerprint_sha256(c) for c in certs] == [pki.fingerprint_sha256(peer.ca)]
-    store = jks.KeyStore.loads(data["truststore.jks"], data["truststore.password"].decode())
-    assert [e.cert for e in store.certs.values()] == [peer.ca.public_bytes(Encoding.DER)]
+    store = pki.read_jks(data["truststore.jks"], data["truststore.password"].decode())
+    assert [e.cert for e in store.trusted] == [peer.ca.public_bytes(Encoding.DER)]
     assert json.loads(data["peers.jwks"]) == {"keys": list(peer.jwks)}
     assert peers_json(plan, ident) == [
         {

@@ -39,7 +39,10 @@ KINDS: dict[str, Resource] = {
 
 
 def default_examples() -> Path:
-    """``examples/quickstart`` of the source tree (the demo runs from a checkout)."""
+    """``examples/quickstart``: the copy the wheel carries, else the one of the source tree."""
+    packaged = Path(__file__).resolve().parent / "examples" / "quickstart"
+    if packaged.is_dir():
+        return packaged
     for base in (Path.cwd(), *Path(__file__).resolve().parents):
         candidate = base / "examples" / "quickstart"
         if candidate.is_dir():

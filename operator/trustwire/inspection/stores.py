@@ -4,9 +4,7 @@ the leaf, its key and chain, or exactly the CAs of ``trust-bundle.pem``."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-import jks
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -27,13 +25,13 @@ def _open_pkcs12(m: Material, name: str, password_file: str,
     return key, certs, ""
 
 
-def _open_jks(m: Material, name: str, password_file: str) -> tuple[Any, str]:
+def _open_jks(m: Material, name: str, password_file: str) -> tuple[pki.JksStore | None, str]:
     password = read_text(m.files, password_file)
     if password is None:
         return None, f"{password_file} is missing"
     try:
-        return jks.KeyStore.loads(m.files[name], password), ""
-    except Exception:  # pyjks raises its own hierarchy and pyasn1 errors
+        return pki.read_jks(m.files[name], password), ""
+    except pki.PKIError:
         return None, f"{name} does not open with {password_file} (wrong password or corrupt file)"
 
 
@@ -60,13 +58,13 @@ def check_keystores(m: Material) -> list[Finding]:
     if "keystore.jks" in m.files:
         store, problem = _open_jks(m, "keystore.jks", "keystore.password")
         if store is not None:
-            entries = list(store.private_keys.values())
+            entries = store.keys
             if len(entries) != 1:
                 problem = f"keystore.jks holds {len(entries)} private key entries, expected 1"
             else:
                 try:
-                    loaded = serialization.load_der_private_key(entries[0].pkey_pkcs8, password=None)
-                    certs = [x509.load_der_x509_certificate(der) for _, der in entries[0].cert_chain]
+                    loaded = serialization.load_der_private_key(entries[0].pkcs8, password=None)
+                    certs = [x509.load_der_x509_certificate(der) for der in entries[0].chain]
                 except (ValueError, TypeError):
                     problem = "keystore.jks holds an unreadable key entry"
                 else:
@@ -111,9 +109,9 @@ def check_truststores(m: Material) -> list[Finding]:
             store, problem = _open_jks(m, name, "truststore.password")
             certs = []
             if store is not None:
-                if store.private_keys:
+                if store.keys:
                     problem = f"{name} holds a private key; a truststore must hold certificates only"
-                certs = [x509.load_der_x509_certificate(e.cert) for e in store.certs.values()]
+                certs = [x509.load_der_x509_certificate(e.cert) for e in store.trusted]
         problem = problem or compare(name, certs)
         findings.append(Finding(name, not problem,
                                 problem or f"opens with truststore.password; exactly the {len(wanted)} CA(s) "

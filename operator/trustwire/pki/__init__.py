@@ -8,6 +8,7 @@ the CLI and the benchmarks. Errors are :class:`PKIError` (bad material) or
 
 Modules: :mod:`.keys` (key generation/PEM), :mod:`.certs` (CA and leaf issuance),
 :mod:`.inspect` (problems with existing material), :mod:`.stores` (PKCS#12/JKS),
+:mod:`.jks` (the JKS file format),
 :mod:`.jwk` (JWK/JWKS/thumbprints), :mod:`.tokens` (JWT sign/verify).
 """
 
@@ -31,6 +32,7 @@ from trustwire.pki.certs import (
 )
 from trustwire.pki.errors import PKIError
 from trustwire.pki.inspect import check_ca, check_leaf
+from trustwire.pki.jks import JksStore, read_jks
 from trustwire.pki.jwk import (
     JwtAlgorithm,
     generate_jwt_key,
@@ -72,6 +74,7 @@ from trustwire.pki.tokens import (
 
 __all__ = [
     "BACKDATE",
+    "JksStore",
     "JwtAlgorithm",
     "KeyAlgorithm",
     "PKIError",
@@ -111,6 +114,7 @@ __all__ = [
     "public_key_matches",
     "random_password",
     "random_serial",
+    "read_jks",
     "read_pkcs12",
     "serial_hex",
     "sign_hs256",

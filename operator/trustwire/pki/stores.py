@@ -20,8 +20,8 @@ not PEM files. Two details make or break those files and are easy to get wrong:
   for keys and certificates and an HMAC-SHA1 MAC. It is weaker; use it only for such
   peers.
 
-JKS files are written with pyjks (the JKS format is Java-proprietary; its key
-protection is weak SHA-1 based and JKS is deprecated since Java 9 — offered only
+JKS files are written by :mod:`trustwire.pki.jks` (the JKS format is Java-proprietary; its
+key protection is weak SHA-1 based and JKS is deprecated since Java 9 — offered only
 because some consumers still insist on it). Entry timestamps are the certificates'
 ``notBefore`` rather than the wall clock, so this module stays free of clock reads.
 
@@ -36,7 +36,6 @@ import re
 import secrets
 from collections.abc import Sequence
 
-import jks
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from trustwire.pki.certs import fingerprint_sha256, not_before, subject_common_name
 from trustwire.pki.errors import PKIError
+from trustwire.pki.jks import JksKeyEntry, JksTrustedEntry, write_jks
 from trustwire.pki.keys import PrivateKey, key_algorithm_of, public_key_matches
 
 __all__ = [
@@ -61,7 +61,7 @@ DEFAULT_ALIAS = "trustwire"
 
 #: PBKDF2 iterations for the modern PKCS#12 profile (Java and OpenSSL 3 write 10000 by default).
 _KDF_ROUNDS = 10_000
-#: Characters kept in truststore aliases; anything else becomes "-" (portable: keytool, pyjks, OpenSSL).
+#: Characters kept in truststore aliases; anything else becomes "-" (portable: keytool, JKS, OpenSSL).
 _ALIAS_SAFE = re.compile(r"[^a-z0-9._-]+")
 
 
@@ -187,32 +187,19 @@ def jks_keystore(
     pkcs8 = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    ders = [c.public_bytes(serialization.Encoding.DER) for c in [cert, *chain]]
-    try:
-        entry = jks.PrivateKeyEntry.new(name, ders, pkcs8, "pkcs8")
-        entry.timestamp = _timestamp_ms(cert)
-        store = jks.KeyStore.new("jks", [entry])
-        data: bytes = store.saves(password)
-    except Exception as exc:  # pyjks raises its own exception hierarchy and pyasn1 errors
-        raise PKIError(f"could not write JKS keystore: {type(exc).__name__}") from None
-    return data
+    chain_der = tuple(c.public_bytes(serialization.Encoding.DER) for c in [cert, *chain])
+    return write_jks([JksKeyEntry(name, _timestamp_ms(cert), pkcs8, chain_der)], [], password)
 
 
 def jks_truststore(cas: Sequence[x509.Certificate], password: str) -> bytes:
     """JKS of ``trustedCertEntry`` entries, aliases from :func:`truststore_alias`."""
     unique = _unique_cas(cas)
     _check_password(password)
-    entries = []
-    for cert in unique:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        entry = jks.TrustedCertEntry.new(truststore_alias(cert), der)
-        entry.timestamp = _timestamp_ms(cert)
-        entries.append(entry)
-    try:
-        data: bytes = jks.KeyStore.new("jks", entries).saves(password)
-    except Exception as exc:
-        raise PKIError(f"could not write JKS truststore: {type(exc).__name__}") from None
-    return data
+    entries = [
+        JksTrustedEntry(truststore_alias(c), _timestamp_ms(c), c.public_bytes(serialization.Encoding.DER))
+        for c in unique
+    ]
+    return write_jks([], entries, password)
 
 
 def read_pkcs12(data: bytes, password: str) -> tuple[PrivateKey | None, list[x509.Certificate]]:
