@@ -5,7 +5,8 @@ The operator authenticates with the chart's ServiceAccount token and talks to th
 through :class:`tests.cluster.proxy.ApiProxy`, whose journal is the record of every request it
 made (told apart by User-Agent: ``trustwire-operator``, or ``trustwire-operator/<identity>``).
 The tests act as cluster admin with their own client (User-Agent ``trustwire-tests``, field
-manager ``kubectl``), directly against the apiserver. The real controllers roll workloads out and kwok marks their pods Ready.
+manager ``kubectl``), directly against the apiserver. The real controllers roll workloads out
+and kwok marks their pods Ready.
 """
 
 from __future__ import annotations
