@@ -53,8 +53,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# Numeric, non-root (the "nonroot" uid/gid of distroless images); matches the Helm chart's
-# securityContext (runAsUser/fsGroup 65532) so runAsNonRoot can be verified by the kubelet.
+# Numeric, non-root (the "nonroot" uid/gid of distroless images), so the kubelet can verify
+# runAsNonRoot. The Helm chart pins no runAsUser: this user applies, unless the platform
+# assigns another (OpenShift's restricted SCC does).
 USER 65532:65532
 
 # 8080: liveness (/healthz), 9090: Prometheus metrics.

@@ -9,9 +9,8 @@ Protocol: the first line on stdout is ``{"url": ..., "pid": ...}``. Then one JSO
 per line on stdin, one JSON answer per line on stdout:
 
 * ``{"cmd": "stats"}`` → request counts since start, by client (from the ``User-Agent``:
-  ``operator`` = trustwire's own client (its watches of Secrets and ConfigMaps included),
-  ``kopf`` = kopf's watches of the declared kinds, ``bench`` = the
-  driver, ``other``), kmock action (``FETCH``/``LIST``/``WATCH``/``CREATE``/``UPDATE``/
+  ``operator`` = the operator, every list and watch included; ``bench`` = the driver;
+  ``other``), kmock action (``FETCH``/``LIST``/``WATCH``/``CREATE``/``UPDATE``/
   ``DELETE``), resource plural (or the URL path of discovery requests) and subresource;
   plus the number of stored objects and the largest write body per resource (kmock's
   HTTP server, aiohttp, refuses bodies over 1 MiB with 413).
@@ -50,7 +49,7 @@ next to it.
 counts by iterating its whole request log (``list(emulator)``) at each ``stats`` command —
 to compare, and to check that the hooks change no count.
 ``TRUSTWIRE_BENCH_PROFILE_EMULATOR=<file>`` runs the emulator under cProfile;
-``TRUSTWIRE_BENCH_TRACE_WRITES=<file>`` appends every write of the operator and kopf to a
+``TRUSTWIRE_BENCH_TRACE_WRITES=<file>`` appends every write of the operator to a
 JSON-lines file (path and body; of Secrets and ConfigMaps only the data keys).
 
 ``--proxy URL --ca FILE`` serves no emulator: it runs ``tests/cluster/proxy.py``'s
@@ -91,8 +90,6 @@ Key = tuple[str, str, str, str]
 def classify(user_agent: str) -> str:
     if user_agent.startswith("trustwire-operator"):
         return "operator"
-    if user_agent.startswith("kopf/"):
-        return "kopf"
     if user_agent.startswith("trustwire-bench"):
         return "bench"
     return "other"
@@ -100,12 +97,12 @@ def classify(user_agent: str) -> str:
 
 class Tally:
     """Request counts by :data:`Key`, the largest write body per resource, and the optional
-    trace of the operator's and kopf's writes."""
+    trace of the operator's writes."""
 
     def __init__(self) -> None:
         self.counts: Counter[Key] = Counter()
         self.largest: dict[str, int] = {}  # plural[/subresource] → largest write body in bytes
-        trace = os.environ.get("TRUSTWIRE_BENCH_TRACE_WRITES")  # a path: log every operator/kopf write
+        trace = os.environ.get("TRUSTWIRE_BENCH_TRACE_WRITES")  # a path: log every operator write
         self.trace = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
 
     def add(self, key: Key, size: int) -> None:
@@ -115,7 +112,7 @@ class Tally:
             self.largest[kind] = max(self.largest.get(kind, 0), size)
 
     def trace_write(self, key: Key, path: str, data: Any, status: int | None = None) -> None:
-        if self.trace is None or key[0] not in ("operator", "kopf") or key[1] not in WRITES:
+        if self.trace is None or key[0] != "operator" or key[1] not in WRITES:
             return
         line = {"t": round(time.monotonic(), 3), "source": key[0], "action": key[1], "path": path,
                 "body": _summary(data), **({"status": status} if status is not None else {})}

@@ -7,8 +7,8 @@ Separate processes, so that each number is charged to whom it belongs:
   - ``kmock`` (the default): the API emulator (``benchmarks/emulator_server.py``:
     ``kmock.KubernetesEmulator`` over HTTP on loopback, exactly as the demo starts it),
     which also counts every request by ``User-Agent`` — ``trustwire-operator`` (the
-    operator's client, its watches included), ``kopf/…`` (kopf's watches) and
-    ``trustwire-bench`` (this driver, never counted as the operator's);
+    operator, every list and watch included) and ``trustwire-bench`` (this driver, never
+    counted as the operator's);
   - ``real``: the control plane of ``tests/cluster/controlplane.py`` (etcd, kube-apiserver,
     controller-manager, scheduler, kwok; ``build.sh`` builds it once) with the CRDs and the
     Helm chart installed, and in front of the apiserver the journaling proxy of
@@ -43,7 +43,7 @@ One run:
    stopped and started again with a short ``--resync`` (``--steady-resync``, default
    max(2 s, N/100 s)); the restart replays every object (a full resync from an empty
    memory) and ``--steady-periods`` (3) timed resyncs follow. ``steady_state_writes`` are
-   the operator's and kopf's writes over that whole phase; the number of identity passes
+   the operator's writes over that whole phase; the number of identity passes
    seen is reported as ``steady_state_passes``.
 
 The servers' CPU is reported over the same phases as the operator's: apply to Ready
@@ -56,7 +56,7 @@ the same issuance timed in CPU seconds (``crypto_floor_cpu_seconds``, the unit o
 
 Unrelated Secrets: the operator asks for Secrets with ``labelSelector=app.kubernetes.io/
 managed-by=trustwire``. A real API server applies it; kmock ignores it, so by default
-every unrelated Secret reaches kopf and is dropped there. ``--server-side-selectors``
+every unrelated Secret reaches the operator's watch and is dropped there. ``--server-side-selectors``
 makes the emulator apply the selector (and serve LISTs in ``limit`` pages), as a cluster
 would; report both. A real API server always applies it (``--api real``).
 
@@ -121,7 +121,8 @@ WATCHED = frozenset({"serviceidentities", "trustrelationships", "secrets", "conf
 READS = frozenset({"FETCH", "LIST", "WATCH"})
 FETCH = frozenset({"FETCH"})
 WRITES = frozenset({"CREATE", "UPDATE", "DELETE"})
-OPERATOR_SOURCES = ("operator", "kopf")
+#: the operator's requests in the counts (``emulator_server.classify``); every other client is not counted
+OPERATOR = "operator"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: extra py-spy options, e.g. "--gil" (only the thread holding the GIL is sampled)
 PY_SPY_EXTRA = os.environ.get("TRUSTWIRE_BENCH_PY_SPY_ARGS", "").split()
@@ -408,21 +409,18 @@ class Counts:
         diff = {k: self.by_key.get(k, 0) - other.by_key.get(k, 0) for k in keys}
         return Counts({k: v for k, v in diff.items() if v}, self.objects, self.largest_write_bytes)
 
-    def total(self, *, sources: Sequence[str] = OPERATOR_SOURCES, actions: frozenset[str] | None = None,
-              plural: str | None = None) -> int:
+    def total(self, *, actions: frozenset[str] | None = None, plural: str | None = None) -> int:
+        """The operator's requests (of these actions, on this resource)."""
         return sum(n for (s, a, p, _), n in self.by_key.items()
-                   if s in sources and (actions is None or a in actions) and (plural is None or p == plural))
+                   if s == OPERATOR and (actions is None or a in actions) and (plural is None or p == plural))
 
     def watching(self) -> set[str]:
-        return {p for (s, a, p, _), n in self.by_key.items() if s in OPERATOR_SOURCES and a == "WATCH" and n}
+        return {p for (s, a, p, _), n in self.by_key.items() if s == OPERATOR and a == "WATCH" and n}
 
-    def breakdown(self, sources: Sequence[str] = OPERATOR_SOURCES) -> dict[str, dict[str, int]]:
-        """source → "ACTION plural[/sub]" → n."""
-        out: dict[str, dict[str, int]] = {}
-        for (s, a, p, sub), n in sorted(self.by_key.items()):
-            if s in sources:
-                out.setdefault(s, {})[f"{a} {p}{'/' + sub if sub else ''}"] = n
-        return out
+    def breakdown(self) -> dict[str, int]:
+        """The operator's requests: "ACTION plural[/sub]" → n."""
+        return {f"{a} {p}{'/' + sub if sub else ''}": n
+                for (s, a, p, sub), n in sorted(self.by_key.items()) if s == OPERATOR}
 
 
 # ======================================================================================
@@ -592,8 +590,8 @@ async def wait_until(predicate: Callable[[], Any], *, limit: float, interval: fl
 
 
 async def wait_started(api: Api, operator: Operator, *, limit: float = 120.0) -> None:
-    """Until the operator watches every resource (kopf the declared kinds, the controller its
-    Secrets and ConfigMaps) and its CPU has gone idle."""
+    """Until the operator watches every resource it follows (:data:`WATCHED`: its own kinds,
+    its Secrets and ConfigMaps, the workload kinds) and its CPU has gone idle."""
 
     async def watching() -> bool:
         operator.check_alive()
@@ -617,7 +615,7 @@ async def wait_idle_cpu(operator: Operator, *, limit: float, window: float = 1.0
 
 
 async def wait_quiet(api: Api, *, limit: float, quiet_for: float = 1.0) -> Counts:
-    """Until neither the operator nor kopf sent a request for ``quiet_for`` seconds."""
+    """Until the operator sent no request for ``quiet_for`` seconds."""
     deadline = time.monotonic() + limit
     stats = await api.stats()
     quiet_since = time.monotonic()
@@ -741,8 +739,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
         async def resynced() -> bool:
             assert operator is not None
             operator.check_alive()
-            fetched = ((await api.stats()) - counts_b0).total(
-                sources=("operator",), actions=FETCH, plural="serviceidentities")
+            fetched = ((await api.stats()) - counts_b0).total(actions=FETCH, plural="serviceidentities")
             return fetched >= wanted
 
         try:
@@ -753,7 +750,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
         counts_b1 = await wait_quiet(api, limit=max(10.0, opts.steady_resync / 2),
                                      quiet_for=min(1.0, opts.steady_resync / 3))
         steady = counts_b1 - counts_b0
-        fetched = steady.total(sources=("operator",), actions=FETCH, plural="serviceidentities")
+        fetched = steady.total(actions=FETCH, plural="serviceidentities")
         result.update({
             "steady_state_writes": steady.total(actions=WRITES),
             "steady_state_reads": steady.total(actions=READS),

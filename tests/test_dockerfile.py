@@ -137,7 +137,7 @@ def test_final_stage_runs_as_numeric_non_root_user(final: Stage) -> None:
     uid, _, gid = user.partition(":")
     assert int(uid) != 0
     assert not gid or int(gid) != 0
-    # Matches the Helm chart's pod securityContext.
+    # The user the Helm chart's values document (the chart pins no runAsUser, so this one applies).
     assert uid == "65532"
 
 

@@ -1,5 +1,5 @@
-"""trustwire.controller.reconciler.Controller against the API emulator, without kopf: the
-orderings of watch events and passes that a running operator only hits under load."""
+"""trustwire.controller.reconciler.Controller against the API emulator: the orderings of
+watch events and passes that a running operator only hits under load."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Two halves, both used by the hardening tests (``docs/hardening.md``):
 **Faults.** The real apiserver answers 5xx, 429 or a cut watch only when something is really
 wrong, so the faults come from :class:`tests.cluster.proxy.ApiProxy`: :meth:`FaultInjector.hook`
 is its fault hook. It decides, once per request and from a seeded RNG, whether a request of
-the *operator* (User-Agent ``trustwire-operator`` or ``kopf``; the test's own requests are
+the *operator* (User-Agent ``trustwire-operator``, with or without ``/<identity>``; the test's own requests are
 never touched) meets a fault, and records every decision in :attr:`FaultInjector.log`:
 
 * ``reject`` faults (500, 409, 429 with ``Retry-After: 1``, and 422 by script) are answered by
@@ -38,12 +38,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from jwcrypto import jwk as jwcrypto_jwk
 
 from tests.cluster.proxy import Fault, Recorded
-from tests.integration.harness import KINDS, History
+from tests.integration.harness import KINDS, OPERATOR_AGENT, WRITE_METHODS, History
 from trustwire import names
 from trustwire.k8s.client import Client
-
-OPERATOR_AGENTS = ("trustwire-operator", "kopf")
-WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 
 #: Fault kinds the proxy answers itself, without forwarding.
 REJECT_KINDS = ("500", "409", "429", "422")
@@ -62,7 +59,7 @@ class Injected:
 
 
 def is_operator_request(request: Recorded) -> bool:
-    return request.user_agent.startswith(OPERATOR_AGENTS)
+    return request.user_agent.startswith(OPERATOR_AGENT)
 
 
 #: What the proxy answers for each refusing kind: status, reason, message.
@@ -79,16 +76,14 @@ _REFUSALS: dict[str, tuple[int, str, str]] = {
 class FaultInjector:
     """Seeded, per-request fault decisions for the operator's requests only.
 
-    ``rate`` is the probability that a request of the operator's own client meets a
-    fault, ``kopf_rate`` that of kopf's (discovery, lists and watches; kopf gives up after
-    five failed attempts of one request and stops, so its rate is lower); ``weights``
-    chooses among the kinds. 409 (a conflict) and ``lost`` only hit writes, as on a real
-    server; watch requests can only be dropped or (rarely) refused.
+    ``rate`` is the probability that a request of the operator meets a fault (its lists
+    and watches included); ``weights`` chooses among the kinds. 409 (a conflict) and
+    ``lost`` only hit writes, as on a real server; watch requests can only be dropped or
+    (rarely) refused.
     """
 
     seed: int = 0
     rate: float = 0.25
-    kopf_rate: float | None = None
     weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {
         "500": 3, "409": 2, "429": 2, "lost": 2, "slow": 2, "drop": 1})
     enabled: bool = False
@@ -115,7 +110,7 @@ class FaultInjector:
             return None
         if self.script is not None:
             return self.script(request)
-        if self._rng.random() >= self._rate(request):
+        if self._rng.random() >= self.rate:
             return None
         allowed = self._allowed(request)
         missing = [k for k in self.ensure if k in allowed and k not in self.counts()]
@@ -125,11 +120,6 @@ class FaultInjector:
             return None
         kinds = sorted(allowed)
         return self._rng.choices(kinds, weights=[allowed[k] for k in kinds])[0]
-
-    def _rate(self, request: Recorded) -> float:
-        if not request.user_agent.startswith("kopf"):
-            return self.rate
-        return self.kopf_rate if self.kopf_rate is not None else self.rate / 2
 
     def _allowed(self, request: Recorded) -> dict[str, float]:
         """The kinds this request can meet, with their weights."""

@@ -1,11 +1,12 @@
-"""The integration harness: the real operator (kopf + controller) against the real control
+"""The integration harness: the real operator (its controller) against the real control
 plane (``tests/cluster``), plus the helpers tests need to act like a user.
 
 The operator authenticates with the chart's ServiceAccount token and talks to the apiserver
 through :class:`tests.cluster.proxy.ApiProxy`, whose journal is the record of every request it
-made (told apart by User-Agent: ``trustwire-operator`` and ``kopf``). The tests act as cluster
-admin with their own client (User-Agent ``trustwire-tests``, field manager ``kubectl``), directly
-against the apiserver. The real controllers roll workloads out and kwok marks their pods Ready.
+made (told apart by User-Agent: ``trustwire-operator``, or ``trustwire-operator/<identity>``).
+The tests act as cluster admin with their own client (User-Agent ``trustwire-tests``, field
+manager ``kubectl``), directly against the apiserver. The real controllers roll workloads out
+and kwok marks their pods Ready.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS, "ServiceIdentity": IDENTITIES,
                               "TrustRelationship": RELATIONSHIPS, "Namespace": NAMESPACES, **WORKLOADS}
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
-OPERATOR_AGENTS = ("trustwire-operator", "kopf")
+#: the operator's User-Agent, or its prefix (``trustwire-operator/<identity>`` with ``--identity``)
+OPERATOR_AGENT = "trustwire-operator"
 
 
 class Cluster:
@@ -147,7 +149,7 @@ class Cluster:
 
     # ---- the request log -----------------------------------------------------------------
     def operator_requests(self) -> list[Recorded]:
-        return self.proxy.requests_by(*OPERATOR_AGENTS)
+        return self.proxy.requests_by(OPERATOR_AGENT)
 
     def operator_writes(self) -> list[Recorded]:
         return [r for r in self.operator_requests() if r.method in WRITE_METHODS]
@@ -214,9 +216,9 @@ class OperatorProcess:
     """``trustwire run`` as a process of its own, so it can die the hard way (SIGKILL).
 
     It authenticates with what ``kubeconfig`` holds (the chart's ServiceAccount token) and
-    talks to the journaling proxy; its own requests carry ``trustwire-operator/<identity>``
-    (kopf's carry ``kopf/<version>`` for every replica alike). Each start writes a log of
-    its own under ``log_dir``."""
+    talks to the journaling proxy; its requests carry ``trustwire-operator/<identity>``
+    (``trustwire-operator`` without one), so each replica's are told apart. Each start
+    writes a log of its own under ``log_dir``."""
 
     def __init__(self, kubeconfig: Path, proxy: ApiProxy, log_dir: Path, *args: str,
                  identity: str | None = None) -> None:
@@ -243,7 +245,7 @@ class OperatorProcess:
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=str(REPO))
 
     def requests(self) -> list[Recorded]:
-        """This start's own requests (not kopf's)."""
+        """This start's requests (not an earlier start's, nor another replica's)."""
         return [r for r in self.proxy.journal[self.since:] if r.user_agent == self.agent]
 
     async def wait_request(self, predicate: Callable[[Recorded], bool], what: str, timeout: float = 30.0) -> None:

@@ -2,7 +2,7 @@
 per identity, loses nothing and reports status that agrees with its Secrets.
 
 The faults (``tests/integration/faults.py``) come from the loopback proxy and hit only the
-operator's requests (User-Agent ``trustwire-operator`` and ``kopf``): 500/409/429
+operator's requests (User-Agent ``trustwire-operator``): 500/409/429
 (``Retry-After: 1``) answered by the proxy without forwarding, 500 after the apiserver applied
 a write (a lost response), slow answers, and watch streams cut (some ending in ``410 Gone``).
 Every version of every Secret and ConfigMap the API served is recorded by the test's own
@@ -340,7 +340,7 @@ async def bare(control_plane: ControlPlane, api_proxy: ApiProxy, operator_access
                admin: Client) -> AsyncIterator[Bare]:
     if await admin.get(NAMESPACES, None, BARE) is None:
         await admin.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BARE}})
-    injector = FaultInjector(seed=1, rate=1.0, kopf_rate=1.0)
+    injector = FaultInjector(seed=1, rate=1.0)
     api_proxy.fault = injector.hook
     config = ApiConfig(server=api_proxy.url, token=operator_access.token)
     try:
@@ -421,7 +421,7 @@ async def test_dropped_watch_streams_end(bare: Bare) -> None:
 
 async def _watch_until_it_ends(bare: Bare) -> list[dict[str, Any]]:
     lines: list[bytes] = []
-    headers = {"User-Agent": "kopf/1.45", "Authorization": f"Bearer {bare.token}"}
+    headers = {"User-Agent": "trustwire-operator", "Authorization": f"Bearer {bare.token}"}
     async with aiohttp.ClientSession(headers=headers) as session, \
             session.get(f"{bare.url}/api/v1/namespaces/{BARE}/secrets", params={"watch": "true"}) as response:
         assert response.status == 200

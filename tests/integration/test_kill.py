@@ -39,7 +39,7 @@ from tests.integration.faults import (
     status_problems,
 )
 from tests.integration.harness import (
-    OPERATOR_AGENTS,
+    OPERATOR_AGENT,
     WRITE_METHODS,
     History,
     OperatorProcess,
@@ -77,7 +77,7 @@ async def _start(operator: OperatorProcess) -> None:
 
 
 def _is_operator_write(request: Recorded) -> bool:
-    return request.user_agent.startswith(OPERATOR_AGENTS) and request.method in WRITE_METHODS
+    return request.user_agent.startswith(OPERATOR_AGENT) and request.method in WRITE_METHODS
 
 
 class WriteTrap:

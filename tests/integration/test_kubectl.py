@@ -23,7 +23,7 @@ import yaml
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.proxy import Fault, Recorded
 from tests.integration.harness import (
-    OPERATOR_AGENTS,
+    OPERATOR_AGENT,
     Cluster,
     condition,
     deployment,
@@ -253,7 +253,7 @@ async def test_kstatus_says_in_progress_until_the_operator_observes_a_spec_chang
     await cluster.settle()
 
     def operator_unreachable(request: Recorded) -> Fault | None:
-        return Fault(status=503) if request.user_agent.startswith(OPERATOR_AGENTS) else None
+        return Fault(status=503) if request.user_agent.startswith(OPERATOR_AGENT) else None
 
     cluster.proxy.fault = operator_unreachable
     changed = await cluster.apply(identity("alpha", NS, dnsNames=["alpha.example.com"]))

@@ -3,7 +3,7 @@ workloads, metadata, exception texts, the operator's requests or other owners' S
 (``leakaudit.py``).
 
 A representative scenario runs against the real API server with every log at DEBUG
-(``trustwire``, ``kopf``, ``aiohttp``): a pair across namespaces with mTLS, JWT (ES256 and
+(``trustwire``, ``aiohttp``): a pair across namespaces with mTLS, JWT (ES256 and
 RS256) and a shared secret, templates (one rendering the identity's own private key into its
 own trust Secret, which is allowed; others failing while the key is in the render context),
 a repair of corrupted material, a certificate rotation, an invalid spec and a wired

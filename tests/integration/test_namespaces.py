@@ -26,7 +26,7 @@ from tests.cluster.proxy import ApiProxy, Recorded
 from tests.integration.conftest import operator_config, terminating_namespace
 from tests.integration.harness import (
     NAMESPACES,
-    OPERATOR_AGENTS,
+    OPERATOR_AGENT,
     Cluster,
     denying_policy,
     deployment,
@@ -76,7 +76,7 @@ async def _gone(client: Client, namespace: str, timeout: float = GONE_SECONDS) -
 
 
 def _operator(requests: list[Recorded]) -> list[Recorded]:
-    return [r for r in requests if r.user_agent.startswith(OPERATOR_AGENTS)]
+    return [r for r in requests if r.user_agent.startswith(OPERATOR_AGENT)]
 
 
 def _in(namespace: str, requests: list[Recorded]) -> list[Recorded]:

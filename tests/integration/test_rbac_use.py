@@ -48,7 +48,7 @@ from tests.cluster.proxy import ApiProxy, Recorded, running_proxy
 from tests.integration.conftest import clean_namespaces, operator_config
 from tests.integration.harness import (
     NAMESPACES,
-    OPERATOR_AGENTS,
+    OPERATOR_AGENT,
     Cluster,
     condition,
     deployment,
@@ -144,7 +144,7 @@ def operator_uses(requests: Iterable[Recorded]) -> tuple[set[Use], list[str]]:
     uses: set[Use] = set()
     discovery: list[str] = []
     for request in requests:
-        assert request.user_agent.startswith(OPERATOR_AGENTS), \
+        assert request.user_agent.startswith(OPERATOR_AGENT), \
             f"a request from an unknown client: {request.user_agent!r} {request.path}"
         if is_discovery(request):
             assert request.method == "GET" and request.path.startswith(("/api", "/apis")), request.path
@@ -611,7 +611,7 @@ def test_requests_map_to_rbac_verbs_and_discovery_is_excluded() -> None:
         Use("watch", "", "namespaces", None, None), Use("get", "", "namespaces", None, "a"),
         Use("list", "coordination.k8s.io", "leases", "s", "l"),
     }
-    # a request from a client that is neither ours nor kopf's is not silently skipped
+    # a request from a client other than the operator is not silently skipped
     stranger = Recorded("GET", "/api/v1/secrets", {}, "curl/8", None)
     with pytest.raises(AssertionError, match="unknown client"):
         operator_uses([stranger])

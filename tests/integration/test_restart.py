@@ -1,6 +1,6 @@
-"""A restarted operator (kopf replays every object: the "resume") makes zero writes once
-everything has converged — no finalizer re-added, no status rewritten, no Secret touched,
-no workload patched, no Event posted.
+"""A restarted operator (its informer lists every object again and each gets a pass: the
+"resume") makes zero writes once everything has converged — no finalizer re-added, no status
+rewritten, no Secret touched, no workload patched, no Event posted.
 
 The operator is ``trustwire run`` as a process of its own, with the chart's ServiceAccount
 token, through the journaling proxy; the real Deployment controller rolls the wired workload

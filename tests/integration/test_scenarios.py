@@ -28,7 +28,7 @@ from tests.cluster.fixtures import (
 )
 from tests.cluster.proxy import ApiProxy, Fault, Recorded, running_proxy
 from tests.integration.harness import (
-    OPERATOR_AGENTS,
+    OPERATOR_AGENT,
     Cluster,
     condition,
     denying_policy,
@@ -249,7 +249,7 @@ class ExpiringWatch:
 
     def __call__(self, request: Recorded) -> Fault | None:
         if not (request.is_watch and request.path == IDENTITY_WATCH
-                and request.user_agent.startswith(OPERATOR_AGENTS)):
+                and request.user_agent.startswith(OPERATOR_AGENT)):
             return None
         version = request.params.get("resourceVersion", "")
         if self.holding:
@@ -299,7 +299,7 @@ class RacingWriter:
 
     def __call__(self, request: Recorded) -> Fault | None:
         if self.raced or request.method != "PATCH" or request.path != self.path \
-                or not request.user_agent.startswith(OPERATOR_AGENTS):
+                or not request.user_agent.startswith(OPERATOR_AGENT):
             return None
         self.raced += 1
         self.plane.request("PATCH", self.path, self.patch, content_type="application/strategic-merge-patch+json")
