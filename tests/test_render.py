@@ -1,14 +1,11 @@
 """trustwire.render: sandboxed Jinja2 templates, proven against programs that are not ours.
 
 * unit tables for filters, ``self``, error lines, redaction, sandbox and bounds;
-* the ``examples/dpm-dpe-jwt`` template rendered with real (committed, test-only) keys
-  and compared with a golden file, then read back by a Java-compatible properties
-  parser and by ``jwcrypto``, which verifies PyJWT tokens with the rendered keys
-  (and, when a JDK is present, by ``java.util.Properties`` itself);
+* a Java-compatible properties parser, checked against ``java.util.Properties`` itself
+  when a JDK is present (the ``examples/dpm-dpe-jwt`` golden file and its Java test live
+  in ``tests/plan/test_ataccama_properties.py`` and ``tests/interop/test_ataccama_java.py``);
 * the ``examples/dgc-jobserver-mtls/reverse-proxy`` nginx template rendered with real
   CA/leaf material and served by a real nginx that must admit DGC and refuse others.
-
-Set ``TRUSTWIRE_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change.
 """
 
 from __future__ import annotations
@@ -32,19 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jwt as pyjwt
 import pytest
 import yaml
-from jwcrypto import jwk as jc_jwk
-from jwcrypto import jws as jc_jws
 
 from trustwire import pki
 from trustwire.render import MAX_OUTPUT_BYTES, MAX_SOURCE_BYTES, TemplateError, render_template
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "render"
-KEYS = DATA / "keys"
-GOLDEN = DATA / "golden"
 MOUNT = "/var/run/trustwire"
 
 
@@ -133,10 +124,6 @@ def peer(
     }
 
 
-def load_key(name: str) -> pki.PrivateKey:
-    return pki.load_private_key((KEYS / f"{name}.pem").read_bytes())
-
-
 SECRET_PEM = pki.private_key_to_pem(pki.generate_jwt_key(pki.JwtAlgorithm.ES256)).decode()
 
 
@@ -193,6 +180,9 @@ def failure(source: str, context: dict[str, Any] | None = None, **kwargs: Any) -
         ("{{ 'é€' | properties_escape }}", "\\u00E9\\u20AC"),
         ("{{ '😀' | properties_escape }}", "\\uD83D\\uDE00"),  # UTF-16 surrogate pair, as Java expects
         ("{{ true | properties_escape }}|{{ 42 | properties_escape }}", "true|42"),
+        ("{{ {'a': 'b=c:d'} | tojson | properties_value }}", '{"a":"b=c:d"}'),  # a value keeps = and :
+        ("{{ '  #!é\\\\' | properties_value }}", "\\ \\ #!\\u00E9\\\\"),
+        ("{{ {'kid': 'k', 'use': 'sig', 'd': 'x'} | without('use', 'd') | tojson }}", '{"kid":"k"}'),
         (
             "{{ '-----BEGIN X-----\nAAAA\nBBBB\n-----END X-----\n' | pem_oneline }}",
             "-----BEGIN X-----\\nAAAA\\nBBBB\\n-----END X-----",
@@ -221,6 +211,8 @@ def test_properties_escape_of_control_characters() -> None:
         ("{{ '/w==' | b64decode }}", "b64decode: decoded data is not UTF-8 text"),
         ("{{ 42 | b64encode }}", "b64encode expects text or bytes, not int"),
         ("{{ [1] | properties_escape }}", "properties_escape expects text, not list"),
+        ("{{ [1] | properties_value }}", "properties_value expects text, not list"),
+        ("{{ 'k' | without('k') }}", "without expects a mapping, not str"),
     ],
 )
 def test_filter_errors(source: str, reason: str) -> None:
@@ -542,7 +534,7 @@ def test_real_clock_budget_is_honoured() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# The dpm-dpe-jwt example: golden file, then jwcrypto and Java read it back
+# Example templates, and a .properties parser with java.util.Properties semantics
 # --------------------------------------------------------------------------------------
 
 
@@ -551,71 +543,6 @@ def example_template(path: Path, configmap_key: str) -> str:
         if doc and doc.get("kind") == "ConfigMap" and configmap_key in doc.get("data", {}):
             return str(doc["data"][configmap_key])
     raise AssertionError(f"{configmap_key} not found in {path}")
-
-
-DPM_DPE_TEMPLATE = ROOT / "examples" / "dpm-dpe-jwt" / "20-template.yaml"
-
-
-def dpm_dpe_contexts() -> dict[str, dict[str, Any]]:
-    """What the operator hands the template for each module (fixed test keys)."""
-    dpm, dpe = load_key("dpm-jwt"), load_key("dpe-jwt")
-    dpe_next, dpe_revoked = load_key("dpe-jwt-next"), load_key("dpe-jwt-revoked")
-    ca = pki.load_certificates((KEYS / "dpm-ca.crt").read_bytes())[0]
-    relationship = "processing/dpm-dpe"
-    dpm_self = identity(
-        "dpm",
-        "processing",
-        jwt_key=dpm,
-        ca_pem=pki.cert_to_pem(ca).decode(),
-        ca_fingerprint=pki.fingerprint_sha256(ca),
-    )
-    dpe_self = identity("dpe", "processing", jwt_key=dpe)
-    return {
-        # dpe is mid-rotation (current + next key published) and has revoked an old key.
-        "dpm": {
-            "self": dpm_self,
-            "identity": dpm_self,
-            "peers": [
-                peer(
-                    "dpe",
-                    "processing",
-                    keys=[dpe, dpe_next],
-                    revoked=[dpe_revoked],
-                    roles=["IMPERSONATION"],
-                    relationship=relationship,
-                    audience="product-factory",
-                )
-            ],
-        },
-        "dpe": {
-            "self": dpe_self,
-            "identity": dpe_self,
-            "peers": [
-                peer(
-                    "dpm",
-                    "processing",
-                    keys=[dpm],
-                    roles=["IMPERSONATION"],
-                    relationship=relationship,
-                    audience="product-factory",
-                )
-            ],
-        },
-    }
-
-
-def render_dpm_dpe(module: str) -> str:
-    source = example_template(DPM_DPE_TEMPLATE, "application.properties.j2")
-    return render_template("application.properties", source, dpm_dpe_contexts()[module])
-
-
-@pytest.mark.parametrize("module", ["dpm", "dpe"])
-def test_dpm_dpe_example_matches_golden(module: str) -> None:
-    rendered = render_dpm_dpe(module)
-    golden = GOLDEN / f"{module}-application.properties"
-    if os.environ.get("TRUSTWIRE_UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert rendered == golden.read_text()
 
 
 def _unescape(text: str) -> str:
@@ -688,86 +615,6 @@ def test_properties_escape_round_trips_through_a_java_parser(value: str) -> None
     assert parse_properties(line) == {"k": value}
 
 
-def _security(props: dict[str, str], peer_name: str) -> dict[str, dict[str, str]]:
-    """jwt-keys of one peer: {kid: {fingerprint, content, is-revoked}}."""
-    prefix = f"product-factory.deployments.{peer_name}-prod.security.jwt-keys."
-    keys: dict[str, dict[str, str]] = {}
-    for name, value in props.items():
-        if name.startswith(prefix):
-            kid, _, attribute = name[len(prefix) :].partition(".")
-            keys.setdefault(kid, {})[attribute] = value
-    return keys
-
-
-def test_jwcrypto_verifies_peer_tokens_with_the_rendered_keys() -> None:
-    props = parse_properties(render_dpm_dpe("dpm"))
-    keys = _security(props, "dpe")
-    assert props["product-factory.deployments.dpe-prod.security.roles[0]"] == "IMPERSONATION"
-
-    for signer in ("dpe-jwt", "dpe-jwt-next"):  # current and next key both verify during rotation
-        private = load_key(signer)
-        kid = pki.public_jwk(private, pki.JwtAlgorithm.ES256)["kid"]
-        entry = keys[kid]
-        assert entry["fingerprint"] == kid
-        assert entry["is-revoked"] == "false"
-        verifier = jc_jwk.JWK(**json.loads(entry["content"]))
-        assert verifier.thumbprint() == kid  # RFC 7638, computed by jwcrypto
-        assert not verifier.has_private
-        token = pyjwt.encode(
-            {"sub": "dpe", "aud": "product-factory", "roles": ["IMPERSONATION"]},
-            pki.private_key_to_pem(private),
-            algorithm="ES256",
-            headers={"kid": kid},
-        )
-        signed = jc_jws.JWS()
-        signed.deserialize(token)
-        signed.verify(verifier, alg="ES256")
-        assert json.loads(signed.payload)["sub"] == "dpe"
-
-    # A token from an unrelated key does not verify with any rendered key.
-    stranger = pki.generate_jwt_key(pki.JwtAlgorithm.ES256)
-    forged = pyjwt.encode({"sub": "dpe"}, pki.private_key_to_pem(stranger), algorithm="ES256")
-    for entry in keys.values():
-        if "content" in entry:
-            signed = jc_jws.JWS()
-            signed.deserialize(forged)
-            with pytest.raises(jc_jws.InvalidJWSSignature):
-                signed.verify(jc_jwk.JWK(**json.loads(entry["content"])), alg="ES256")
-
-
-def test_revoked_kid_renders_is_revoked_true_without_content() -> None:
-    props = parse_properties(render_dpm_dpe("dpm"))
-    revoked = pki.public_jwk(load_key("dpe-jwt-revoked"), pki.JwtAlgorithm.ES256)["kid"]
-    assert _security(props, "dpe")[revoked] == {"fingerprint": revoked, "is-revoked": "true"}
-
-
-def test_revoked_kid_that_is_still_published_renders_true_with_content() -> None:
-    context = dpm_dpe_contexts()["dpm"]
-    kid = context["peers"][0]["kids"][0]
-    context["peers"][0]["revokedKids"] = [kid]
-    source = example_template(DPM_DPE_TEMPLATE, "application.properties.j2")
-    keys = _security(parse_properties(render_template("application.properties", source, context)), "dpe")
-    assert keys[kid]["is-revoked"] == "true" and "content" in keys[kid]
-    assert [k for k, v in keys.items() if v["is-revoked"] == "true"] == [kid]
-
-
-@pytest.mark.parametrize(("module", "peer_name"), [("dpm", "dpe"), ("dpe", "dpm")])
-def test_generator_key_signs_tokens_the_peer_accepts(module: str, peer_name: str) -> None:
-    """Each module's own key (base64 PEM) signs; the *peer's* rendered file verifies it."""
-    mine = parse_properties(render_dpm_dpe(module))
-    theirs = parse_properties(render_dpm_dpe(peer_name))
-    pem = base64.b64decode(mine["product-factory.jwt.generator.key"])
-    kid = mine["product-factory.jwt.generator.kid"]
-    signer = jc_jwk.JWK.from_pem(pem)
-    assert signer.has_private and signer.thumbprint() == kid
-    token = pyjwt.encode({"sub": module}, pem, algorithm="ES256", headers={"kid": kid})
-    entry = _security(theirs, module)[kid]
-    assert entry["is-revoked"] == "false"
-    signed = jc_jws.JWS()
-    signed.deserialize(token)
-    signed.verify(jc_jwk.JWK(**json.loads(entry["content"])), alg="ES256")
-
-
 JAVA_PROPERTIES_DUMP = """
 import java.io.FileInputStream;
 import java.util.Base64;
@@ -789,12 +636,13 @@ public class Dump {
 
 
 @pytest.mark.interop
-def test_java_reads_the_rendered_properties_like_our_parser(tmp_path: Path) -> None:
+def test_java_reads_escaped_properties_like_our_parser(tmp_path: Path) -> None:
     java = shutil.which("java")
     if java is None:
         pytest.skip("no JDK on this machine (java not on PATH)")
-    rendered = render_dpm_dpe("dpm") + render_template(
-        "extra", "weird={{ v | properties_escape }}\n", {"v": "  a=b:c #! \\ é€😀\nnext"}
+    rendered = render_template(
+        "extra", "weird={{ v | properties_escape }}\nvalue={{ v | properties_value }}\n",
+        {"v": "  a=b:c #! \\ é€😀\nnext"},
     )
     (tmp_path / "application.properties").write_text(rendered, encoding="iso-8859-1")  # what Java reads
     (tmp_path / "Dump.java").write_text(JAVA_PROPERTIES_DUMP)
@@ -810,7 +658,7 @@ def test_java_reads_the_rendered_properties_like_our_parser(tmp_path: Path) -> N
         for k, v in (line.split(" ") for line in result.stdout.splitlines())
     }
     assert from_java == parse_properties(rendered)
-    assert from_java["weird"] == "  a=b:c #! \\ é€😀\nnext"
+    assert from_java["weird"] == from_java["value"] == "  a=b:c #! \\ é€😀\nnext"
 
 
 # --------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,83 @@ from rich.console import Console
 from trustwire import names, pki
 from trustwire.demo.proofs import prove_jwt, prove_mtls
 from trustwire.demo.run import run_demo
+from trustwire.model import IdentityRef
 from trustwire.times import utcnow
 
 pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+async def demo(examples: Path, hook: Callable[[Mapping[IdentityRef, Path]], None] | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await run_demo(output=None, examples=examples, console=Console(file=out, width=400), before_proofs=hook)
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))
+async def test_demo_proves_every_example(example: str) -> None:
+    code, text = await demo(EXAMPLES / example)
+    assert code == 0, text
+    assert "demo passed" in text and "✗" not in text
+    if example == "dgc-jobserver-mtls":  # its Service is not served by the emulator: a note, not a crash
+        assert "skipped Service jobs/jobserver" in text
+
+
+def stranger_bundle(directory: Path) -> None:
+    stranger = pki.generate_private_key(pki.KeyAlgorithm.ECDSAP256)
+    ca = pki.create_ca(stranger, common_name="stranger", now=utcnow(), lifetime=pki.BACKDATE * 1000)
+    (directory / "trust-bundle.pem").write_bytes(pki.cert_to_pem(ca))
+
+
+def shared_secret_example(tmp: Path) -> Path:
+    """The quickstart with a shared secret on its relationship (no shipped example has one)."""
+    examples = shutil.copytree(EXAMPLES / "quickstart", tmp / "shared")
+    rel = examples / "30-relationship.yaml"
+    mtls = "  mtls: {enabled: true}\n"
+    rel.write_text(rel.read_text().replace(mtls, mtls + "  sharedSecret: {enabled: true}\n"))
+    assert "sharedSecret" in rel.read_text()
+    return examples
+
+
+def _overwrite_shared(directory: Path) -> None:
+    for path in directory.glob("shared-*.key"):
+        path.write_bytes(b"not the same secret")
+
+
+#: (example, identity whose mounted material is broken, how, the proofs that must fail)
+BROKEN: list[tuple[str, str, Callable[[Path], object], tuple[str, ...]]] = [
+    ("dgc-jobserver-mtls", "jobserver", stranger_bundle, ("mTLS dgc -> jobserver",)),
+    # dgc's bundle verifies jobserver as a server and as a client: both directions fail
+    ("quickstart", "dgc", stranger_bundle, ("mTLS dgc -> jobserver", "mTLS jobserver -> dgc")),
+    ("dpm-dpe-jwt", "dpe", lambda d: (d / "peers.jwks").write_text('{"keys": []}'), ("JWT dpm -> dpe",)),
+    ("dpm-dpe-jwt", "dpm", lambda d: (d / "application.properties").write_bytes(b""),
+     ("template dpm/application.properties",)),
+    ("shared", "jobserver", _overwrite_shared, ("shared secret dgc <-> jobserver",)),
+]
+
+
+@pytest.mark.parametrize(("example", "victim", "breaks", "proofs"), BROKEN, ids=[b[3][-1] for b in BROKEN])
+async def test_demo_names_the_proof_that_fails(example: str, victim: str, breaks: Callable[[Path], object],
+                                               proofs: tuple[str, ...], tmp_path: Path) -> None:
+    directory = shared_secret_example(tmp_path) if example == "shared" else EXAMPLES / example
+    if example == "shared":  # the intact copy proves its shared secret
+        code, text = await demo(directory)
+        assert code == 0 and "✓ shared secret dgc <-> jobserver" in text, text
+
+    def hook(mounts: Mapping[IdentityRef, Path]) -> None:
+        (target,) = [path for ref, path in mounts.items() if ref.name == victim]
+        for path in target.iterdir():
+            path.chmod(0o644)
+        breaks(target)
+
+    code, text = await demo(directory, hook)
+    assert code == 1, text
+    failed = [line for line in text.splitlines() if line.startswith("✗")]
+    assert len(failed) == len(proofs), text
+    for line, proof in zip(sorted(failed), sorted(proofs), strict=True):
+        assert line.startswith(f"✗ {proof}"), text
+        assert proof in text.split("demo failed")[1]
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ LOGGERS = ("trustwire", "aiohttp")
 OWN_KEY_TEMPLATE = ("issuer={{ self.issuer }}\nkid={{ self.kid }}\n"
                     "signing-key={{ self.jwtPrivateKeyPem|properties_escape }}\n"
                     "# the same key as PEM:\n{{ self.jwtPrivateKeyPem }}"
+                    "jwk={{ self.privateJwk|tojson }}\ngenerator-key={{ self.privateJwkBase64 }}\n"
                     "{% for p in peers %}peer.{{ p.identity }}.kids={{ p.kids|join(',') }}\n"
                     "peer.{{ p.identity }}.secret={{ p.sharedSecretFile }}\n{% endfor %}")
 FAILING_TEMPLATES = [
@@ -47,6 +48,8 @@ FAILING_TEMPLATES = [
     "{{ self.jwtPrivateKeyPem|int(base=99) }}",
     "{{ self.jwtPrivateKeyPem + 1 }}",
     "{{ self.jwtPrivateKeyPem.__class__ }}",
+    "{{ self.privateJwk.d ~ no_such_variable }}",
+    "{{ self.privateJwkBase64|int(base=99) }}",
     "{{ self.jwtPrivateKeyPem[30:90]|b64decode }}",
     "{% for line in self.jwtPrivateKeyPem.split('\\n') %}{{ line|wrong_filter }}{% endfor %}",
 ]

@@ -18,6 +18,7 @@ import json
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,24 @@ def prove_mtls(server_dir: Path, client_dir: Path, *, server_hostname: str, time
                              f"client {server_result.get('peer', '')}")
 
 
-def prove_jwt(signer_dir: Path, verifier_dir: Path, *, audience: str | None, now: datetime) -> Proof:
-    """A token signed with the signer's ``jwt.key`` verifies through the verifier's ``peers.jwks``."""
+def _peer_entry(verifier_dir: Path, kid: str, relationship: str | None) -> dict[str, Any] | None:
+    """The verifier's ``peers.json`` entry that lists ``kid`` (for ``relationship`` when given)."""
+    peers = json.loads((verifier_dir / "peers.json").read_text())
+    return next((p for p in peers if kid in p.get("kids", [])
+                 and (relationship is None or p.get("relationship") == relationship)), None)
+
+
+def prove_jwt(signer_dir: Path, verifier_dir: Path, *, audience: str | None, now: datetime,
+              roles: Sequence[str] | None = None, relationship: str | None = None) -> Proof:
+    """A token signed with the signer's ``jwt.key`` verifies through the verifier's ``peers.jwks``,
+    and the verifier's ``peers.json`` grants the signer ``roles`` (when given) under ``relationship``."""
     name = f"JWT {signer_dir.name} -> {verifier_dir.name}"
     try:
         key = pki.load_private_key((signer_dir / "jwt.key").read_bytes())
         kid = (signer_dir / "jwt.kid").read_text().strip()
         jwk = json.loads((signer_dir / "jwt.jwk").read_text())
         algorithm = pki.JwtAlgorithm(jwk["alg"])
-        peers = json.loads((verifier_dir / "peers.json").read_text())
-        peer = next((p for p in peers if kid in p.get("kids", [])), None)
+        peer = _peer_entry(verifier_dir, kid, relationship)
         issuer = peer["issuer"] if peer else None
         claims = {"sub": "demo", "iss": issuer or "unknown"} | ({"aud": audience} if audience else {})
         token = pki.sign_token(key, algorithm, kid, claims, now=now, lifetime=timedelta(minutes=5))
@@ -114,5 +123,36 @@ def prove_jwt(signer_dir: Path, verifier_dir: Path, *, audience: str | None, now
         verified = pki.verify_token(token, jwks, issuer=issuer, audience=audience, now=now)
     except (OSError, ValueError, KeyError, pki.PKIError, pki.TokenError) as exc:
         return Proof(name, False, f"refused: {exc}")
-    roles = ",".join(peer.get("roles", [])) if peer else ""
-    return Proof(name, True, f"kid {kid} verified; iss {verified.get('iss')}; roles {roles or '-'}")
+    granted = list(peer.get("roles", [])) if peer else []
+    if roles is not None and (peer is None or granted != list(roles) or peer.get("audience") != audience):
+        return Proof(name, False, f"verifier grants roles {granted} / audience {peer and peer.get('audience')}; "
+                                  f"the relationship declares {list(roles)} / {audience}")
+    return Proof(name, True, f"kid {kid} verified; iss {verified.get('iss')}; roles {','.join(granted) or '-'}")
+
+
+def _shared_file(directory: Path, peer: str, relationship: str) -> Path:
+    peers = json.loads((directory / "peers.json").read_text())
+    entry = next(p for p in peers if p.get("identity") == peer and p.get("relationship") == relationship)
+    return directory / str(entry["sharedSecretFile"])
+
+
+def prove_shared_secret(a_dir: Path, b_dir: Path, *, relationship: str) -> Proof:
+    """Both sides of ``relationship`` hold the same non-empty shared secret."""
+    name = f"shared secret {a_dir.name} <-> {b_dir.name}"
+    try:
+        mine = _shared_file(a_dir, b_dir.name, relationship).read_bytes()
+        theirs = _shared_file(b_dir, a_dir.name, relationship).read_bytes()
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        return Proof(name, False, f"missing: {exc!r}")
+    if not mine or mine != theirs:
+        return Proof(name, False, "the two sides hold different or empty secrets")
+    return Proof(name, True, f"{len(mine)} bytes, identical on both sides")
+
+
+def prove_template(directory: Path, template: str) -> Proof:
+    """Template ``template`` is rendered into the identity's trust Secret, and not empty."""
+    name = f"template {directory.name}/{template}"
+    path = directory / template
+    if not path.is_file() or not path.stat().st_size:
+        return Proof(name, False, "not rendered (missing or empty)")
+    return Proof(name, True, f"{path.stat().st_size} bytes rendered")

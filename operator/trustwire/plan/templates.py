@@ -8,8 +8,10 @@ is an injected monotonic timer, so a plan can be replayed.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +45,10 @@ def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | No
         "spiffeId": ident.spiffe_id, "issuer": ident.issuer,
         "kid": jwt.kid if jwt else None, "jwk": jwt.public if jwt else None,
         "jwtPrivateKeyPem": jwt.key_pem.decode() if jwt else None,
+        # the keypair as a private JWK, and base64 of its compact JSON (what e.g. Ataccama's
+        # generator.key takes); the trust Secret they render into is the identity's own
+        "privateJwk": jwt.private if jwt else None,
+        "privateJwkBase64": _b64_json(jwt.private) if jwt else None,
         "caFingerprint": pki.fingerprint_sha256(ca.cert) if ca else None,
         "caPem": ca.cert_pem.decode() if ca else None,
         "files": {
@@ -54,6 +60,11 @@ def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | No
         },
     }
     return {"self": me, "identity": me, "peers": list(peers)}
+
+
+def _b64_json(value: Mapping[str, str]) -> str:
+    compact = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return base64.b64encode(compact.encode()).decode("ascii")
 
 
 @dataclasses.dataclass(frozen=True)

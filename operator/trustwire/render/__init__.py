@@ -60,10 +60,12 @@ Render context (built by the controller, passed in as a plain dict)
 ``self`` / ``identity``
     ``name``, ``namespace``, ``serviceName``, ``spiffeId``, ``issuer``, ``kid``, ``jwk``
     (public JWK dict), ``jwtPrivateKeyPem`` (the identity's own JWT signing key, PKCS#8
-    PEM), ``caFingerprint``, ``caPem``, and ``files``: absolute paths under the mount
-    path — ``dir``, ``cert``, ``key``, ``ca``, ``keystore``, ``keystorePassword``,
-    ``truststore``, ``truststorePassword``, ``trustBundle``, ``jwtKey``, ``jwtJwk``,
-    ``jwtKid``, ``peersJwks``, ``peersJson``.
+    PEM), ``privateJwk`` (the same key as a private JWK dict, with ``d``) and
+    ``privateJwkBase64`` (base64 of its compact, sorted JSON), ``caFingerprint``,
+    ``caPem``, and ``files``: absolute paths under the mount path — ``dir``, ``cert``,
+    ``key``, ``ca``, ``keystore``, ``keystorePassword``, ``truststore``,
+    ``truststorePassword``, ``trustBundle``, ``jwtKey``, ``jwtJwk``, ``jwtKid``,
+    ``peersJwks``, ``peersJson``.
 ``peers``
     list of dicts: ``identity``, ``namespace``, ``relationship``, ``kids`` (list),
     ``jwks`` (public JWK dicts), ``roles``, ``audience`` (or None), ``scopes``,
@@ -85,7 +87,10 @@ than "non-Latin-1" because the rendered file is stored as UTF-8 while Java and S
 read ``.properties`` as ISO-8859-1; ASCII is what both read alike; booleans become
 ``true``/``false``), ``pem_oneline`` (PEM lines joined with the two characters ``\\n``,
 or another ``separator`` — for JSON/YAML strings and env vars; for ``.properties`` use
-``properties_escape`` on the PEM itself, which writes real newlines as ``\\n``).
+``properties_escape`` on the PEM itself, which writes real newlines as ``\\n``),
+``properties_value`` (like ``properties_escape`` but for a value only: ``=``, ``:``,
+``#`` and ``!`` stay as they are, so JSON in a value reads as JSON), ``without`` (a copy
+of a mapping without the given keys: ``jwk | without("use")``).
 The ``lipsum`` global is removed (an unbounded text generator, useless here).
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -36,26 +36,19 @@ def _tojson(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-_PROPERTIES_ESCAPES = {
-    "\\": "\\\\",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\f": "\\f",
-    "=": "\\=",
-    ":": "\\:",
-    "#": "\\#",
-    "!": "\\!",
-}
+#: What a ``.properties`` value needs escaped (``java.util.Properties.load`` reads it back).
+_VALUE_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}
+#: ...and what a key (or text that may be either) needs besides: separators and comment marks.
+_KEY_ESCAPES = {**_VALUE_ESCAPES, "=": "\\=", ":": "\\:", "#": "\\#", "!": "\\!"}
 
 
-def _properties_escape(value: Any) -> str:
+def _escape(value: Any, escapes: dict[str, str], name: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         value = str(value)
     if not isinstance(value, str):
-        raise TypeError(f"properties_escape expects text, not {type(value).__name__}")
+        raise TypeError(f"{name} expects text, not {type(value).__name__}")
     out: list[str] = []
     leading = True
     for char in value:
@@ -63,7 +56,7 @@ def _properties_escape(value: Any) -> str:
             out.append("\\ ")
             continue
         leading = False
-        escaped = _PROPERTIES_ESCAPES.get(char)
+        escaped = escapes.get(char)
         if escaped is not None:
             out.append(escaped)
         elif " " <= char <= "~":
@@ -74,6 +67,22 @@ def _properties_escape(value: Any) -> str:
                 f"\\u{int.from_bytes(encoded[i : i + 2], 'big'):04X}" for i in range(0, len(encoded), 2)
             )
     return "".join(out)
+
+
+def _properties_escape(value: Any) -> str:
+    return _escape(value, _KEY_ESCAPES, "properties_escape")
+
+
+def _properties_value(value: Any) -> str:
+    """Escapes only what a value needs, so JSON in a value stays readable (``{"kty":"EC"}``)."""
+    return _escape(value, _VALUE_ESCAPES, "properties_value")
+
+
+def _without(value: Any, *keys: Any) -> dict[str, Any]:
+    """A copy of a mapping without ``keys`` (e.g. a JWK without ``use``); the context stays immutable."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"without expects a mapping, not {type(value).__name__}")
+    return {k: v for k, v in value.items() if k not in keys}
 
 
 def _pem_oneline(value: Any, separator: str = "\\n") -> str:
@@ -91,5 +100,7 @@ OWN_FILTERS: dict[str, Callable[..., Any]] = {
     "b64decode": _b64decode,
     "tojson": _tojson,
     "properties_escape": _properties_escape,
+    "properties_value": _properties_value,
+    "without": _without,
     "pem_oneline": _pem_oneline,
 }
