@@ -133,6 +133,8 @@ class FakeController:
     statuses: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
     reconcile_results: dict[tuple[str, str], int] = field(default_factory=dict)
     reconcile_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    reconcile_buckets: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    reconcile_bounds: tuple[float, ...] = (0.001, 0.1, 1.0)
     client: FakeClient = field(default_factory=FakeClient)
     queue: list[Any] = field(default_factory=list)
 
@@ -200,13 +202,14 @@ def test_expiry_gauges_equal_the_status_timestamps() -> None:
         if kind != "identity":
             continue
         labels = {"namespace": ns, "identity": name}
+        cert = {"namespace": ns, "name": name}
         assert registry.get_sample_value("trustwire_ca_expiry_timestamp_seconds", labels) == epoch(
             status["ca"]["notAfter"]
         )
-        assert registry.get_sample_value("trustwire_certificate_expiry_timestamp_seconds", labels) == epoch(
+        assert registry.get_sample_value("trustwire_certificate_expiration_timestamp_seconds", cert) == epoch(
             status["certificate"]["notAfter"]
         )
-        assert registry.get_sample_value("trustwire_certificate_renewal_timestamp_seconds", labels) == epoch(
+        assert registry.get_sample_value("trustwire_certificate_renewal_timestamp_seconds", cert) == epoch(
             status["certificate"]["renewalTime"]
         )
         assert registry.get_sample_value("trustwire_jwt_key_rotation_timestamp_seconds", labels) == epoch(
@@ -214,18 +217,18 @@ def test_expiry_gauges_equal_the_status_timestamps() -> None:
         )
     # distinct values per identity, not one value copied around
     assert registry.get_sample_value(
-        "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "jobs", "identity": "jobserver"}
+        "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "jobs", "name": "jobserver"}
     ) == epoch("2026-12-01T08:30:00Z")
 
 
 def test_ready_peers_and_relationships() -> None:
     registry = registry_for(populated())
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"})
+        registry.get_sample_value("trustwire_certificate_ready_status", {"namespace": "governance", "name": "dgc", "condition": "True"})
         == 1
     )
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "jobs", "identity": "jobserver"})
+        registry.get_sample_value("trustwire_certificate_ready_status", {"namespace": "jobs", "name": "jobserver", "condition": "True"})
         == 0
     )
     assert (
@@ -251,7 +254,7 @@ def test_ready_peers_and_relationships() -> None:
     # relationships are not identities and vice versa
     assert (
         registry.get_sample_value(
-            "trustwire_identity_ready", {"namespace": "governance", "identity": "dgc-jobserver"}
+            "trustwire_certificate_ready_status", {"namespace": "governance", "name": "dgc-jobserver", "condition": "True"}
         )
         is None
     )
@@ -338,7 +341,7 @@ def test_values_are_read_at_scrape_time() -> None:
     assert registry.get_sample_value("trustwire_queue_depth") == 0
     assert registry.get_sample_value("trustwire_api_requests_total", {"verb": "get"}) == 41
     assert registry.get_sample_value(
-        "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "governance", "identity": "dgc"}
+        "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "governance", "name": "dgc"}
     ) == epoch("2027-02-02T02:02:02Z")
 
 
@@ -348,16 +351,16 @@ def test_deleted_objects_stop_exporting_when_the_controller_tracks_live_objects(
     controller.state.relationships[("governance", "dgc-jobserver")] = object()
     registry = registry_for(controller)
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"})
+        registry.get_sample_value("trustwire_certificate_ready_status", {"namespace": "governance", "name": "dgc", "condition": "True"})
         == 1
     )
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "jobs", "identity": "jobserver"})
+        registry.get_sample_value("trustwire_certificate_ready_status", {"namespace": "jobs", "name": "jobserver", "condition": "True"})
         is None
     )
     assert (
         registry.get_sample_value(
-            "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "jobs", "identity": "jobserver"}
+            "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "jobs", "name": "jobserver"}
         )
         is None
     )
@@ -390,9 +393,12 @@ def test_partial_and_malformed_statuses_are_tolerated() -> None:
     registry = registry_for(controller)
     for name in ("invalid-spec", "garbage"):
         labels = {"namespace": "ns", "identity": name}
-        assert registry.get_sample_value("trustwire_identity_ready", labels) == 0
-        for metric in ("ca_expiry", "certificate_expiry", "certificate_renewal", "jwt_key_rotation"):
+        cert = {"namespace": "ns", "name": name}
+        assert registry.get_sample_value("trustwire_certificate_ready_status", {**cert, "condition": "True"}) == 0
+        for metric in ("ca_expiry", "jwt_key_rotation"):
             assert registry.get_sample_value(f"trustwire_{metric}_timestamp_seconds", labels) is None
+        for metric in ("certificate_expiration", "certificate_renewal"):
+            assert registry.get_sample_value(f"trustwire_{metric}_timestamp_seconds", cert) is None
     assert (
         registry.get_sample_value("trustwire_identity_peers", {"namespace": "ns", "identity": "invalid-spec"})
         == 0
@@ -444,7 +450,7 @@ def test_scrapes_while_the_controller_changes() -> None:
         for _ in range(60):
             assert (
                 registry.get_sample_value(
-                    "trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"}
+                    "trustwire_certificate_ready_status", {"namespace": "governance", "name": "dgc", "condition": "True"}
                 )
                 == 1
             )
@@ -483,13 +489,13 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
     stop = start_metrics_server(controller, port, addr="127.0.0.1")
     try:
         families = scrape(f"http://127.0.0.1:{port}/metrics")
-        assert families["trustwire_certificate_expiry_timestamp_seconds"].type == "gauge"
+        assert families["trustwire_certificate_expiration_timestamp_seconds"].type == "gauge"
         assert sample(
             families,
-            "trustwire_certificate_expiry_timestamp_seconds",
-            "trustwire_certificate_expiry_timestamp_seconds",
+            "trustwire_certificate_expiration_timestamp_seconds",
+            "trustwire_certificate_expiration_timestamp_seconds",
             namespace="governance",
-            identity="dgc",
+            name="dgc",
         ) == epoch("2026-12-22T11:15:34Z")
         assert sample(
             families,
@@ -505,7 +511,7 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
             )
             == 2
         )
-        assert families["trustwire_reconcile_duration_seconds"].type == "summary"
+        assert families["trustwire_reconcile_duration_seconds"].type == "histogram"
         assert (
             sample(
                 families,
@@ -541,8 +547,8 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
             )
             == 1
         )
-        # every family is ours: a private registry, no process/platform collectors of the global one
-        assert all(name.startswith("trustwire_") for name in families)
+        # a private registry: ours plus its own process/platform collectors, nothing of the global one
+        assert all(name.startswith(("trustwire_", "process_", "python_info")) for name in families)
     finally:
         stop()
     with pytest.raises(urllib.error.URLError):
@@ -560,7 +566,8 @@ def test_two_servers_in_one_process_are_independent() -> None:
         a, b = scrape(stop_first.url), scrape(stop_second.url)
         assert sample(a, "trustwire_queue_depth", "trustwire_queue_depth") == 3
         assert sample(b, "trustwire_queue_depth", "trustwire_queue_depth") == 11
-        assert a["trustwire_identity_ready"].samples and not b["trustwire_identity_ready"].samples
+        ready = "trustwire_certificate_ready_status"
+        assert a[ready].samples and not b[ready].samples
     finally:
         stop_first()
         stop_second()
@@ -629,14 +636,16 @@ async def test_scrape_of_the_real_operator_matches_the_statuses_it_wrote() -> No
                     )
                     continue
                 labels = {"namespace": ns, "identity": name}
-                for family, value in (
-                    ("trustwire_ca_expiry_timestamp_seconds", status["ca"]["notAfter"]),
-                    ("trustwire_certificate_expiry_timestamp_seconds", status["certificate"]["notAfter"]),
-                    ("trustwire_certificate_renewal_timestamp_seconds", status["certificate"]["renewalTime"]),
-                    ("trustwire_jwt_key_rotation_timestamp_seconds", status["jwt"]["rotationTime"]),
+                cert = {"namespace": ns, "name": name}
+                for family, value, where in (
+                    ("trustwire_ca_expiry_timestamp_seconds", status["ca"]["notAfter"], labels),
+                    ("trustwire_certificate_expiration_timestamp_seconds", status["certificate"]["notAfter"], cert),
+                    ("trustwire_certificate_renewal_timestamp_seconds", status["certificate"]["renewalTime"], cert),
+                    ("trustwire_jwt_key_rotation_timestamp_seconds", status["jwt"]["rotationTime"], labels),
                 ):
-                    assert sample(families, family, family, **labels) == epoch(value), family
-                assert sample(families, "trustwire_identity_ready", "trustwire_identity_ready", **labels) == 1
+                    assert sample(families, family, family, **where) == epoch(value), family
+                assert sample(families, "trustwire_certificate_ready_status", "trustwire_certificate_ready_status",
+                              condition="True", **cert) == 1
                 for material, progress in status.get("rotation", {}).items():
                     if isinstance(progress, dict) and "phase" in progress:
                         assert sample(families, "trustwire_rotation_phase", "trustwire_rotation_phase",
