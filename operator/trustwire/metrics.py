@@ -11,8 +11,8 @@ Each server gets a *private* :class:`~prometheus_client.CollectorRegistry` (this
 plus prometheus_client's process and platform collectors), so several operators can run in
 one process (the integration tests do) without colliding in the global registry. The HTTP
 server runs in a daemon thread; the controller's dictionaries are copied atomically before
-they are read (see :func:`_snapshot`), so a scrape never
-sees a dictionary change size under it.
+they are read (see :func:`_snapshot`), so a scrape never sees a dictionary change size
+under it.
 
 Every metric is documented, with alert examples, in ``docs/metrics.md``.
 """
@@ -226,7 +226,7 @@ class ControllerCollector(Collector):
         for verb, count in sorted(_snapshot(client.counts).items()):
             requests.add_metric([verb], float(count))
         errors = CounterMetricFamily(
-            PREFIX + "api_errors", "Failed Kubernetes API requests by HTTP status (503 = connection failed).",
+            PREFIX + "api_errors", "Failed Kubernetes API requests by HTTP status (503 also counts failed connections).",
             labels=["code"])
         for code, count in sorted(_snapshot(client.errors).items()):
             errors.add_metric([str(code)], float(count))
