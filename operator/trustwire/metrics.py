@@ -226,8 +226,8 @@ class ControllerCollector(Collector):
         for verb, count in sorted(_snapshot(client.counts).items()):
             requests.add_metric([verb], float(count))
         errors = CounterMetricFamily(
-            PREFIX + "api_errors", "Failed Kubernetes API requests by HTTP status (503 also counts failed connections).",
-            labels=["code"])
+            PREFIX + "api_errors",
+            "Failed Kubernetes API requests by HTTP status (503 also counts failed connections).", labels=["code"])
         for code, count in sorted(_snapshot(client.errors).items()):
             errors.add_metric([str(code)], float(count))
         return [requests, errors]
