@@ -20,6 +20,7 @@ Every metric is documented, with alert examples, in ``docs/metrics.md``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import platform
 import threading
 from collections.abc import Iterator, Mapping, Sequence, Sized
@@ -30,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from trustwire import __version__
+from trustwire.plan.ca import CAPhase
+from trustwire.plan.jwt import JwtPhase
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.times import parse_time
 
@@ -95,26 +98,30 @@ def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
     return dict(mapping)
 
 
-#: The values of a Ready condition's status, one ``trustwire_certificate_ready_status`` series each.
-CONDITIONS = ("True", "False", "Unknown")
+class ConditionStatus(enum.StrEnum):
+    """The values of a condition's status; ``trustwire_certificate_ready_status`` has a series each."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
 
 
 @dataclasses.dataclass(frozen=True)
 class Readings:
     """What the gauges export of one identity's status, read in :func:`read_status` only."""
 
-    #: status of the Ready condition: True, False or Unknown (also when there is none yet)
-    ready: str
+    #: status of the Ready condition (Unknown also when there is none yet)
+    ready: ConditionStatus
     peers: float
     #: gauge name → its RFC 3339 timestamp as found in the status (parsed when exported)
     stamps: Mapping[str, str | None]
     phases: list[tuple[str, str, float | None]]
 
 
-def _ready(conditions: tuple[Mapping[str, Any], ...]) -> str:
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    status = ready.get("status") if ready is not None else None
-    return status if isinstance(status, str) and status in CONDITIONS else "Unknown"
+def _ready(status: IdentityStatus | RelationshipStatus) -> ConditionStatus:
+    ready = status.condition("Ready") or {}
+    value = ready.get("status")
+    return ConditionStatus(value) if value in tuple(ConditionStatus) else ConditionStatus.UNKNOWN
 
 
 def read_status(status: Mapping[str, Any]) -> Readings:
@@ -126,7 +133,7 @@ def read_status(status: Mapping[str, Any]) -> Readings:
         "certificate_renewal_timestamp_seconds": s.certificate.renewal_time if s.certificate else None,
         "jwt_key_rotation_timestamp_seconds": s.jwt.rotation_time if s.jwt else None,
     }
-    return Readings(_ready(s.conditions), float(s.peer_count), stamps, rotation_phases(s))
+    return Readings(_ready(s), float(s.peer_count), stamps, rotation_phases(s))
 
 
 def rotation_phases(status: IdentityStatus) -> list[tuple[str, str, float | None]]:
@@ -136,8 +143,9 @@ def rotation_phases(status: IdentityStatus) -> list[tuple[str, str, float | None
     rotation = status.rotation
     if rotation is None:
         return []
-    return [(material, state.phase, None if state.phase == "Idle" else parse_timestamp(state.since))
-            for material, state in (("ca", rotation.ca), ("jwt", rotation.jwt))]
+    ca, jwt = rotation.ca, rotation.jwt
+    return [("ca", ca.phase, None if ca.phase == CAPhase.IDLE else parse_timestamp(ca.since)),
+            ("jwt", jwt.phase, None if jwt.phase == JwtPhase.IDLE else parse_timestamp(jwt.since))]
 
 
 def is_leader(controller: object) -> bool:
@@ -195,7 +203,7 @@ class ControllerCollector(Collector):
                 continue
             if kind == "relationship":
                 if live_relationships is None or (namespace, name) in live_relationships:
-                    ready = _ready(RelationshipStatus.from_dict(status).conditions) == "True"
+                    ready = _ready(RelationshipStatus.from_dict(status)) is ConditionStatus.TRUE
                     gauges["relationship_ready"].add_metric([namespace, name], 1.0 if ready else 0.0)
             elif kind == "identity" and (live_identities is None or (namespace, name) in live_identities):
                 _add_identity(gauges, [namespace, name], read_status(status))
@@ -245,8 +253,8 @@ def _cumulative(bounds: Sequence[float], counts: Sequence[int], total: int) -> l
 
 
 def _add_identity(gauges: Mapping[str, GaugeMetricFamily], labels: list[str], readings: Readings) -> None:
-    for condition in CONDITIONS:
-        gauges["certificate_ready_status"].add_metric([*labels, condition], float(condition == readings.ready))
+    for condition in ConditionStatus:
+        gauges["certificate_ready_status"].add_metric([*labels, condition.value], float(condition is readings.ready))
     gauges["identity_peers"].add_metric(labels, readings.peers)
     for gauge, value in readings.stamps.items():
         stamp = parse_timestamp(value)
