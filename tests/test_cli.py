@@ -700,8 +700,9 @@ def test_run_serves_metrics_of_the_running_operator(tmp_path: Path) -> None:
             families = None
             while time.monotonic() < deadline:
                 families = scrape(port)
-                if families and len(families["trustwire_identity_ready"].samples) == 2 and \
-                        all(s.value == 1 for s in families["trustwire_identity_ready"].samples):
+                ready = [s for s in families["trustwire_certificate_ready_status"].samples
+                         if s.labels["condition"] == "True"] if families else []
+                if len(ready) == 2 and all(s.value == 1 for s in ready):
                     break
                 assert process.poll() is None, "the operator exited"
                 time.sleep(0.2)
@@ -709,8 +710,8 @@ def test_run_serves_metrics_of_the_running_operator(tmp_path: Path) -> None:
                 raise AssertionError(f"no Ready identities in the metrics; last scrape: {families}")
             body = cluster.get(IDENTITIES, "governance", "dgc")
             assert body is not None
-            expiry = next(s.value for s in families["trustwire_certificate_expiry_timestamp_seconds"].samples
-                          if s.labels == {"namespace": "governance", "identity": "dgc"})
+            expiry = next(s.value for s in families["trustwire_certificate_expiration_timestamp_seconds"].samples
+                          if s.labels == {"namespace": "governance", "name": "dgc"})
             assert expiry == datetime.fromisoformat(body["status"]["certificate"]["notAfter"]).timestamp()
         finally:
             process.send_signal(signal.SIGTERM)

@@ -11,6 +11,8 @@ statuses read back from the API emulator.
 from __future__ import annotations
 
 import asyncio
+import platform
+import re
 import socket
 import threading
 import urllib.error
@@ -19,12 +21,16 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import trustwire
+from trustwire.controller.workers import RECONCILE_BUCKETS, Workers
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.run import apply, default_examples, load_manifests
 from trustwire.k8s.client import ApiConfig, Client
@@ -133,6 +139,8 @@ class FakeController:
     statuses: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
     reconcile_results: dict[tuple[str, str], int] = field(default_factory=dict)
     reconcile_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    reconcile_buckets: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    reconcile_bounds: tuple[float, ...] = (0.001, 0.1, 1.0)
     client: FakeClient = field(default_factory=FakeClient)
     queue: list[Any] = field(default_factory=list)
 
@@ -178,10 +186,20 @@ def populated() -> FakeController:
     controller.reconcile_seconds.update(
         {("identity", "ok"): 0.75, ("identity", "error"): 0.5, ("relationship", "ok"): 0.125}
     )
+    # per bucket of the stand-in's bounds (0.001, 0.1, 1.0) and above them, as the workers count
+    controller.reconcile_buckets.update(
+        {("identity", "ok"): [2, 4, 1, 0], ("identity", "error"): [0, 0, 1, 1], ("relationship", "ok"): [3, 0, 0, 0]}
+    )
     controller.client.counts.update({"get": 40, "list": 2, "create": 9, "patch": 12})
     controller.client.errors.update({"409": 1, "503": 4})
     controller.queue.extend(["a", "b", "c"])
     return controller
+
+
+def ready_true(registry: CollectorRegistry, namespace: str, name: str) -> float | None:
+    """The ``condition="True"`` series of an identity's ready status (1 when Ready)."""
+    labels = {"namespace": namespace, "name": name, "condition": "True"}
+    return registry.get_sample_value("trustwire_certificate_ready_status", labels)
 
 
 def registry_for(controller: Any) -> CollectorRegistry:
@@ -200,13 +218,14 @@ def test_expiry_gauges_equal_the_status_timestamps() -> None:
         if kind != "identity":
             continue
         labels = {"namespace": ns, "identity": name}
+        cert = {"namespace": ns, "name": name}
         assert registry.get_sample_value("trustwire_ca_expiry_timestamp_seconds", labels) == epoch(
             status["ca"]["notAfter"]
         )
-        assert registry.get_sample_value("trustwire_certificate_expiry_timestamp_seconds", labels) == epoch(
+        assert registry.get_sample_value("trustwire_certificate_expiration_timestamp_seconds", cert) == epoch(
             status["certificate"]["notAfter"]
         )
-        assert registry.get_sample_value("trustwire_certificate_renewal_timestamp_seconds", labels) == epoch(
+        assert registry.get_sample_value("trustwire_certificate_renewal_timestamp_seconds", cert) == epoch(
             status["certificate"]["renewalTime"]
         )
         assert registry.get_sample_value("trustwire_jwt_key_rotation_timestamp_seconds", labels) == epoch(
@@ -214,18 +233,18 @@ def test_expiry_gauges_equal_the_status_timestamps() -> None:
         )
     # distinct values per identity, not one value copied around
     assert registry.get_sample_value(
-        "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "jobs", "identity": "jobserver"}
+        "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "jobs", "name": "jobserver"}
     ) == epoch("2026-12-01T08:30:00Z")
 
 
 def test_ready_peers_and_relationships() -> None:
     registry = registry_for(populated())
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"})
+        ready_true(registry, "governance", "dgc")
         == 1
     )
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "jobs", "identity": "jobserver"})
+        ready_true(registry, "jobs", "jobserver")
         == 0
     )
     assert (
@@ -250,9 +269,7 @@ def test_ready_peers_and_relationships() -> None:
     )
     # relationships are not identities and vice versa
     assert (
-        registry.get_sample_value(
-            "trustwire_identity_ready", {"namespace": "governance", "identity": "dgc-jobserver"}
-        )
+        ready_true(registry, "governance", "dgc-jobserver")
         is None
     )
 
@@ -338,7 +355,7 @@ def test_values_are_read_at_scrape_time() -> None:
     assert registry.get_sample_value("trustwire_queue_depth") == 0
     assert registry.get_sample_value("trustwire_api_requests_total", {"verb": "get"}) == 41
     assert registry.get_sample_value(
-        "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "governance", "identity": "dgc"}
+        "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "governance", "name": "dgc"}
     ) == epoch("2027-02-02T02:02:02Z")
 
 
@@ -348,16 +365,16 @@ def test_deleted_objects_stop_exporting_when_the_controller_tracks_live_objects(
     controller.state.relationships[("governance", "dgc-jobserver")] = object()
     registry = registry_for(controller)
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"})
+        ready_true(registry, "governance", "dgc")
         == 1
     )
     assert (
-        registry.get_sample_value("trustwire_identity_ready", {"namespace": "jobs", "identity": "jobserver"})
+        ready_true(registry, "jobs", "jobserver")
         is None
     )
     assert (
         registry.get_sample_value(
-            "trustwire_certificate_expiry_timestamp_seconds", {"namespace": "jobs", "identity": "jobserver"}
+            "trustwire_certificate_expiration_timestamp_seconds", {"namespace": "jobs", "name": "jobserver"}
         )
         is None
     )
@@ -390,9 +407,12 @@ def test_partial_and_malformed_statuses_are_tolerated() -> None:
     registry = registry_for(controller)
     for name in ("invalid-spec", "garbage"):
         labels = {"namespace": "ns", "identity": name}
-        assert registry.get_sample_value("trustwire_identity_ready", labels) == 0
-        for metric in ("ca_expiry", "certificate_expiry", "certificate_renewal", "jwt_key_rotation"):
+        cert = {"namespace": "ns", "name": name}
+        assert registry.get_sample_value("trustwire_certificate_ready_status", {**cert, "condition": "True"}) == 0
+        for metric in ("ca_expiry", "jwt_key_rotation"):
             assert registry.get_sample_value(f"trustwire_{metric}_timestamp_seconds", labels) is None
+        for metric in ("certificate_expiration", "certificate_renewal"):
+            assert registry.get_sample_value(f"trustwire_{metric}_timestamp_seconds", cert) is None
     assert (
         registry.get_sample_value("trustwire_identity_peers", {"namespace": "ns", "identity": "invalid-spec"})
         == 0
@@ -443,9 +463,7 @@ def test_scrapes_while_the_controller_changes() -> None:
     try:
         for _ in range(60):
             assert (
-                registry.get_sample_value(
-                    "trustwire_identity_ready", {"namespace": "governance", "identity": "dgc"}
-                )
+                ready_true(registry, "governance", "dgc")
                 == 1
             )
     finally:
@@ -483,13 +501,13 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
     stop = start_metrics_server(controller, port, addr="127.0.0.1")
     try:
         families = scrape(f"http://127.0.0.1:{port}/metrics")
-        assert families["trustwire_certificate_expiry_timestamp_seconds"].type == "gauge"
+        assert families["trustwire_certificate_expiration_timestamp_seconds"].type == "gauge"
         assert sample(
             families,
-            "trustwire_certificate_expiry_timestamp_seconds",
-            "trustwire_certificate_expiry_timestamp_seconds",
+            "trustwire_certificate_expiration_timestamp_seconds",
+            "trustwire_certificate_expiration_timestamp_seconds",
             namespace="governance",
-            identity="dgc",
+            name="dgc",
         ) == epoch("2026-12-22T11:15:34Z")
         assert sample(
             families,
@@ -505,7 +523,7 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
             )
             == 2
         )
-        assert families["trustwire_reconcile_duration_seconds"].type == "summary"
+        assert families["trustwire_reconcile_duration_seconds"].type == "histogram"
         assert (
             sample(
                 families,
@@ -541,8 +559,8 @@ def test_http_scrape_parses_as_prometheus_exposition() -> None:
             )
             == 1
         )
-        # every family is ours: a private registry, no process/platform collectors of the global one
-        assert all(name.startswith("trustwire_") for name in families)
+        # a private registry: ours plus its own process/platform collectors, nothing of the global one
+        assert all(name.startswith(("trustwire_", "process_", "python_info")) for name in families)
     finally:
         stop()
     with pytest.raises(urllib.error.URLError):
@@ -560,10 +578,189 @@ def test_two_servers_in_one_process_are_independent() -> None:
         a, b = scrape(stop_first.url), scrape(stop_second.url)
         assert sample(a, "trustwire_queue_depth", "trustwire_queue_depth") == 3
         assert sample(b, "trustwire_queue_depth", "trustwire_queue_depth") == 11
-        assert a["trustwire_identity_ready"].samples and not b["trustwire_identity_ready"].samples
+        ready = "trustwire_certificate_ready_status"
+        assert a[ready].samples and not b[ready].samples
     finally:
         stop_first()
         stop_second()
+
+
+# --------------------------------------------------------------------------------------
+# Families: what a scrape exports, against a table and against docs/metrics.md
+# --------------------------------------------------------------------------------------
+METRICS_DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+_IDENTITY = frozenset({"namespace", "identity"})
+_CERTIFICATE = frozenset({"namespace", "name"})
+_ROTATION = _IDENTITY | {"material", "phase"}
+_RECONCILE = frozenset({"kind", "result"})
+#: Every trustwire family a scrape of ``populated()`` exports: name → (type, labels); samples
+#: of a histogram also carry ``le``.
+FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
+    "trustwire_ca_expiry_timestamp_seconds": ("gauge", _IDENTITY),
+    "trustwire_certificate_expiration_timestamp_seconds": ("gauge", _CERTIFICATE),
+    "trustwire_certificate_renewal_timestamp_seconds": ("gauge", _CERTIFICATE),
+    "trustwire_certificate_ready_status": ("gauge", _CERTIFICATE | {"condition"}),
+    "trustwire_jwt_key_rotation_timestamp_seconds": ("gauge", _IDENTITY),
+    "trustwire_identity_peers": ("gauge", _IDENTITY),
+    "trustwire_rotation_phase": ("gauge", _ROTATION),
+    "trustwire_rotation_phase_start_timestamp_seconds": ("gauge", _ROTATION),
+    "trustwire_relationship_ready": ("gauge", frozenset({"namespace", "relationship"})),
+    "trustwire_reconcile": ("counter", _RECONCILE),
+    "trustwire_reconcile_duration_seconds": ("histogram", _RECONCILE),
+    "trustwire_api_requests": ("counter", frozenset({"verb"})),
+    "trustwire_api_errors": ("counter", frozenset({"code"})),
+    "trustwire_queue_depth": ("gauge", frozenset()),
+    "trustwire_leader": ("gauge", frozenset()),
+    "trustwire_build_info": ("gauge", frozenset({"version", "python"})),
+}
+#: The sample suffix of each documented type (docs name counters by their ``_total`` series).
+_SUFFIX = {"counter": "_total"}
+
+
+def documented_families() -> dict[str, tuple[str, frozenset[str]]]:
+    """The rows of docs/metrics.md's tables: family → (type, labels); "as above" repeats a row."""
+    found: dict[str, tuple[str, frozenset[str]]] = {}
+    previous: frozenset[str] = frozenset()
+    for line in METRICS_DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].startswith("`trustwire_"):
+            continue
+        kind = cells[1]
+        labels = previous if cells[2] == "as above" else frozenset(
+            re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cells[2])))
+        (name,) = re.findall(r"`(trustwire_\w+)`", cells[0])
+        suffix = _SUFFIX.get(kind, "")
+        found[name.removesuffix(suffix) if suffix else name] = (kind, labels)
+        previous = labels
+    return found
+
+
+def scraped_families(families: Mapping[str, Any]) -> dict[str, tuple[str, frozenset[str]]]:
+    """The trustwire families of a parsed scrape: name → (type, the labels of every sample)."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for name, family in families.items():
+        if not name.startswith("trustwire_"):
+            continue
+        label_sets = {frozenset(s.labels) - {"le"} for s in family.samples}
+        assert len(label_sets) == 1, f"{name}: samples with different labels {label_sets}"
+        out[name] = (family.type, label_sets.pop())
+    return out
+
+
+@pytest.fixture(scope="module")
+def scraped() -> dict[str, Any]:
+    """One HTTP scrape of a populated stand-in, parsed by prometheus_client's text parser."""
+    server = start_metrics_server(populated(), 0, addr="127.0.0.1")
+    try:
+        return scrape(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("family", "expected"), sorted(FAMILIES.items()))
+def test_a_scrape_has_every_family_with_its_labels(
+    scraped: dict[str, Any], family: str, expected: tuple[str, frozenset[str]]
+) -> None:
+    assert scraped_families(scraped)[family] == expected
+
+
+def test_the_scrape_exports_exactly_the_table(scraped: dict[str, Any]) -> None:
+    assert scraped_families(scraped) == FAMILIES
+
+
+def test_docs_family_table_equals_what_a_scrape_exports(scraped: dict[str, Any]) -> None:
+    assert documented_families() == scraped_families(scraped)
+
+
+@pytest.mark.parametrize(
+    "family", ["process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds",
+               "process_start_time_seconds", "python_info"])
+def test_process_and_platform_metrics_are_served(scraped: dict[str, Any], family: str) -> None:
+    assert scraped[family].samples
+
+
+# --------------------------------------------------------------------------------------
+# cert-manager's ready status, leader, build info, reconcile histogram
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("conditions", "current"),
+    [
+        ([condition("Ready", "True", "Ready")], "True"),
+        ([condition("Ready", "False", "InvalidSpec")], "False"),
+        ([condition("Ready", "Unknown", "Reconciling")], "Unknown"),
+        ([condition("CAReady", "True", "Valid")], "Unknown"),  # no Ready condition yet
+        ([], "Unknown"),
+        ([condition("Ready", "Maybe", "Odd")], "Unknown"),
+    ],
+)
+def test_ready_status_has_one_series_per_condition_value(conditions: list[dict[str, Any]], current: str) -> None:
+    controller = FakeController()
+    controller.statuses[("identity", "ns", "sid")] = {"conditions": conditions}
+    registry = registry_for(controller)
+    for value in ("True", "False", "Unknown"):
+        labels = {"namespace": "ns", "name": "sid", "condition": value}
+        assert registry.get_sample_value("trustwire_certificate_ready_status", labels) == (value == current)
+
+
+@dataclass
+class FakeElection:
+    leading: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.mark.parametrize(("leading", "expected"), [(None, 1.0), (True, 1.0), (False, 0.0)])
+def test_leader_gauge(leading: bool | None, expected: float) -> None:
+    """1 while holding the Lease, 0 on standby; without leader election the one replica leads."""
+    controller = FakeControllerWithElection()
+    if leading is not None:
+        controller.election = FakeElection()
+        if leading:
+            controller.election.leading.set()
+    assert registry_for(controller).get_sample_value("trustwire_leader") == expected
+
+
+@dataclass
+class FakeControllerWithElection(FakeController):
+    election: FakeElection | None = None
+
+
+def test_build_info_names_the_version_and_python() -> None:
+    labels = {"version": trustwire.__version__, "python": platform.python_version()}
+    assert registry_for(FakeController()).get_sample_value("trustwire_build_info", labels) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "le", "expected"),
+    [
+        (("identity", "ok"), "0.001", 2),
+        (("identity", "ok"), "0.1", 6),
+        (("identity", "ok"), "1.0", 7),
+        (("identity", "ok"), "+Inf", 7),
+        (("identity", "error"), "0.1", 0),
+        (("identity", "error"), "1.0", 1),
+        (("identity", "error"), "+Inf", 2),  # one pass took longer than every bound
+        (("relationship", "ok"), "0.001", 3),
+    ],
+)
+def test_reconcile_histogram_buckets_are_cumulative(key: tuple[str, str], le: str, expected: float) -> None:
+    registry = registry_for(populated())
+    labels = {"kind": key[0], "result": key[1], "le": le}
+    assert registry.get_sample_value("trustwire_reconcile_duration_seconds_bucket", labels) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bucket"),
+    [(0.0, 0), (0.0005, 0), (0.0006, 1), (0.3, 9), (10.0, 13), (10.5, 14), (3600.0, 14)],
+)
+def test_workers_count_each_pass_in_its_bucket(seconds: float, bucket: int) -> None:
+    """A pass lands in the first bucket whose bound it does not exceed (Prometheus's ``le``)."""
+    counted = SimpleNamespace(reconcile_results={}, reconcile_seconds={}, reconcile_buckets={},
+                              reconcile_bounds=RECONCILE_BUCKETS)
+    Workers._count_pass(counted, ("identity", "ok"), seconds)  # type: ignore[arg-type]
+    expected = [0] * (len(RECONCILE_BUCKETS) + 1)
+    expected[bucket] = 1
+    assert counted.reconcile_buckets == {("identity", "ok"): expected}
+    assert counted.reconcile_results == {("identity", "ok"): 1}
+    assert counted.reconcile_seconds == {("identity", "ok"): seconds}
 
 
 # --------------------------------------------------------------------------------------
@@ -629,14 +826,16 @@ async def test_scrape_of_the_real_operator_matches_the_statuses_it_wrote() -> No
                     )
                     continue
                 labels = {"namespace": ns, "identity": name}
-                for family, value in (
-                    ("trustwire_ca_expiry_timestamp_seconds", status["ca"]["notAfter"]),
-                    ("trustwire_certificate_expiry_timestamp_seconds", status["certificate"]["notAfter"]),
-                    ("trustwire_certificate_renewal_timestamp_seconds", status["certificate"]["renewalTime"]),
-                    ("trustwire_jwt_key_rotation_timestamp_seconds", status["jwt"]["rotationTime"]),
+                cert = {"namespace": ns, "name": name}
+                for family, value, where in (
+                    ("trustwire_ca_expiry_timestamp_seconds", status["ca"]["notAfter"], labels),
+                    ("trustwire_certificate_expiration_timestamp_seconds", status["certificate"]["notAfter"], cert),
+                    ("trustwire_certificate_renewal_timestamp_seconds", status["certificate"]["renewalTime"], cert),
+                    ("trustwire_jwt_key_rotation_timestamp_seconds", status["jwt"]["rotationTime"], labels),
                 ):
-                    assert sample(families, family, family, **labels) == epoch(value), family
-                assert sample(families, "trustwire_identity_ready", "trustwire_identity_ready", **labels) == 1
+                    assert sample(families, family, family, **where) == epoch(value), family
+                assert sample(families, "trustwire_certificate_ready_status", "trustwire_certificate_ready_status",
+                              condition="True", **cert) == 1
                 for material, progress in status.get("rotation", {}).items():
                     if isinstance(progress, dict) and "phase" in progress:
                         assert sample(families, "trustwire_rotation_phase", "trustwire_rotation_phase",
@@ -650,6 +849,12 @@ async def test_scrape_of_the_real_operator_matches_the_statuses_it_wrote() -> No
                 families, "trustwire_reconcile", "trustwire_reconcile_total", kind="identity", result="ok"
             )
             assert reconciled == controller.reconcile_results[("identity", "ok")] > 0
+            # every pass is in the histogram's +Inf bucket; without leader election this replica leads
+            assert sample(families, "trustwire_reconcile_duration_seconds",
+                          "trustwire_reconcile_duration_seconds_bucket",
+                          kind="identity", result="ok", le="+Inf") == reconciled
+            assert sum(controller.reconcile_buckets[("identity", "ok")]) >= reconciled
+            assert sample(families, "trustwire_leader", "trustwire_leader") == 1
             creates = sample(families, "trustwire_api_requests", "trustwire_api_requests_total",
                              verb="create")
             assert creates is not None and creates >= 1

@@ -7,11 +7,12 @@ request and error counters and the work queue — whenever Prometheus scrapes. A
 therefore always shows the operator's current view, costs nothing between scrapes, and
 cannot slow down or break a reconcile.
 
-Each server gets a *private* :class:`~prometheus_client.CollectorRegistry`, so several
-operators can run in one process (the integration tests do) without colliding in the
-global registry. The HTTP server runs in a daemon thread; the controller's dictionaries
-are copied atomically before they are read (see :func:`_snapshot`), so a scrape never
-sees a dictionary change size under it.
+Each server gets a *private* :class:`~prometheus_client.CollectorRegistry` (this collector
+plus prometheus_client's process and platform collectors), so several operators can run in
+one process (the integration tests do) without colliding in the global registry. The HTTP
+server runs in a daemon thread; the controller's dictionaries are copied atomically before
+they are read (see :func:`_snapshot`), so a scrape never sees a dictionary change size
+under it.
 
 Every metric is documented, with alert examples, in ``docs/metrics.md``.
 """
@@ -19,14 +20,19 @@ Every metric is documented, with alert examples, in ``docs/metrics.md``.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import platform
 import threading
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from trustwire import __version__
+from trustwire.plan.ca import CAPhase
+from trustwire.plan.jwt import JwtPhase
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.times import parse_time
 
@@ -60,6 +66,12 @@ class ControllerLike(Protocol):
     def reconcile_seconds(self) -> Mapping[tuple[str, str], float]: ...
 
     @property
+    def reconcile_buckets(self) -> Mapping[tuple[str, str], Sequence[int]]: ...
+
+    @property
+    def reconcile_bounds(self) -> Sequence[float]: ...
+
+    @property
     def client(self) -> _ClientLike: ...
 
     @property
@@ -86,20 +98,30 @@ def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
     return dict(mapping)
 
 
+class ConditionStatus(enum.StrEnum):
+    """The values of a condition's status; ``trustwire_certificate_ready_status`` has a series each."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
 @dataclasses.dataclass(frozen=True)
 class Readings:
     """What the gauges export of one identity's status, read in :func:`read_status` only."""
 
-    ready: float
+    #: status of the Ready condition (Unknown also when there is none yet)
+    ready: ConditionStatus
     peers: float
     #: gauge name → its RFC 3339 timestamp as found in the status (parsed when exported)
     stamps: Mapping[str, str | None]
     phases: list[tuple[str, str, float | None]]
 
 
-def _ready(conditions: tuple[Mapping[str, Any], ...]) -> float:
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return 1.0 if ready is not None and ready.get("status") == "True" else 0.0
+def _ready(status: IdentityStatus | RelationshipStatus) -> ConditionStatus:
+    ready = status.condition("Ready") or {}
+    value = ready.get("status")
+    return ConditionStatus(value) if value in tuple(ConditionStatus) else ConditionStatus.UNKNOWN
 
 
 def read_status(status: Mapping[str, Any]) -> Readings:
@@ -107,21 +129,31 @@ def read_status(status: Mapping[str, Any]) -> Readings:
     s = IdentityStatus.from_dict(status)
     stamps = {
         "ca_expiry_timestamp_seconds": s.ca.not_after if s.ca else None,
-        "certificate_expiry_timestamp_seconds": s.certificate.not_after if s.certificate else None,
+        "certificate_expiration_timestamp_seconds": s.certificate.not_after if s.certificate else None,
         "certificate_renewal_timestamp_seconds": s.certificate.renewal_time if s.certificate else None,
         "jwt_key_rotation_timestamp_seconds": s.jwt.rotation_time if s.jwt else None,
     }
-    return Readings(_ready(s.conditions), float(s.peer_count), stamps, rotation_phases(s))
+    return Readings(_ready(s), float(s.peer_count), stamps, rotation_phases(s))
 
 
 def rotation_phases(status: IdentityStatus) -> list[tuple[str, str, float | None]]:
     """(material, phase, phase start as Unix seconds or None) of each rotation state machine;
-    none when the status has no rotation section (an identity not yet planned)."""
+    none when the status has no rotation section (an identity not yet planned). An Idle phase
+    has no start: nothing is in progress."""
     rotation = status.rotation
     if rotation is None:
         return []
-    return [("ca", rotation.ca.phase, parse_timestamp(rotation.ca.since)),
-            ("jwt", rotation.jwt.phase, parse_timestamp(rotation.jwt.since))]
+    ca, jwt = rotation.ca, rotation.jwt
+    return [("ca", ca.phase, None if ca.phase == CAPhase.IDLE else parse_timestamp(ca.since)),
+            ("jwt", jwt.phase, None if jwt.phase == JwtPhase.IDLE else parse_timestamp(jwt.since))]
+
+
+def is_leader(controller: object) -> bool:
+    """Whether this replica acts: it holds the Lease, or runs without leader election."""
+    election = getattr(controller, "election", None)
+    if election is None:
+        return True
+    return bool(election.leading.is_set())
 
 
 class ControllerCollector(Collector):
@@ -151,11 +183,19 @@ class ControllerCollector(Collector):
         yield GaugeMetricFamily(PREFIX + "queue_depth",
                                 "Keys waiting in the work queue, scheduled wake-ups included.",
                                 value=float(len(self.controller.queue)))
+        yield GaugeMetricFamily(PREFIX + "leader",
+                                "1 while this replica holds the leader Lease (or runs without leader "
+                                "election), 0 on a standby replica.",
+                                value=1.0 if is_leader(self.controller) else 0.0)
+        info = GaugeMetricFamily(PREFIX + "build_info", "Always 1; the labels name the running build.",
+                                 labels=["version", "python"])
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
 
     def _status_metrics(self) -> list[Metric]:
-        """The gauges of every live object's last status, in the order of :data:`_GAUGES`."""
+        """The gauges of every live object's last status, in the order of :data:`GAUGES`."""
         gauges = {name: GaugeMetricFamily(PREFIX + name, help_text, labels=labels)
-                  for name, (help_text, labels) in _GAUGES.items()}
+                  for name, (help_text, labels) in GAUGES.items()}
         statuses = _snapshot(self.controller.statuses)
         live_identities, live_relationships = self._live()
         for (kind, namespace, name), status in sorted(statuses.items()):
@@ -163,8 +203,8 @@ class ControllerCollector(Collector):
                 continue
             if kind == "relationship":
                 if live_relationships is None or (namespace, name) in live_relationships:
-                    ready = _ready(RelationshipStatus.from_dict(status).conditions)
-                    gauges["relationship_ready"].add_metric([namespace, name], ready)
+                    ready = _ready(RelationshipStatus.from_dict(status)) is ConditionStatus.TRUE
+                    gauges["relationship_ready"].add_metric([namespace, name], 1.0 if ready else 0.0)
             elif kind == "identity" and (live_identities is None or (namespace, name) in live_identities):
                 _add_identity(gauges, [namespace, name], read_status(status))
         return list(gauges.values())
@@ -172,15 +212,17 @@ class ControllerCollector(Collector):
     def _reconcile_metrics(self) -> list[Metric]:
         results = _snapshot(self.controller.reconcile_results)
         seconds = _snapshot(self.controller.reconcile_seconds)
+        buckets = _snapshot(self.controller.reconcile_buckets)
+        bounds = list(self.controller.reconcile_bounds)
         reconciles = CounterMetricFamily(
             PREFIX + "reconcile", "Reconcile passes by kind (identity, relationship) and result (ok, error).",
             labels=["kind", "result"])
-        durations = SummaryMetricFamily(
+        durations = HistogramMetricFamily(
             PREFIX + "reconcile_duration_seconds", "Time spent in reconcile passes, by kind and result.",
             labels=["kind", "result"])
         for (kind, result), count in sorted(results.items()):
             reconciles.add_metric([kind, result], float(count))
-            durations.add_metric([kind, result], count_value=count,
+            durations.add_metric([kind, result], _cumulative(bounds, buckets.get((kind, result), ()), count),
                                  sum_value=float(seconds.get((kind, result), 0.0)))
         return [reconciles, durations]
 
@@ -192,15 +234,27 @@ class ControllerCollector(Collector):
         for verb, count in sorted(_snapshot(client.counts).items()):
             requests.add_metric([verb], float(count))
         errors = CounterMetricFamily(
-            PREFIX + "api_errors", "Failed Kubernetes API requests by HTTP status (503 = connection failed).",
-            labels=["code"])
+            PREFIX + "api_errors",
+            "Failed Kubernetes API requests by HTTP status (503 also counts failed connections).", labels=["code"])
         for code, count in sorted(_snapshot(client.errors).items()):
             errors.add_metric([str(code)], float(count))
         return [requests, errors]
 
 
+def _cumulative(bounds: Sequence[float], counts: Sequence[int], total: int) -> list[tuple[str, float]]:
+    """Per-bucket pass counts → the histogram's cumulative ``le`` buckets, ``+Inf`` = every pass."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for index, bound in enumerate(bounds):
+        running += counts[index] if index < len(counts) else 0
+        buckets.append((repr(float(bound)), float(running)))
+    buckets.append(("+Inf", float(total)))
+    return buckets
+
+
 def _add_identity(gauges: Mapping[str, GaugeMetricFamily], labels: list[str], readings: Readings) -> None:
-    gauges["identity_ready"].add_metric(labels, readings.ready)
+    for condition in ConditionStatus:
+        gauges["certificate_ready_status"].add_metric([*labels, condition.value], float(condition is readings.ready))
     gauges["identity_peers"].add_metric(labels, readings.peers)
     for gauge, value in readings.stamps.items():
         stamp = parse_timestamp(value)
@@ -212,19 +266,24 @@ def _add_identity(gauges: Mapping[str, GaugeMetricFamily], labels: list[str], re
             gauges["rotation_phase_start_timestamp_seconds"].add_metric([*labels, material, phase], started)
 
 
+#: cert-manager's labels for a certificate, so its dashboards and alerts carry over
+_CERTIFICATE = ["namespace", "name"]
 _IDENTITY = ["namespace", "identity"]
 _ROTATION = ["namespace", "identity", "material", "phase"]
 #: Every gauge of object status (name without the prefix → help, labels), in export order.
-_GAUGES: dict[str, tuple[str, list[str]]] = {
+GAUGES: dict[str, tuple[str, list[str]]] = {
     "ca_expiry_timestamp_seconds": (
         "notAfter of the identity's current CA certificate (status.ca.notAfter), Unix seconds.", _IDENTITY),
-    "certificate_expiry_timestamp_seconds": (
-        "notAfter of the identity's leaf certificate (status.certificate.notAfter), Unix seconds.", _IDENTITY),
+    "certificate_expiration_timestamp_seconds": (
+        "notAfter of the identity's leaf certificate (status.certificate.notAfter), Unix seconds.", _CERTIFICATE),
     "certificate_renewal_timestamp_seconds": (
-        "When the leaf certificate is due for renewal (status.certificate.renewalTime), Unix seconds.", _IDENTITY),
+        "When the leaf certificate is due for renewal (status.certificate.renewalTime), Unix seconds.",
+        _CERTIFICATE),
+    "certificate_ready_status": (
+        "1 for the current status (True, False, Unknown) of the ServiceIdentity's Ready condition, else 0.",
+        [*_CERTIFICATE, "condition"]),
     "jwt_key_rotation_timestamp_seconds": (
         "When the JWT signing key is due for rotation (status.jwt.rotationTime), Unix seconds.", _IDENTITY),
-    "identity_ready": ("1 if the ServiceIdentity's Ready condition is True, else 0.", _IDENTITY),
     "identity_peers": ("Number of peers the identity trusts (status.peerCount).", _IDENTITY),
     "rotation_phase": (
         "1 for the current phase of each rotation state machine (status.rotation.<material>.phase: Idle, "
@@ -275,4 +334,6 @@ def start_metrics_server(controller: ControllerLike, port: int, addr: str = "0.0
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControllerCollector(controller))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return MetricsServer(registry, port, addr)

@@ -135,7 +135,7 @@ def test_labels_and_extra_rules_follow_the_values() -> None:
 
 def test_documented_label_tables_are_read() -> None:
     documented = _documented_labels()
-    assert documented["trustwire_identity_ready"] == {"namespace", "identity"}
+    assert documented["trustwire_certificate_ready_status"] == {"namespace", "name", "condition"}
     assert documented["trustwire_rotation_phase_start_timestamp_seconds"] == {
         "namespace", "identity", "material", "phase"}
     assert documented["trustwire_reconcile_total"] == {"kind", "result"}

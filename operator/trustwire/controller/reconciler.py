@@ -60,6 +60,7 @@ class Controller(Workers, IdentityReconciler, RelationshipReconciler):
         #: (kind, result) → count and total seconds, for metrics; result is "ok" or "error"
         self.reconcile_results: dict[tuple[str, str], int] = {}
         self.reconcile_seconds: dict[tuple[str, str], float] = {}
+        self.reconcile_buckets: dict[tuple[str, str], list[int]] = {}
         #: last computed status per (kind, namespace, name), written or not, for metrics
         self.statuses: dict[Key, Mapping[str, Any]] = {}
         self.failures = 0

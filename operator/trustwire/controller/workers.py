@@ -9,6 +9,7 @@ the next leader simply redoes it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Callable
@@ -24,6 +25,10 @@ from trustwire.model import IdentityRef
 
 log = logging.getLogger("trustwire")
 
+#: Upper bounds (seconds) of the reconcile-duration histogram: a pass with nothing to write
+#: takes well under a millisecond, one that issues material or waits on the API takes seconds.
+RECONCILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class Workers(Informer):
     """The run loop of :class:`~trustwire.controller.reconciler.Controller`."""
@@ -34,6 +39,10 @@ class Workers(Informer):
     #: (kind, result) → count and total seconds, for metrics; result is "ok" or "error"
     reconcile_results: dict[tuple[str, str], int]
     reconcile_seconds: dict[tuple[str, str], float]
+    #: (kind, result) → passes per bucket of :data:`RECONCILE_BUCKETS` (not cumulative; the last
+    #: entry counts passes longer than every bound)
+    reconcile_buckets: dict[tuple[str, str], list[int]]
+    reconcile_bounds: tuple[float, ...] = RECONCILE_BUCKETS
     failures: int
     last_error: str | None
     #: passes of a key that failed for good in a row (their retries back off)
@@ -112,13 +121,17 @@ class Workers(Informer):
                 else:
                     await self._failed(key, exc)
             finally:
-                stat = (key[0], result)
-                self.reconcile_results[stat] = self.reconcile_results.get(stat, 0) + 1
-                self.reconcile_seconds[stat] = (self.reconcile_seconds.get(stat, 0.0)
-                                                + asyncio.get_running_loop().time() - started)
+                self._count_pass((key[0], result), asyncio.get_running_loop().time() - started)
                 self.queue.done(key)
                 if self.queue.idle:
                     self.trim_heap()
+
+    def _count_pass(self, stat: tuple[str, str], seconds: float) -> None:
+        """Count one finished pass for the metrics: its result and how long it took."""
+        self.reconcile_results[stat] = self.reconcile_results.get(stat, 0) + 1
+        self.reconcile_seconds[stat] = self.reconcile_seconds.get(stat, 0.0) + seconds
+        buckets = self.reconcile_buckets.setdefault(stat, [0] * (len(self.reconcile_bounds) + 1))
+        buckets[bisect.bisect_left(self.reconcile_bounds, seconds)] += 1
 
     async def _failed(self, key: Key, exc: Exception) -> None:
         """A pass failed: count it, log it, try again later, and say so in status unless transient."""
