@@ -20,7 +20,8 @@ from trustwire.controller import backoff
 from trustwire.controller.informer import FOLLOWED
 from trustwire.controller.reconciler import Controller
 from trustwire.k8s.client import ApiConfig, Client
-from trustwire.k8s.resources import DEPLOYMENTS, IDENTITIES, Resource
+from trustwire.k8s.resources import DEPLOYMENTS, IDENTITIES, SECRETS, Resource
+from trustwire.model import IdentityRef
 
 KINDS = [r.plural for r in FOLLOWED]
 ALPHA = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
@@ -205,3 +206,26 @@ async def test_a_workload_event_wakes_the_identity_that_wired_it_and_keeps_nothi
             await follow
     assert await asyncio.wait_for(controller.queue.get(), 1.0) == ("identity", "ns", "alpha")
     assert "web" not in repr(vars(controller.state)), "a workload was kept in the caches"
+
+
+async def test_a_410_on_secrets_forgets_the_cached_publications_of_that_namespace(
+        api: tuple[FakeApi, Client]) -> None:
+    """A peer's Secret may have changed in the watch gap without an event; a cached "not
+    published yet" would then keep its readers waiting until a resync long after."""
+    fake, client = api
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}
+    fake.script[SECRETS.plural] = [[gone]]
+    controller = Controller(client, namespaces=["ns"], jitter=0.0)
+    await controller.prime()
+    here, elsewhere = IdentityRef("ns", "beta"), IdentityRef("other", "gamma")
+    for ref in (here, elsewhere):
+        assert controller.state.publications.fetched(ref, controller.state.publications.epoch(ref), None)
+    follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+    try:
+        await _until(lambda: fake.calls("watch").count(SECRETS.plural) == 2, "not watched again after the 410")
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    assert here not in controller.state.publications, "a publication cached before the gap survived it"
+    assert elsewhere in controller.state.publications, "another namespace's cache was dropped"

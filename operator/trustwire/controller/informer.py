@@ -93,6 +93,8 @@ class Informer(Intake):
         resourceVersion. Every caller resyncs every key next."""
         if resource in (SECRETS, CONFIGMAPS):
             self.state.inventory.forget(resource.plural, namespace)
+        if resource is SECRETS:  # what changed in a watch gap is unknown; the resync re-fetches
+            self.state.publications.forget_namespace(namespace)
         identities: set[IdentityRef] = set()
         relationships: set[tuple[str, str]] = set()
         version = None

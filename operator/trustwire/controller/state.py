@@ -382,6 +382,13 @@ class PublicationCache:
         self._known.pop(ref, None)
         self._epochs[ref] = self.epoch(ref) + 1
 
+    def forget_namespace(self, namespace: str | None) -> None:
+        """After a relist of Secrets in ``namespace`` (``None``: all): a Secret may have changed
+        in the gap without an event, so every publication there is fetched again — fetches in
+        flight included (their epoch moves on)."""
+        for ref in [r for r in {*self._known, *self._epochs} if namespace in (None, r.namespace)]:
+            self.forget(ref)
+
     def unchanged(self, ref: IdentityRef, publication: Publication | None) -> bool:
         """Whether readers already hold exactly ``publication`` (say, after a leaf renewal)."""
         return self._known.get(ref, _UNKNOWN) == publication
