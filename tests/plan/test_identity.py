@@ -366,11 +366,9 @@ def test_fresh_identity_plans_every_object_with_the_contract_keys(
     assert json.loads(trust(plan, ident)["peers.jwks"]) == {"keys": []}
     assert json.loads(trust(plan, ident)["peers.json"]) == []
 
-    assert events_of(plan) == {
-        "CAIssued": "Normal",
-        "CertificateIssued": "Normal",
-        "JwtKeyGenerated": "Normal",
-    }
+    assert events_of(plan) == {"Issued": "Normal"}  # one Event for the three first issuances
+    (issued,) = plan.events
+    assert [m.split(" ", 1)[0] for m in issued.message.split("; ")] == ["CA", "certificate", "JWT"], issued.message
     assert {k: (c.ok, c.reason) for k, c in plan.checks.items()} == {
         "CAReady": (True, "Valid"),
         "CertificateReady": (True, "Valid"),
@@ -616,7 +614,7 @@ DAMAGES: dict[
     ),
     "credentials-deleted": (
         lambda f, c: Damage("credentials", delete=True),
-        {"CertificateIssued": "Normal", "JwtKeyGenerated": "Normal"},
+        {"Issued": "Normal"},
         {"tls.crt", "tls.key", "jwt.key", "jwt.kid"},
     ),
     "garbage-keystore-p12": (
@@ -723,7 +721,7 @@ def test_damaged_material_is_repaired_then_converges(
 # ======================================================================================
 # Objects trustwire does not manage
 # ======================================================================================
-ALL_ISSUED = {"CAIssued", "CertificateIssued", "JwtKeyGenerated"}
+ALL_ISSUED = {"Issued"}
 CLASHES = {
     # target: (object name, check that reports it, objects still planned, events)
     "ca": ("dgc-trustwire-ca", "CAReady", {"dgc-trustwire-trust"}, set()),
@@ -1452,7 +1450,7 @@ def test_byo_ca_issues_the_leaf_and_writes_no_ca_secret(
     assert_material_valid(plan, ident, now, ca_cert=ca_cert)
     assert public(plan, ident)["ca.crt"] == secret.data["tls.crt"]
     assert plan.status.to_dict()["ca"]["source"] == "Secret"
-    assert events_of(plan) == {"CertificateIssued": "Normal", "JwtKeyGenerated": "Normal"}
+    assert events_of(plan) == {"Issued": "Normal"}
     assert plan_identity(feed_back(obs, plan)).events == []
 
     # the user replaces their CA: the leaf follows at the next resync

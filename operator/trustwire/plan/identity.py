@@ -44,7 +44,7 @@ from trustwire.plan.material import (
     stored_password,
 )
 from trustwire.plan.publication import Publication, public_object
-from trustwire.plan.reasons import PlannedEvent
+from trustwire.plan.reasons import PlannedEvent, fold_issued
 from trustwire.plan.status import IdentityStatus, RotationStatus, TrustStatus
 from trustwire.plan.templates import Timer
 from trustwire.plan.trust import PeerLink, TrustContent, TrustInput, plan_trust
@@ -265,5 +265,5 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
         rotation=RotationStatus(calife.rotation_status(ca_state, ca_wait),
                                 jwtkeys.rotation_status(jwt_state, jwt_wait)))
     p.deadlines += [g.retry_at for g in p.waits if g.retry_at is not None]
-    return IdentityPlan(objects, p.checks, status, p.events, _wake_at(obs.now, p.deadlines), mounted,
+    return IdentityPlan(objects, p.checks, status, fold_issued(p.events), _wake_at(obs.now, p.deadlines), mounted,
                         [_rotating(ca_state, jwt_state, p.waits)], awaits_peers=bool(p.waits))

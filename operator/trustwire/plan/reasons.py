@@ -15,6 +15,8 @@ WARNING = "Warning"
 
 
 class Reason(enum.StrEnum):
+    #: a pass that issues more than one of CA, certificate and JWT key (an identity's first)
+    ISSUED = "Issued"
     CA_ISSUED = "CAIssued"
     CA_REPAIRED = "CARepaired"
     CERTIFICATE_ISSUED = "CertificateIssued"
@@ -36,6 +38,8 @@ class Reason(enum.StrEnum):
 
 
 _WARNINGS = frozenset({Reason.CA_REPAIRED, Reason.CERTIFICATE_REPAIRED, Reason.JWT_KEY_REPAIRED})
+#: first issuances: several of them in one pass become one ``Issued`` Event
+_FIRST = frozenset({Reason.CA_ISSUED, Reason.CERTIFICATE_ISSUED, Reason.JWT_KEY_GENERATED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,3 +51,16 @@ class PlannedEvent:
     @classmethod
     def of(cls, reason: Reason, message: str) -> PlannedEvent:
         return cls(reason.event_type, str(reason), message)
+
+
+def fold_issued(events: list[PlannedEvent]) -> list[PlannedEvent]:
+    """One ``Issued`` Event, naming each, for the first issuances of one pass when there are
+    several (each Event is an API write, and a new identity's pass issues all three at once);
+    a lone one, a renewal, a re-issue or a repair keeps its own reason."""
+    first = [e for e in events if e.reason in _FIRST]
+    if len(first) < 2:
+        return events
+    at = events.index(first[0])
+    rest = [e for e in events if e.reason not in _FIRST]
+    folded = PlannedEvent.of(Reason.ISSUED, "; ".join(e.message for e in first))
+    return [*rest[:at], folded, *rest[at:]]
