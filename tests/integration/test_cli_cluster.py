@@ -157,17 +157,17 @@ async def test_status_name_shows_this_objects_events(cluster: Cluster) -> None:
     assert run.code == OK, run
     shown = json.loads(run.stdout)
     reasons = [e["reason"] for e in shown["events"]]
-    assert {"CAIssued", "CertificateIssued", "Ready"} <= set(reasons), reasons
+    assert {"Issued", "Ready"} <= set(reasons), reasons
     assert all(e["type"] in ("Normal", "Warning") and e["lastTimestamp"] for e in shown["events"])
     trust = json.loads((await cli(cluster.plane.admin_kubeconfig, "status", "trust/alpha", "-n", NS,
                                   "-o", "json")).stdout)
     assert trust["kind"] == "TrustRelationship" and trust["ready"] is True
-    assert "CAIssued" not in [e["reason"] for e in trust["events"]]  # the identity's Events stay its own
+    assert "Issued" not in [e["reason"] for e in trust["events"]]  # the identity's Events stay its own
     assert {c["type"] for c in trust["conditions"]} >= {"Ready", "Accepted", "Distributed"}
     assert all(c["lastTransitionTime"] for c in trust["conditions"])
     table = await cli(cluster.plane.admin_kubeconfig, "status", "alpha", "-n", NS)
     assert table.stdout.startswith(f"ServiceIdentity {NS}/alpha: Ready (Ready)")
-    assert "Events (newest last)" in table.stdout and "CAIssued" in table.stdout
+    assert "Events (newest last)" in table.stdout and "Issued" in table.stdout
 
 
 async def test_rotate_by_label_selector(cluster: Cluster) -> None:

@@ -81,7 +81,7 @@ async def test_pair_is_issued_distributed_and_authenticates(cluster: Cluster, tm
 
     await cluster.settle()  # Events are posted after the status write the wait saw
     events = {e["reason"] for e in (await cluster.events(ns_a, "alpha"))}
-    assert {"CAIssued", "CertificateIssued", "JwtKeyGenerated"} <= events
+    assert {"Issued", "Ready"} <= events  # one Event for the CA, certificate and JWT key of the first pass
 
 
 async def test_cross_namespace_without_consent_is_not_permitted(cluster: Cluster) -> None:
