@@ -64,9 +64,14 @@ def jdk() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def tls_peer_classes(jdk: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("java")
-    shutil.copy(Path(__file__).with_name("TlsPeer.java"), build / "TlsPeer.java")
-    result = run([jdk["javac"], "-d", str(build), str(build / "TlsPeer.java")], timeout=120)
+    return compiled(jdk, tmp_path_factory, "TlsPeer.java")
+
+
+def compiled(jdk: dict[str, str], tmp_path_factory: pytest.TempPathFactory, source: str) -> Path:
+    """The class directory of ``source`` (a Java file next to this one), compiled by javac."""
+    build = tmp_path_factory.mktemp(Path(source).stem)
+    shutil.copy(Path(__file__).with_name(source), build / source)
+    result = run([jdk["javac"], "-d", str(build), str(build / source)], timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return build
 
@@ -266,11 +271,7 @@ JKS_PASSWORD = "pässwörd-😀-0123456789"  # beyond ASCII: Java hashes UTF-16 
 
 @pytest.fixture(scope="session")
 def jks_probe_classes(jdk: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("java-jks")
-    shutil.copy(Path(__file__).with_name("JksProbe.java"), build / "JksProbe.java")
-    result = run([jdk["javac"], "-d", str(build), str(build / "JksProbe.java")], timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return build
+    return compiled(jdk, tmp_path_factory, "JksProbe.java")
 
 
 def _sha256(data: bytes) -> str:
