@@ -20,7 +20,6 @@ Every metric is documented, with alert examples, in ``docs/metrics.md``.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import platform
 import threading
 from collections.abc import Iterator, Mapping, Sequence, Sized
@@ -32,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from trustwire import __version__
 from trustwire.plan.ca import CAPhase
+from trustwire.plan.conditions import ConditionStatus
 from trustwire.plan.jwt import JwtPhase
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.times import parse_time
@@ -96,14 +96,6 @@ def _snapshot(mapping: Mapping[_K, _V]) -> dict[_K, _V]:
         except RuntimeError:  # "dictionary changed size during iteration"
             continue
     return dict(mapping)
-
-
-class ConditionStatus(enum.StrEnum):
-    """The values of a condition's status; ``trustwire_certificate_ready_status`` has a series each."""
-
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 @dataclasses.dataclass(frozen=True)

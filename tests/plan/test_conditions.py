@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from trustwire.plan.conditions import (
-    FALSE,
-    TRUE,
     Check,
     Condition,
+    ConditionStatus,
     as_condition,
     failed_pass,
     first_failure,
@@ -21,6 +20,8 @@ from trustwire.plan.conditions import (
     summarize,
     transitions,
 )
+
+TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 
 OK = passed("Valid", "fine")
 PENDING = Check(False, "PeerPending", "jobs/jobserver has not published yet")

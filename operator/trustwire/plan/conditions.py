@@ -14,14 +14,20 @@ Pure: the clock is a parameter.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from trustwire.times import rfc3339
 
-TRUE = "True"
-FALSE = "False"
+
+class ConditionStatus(enum.StrEnum):
+    """The values of a condition's ``status`` (Kubernetes' metav1.ConditionStatus)."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +39,7 @@ class Condition:
 
     @property
     def ok(self) -> bool:
-        return self.status == TRUE
+        return self.status == ConditionStatus.TRUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +76,7 @@ def first_failure(checks: Iterable[Check]) -> Check | None:
 
 
 def as_condition(type_: str, check: Check) -> Condition:
-    return Condition(type_, TRUE if check.ok else FALSE, check.reason, check.message)
+    return Condition(type_, ConditionStatus.TRUE if check.ok else ConditionStatus.FALSE, check.reason, check.message)
 
 
 def summarize(domain: Mapping[str, Check], *, ready_message: str) -> list[Condition]:
@@ -79,21 +85,21 @@ def summarize(domain: Mapping[str, Check], *, ready_message: str) -> list[Condit
     failing = [(type_, check) for type_, check in domain.items() if not check.ok]
     stalls = [(type_, check) for type_, check in failing if check.stalled]
     if not failing:
-        ready = Condition("Ready", TRUE, "Ready", ready_message)
+        ready = Condition("Ready", ConditionStatus.TRUE, "Ready", ready_message)
     else:
         type_, check = (stalls or failing)[0]
-        ready = Condition("Ready", FALSE, check.reason, f"{type_}: {check.message}")
+        ready = Condition("Ready", ConditionStatus.FALSE, check.reason, f"{type_}: {check.message}")
     if stalls:
         type_, check = stalls[0]
-        stall = Condition("Stalled", TRUE, check.reason, f"{type_}: {check.message}")
+        stall = Condition("Stalled", ConditionStatus.TRUE, check.reason, f"{type_}: {check.message}")
     else:
-        stall = Condition("Stalled", FALSE, "NotStalled", "")
+        stall = Condition("Stalled", ConditionStatus.FALSE, "NotStalled", "")
     progressing = [(t, c) for t, c in failing if not c.stalled]
     if progressing and not stalls:
         type_, check = progressing[0]
-        reconciling = Condition("Reconciling", TRUE, check.reason, f"{type_}: {check.message}")
+        reconciling = Condition("Reconciling", ConditionStatus.TRUE, check.reason, f"{type_}: {check.message}")
     else:
-        reconciling = Condition("Reconciling", FALSE, "Settled", "")
+        reconciling = Condition("Reconciling", ConditionStatus.FALSE, "Settled", "")
     return [ready, reconciling, stall, *conditions]
 
 

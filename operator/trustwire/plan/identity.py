@@ -31,7 +31,7 @@ from trustwire.plan import ca as calife
 from trustwire.plan import jwt as jwtkeys
 from trustwire.plan import leaf as leaflife
 from trustwire.plan import rotation as rot
-from trustwire.plan.conditions import FALSE, TRUE, Check, Condition, stalled, waiting
+from trustwire.plan.conditions import Check, Condition, ConditionStatus, stalled, waiting
 from trustwire.plan.keys import SYSTEM_KEYS, KeySource
 from trustwire.plan.material import (
     SECRET_OPAQUE,
@@ -225,7 +225,8 @@ def _rotating(ca: calife.CAState | None, jwt: jwtkeys.JwtState | None, waits: Se
     phases += [f"JWT {jwtkeys.JwtPhase.PUBLISHING}"] if jwt is not None and jwt.next is not None else []
     reason = (ca_phase if ca_phase is not calife.CAPhase.IDLE else jwtkeys.JwtPhase.PUBLISHING) if phases \
         else calife.CAPhase.IDLE
-    return Condition("Rotating", TRUE if phases else FALSE, str(reason), "; ".join(phases + [g.message for g in waits]))
+    status = ConditionStatus.TRUE if phases else ConditionStatus.FALSE
+    return Condition("Rotating", status, str(reason), "; ".join(phases + [g.message for g in waits]))
 
 
 def _wake_at(now: datetime, deadlines: Sequence[datetime]) -> datetime | None:
