@@ -24,7 +24,6 @@ from trustwire.times import Clock, utcnow
 
 @dataclass
 class OperatorOptions:
-    clusterwide: bool = True
     namespaces: Collection[str] = ()
     #: ``http://HOST:PORT/PATH`` answering 200 while the controller runs; None = no endpoint
     liveness_endpoint: str | None = None

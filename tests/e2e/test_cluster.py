@@ -57,7 +57,7 @@ async def test_pair_across_namespaces_on_a_real_cluster() -> None:
         for ns in (ns_a, ns_b):
             await client.create(NAMESPACES, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         try:
-            async with running_operator(config, OperatorOptions(namespaces=(ns_a, ns_b), clusterwide=False)):
+            async with running_operator(config, OperatorOptions(namespaces=(ns_a, ns_b))):
                 sid = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity"}
                 await client.create(IDENTITIES, ns_a, sid | {"metadata": {"name": "alpha", "namespace": ns_a},
                                                              "spec": {}})

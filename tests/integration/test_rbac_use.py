@@ -306,7 +306,7 @@ async def _namespaces(admin: Client) -> None:
 # Running the operator
 # ==============================================================================================
 def _options(lease: str, namespaces: tuple[str, ...] = ()) -> OperatorOptions:
-    return OperatorOptions(lease=lease, identity="op", namespaces=namespaces, clusterwide=not namespaces,
+    return OperatorOptions(lease=lease, identity="op", namespaces=namespaces,
                            workers=4, resync_interval=3600.0, lease_seconds=3.0, renew_seconds=0.3)
 
 

@@ -55,7 +55,7 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
     if lease and "/" not in lease:
         raise click.UsageError("--lease takes NAMESPACE/NAME, e.g. trustwire-system/trustwire")
     options = OperatorOptions(
-        clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness or None,
+        namespaces=namespaces, liveness_endpoint=liveness or None,
         lease=lease, identity=identity, workers=workers, resync_interval=resync,
         propagation_delay=timedelta(seconds=propagation_delay))
 
