@@ -37,13 +37,19 @@ class FakeApi:
     script: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     watches: list[web.Request] = field(default_factory=list)
+    #: what a listing of a kind holds besides ``alpha``
+    stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: kinds whose listings answer only once their event is set
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         kind = request.match_info["kind"]
         self.requests.append(("watch" if request.query.get("watch") == "true" else "list", kind,
                               dict(request.query)))
         if request.query.get("watch") != "true":
-            items = [ALPHA] if kind == IDENTITIES.plural else []
+            if kind in self.held:
+                await self.held[kind].wait()
+            items = [ALPHA] if kind == IDENTITIES.plural else list(self.stored.get(kind, []))
             return web.json_response({"metadata": {"resourceVersion": "10"}, "items": items})
         self.watches.append(request)
         response = web.StreamResponse()
@@ -229,3 +235,34 @@ async def test_a_410_on_secrets_forgets_the_cached_publications_of_that_namespac
             await follow
     assert here not in controller.state.publications, "a publication cached before the gap survived it"
     assert elsewhere in controller.state.publications, "another namespace's cache was dropped"
+
+
+async def test_passes_during_a_relisting_of_secrets_see_the_old_names_and_keep_no_fetch(
+        api: tuple[FakeApi, Client]) -> None:
+    """Passes run while a listing's pages arrive: an inventory emptied before the listing
+    would tell them that a peer's Secrets do not exist, and the "not published yet" they
+    fetch would be kept until a resync long after."""
+    fake, client = api
+    ca = {"metadata": {"name": names.ca_secret("beta"), "namespace": "ns",
+                       "labels": names.identity_labels("beta", "ca")}}
+    fake.stored[SECRETS.plural] = [ca]
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}
+    fake.script[SECRETS.plural] = [[gone]]
+    controller = Controller(client, namespaces=["ns"], jitter=0.0)
+    await controller.prime()
+    beta, publications = IdentityRef("ns", "beta"), controller.state.publications
+    fake.held[SECRETS.plural] = asyncio.Event()
+    follow = asyncio.create_task(controller._follow(SECRETS, "ns"))
+    try:
+        await _until(lambda: fake.calls("list").count(SECRETS.plural) == 2, "not listed again after the 410")
+        assert controller.state.inventory.may_exist(SECRETS.plural, "ns", names.ca_secret("beta")), \
+            "a Secret known before the relisting was taken for absent while it ran"
+        assert publications.fetched(beta, publications.epoch(beta), None)  # a fetch during the listing
+        fake.held[SECRETS.plural].set()
+        await _until(lambda: fake.calls("watch").count(SECRETS.plural) == 2, "not watched again after the listing")
+    finally:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+    assert beta not in publications, "what a pass fetched during the relisting was kept"
+    assert controller.state.inventory.may_exist(SECRETS.plural, "ns", names.ca_secret("beta"))

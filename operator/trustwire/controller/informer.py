@@ -90,13 +90,14 @@ class Informer(Intake):
         """One kind in ``namespace`` (``None``: all) into the caches, replacing what they
         held of it — an identity or relationship gone since the caches last saw it goes
         through its observer as if its DELETED event had come. Returns the listing's
-        resourceVersion. Every caller resyncs every key next."""
-        if resource in (SECRETS, CONFIGMAPS):
-            self.state.inventory.forget(resource.plural, namespace)
-        if resource is SECRETS:  # what changed in a watch gap is unknown; the resync re-fetches
-            self.state.publications.forget_namespace(namespace)
+        resourceVersion. Every caller resyncs every key next.
+
+        Passes run while the pages arrive, so the inventory and the publications change in
+        one step once the listing is complete: an inventory emptied first would tell those
+        passes that no Secret exists, and a peer's material fetched from it would be kept."""
         identities: set[IdentityRef] = set()
         relationships: set[tuple[str, str]] = set()
+        stored: list[Mapping[str, Any]] = []
         version = None
         async for page in self.client.pages(resource, namespace, label_selector=FOLLOWED[resource]):
             for body in page.items:
@@ -105,8 +106,12 @@ class Informer(Intake):
                 elif resource is RELATIONSHIPS:
                     relationships.add(self.state.put_relationship(body)[0])
                 elif resource in (SECRETS, CONFIGMAPS):
-                    self.state.inventory.observed(resource.plural, body, deleted=False)
+                    stored.append(body)
             version = page.resource_version
+        if resource in (SECRETS, CONFIGMAPS):
+            self.state.inventory.replace(resource.plural, namespace, stored)
+        if resource is SECRETS:  # what changed in a watch gap is unknown: fetches in flight too
+            self.state.publications.forget_namespace(namespace)
         if resource is IDENTITIES:
             for ref in [r for r in self.state.identities if namespace in (None, r.namespace) and r not in identities]:
                 self.observe_identity(self.state.identities[ref], deleted=True)

@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from trustwire import names
@@ -316,11 +316,14 @@ class Inventory:
         elif names.is_managed((body.get("metadata") or {}).get("labels")):
             self.exists(*key)
 
-    def forget(self, plural: str, namespace: str | None) -> None:
-        """Before listing ``plural`` again (``namespace`` ``None``: everywhere): names of
-        objects deleted while no watch was looking must not outlive the new listing."""
+    def replace(self, plural: str, namespace: str | None, listed: Iterable[Mapping[str, Any]]) -> None:
+        """What a new listing of ``plural`` (``namespace`` ``None``: everywhere) found, in place
+        of what was known: names of objects deleted while no watch was looking must not
+        outlive it."""
         self._names = {key for key in self._names
                        if key[0] != plural or (namespace is not None and key[1] != namespace)}
+        for body in listed:
+            self.observed(plural, body, deleted=False)
 
     def listed(self, namespace: str | None) -> None:
         """Every managed object of ``namespace`` (``None``: of the cluster) has been seen."""
