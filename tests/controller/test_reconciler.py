@@ -404,3 +404,32 @@ async def test_listing_again_forgets_what_was_deleted_unseen_as_its_deleted_even
         assert set(controller.state.relationships) == set()
         assert controller.state.peers_of(beta) == set()
         assert ("identity", "team", "beta") in await _drain(controller)
+
+
+@pytest.mark.parametrize("beta_publishes", [True, False])
+async def test_a_first_trust_secret_waits_for_the_queued_pass_of_its_peer(
+        identity_body: Factory, relationship_body: Factory, beta_publishes: bool) -> None:
+    """Everything arrives at once (a start-up, a GitOps sync): alpha's first pass runs while
+    beta's is queued, so alpha's trust Secret waits for it and is written once, with beta's
+    material. A peer whose pass cannot publish (an invalid spec) must not keep it waiting."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        await _alpha_and_beta(client, identity_body, relationship_body)
+        if not beta_publishes:
+            await client.merge_patch(IDENTITIES, "team", "beta", {"spec": {"certificate": {"duration": "soon"}}})
+        controller = Controller(client)
+        await controller.prime()  # queues every pass
+        await controller.reconcile(("identity", "team", "alpha"))
+        assert await client.get(SECRETS, "team", names.credentials_secret("alpha")) is not None
+        assert await client.get(SECRETS, "team", names.trust_secret("alpha")) is None
+        alpha = await client.get(IDENTITIES, "team", "alpha")
+        assert {c["type"]: c["reason"] for c in alpha["status"]["conditions"]}["TrustReady"] == "PeerPending"
+
+        await controller.reconcile(("identity", "team", "beta"))
+        assert controller.queue.due(("identity", "team", "alpha")), "beta's pass did not wake alpha"
+        before = client.counts.get("patch", 0)
+        await controller.reconcile(("identity", "team", "alpha"))
+        trust = await client.get(SECRETS, "team", names.trust_secret("alpha"))
+        assert trust is not None
+        bundle = base64.b64decode(trust["data"]["trust-bundle.pem"])
+        assert (b"BEGIN CERTIFICATE" in bundle) is beta_publishes
+        assert client.counts.get("patch", 0) - before == 1, "alpha wrote more than its status"

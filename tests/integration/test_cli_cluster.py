@@ -157,7 +157,7 @@ async def test_status_name_shows_this_objects_events(cluster: Cluster) -> None:
     assert run.code == OK, run
     shown = json.loads(run.stdout)
     reasons = [e["reason"] for e in shown["events"]]
-    assert {"Issued", "Ready"} <= set(reasons), reasons
+    assert "Issued" in reasons, reasons
     assert all(e["type"] in ("Normal", "Warning") and e["lastTimestamp"] for e in shown["events"])
     trust = json.loads((await cli(cluster.plane.admin_kubeconfig, "status", "trust/alpha", "-n", NS,
                                   "-o", "json")).stdout)

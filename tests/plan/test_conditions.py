@@ -16,9 +16,11 @@ from trustwire.plan.conditions import (
     first_failure,
     merge_conditions,
     passed,
+    recovery_message,
     stalled,
     summarize,
     transitions,
+    was_stalled,
 )
 
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
@@ -217,3 +219,24 @@ def test_a_failed_pass_rewrites_the_summary_and_keeps_the_domain_conditions(
     assert (got["Stalled"]["status"], got["Stalled"]["reason"]) == stalled_
     assert got["Ready"]["lastTransitionTime"] == stamp(now)  # Ready flipped
     assert got["CAReady"] == next(c for c in old if c["type"] == "CAReady")  # untouched, time and all
+
+
+@pytest.mark.parametrize(("old", "recovery"), [
+    (None, False),  # the first status
+    ([{"type": "Stalled", "status": "False", "reason": "NotStalled"},
+      {"type": "Ready", "status": "False", "reason": "PeerPending"}], False),  # resolved by itself
+    ([{"type": "Stalled", "status": "True", "reason": "InvalidSpec"},
+      {"type": "Ready", "status": "False", "reason": "InvalidSpec"}], True),  # a human fixed it
+    (["garbage", {"type": "Stalled"}], False),
+])
+def test_ready_is_a_recovery_only_after_a_stall(old: list[Any] | None, recovery: bool) -> None:
+    assert was_stalled(old) is recovery
+
+
+@pytest.mark.parametrize(("ready", "says"), [
+    (Condition("Ready", ConditionStatus.TRUE, "Ready", "1 peer"), "no longer stalled; Ready: 1 peer"),
+    (Condition("Ready", ConditionStatus.FALSE, "PeerPending", "beta has not published"),
+     "no longer stalled; PeerPending: beta has not published"),
+])
+def test_a_recovery_says_what_comes_next(ready: Condition, says: str) -> None:
+    assert recovery_message([Condition("Stalled", ConditionStatus.FALSE, "NotStalled", ""), ready]) == says

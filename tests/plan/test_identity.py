@@ -1346,6 +1346,42 @@ def test_pending_peer(
     assert [k["kid"] for k in json.loads(trust(plan, ident)["peers.jwks"])["keys"]] == ready.kids
 
 
+@pytest.mark.parametrize(("jobserver", "imminent", "trust_written", "waits"), [
+    ("unpublished", {"jobserver"}, False, True),  # written once, with what it publishes in a moment
+    ("unpublished", set(), False, False),  # no pass of it in sight: written now, the peer pending
+    ("published", {"jobserver"}, False, False),  # nothing to wait for
+    ("unpublished", {"jobserver"}, True, False),  # only the first version waits
+])
+def test_the_first_trust_secret_waits_for_peers_about_to_publish(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    make_peer: Callable[..., Peer],
+    now: datetime,
+    jobserver: str,
+    imminent: set[str],
+    trust_written: bool,
+    waits: bool,
+) -> None:
+    ident = make_ident(workloads=[{"kind": "Deployment", "name": "dgc"}])
+    ready, other = make_peer("metadata", "meta", slot=2), make_peer("jobserver", slot=1)
+    links = (link(make_rel("jobserver"), other.publication() if jobserver == "published" else None),
+             link(make_rel("metadata", "meta"), ready.publication()))
+    obs = observe(ident, now, links=links, imminent=frozenset(IdentityRef(PEER_NS, n) for n in imminent))
+    if trust_written:
+        obs = feed_back(obs, plan_identity(dataclasses.replace(obs, imminent=frozenset())))
+    plan = plan_identity(obs)
+    assert (names.trust_secret("dgc") in by_name(plan) or trust_written) is not waits
+    assert plan.awaited == (frozenset({other.ref}) if waits else frozenset())
+    if waits:
+        check = plan.checks["TrustReady"]
+        assert (check.ok, check.stalled, check.reason) == (False, False, "PeerPending")
+        assert str(other.ref) in check.message
+        assert plan.mounted == {}, "workloads were wired before their trust Secret exists"
+        assert plan.status.trust is not None and not plan.status.trust.ca_fingerprints, \
+            "status claims trust that is not written"
+        assert names.credentials_secret("dgc") in by_name(plan), "its own material waits for nobody"
+
+
 def test_peer_ca_change_rebuilds_the_truststore(
     make_ident: Callable[..., ServiceIdentity],
     make_rel: Callable[..., TrustRelationship],

@@ -131,7 +131,8 @@ def configmap() -> DesiredObject:
     )
 
 
-OWNER = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity", "name": "dgc", "uid": "u-1"}
+OWNER = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
+         "metadata": {"name": "dgc", "namespace": "gov", "uid": "u-1"}, "spec": {}}
 
 
 def test_object_body_of_a_secret() -> None:
@@ -170,7 +171,7 @@ def test_object_body_of_a_configmap() -> None:
     [
         (True, OWNER, True),
         (False, OWNER, False),  # the CA Secret outlives its identity under Retain
-        (True, {**OWNER, "uid": None}, False),  # no uid yet (emulator): no dangling reference
+        (True, {**OWNER, "metadata": {"name": "dgc"}}, False),  # no uid (emulator): no dangling reference
         (True, None, False),
     ],
 )
@@ -278,3 +279,31 @@ def test_applying_the_patch_always_converges(
     assert {
         k: v for k, v in result["metadata"]["annotations"].items() if not k.startswith("trustwire.io/")
     } == {k: v for k, v in observed_annotations.items() if not k.startswith("trustwire.io/")}
+
+
+def _owned_by(*references: dict[str, Any]) -> dict[str, Any]:
+    observed = object_body(secret(), "gov", OWNER)
+    observed["metadata"]["ownerReferences"] = list(references)
+    return observed
+
+
+OURS = object_body(secret(), "gov", OWNER)["metadata"]["ownerReferences"][0]
+STALE = {**OURS, "uid": "u-0"}  # a deleted identity of the same name
+BACKUP = {"apiVersion": "velero.io/v1", "kind": "Restore", "name": "r", "uid": "v-1"}
+
+
+@pytest.mark.parametrize(
+    ("references", "expected"),
+    [
+        ([OURS], None),
+        ([STALE], [OURS]),  # adopted: collected under the new identity otherwise
+        ([], [OURS]),
+        ([STALE, BACKUP], [OURS, BACKUP]),  # another party's reference stays
+        ([BACKUP, OURS], None),
+    ],
+)
+def test_an_adopted_object_is_given_its_owner(references: list[dict[str, Any]],
+                                             expected: list[dict[str, Any]] | None) -> None:
+    patch = object_patch(secret(), _owned_by(*references), OWNER)
+    assert (patch or {}).get("metadata", {}).get("ownerReferences") == expected
+    assert object_patch(secret(owned=False), _owned_by(STALE), OWNER) is None  # a CA stays unowned

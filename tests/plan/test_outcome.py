@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from trustwire.model import parse_identity
 from trustwire.plan import outcome
 from trustwire.plan.checks import Verdict, evaluate
 from trustwire.plan.material import keystore_password
 from trustwire.plan.reasons import PlannedEvent, Reason
-from trustwire.plan.status import WorkloadStatus
+from trustwire.plan.status import IdentityStatus, WorkloadStatus
 
 
 @pytest.mark.parametrize(
@@ -84,3 +85,21 @@ def test_the_evaluator_answers_with_the_first_check_that_fires() -> None:
     assert evaluate((quiet, fires, fires), 3) == Verdict(Reason.CA_ISSUED, "n=3")
     assert calls == ["quiet", "fires"]
     assert evaluate((quiet,), 3) is None and evaluate((), 3) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "wired_before", "needed"),
+    [
+        ({}, [], False),  # everything it owns goes with it: the garbage collector is enough
+        ({"workloads": [{"kind": "Deployment", "name": "a"}]}, [], True),  # to unwire them
+        ({}, [WIRED], True),  # removed from the spec, still wired: the pass unwires, or deletion does
+        ({"deletionPolicy": "Delete"}, [], True),  # the CA is kept unowned, so it is deleted by hand
+        ({"deletionPolicy": "Retain"}, [], False),
+    ],
+)
+def test_a_finalizer_only_where_deletion_needs_the_operator(
+        spec: dict[str, object], wired_before: list[WorkloadStatus], needed: bool) -> None:
+    body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
+            "metadata": {"name": "dgc", "namespace": "gov"}, "spec": spec}
+    old = IdentityStatus(workloads=tuple(wired_before))
+    assert outcome.needs_finalizer(parse_identity(body), old) is needed

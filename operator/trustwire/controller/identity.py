@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,14 @@ class IdentityReconciler(StatusWriter):
     rng: random.Random
 
     async def reconcile_identity(self, ref: IdentityRef) -> None:
+        try:
+            await self._identity_pass(ref)
+        finally:  # whoever held back its first trust Secret for this pass looks again
+            self.state.passed.add(ref)
+            for waiter in self.state.first_trust_waiters.pop(ref, set()):
+                self._enqueue_identity(waiter)
+
+    async def _identity_pass(self, ref: IdentityRef) -> None:
         body = await self.client.get(IDENTITIES, ref.namespace, ref.name)
         if body is None:
             self.state.drop_identity(ref)
@@ -46,8 +54,6 @@ class IdentityReconciler(StatusWriter):
         if meta.get("deletionTimestamp"):
             await self._finalize_identity(ref, body)
             return
-        if names.FINALIZER not in (meta.get("finalizers") or []):
-            await self._add_finalizer(IDENTITIES, ref.namespace, ref.name, meta)
         now = self.clock()
         old_status = IdentityStatus.from_dict(body.get("status"))
         try:
@@ -57,12 +63,15 @@ class IdentityReconciler(StatusWriter):
             await self._write_status(IDENTITIES, ref.namespace, ref.name, body, checks, now, outcome.invalid_status,
                                      ready_message="")
             return
+        if names.FINALIZER not in (meta.get("finalizers") or []) and outcome.needs_finalizer(ident, old_status):
+            await self._add_finalizer(IDENTITIES, ref.namespace, ref.name, meta)
 
         handled = old_status.rotation.handled_request if old_status.rotation else None
         annotation = (meta.get("annotations") or {}).get(names.ROTATE_ANNOTATION)
         observation, raw = await self._gather_identity(ident, now, old_status)
         plan = await asyncio.to_thread(plan_identity, observation, rotate=outcome.rotation_request(annotation, handled))
         self._await_evidence(ref, plan, observation)
+        self._await_first_publications(ref, plan.awaited)
         written: dict[str, Mapping[str, Any]] = {}
         try:
             await self._apply(ident.namespace, plan.objects, raw, owner=body, written=written)
@@ -137,7 +146,7 @@ class IdentityReconciler(StatusWriter):
             identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
             links=tuple(links), peer_states={lk.peer: s for lk in links if (s := self._peer_state(lk.peer))},
-            rolled_out_hash=old_status.material_hash if old_status.rolled_out else None,
+            rolled_out_hash=old_status.material_hash if old_status.rolled_out else None, imminent=self._imminent(links),
             propagation_delay=self.propagation_delay)
         return observation, raw
 
@@ -151,6 +160,20 @@ class IdentityReconciler(StatusWriter):
         self.state.awaiting_peers.add(ref)
         if any(self._peer_state(lk.peer) != observation.peer_states.get(lk.peer) for lk in observation.links):
             self.queue.add(("identity", ref.namespace, ref.name))
+
+    def _await_first_publications(self, ref: IdentityRef, awaited: frozenset[IdentityRef]) -> None:
+        """The plan holds ``ref``'s first trust Secret back for these peers' first passes: each
+        of them wakes ``ref`` when it ends (one that publishes wakes it anyway; one that
+        cannot must not leave it waiting). A pass that ended while this one ran is caught here."""
+        for peer in awaited:
+            self.state.first_trust_waiters.setdefault(peer, set()).add(ref)
+        if any(peer in self.state.passed for peer in awaited):
+            self.queue.add(("identity", ref.namespace, ref.name))
+
+    def _imminent(self, links: Sequence[PeerLink]) -> frozenset[IdentityRef]:
+        """Peers whose first pass in this process is queued or running."""
+        return frozenset(lk.peer for lk in links if lk.peer not in self.state.passed
+                         and self.queue.due(("identity", lk.peer.namespace, lk.peer.name)))
 
     def _peer_state(self, peer: IdentityRef) -> PeerState | None:
         """What the peer reports (in its own status) about the material it holds and runs."""

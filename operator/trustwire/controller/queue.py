@@ -39,6 +39,10 @@ class WorkQueue(Generic[K]):
     def idle(self) -> bool:
         return not self._queued and not self._active
 
+    def due(self, key: K) -> bool:
+        """Whether ``key`` is queued or being processed (not merely delayed)."""
+        return key in self._queued or key in self._active
+
     def add(self, key: K) -> None:
         if key in self._active:
             self._dirty.add(key)

@@ -134,6 +134,10 @@ class State:
         self.written: dict[tuple[str, str, str], bytes] = {}
         #: identities whose last pass waits on a rotation gate fed by peers' status
         self.awaiting_peers: set[IdentityRef] = set()
+        #: identities that had a pass in this process; and whose first trust Secret waits for
+        #: whose pass (peer → waiters)
+        self.passed: set[IdentityRef] = set()
+        self.first_trust_waiters: dict[IdentityRef, set[IdentityRef]] = {}
         #: which managed Secrets and ConfigMaps exist (names only)
         self.inventory = Inventory()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
@@ -177,6 +181,7 @@ class State:
     def drop_identity(self, ref: IdentityRef) -> None:
         self.identities.pop(ref, None)
         self.awaiting_peers.discard(ref)
+        self.passed.discard(ref)
         self.entries.pop(ref, None)
         workloads, templates = self._identity_keys.pop(ref, (set(), set()))
         for key in workloads:

@@ -38,7 +38,7 @@ class StatusWriter(Writes):
                             *, ready_message: str,
                             extra_conditions: Sequence[cond.Condition] = ()) -> list[cond.Condition]:
         """Write the status ``build`` makes of the summarized conditions, if it changed; post
-        Events for a recovery and for what a human must fix."""
+        Events for what a human must fix and for its recovery."""
         old: Mapping[str, Any] = body.get("status") or {}
         generation = (body.get("metadata") or {}).get("generation")
         conditions, stored = outcome.conditions_of(checks, ready_message=ready_message, old=old.get("conditions"),
@@ -48,8 +48,8 @@ class StatusWriter(Writes):
             return []
         changed = cond.transitions(old.get("conditions"), conditions)
         for c in changed:
-            if c.type == "Ready" and c.ok and old.get("conditions"):
-                await self.post_event(body, "Normal", "Ready", c.message)
+            if c.type == "Stalled" and not c.ok and cond.was_stalled(old.get("conditions")):
+                await self.post_event(body, "Normal", "Recovered", cond.recovery_message(conditions))
             elif not c.ok and c.type in checks and checks[c.type].stalled:
                 # Warnings are for what a human must fix; states that resolve by themselves
                 # (a peer not published yet, distribution in progress) show in conditions only

@@ -63,7 +63,7 @@ class Writes:
                     raise
             elif not names.is_managed((observed.get("metadata") or {}).get("labels")):
                 continue  # never touch what we do not manage (the plan reports the clash)
-            elif (patch := object_patch(desired, observed)) is not None:
+            elif (patch := object_patch(desired, observed, owner)) is not None:
                 result = await self.client.merge_patch(resource, namespace, desired.name, patch)
             if result is not None:
                 self.state.wrote(resource.plural, result)

@@ -155,3 +155,20 @@ def transitions(old: Sequence[Mapping[str, Any]] | None, new: Sequence[Condition
         if before is None or before.get("status") != cond.status or before.get("reason") != cond.reason:
             changed.append(cond)
     return changed
+
+
+def was_stalled(old: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether the stored conditions say a human had to act (``Stalled=True``): the stall
+    clearing is the recovery a human waits for, worth an Event; becoming Ready after a state
+    that resolves by itself (a peer not published yet, a first issuance) shows in the
+    conditions only."""
+    return any(isinstance(c, Mapping) and c.get("type") == "Stalled" and c.get("status") == ConditionStatus.TRUE
+               for c in old or [])
+
+
+def recovery_message(new: Sequence[Condition]) -> str:
+    """What a recovered object says next: Ready, or what it is still waiting for."""
+    ready = next((c for c in new if c.type == "Ready"), None)
+    if ready is None or ready.ok:
+        return "no longer stalled; Ready" + (f": {ready.message}" if ready and ready.message else "")
+    return f"no longer stalled; {ready.reason}: {ready.message}"

@@ -76,6 +76,8 @@ class IdentityObservation:
     peer_states: Mapping[IdentityRef, rot.PeerState] = dataclasses.field(default_factory=dict)
     rolled_out_hash: str | None = None
     propagation_delay: timedelta = rot.DEFAULT_PROPAGATION_DELAY
+    #: peers whose first pass is about to run (queued, or running): what they publish soon
+    imminent: frozenset[IdentityRef] = frozenset()
 
 
 @dataclasses.dataclass
@@ -92,6 +94,8 @@ class IdentityPlan:
     extra_conditions: list[Condition] = dataclasses.field(default_factory=list)
     #: a rotation gate waits for what peers report in their status (their trust, rollouts)
     awaits_peers: bool = False
+    #: the imminent peers the first trust Secret waits for (:func:`first_trust_waits_for`)
+    awaited: frozenset[IdentityRef] = frozenset()
 
     @property
     def ready_message(self) -> str:
@@ -184,9 +188,27 @@ def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None,
                                names.identity_labels(ident.name, "credentials"), annotations, type=SECRET_TLS)
 
 
+def first_trust_waits_for(obs: IdentityObservation) -> frozenset[IdentityRef]:
+    """The peers a trust Secret not written yet waits for: unpublished, with a first pass
+    about to run. What they publish then goes into its first version, so it is written once,
+    complete (and the workloads wired once), rather than written now and again per peer.
+    The wait ends with their passes, published or not; status tells the wait meanwhile."""
+    if obs.trust is not None:
+        return frozenset()
+    return frozenset(lk.peer for lk in obs.links if lk.publication is None and lk.peer in obs.imminent)
+
+
 def _trust(p: _Pass, ca: CAMaterial | None, jwt: jwtkeys.JwtStep | None,
            timer: Timer) -> tuple[TrustContent, DesiredObject | None]:
     obs, ident = p.obs, p.obs.identity
+    if awaited := first_trust_waits_for(obs):
+        peers = ", ".join(sorted(str(peer) for peer in awaited))
+        trust = TrustContent({}, {}, [], set(), set(), {"TrustReady": waiting(
+            "PeerPending", f"{peers} about to publish; the trust Secret is written with their material")})
+        if ident.templates:
+            trust.checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret is not written yet")
+        p.checks |= trust.checks
+        return dataclasses.replace(trust, write=False), None
     if (conflict := clash(obs.trust, "Secret", ident.namespace)) is not None:
         trust = TrustContent({}, {}, [], set(), set(), {"TrustReady": conflict})
         if ident.templates:
@@ -244,7 +266,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     p.waits += [jwt.wait] if jwt is not None and jwt.wait else []
     creds_data, creds = _credentials(ident, leaf, jwt)
     trust, trust_object = _trust(p, ca, jwt, timer)
-    mounted = {**creds_data, **trust.data} if leaf is not None else {}
+    awaited = first_trust_waits_for(obs)
+    mounted = {**creds_data, **trust.data} if leaf is not None and not awaited else {}
     ca_step = _retire(p, ca_step, mounted)
     ca_state = ca_step.state if ca_step is not None else None
     objects = [o for o in (calife.ca_object(ident, ca_state) if ca_state else None, creds, trust_object) if o]
@@ -267,4 +290,4 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
                                 jwtkeys.rotation_status(jwt_state, jwt_wait)))
     p.deadlines += [g.retry_at for g in p.waits if g.retry_at is not None]
     return IdentityPlan(objects, p.checks, status, fold_issued(p.events), _wake_at(obs.now, p.deadlines), mounted,
-                        [_rotating(ca_state, jwt_state, p.waits)], awaits_peers=bool(p.waits))
+                        [_rotating(ca_state, jwt_state, p.waits)], awaits_peers=bool(p.waits), awaited=awaited)

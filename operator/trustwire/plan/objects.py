@@ -62,11 +62,9 @@ def object_body(desired: DesiredObject, namespace: str,
     metadata: dict[str, Any] = {"name": desired.name, "namespace": namespace, "labels": dict(desired.labels)}
     if desired.annotations:
         metadata["annotations"] = dict(desired.annotations)
-    if owner and desired.owned and owner.get("uid"):
-        metadata["ownerReferences"] = [{
-            "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"],
-            "uid": owner["uid"], "controller": True, "blockOwnerDeletion": False,
-        }]
+    reference = _owner_reference(desired, owner)
+    if reference is not None:
+        metadata["ownerReferences"] = [reference]
     body: dict[str, Any] = {"apiVersion": "v1", "kind": desired.kind, "metadata": metadata,
                             "data": _encode(desired)}
     if desired.kind == "Secret" and desired.type:
@@ -74,7 +72,32 @@ def object_body(desired: DesiredObject, namespace: str,
     return body
 
 
-def object_patch(desired: DesiredObject, observed: Mapping[str, Any]) -> dict[str, Any] | None:
+def _owner_reference(desired: DesiredObject, owner: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The reference that lets the garbage collector delete ``desired`` with ``owner`` (the
+    identity's or relationship's body as the API returned it)."""
+    meta = (owner or {}).get("metadata") or {}
+    if owner is None or not desired.owned or not meta.get("uid"):
+        return None
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta.get("name"),
+            "uid": meta.get("uid"), "controller": True, "blockOwnerDeletion": False}
+
+
+def _owner_patch(desired: DesiredObject, observed_meta: Mapping[str, Any],
+                 owner: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+    """New ownerReferences when an adopted object is not owned by ``owner``: left over from a
+    deleted identity of the same name (or restored from a backup), it would otherwise be
+    collected as an orphan under the new one. Other owners' references are kept."""
+    reference = _owner_reference(desired, owner)
+    if reference is None:
+        return None
+    current = [r for r in observed_meta.get("ownerReferences") or [] if isinstance(r, Mapping)]
+    if any(r.get("uid") == reference["uid"] for r in current):
+        return None
+    return [reference, *(dict(r) for r in current if not r.get("controller"))]
+
+
+def object_patch(desired: DesiredObject, observed: Mapping[str, Any],
+                 owner: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Merge patch from the observed managed object to the desired one, or None.
 
     Only our labels and annotations are compared (other writers may add theirs); ``data``
@@ -82,6 +105,9 @@ def object_patch(desired: DesiredObject, observed: Mapping[str, Any]) -> dict[st
     """
     meta = observed.get("metadata") or {}
     patch: dict[str, Any] = {}
+    owners = _owner_patch(desired, meta, owner)
+    if owners is not None:
+        patch["metadata"] = {"ownerReferences": owners}
     labels = {k: v for k, v in desired.labels.items() if (meta.get("labels") or {}).get(k) != v}
     observed_annotations = meta.get("annotations") or {}
     annotations: dict[str, Any] = {k: v for k, v in desired.annotations.items() if observed_annotations.get(k) != v}
@@ -89,7 +115,7 @@ def object_patch(desired: DesiredObject, observed: Mapping[str, Any]) -> dict[st
         if key.startswith("trustwire.io/") and key not in desired.annotations:
             annotations[key] = None
     if labels or annotations:
-        patch["metadata"] = {}
+        patch.setdefault("metadata", {})
         if labels:
             patch["metadata"]["labels"] = labels
         if annotations:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from trustwire.model import TrustRelationship
+from trustwire.model import DeletionPolicy, ServiceIdentity, TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan.identity import IdentityPlan
 from trustwire.plan.status import IdentityStatus, RelationshipStatus, WorkloadStatus
@@ -34,6 +34,17 @@ def rotation_request(annotation: str | None, handled: str | None) -> str | None:
 def handled_request(annotation: str | None, handled: str | None) -> str | None:
     """The annotation value to remember as handled after this pass."""
     return annotation if rotation_request(annotation, handled) is not None else (handled or None)
+
+
+def needs_finalizer(identity: ServiceIdentity, old: IdentityStatus) -> bool:
+    """Whether deleting ``identity`` needs the operator, not only the garbage collector.
+
+    The credentials, trust and public objects are owned by the identity and go with it;
+    what the collector cannot do is unwire the workloads it wired (in the spec, or still in
+    status after a spec edit) and delete the CA it keeps unowned so that ``Retain`` can keep
+    it. Anything else would only make a namespace's deletion wait for a running operator.
+    """
+    return bool(identity.workloads) or bool(old.workloads) or identity.deletion_policy is DeletionPolicy.DELETE
 
 
 def pending_workloads(wanted: Sequence[tuple[str, str]]) -> list[WorkloadStatus]:
