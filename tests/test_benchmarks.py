@@ -18,6 +18,7 @@ from benchmarks.emulator_server import proxy_key
 from benchmarks.scale import Counts, is_ready, is_stalled, relationship_pairs
 
 from tests.cluster.controlplane import BIN_ENV, ControlPlaneError, binaries
+from tests.cluster.fixtures import CONTROL_PLANE_GROUP
 from tests.cluster.proxy import Recorded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +130,7 @@ def test_request_cost_smoke() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
+@pytest.mark.xdist_group(CONTROL_PLANE_GROUP)  # its own control plane: not beside the suite's
 def test_scale_smoke_on_the_real_control_plane() -> None:
     """``scale.py --api real``: the same run against kube-apiserver and etcd, each one's CPU
     reported, and zero steady-state writes there too."""

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: one worker builds the wheel once (pip builds in the checkout's build/, so two at once clash)
+pytestmark = pytest.mark.xdist_group("packaging")
 EXAMPLES = ROOT / "examples"
 LOCK = ROOT / "requirements.lock"
 

@@ -62,13 +62,21 @@ def service_account_of(objects: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 _build: dict[str, Path | str] = {}
+#: the xdist group of every test that runs a control plane
+CONTROL_PLANE_GROUP = "control-plane"
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Build the control plane (or find it cached) before the first test that needs it runs:
-    a cold build takes minutes, more than one test's timeout allows."""
-    if any({"control_plane", "control_plane_binaries"} & set(getattr(item, "fixturenames", ())) for item in items):
+    a cold build takes minutes, more than one test's timeout allows.
+
+    Every test on a control plane runs in one xdist group (``--dist loadgroup``), so one
+    worker starts one control plane and the other worker takes the rest of the suite."""
+    users = [item for item in items if {"control_plane", "control_plane_binaries"} & set(getattr(item, "fixturenames", ()))]
+    for item in users:
+        item.add_marker(pytest.mark.xdist_group(CONTROL_PLANE_GROUP))
+    if users:
         try:
             _build["bin"] = binaries()
         except ControlPlaneError as exc:
