@@ -16,6 +16,8 @@ FIELD_MANAGER = "trustwire"
 FINALIZER = "trustwire.io/finalizer"
 
 ROTATE_ANNOTATION = "trustwire.io/rotate"
+#: on a TrustRelationship: the CA fingerprints its external member confirmed installing
+EXTERNAL_CONFIRMED_ANNOTATION = "trustwire.io/external-confirmed"
 MATERIAL_HASH_ANNOTATION = "trustwire.io/material-hash"
 WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
 #: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).

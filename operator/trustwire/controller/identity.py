@@ -139,14 +139,19 @@ class IdentityReconciler(StatusWriter):
         for rel in self.state.relationships_of(me):
             if not acceptance(rel, self.state.lookup).ok:
                 continue
+            if rel.external is not None:
+                publication, _ = await self.external_bundle(rel, now)
+                links.append(PeerLink(rel, IdentityRef(rel.namespace, rel.external.name), publication))
+                continue
             peer = rel.peer_of(me)
             assert peer is not None
             links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel)))
+        inside = [lk for lk in links if lk.relationship.external is None]
         observation = IdentityObservation(
             identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
-            links=tuple(links), peer_states={lk.peer: s for lk in links if (s := self._peer_state(lk.peer))},
-            rolled_out_hash=old_status.material_hash if old_status.rolled_out else None, imminent=self._imminent(links),
+            links=tuple(links), peer_states={lk.peer: s for lk in inside if (s := self._peer_state(lk.peer))},
+            rolled_out_hash=old_status.material_hash if old_status.rolled_out else None, imminent=self._imminent(inside),
             propagation_delay=self.propagation_delay)
         return observation, raw
 

@@ -93,6 +93,11 @@ class Intake:
             self._enqueue_identity(IdentityRef(namespace, str(labels.get(names.IDENTITY_LABEL))))  # restore edits
         for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
             self._enqueue_identity(ref)
+        for key in self.state.bundle_index.get((namespace, str(meta.get("name"))), set()):
+            self.queue.add(("relationship", *key))  # an external member's CA bundle
+            record = self.state.relationships.get(key)
+            for ref in record.parsed.between if record is not None and record.parsed is not None else ():
+                self._enqueue_identity(ref)
 
     def observe_workload(self, kind: str, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}

@@ -57,6 +57,8 @@ class RelationshipReconciler(StatusWriter):
                 checks["SharedSecretReady"] = cond.passed("Generated", "shared secret delivered to both sides")
         else:
             await self._delete_shared_secret(namespace, name)
+        if rel.external is not None:
+            _, checks["ExternalCAReady"] = await self.external_bundle(rel, now)
         if accepted.ok:
             checks["Distributed"] = distribution(rel, self.state.lookup)
         await self._write_status(RELATIONSHIPS, namespace, name, body, checks, now,

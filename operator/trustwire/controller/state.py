@@ -142,6 +142,9 @@ class State:
         self.inventory = Inventory()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
+        #: (namespace, name) of an external member's CA bundle → its relationships (ConfigMaps are
+        #: watched; a Secret bundle, unlabelled, is read again on every pass)
+        self.bundle_index: dict[tuple[str, str], set[RelKey]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
 
     # ---- identities ----------------------------------------------------------------------
@@ -211,6 +214,8 @@ class State:
             for ref in parsed.between:
                 self.rel_index[ref].add(key)
                 affected.add(ref)
+            if parsed.external is not None:
+                self.bundle_index[(parsed.namespace, parsed.external.ca_bundle.name)].add(key)
         return key, affected
 
     def drop_relationship(self, key: RelKey) -> set[IdentityRef]:
@@ -222,6 +227,11 @@ class State:
                 if not self.rel_index[ref]:
                     del self.rel_index[ref]
                 affected.add(ref)
+            if (external := record.parsed.external) is not None:
+                bundle = (record.parsed.namespace, external.ca_bundle.name)
+                self.bundle_index[bundle].discard(key)
+                if not self.bundle_index[bundle]:
+                    del self.bundle_index[bundle]
         return affected
 
     def relationships_of(self, ref: IdentityRef) -> list[TrustRelationship]:

@@ -13,12 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from trustwire.controller.state import Key
-from trustwire.controller.writes import Writes
+from trustwire.controller.writes import Writes, stored_object
 from trustwire.k8s.errors import ApiError
-from trustwire.k8s.resources import EVENTS, IDENTITIES, RELATIONSHIPS, Resource
+from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, Resource
+from trustwire.model import BundleKind, TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
+from trustwire.plan.external import BundleInput, external_publication
 from trustwire.plan.objects import merge_patch
+from trustwire.plan.publication import Publication
 from trustwire.plan.status import IdentityStatus, RelationshipStatus, with_conditions
 from trustwire.times import Clock, rfc3339
 
@@ -55,6 +58,15 @@ class StatusWriter(Writes):
                 # (a peer not published yet, distribution in progress) show in conditions only
                 await self.post_event(body, "Warning", c.reason, f"{c.type}: {c.message}")
         return changed
+
+    async def external_bundle(self, rel: TrustRelationship, now: datetime) -> tuple[Publication | None, cond.Check]:
+        """The external member's CA bundle, read from the user's ConfigMap or Secret, and its verdict."""
+        assert rel.external is not None
+        ref = rel.external.ca_bundle
+        resource = CONFIGMAPS if ref.kind is BundleKind.CONFIGMAP else SECRETS
+        stored = stored_object(resource, await self.client.get(resource, rel.namespace, ref.name),
+                               require_managed=False)
+        return external_publication(BundleInput(rel.external, rel.namespace, stored, now))
 
     async def _store_status(self, resource: Resource, namespace: str, name: str, old: Mapping[str, Any],
                             new: dict[str, Any]) -> bool:

@@ -46,7 +46,8 @@ IDENTITY_FIELDS: dict[str, Any] = {
 }
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {
-    "between": [{"identity": _STR, "namespace": _STR}],
+    "between": [{"identity": _STR, "namespace": _STR,
+                 "external": {"name": _STR, "caBundleRef": {"kind": _STR, "name": _STR, "key": _STR}}}],
     "initiator": _STR,
     "mtls": {"enabled": _BOOL},
     "jwt": {"enabled": _BOOL, "roles": [_STR], "audience": _STR, "scopes": [_STR]},

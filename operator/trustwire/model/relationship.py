@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from trustwire.model.errors import SpecError
@@ -10,8 +11,8 @@ from trustwire.model.fields import RELATIONSHIP_FIELDS
 from trustwire.model.limits import MAX_OWNER_NAME
 from trustwire.model.reader import Reader, metadata
 from trustwire.model.text import owner_name_problem, quote, type_name
-from trustwire.model.types import IdentityRef, TrustRelationship
-from trustwire.names import RELATIONSHIP_LABEL
+from trustwire.model.types import BundleKind, BundleRef, ExternalPeer, IdentityRef, TrustRelationship
+from trustwire.names import EXTERNAL_CONFIRMED_ANNOTATION, RELATIONSHIP_LABEL
 
 
 def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
@@ -19,11 +20,11 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     namespace, name = metadata(body)
     spec = body.get("spec")
     if not isinstance(spec, Mapping):
-        raise SpecError([("spec", "is required: an object with 'between' naming two identities")])
+        raise SpecError([("spec", "is required: an object with 'between' naming two members")])
     r = Reader()
     r.unknown(spec, RELATIONSHIP_FIELDS, "spec")
-    refs = _parse_between(r, spec, namespace)
-    initiator = _parse_initiator(r, spec, refs)
+    refs, external = _parse_between(r, spec, namespace, _confirmed(body))
+    initiator = _parse_initiator(r, spec, namespace, refs, external)
     mtls_body = r.section(spec, "mtls", "spec", RELATIONSHIP_FIELDS["mtls"])
     jwt_body = r.section(spec, "jwt", "spec", RELATIONSHIP_FIELDS["jwt"])
     shared_body = r.section(spec, "sharedSecret", "spec", RELATIONSHIP_FIELDS["sharedSecret"])
@@ -36,44 +37,107 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     if shared_secret and len(name) > MAX_OWNER_NAME:
         r.fail("metadata.name", owner_name_problem(name, RELATIONSHIP_LABEL) +
                " (of the shared Secret spec.sharedSecret.enabled asks for)")
+    if shared_secret and external is not None:
+        r.fail("spec.sharedSecret.enabled", f"cannot be true beside external member {external.name}: trustwire "
+                                            "delivers shared secrets to identities in the cluster only")
     r.raise_problems()
-    return TrustRelationship(namespace=namespace, name=name, between=(refs[0], refs[1]), initiator=initiator,
+    return TrustRelationship(namespace=namespace, name=name, between=tuple(refs), initiator=initiator,
                              mtls=mtls, jwt=jwt, roles=roles, audience=audience, scopes=scopes,
-                             shared_secret=shared_secret)
+                             shared_secret=shared_secret, external=external)
 
 
-def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str) -> list[IdentityRef]:
-    """The two identities; a peer without a namespace lives in the relationship's own."""
+Member = IdentityRef | ExternalPeer
+#: what a member of ``spec.between`` may be, by the one key naming its kind
+MemberParser = Callable[[Reader, Mapping[str, Any], str, str, int], Member | None]
+
+
+def _identity_member(r: Reader, item: Mapping[str, Any], path: str, namespace: str, index: int) -> Member | None:
+    ident = r.string(item, "identity", path)
+    if not ident:
+        r.fail(f"{path}.identity", "is required: the name of a ServiceIdentity")
+        return None
+    ns = r.string(item, "namespace", path, default=namespace) or namespace
+    return IdentityRef(ns, ident)
+
+
+def _external_member(r: Reader, item: Mapping[str, Any], path: str, namespace: str, index: int) -> Member | None:
+    fields = RELATIONSHIP_FIELDS["between"][0]["external"]
+    body = r.section(item, "external", path, fields)
+    path = f"{path}.external"
+    name = r.string(body, "name", path)
+    ref_body = r.section(body, "caBundleRef", path, fields["caBundleRef"])
+    kind = r.enum(ref_body, "kind", f"{path}.caBundleRef", BundleKind, BundleKind.CONFIGMAP)
+    bundle_name = r.string(ref_body, "name", f"{path}.caBundleRef")
+    key = r.string(ref_body, "key", f"{path}.caBundleRef", default="ca.crt")
+    if "namespace" in item:
+        r.fail(f"{path[:-len('.external')]}.namespace", "applies to identity members only")
+    if not name:
+        r.fail(f"{path}.name", "is required: a name for the party outside the cluster")
+    if not bundle_name:
+        r.fail(f"{path}.caBundleRef.name", "is required: the ConfigMap or Secret holding its CA certificate(s)")
+    if not name or not bundle_name or not key:
+        return None
+    return ExternalPeer(name, BundleRef(kind, bundle_name, key), index)
+
+
+MEMBER_KINDS: dict[str, MemberParser] = {"identity": _identity_member, "external": _external_member}
+
+
+def _parse_member(r: Reader, value: Any, path: str, namespace: str, index: int) -> Member | None:
+    item = r.element(value, path, RELATIONSHIP_FIELDS["between"][0],
+                     expected=f"an object with one of {', '.join(repr(k) for k in MEMBER_KINDS)}")
+    if item is None:
+        return None
+    kinds = [k for k in MEMBER_KINDS if k in item]
+    if len(kinds) != 1:
+        r.fail(path, f"must name exactly one of {', '.join(repr(k) for k in MEMBER_KINDS)}"
+                     f"{', got ' + ', '.join(kinds) if kinds else ''}")
+        return None
+    return MEMBER_KINDS[kinds[0]](r, item, path, namespace, index)
+
+
+def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str,
+                   confirmed: frozenset[str]) -> tuple[list[IdentityRef], ExternalPeer | None]:
+    """The two members; a peer without a namespace lives in the relationship's own. At most
+    one member is outside the cluster: trustwire acts only for the in-cluster side."""
     between = spec.get("between")
     if not isinstance(between, list) or len(between) != 2:
         got = f"{len(between)} items" if isinstance(between, list) else type_name(between)
-        r.fail("spec.between", f"must list exactly two identities, got {got}")
-        return []
-    refs: list[IdentityRef] = []
-    for i, value in enumerate(between):
-        path = f"spec.between[{i}]"
-        item = r.element(value, path, RELATIONSHIP_FIELDS["between"][0], expected="an object with 'identity'")
-        if item is None:
-            continue
-        ident = r.string(item, "identity", path)
-        if not ident:
-            r.fail(f"{path}.identity", "is required: the name of a ServiceIdentity")
-            continue
-        ns = r.string(item, "namespace", path, default=namespace) or namespace
-        refs.append(IdentityRef(ns, ident))
+        r.fail("spec.between", f"must list exactly two members, got {got}")
+        return [], None
+    members = [_parse_member(r, value, f"spec.between[{i}]", namespace, i) for i, value in enumerate(between)]
+    refs = [m for m in members if isinstance(m, IdentityRef)]
+    externals = [m for m in members if isinstance(m, ExternalPeer)]
+    if len(externals) == 2:
+        r.fail("spec.between", "names two external members; at least one must be an identity in the cluster")
     if len(refs) == 2 and refs[0] == refs[1]:
         r.fail("spec.between[1]", f"names {refs[0]} twice; a relationship needs two different identities")
-    return refs
+    external = dataclasses.replace(externals[0], confirmed=confirmed) if len(externals) == 1 else None
+    return refs, external
 
 
-def _parse_initiator(r: Reader, spec: Mapping[str, Any], refs: list[IdentityRef]) -> IdentityRef | None:
-    """The side that opens connections, by name or namespace/name; ``None`` means both do."""
+def _confirmed(body: Mapping[str, Any]) -> frozenset[str]:
+    """Fingerprints in the ``external-confirmed`` annotation (comma or space separated)."""
+    meta = body.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    value = annotations.get(EXTERNAL_CONFIRMED_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(part.strip().lower().replace(":", "") for part in value.replace(",", " ").split() if part)
+
+
+def _parse_initiator(r: Reader, spec: Mapping[str, Any], namespace: str, refs: list[IdentityRef],
+                     external: ExternalPeer | None) -> IdentityRef | None:
+    """The side that opens connections, by name or namespace/name; ``None`` means both do.
+    An external member is named by its ``name`` and stands as a peer in the relationship's
+    namespace."""
     initiator_name = r.string(spec, "initiator", "spec")
-    if not initiator_name or len(refs) != 2:
+    members = [*refs, *([IdentityRef(namespace, external.name)] if external is not None else [])]
+    if not initiator_name or len(members) != 2:
         return None
-    matches = [ref for ref in refs if initiator_name in (ref.name, str(ref))]
+    matches = [ref for ref in members if initiator_name in (ref.name, str(ref))]
     if len(matches) != 1:
-        r.fail("spec.initiator", f"{quote(initiator_name)} must name one of {refs[0]} or {refs[1]} "
+        r.fail("spec.initiator", f"{quote(initiator_name)} must name one of {members[0]} or {members[1]} "
                                  "(use namespace/name when both have the same name)")
         return None
     return matches[0]

@@ -131,11 +131,38 @@ class IdentityRef:
         return f"{self.namespace}/{self.name}"
 
 
+class BundleKind(enum.StrEnum):
+    CONFIGMAP = "ConfigMap"
+    SECRET = "Secret"  # noqa: S105 - an enum value, not a password
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleRef:
+    """Where certificates given by a user live: one key of a ConfigMap or Secret."""
+
+    kind: BundleKind
+    name: str
+    key: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExternalPeer:
+    """A member outside the cluster, known only by the CA certificate(s) it presents."""
+
+    name: str
+    ca_bundle: BundleRef
+    #: its position in ``spec.between`` (for messages naming the field)
+    index: int
+    #: SHA-256 fingerprints it confirmed installing (the ``external-confirmed`` annotation)
+    confirmed: frozenset[str] = frozenset()
+
+
 @dataclasses.dataclass(frozen=True)
 class TrustRelationship:
     namespace: str
     name: str
-    between: tuple[IdentityRef, IdentityRef]
+    #: the in-cluster identities: two, or one beside an external member
+    between: tuple[IdentityRef, ...]
     initiator: IdentityRef | None
     mtls: bool
     jwt: bool
@@ -143,14 +170,25 @@ class TrustRelationship:
     audience: str | None
     scopes: tuple[str, ...]
     shared_secret: bool
+    external: ExternalPeer | None = None
 
     def peer_of(self, ref: IdentityRef) -> IdentityRef | None:
+        """The other in-cluster identity (None beside an external member)."""
+        if ref not in self.between or len(self.between) != 2:
+            return None
         a, b = self.between
-        if ref == a:
-            return b
-        if ref == b:
-            return a
-        return None
+        return b if ref == a else a
+
+    @property
+    def members(self) -> str:
+        """Both members for messages: ``ns/a and ns/b`` or ``ns/a and external peer x``."""
+        outside = [f"external peer {self.external.name}"] if self.external is not None else []
+        return " and ".join([*(str(ref) for ref in self.between), *outside])
+
+    @property
+    def external_ref(self) -> IdentityRef | None:
+        """The external member as a peer: named in the relationship's namespace."""
+        return IdentityRef(self.namespace, self.external.name) if self.external is not None else None
 
     def sends_to(self, sender: IdentityRef) -> bool:
         """Whether ``sender`` opens connections / sends tokens to its peer."""

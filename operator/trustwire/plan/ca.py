@@ -61,6 +61,8 @@ class CAEvidence:
     rotate: bool
     consumers: Sequence[tuple[IdentityRef, rot.PeerState | None]]
     propagation_delay: timedelta
+    #: external members: they must confirm the next CA before it is used
+    outsiders: Sequence[rot.Outsider] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,16 +176,42 @@ def advance(state: CAState, ev: CAEvidence, now: datetime, keys: KeySource) -> C
                                                       f"({verdict.message}); distributing it to every peer before use"))
     if state.phase is not CAPhase.DISTRIBUTING or state.next is None:
         return CAStep(state, tuple(events))
-    gate = rot.gate_with_outsiders(rot.distribution_gate(
-        "CA", ev.consumers, pki.fingerprint_sha256(state.next.cert), "ca", now=now, since=state.since,
-        delay=ev.propagation_delay), ev.consumers, now, state.since, ev.propagation_delay)
+    upcoming_fp = pki.fingerprint_sha256(state.next.cert)
+    gate = rot.both(rot.gate_with_outsiders(rot.distribution_gate(
+        "CA", ev.consumers, upcoming_fp, "ca", now=now, since=state.since,
+        delay=ev.propagation_delay), ev.consumers, now, state.since, ev.propagation_delay),
+        rot.confirmation_gate(ev.outsiders, upcoming_fp))
     if not gate.met:
-        return CAStep(state, tuple(events), gate)
+        overdue = confirmation_overdue(state, ev.outsiders, now)
+        if overdue is None:
+            return CAStep(state, tuple(events), gate)
+        return CAStep(state, (*events, overdue), dataclasses.replace(gate, reason=overdue.reason))
     state = CAState(state.next, now, None, state.active.cert)
     events.append(PlannedEvent.of(Reason.CA_ROTATION_ACTIVATED,
                                   f"CA serial {pki.serial_hex(state.active.cert)} is now active ({gate.message}); "
                                   "re-issuing the certificate from it"))
     return CAStep(state, tuple(events))
+
+
+def confirmation_warning_time(cert: x509.Certificate) -> datetime:
+    """When waiting for an outsider turns into a warning: a quarter of the CA's life, at
+    most a week, before the active CA expires (and its renewal time came earlier)."""
+    start, end = pki.not_before(cert), pki.not_after(cert)
+    return end - min((end - start) / 4, timedelta(days=7))
+
+
+def confirmation_overdue(state: CAState, outsiders: Sequence[rot.Outsider], now: datetime) -> PlannedEvent | None:
+    """A Warning while external peers have not confirmed the next CA and the active one nears expiry."""
+    if state.next is None or now < confirmation_warning_time(state.active.cert):
+        return None
+    fingerprint = pki.fingerprint_sha256(state.next.cert)
+    late = [o for o in outsiders if fingerprint not in o.confirmed]
+    if not late:
+        return None
+    return PlannedEvent.of(Reason.EXTERNAL_CONFIRMATION_OVERDUE, (
+        f"CA serial {pki.serial_hex(state.active.cert)} expires {rfc3339(pki.not_after(state.active.cert))} and "
+        f"{', '.join(str(o) for o in late)} has not confirmed installing "
+        f"the next CA (sha256 {fingerprint}); nothing is switched or removed until it does"))
 
 
 def retire(step: CAStep, gate: rot.Gate, now: datetime) -> CAStep:

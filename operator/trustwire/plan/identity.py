@@ -32,6 +32,7 @@ from trustwire.plan import jwt as jwtkeys
 from trustwire.plan import leaf as leaflife
 from trustwire.plan import rotation as rot
 from trustwire.plan.conditions import Check, Condition, ConditionStatus, stalled, waiting
+from trustwire.plan.external import outsiders_of
 from trustwire.plan.keys import SYSTEM_KEYS, KeySource
 from trustwire.plan.material import (
     SECRET_OPAQUE,
@@ -124,8 +125,9 @@ def _ca(p: _Pass, rotate: bool) -> tuple[calife.CAStep | None, CAMaterial | None
         p.checks["CAReady"] = conflict
         return None, None
     consumers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
-                 if lk.relationship.mtls and lk.publication is not None]
-    evidence = calife.CAEvidence(ident, obs.ca, rotate, consumers, obs.propagation_delay)
+                 if lk.relationship.mtls and lk.publication is not None and lk.relationship.external is None]
+    outsiders = outsiders_of([lk.relationship for lk in obs.links])
+    evidence = calife.CAEvidence(ident, obs.ca, rotate, consumers, obs.propagation_delay, outsiders)
     first = calife.observe(evidence, now, p.keys)
     step = calife.advance(first.state, evidence, now, p.keys)
     p.events += [*first.events, *step.events]
@@ -134,6 +136,8 @@ def _ca(p: _Pass, rotate: bool) -> tuple[calife.CAStep | None, CAMaterial | None
     p.deadlines.append(pki.not_after(step.state.active.cert))
     if step.state.phase is calife.CAPhase.IDLE:
         p.deadlines.append(calife.renewal_time(step.state.active.cert))  # when the next CA is prepared
+    elif outsiders:  # when waiting for an outsider turns into a warning
+        p.deadlines.append(calife.confirmation_warning_time(step.state.active.cert))
     return step, step.state.active
 
 
@@ -162,7 +166,8 @@ def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, ro
         return None
     me = IdentityRef(ident.namespace, ident.name)
     receivers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
-                 if lk.relationship.jwt and lk.relationship.sends_to(me) and lk.publication is not None]
+                 if lk.relationship.jwt and lk.relationship.sends_to(me) and lk.publication is not None
+                 and lk.relationship.external is None]
     evidence = jwtkeys.JwtEvidence(ident, obs.credentials, frozenset(public_key_der(k) for k in reserved if k),
                                    rotate, receivers, obs.propagation_delay, writable)
     first = jwtkeys.observe(evidence, obs.now, p.keys)
@@ -245,8 +250,9 @@ def _rotating(ca: calife.CAState | None, jwt: jwtkeys.JwtState | None, waits: Se
     ca_phase = ca.phase if ca is not None else calife.CAPhase.IDLE
     phases = [f"CA {ca_phase}"] if ca_phase is not calife.CAPhase.IDLE else []
     phases += [f"JWT {jwtkeys.JwtPhase.PUBLISHING}"] if jwt is not None and jwt.next is not None else []
-    reason = (ca_phase if ca_phase is not calife.CAPhase.IDLE else jwtkeys.JwtPhase.PUBLISHING) if phases \
+    phase = (ca_phase if ca_phase is not calife.CAPhase.IDLE else jwtkeys.JwtPhase.PUBLISHING) if phases \
         else calife.CAPhase.IDLE
+    reason = next((g.reason for g in waits if g.reason is not None), str(phase)) if phases else str(phase)
     status = ConditionStatus.TRUE if phases else ConditionStatus.FALSE
     return Condition("Rotating", status, str(reason), "; ".join(phases + [g.message for g in waits]))
 

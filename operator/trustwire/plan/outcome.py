@@ -97,4 +97,4 @@ def conditions_of(checks: Mapping[str, cond.Check], *, ready_message: str, old: 
 
 
 def relationship_ready(rel: TrustRelationship) -> str:
-    return f"{rel.between[0]} and {rel.between[1]} trust each other"
+    return f"{rel.members} trust each other"

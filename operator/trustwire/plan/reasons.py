@@ -31,13 +31,17 @@ class Reason(enum.StrEnum):
     CA_ROTATION_DISTRIBUTING = "CARotationDistributing"
     CA_ROTATION_ACTIVATED = "CARotationActivated"
     CA_ROTATION_RETIRED = "CARotationRetired"
+    EXTERNAL_CA_NOT_FOUND = "ExternalCANotFound"
+    EXTERNAL_CA_INVALID = "ExternalCAInvalid"
+    EXTERNAL_CONFIRMATION_OVERDUE = "ExternalConfirmationOverdue"
 
     @property
     def event_type(self) -> str:
         return WARNING if self in _WARNINGS else NORMAL
 
 
-_WARNINGS = frozenset({Reason.CA_REPAIRED, Reason.CERTIFICATE_REPAIRED, Reason.JWT_KEY_REPAIRED})
+_WARNINGS = frozenset({Reason.CA_REPAIRED, Reason.CERTIFICATE_REPAIRED, Reason.JWT_KEY_REPAIRED,
+                       Reason.EXTERNAL_CONFIRMATION_OVERDUE})
 #: first issuances: several of them in one pass become one ``Issued`` Event
 _FIRST = frozenset({Reason.CA_ISSUED, Reason.CERTIFICATE_ISSUED, Reason.JWT_KEY_GENERATED})
 

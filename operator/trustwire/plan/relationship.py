@@ -65,7 +65,7 @@ def acceptance(rel: TrustRelationship, lookup: Lookup) -> Check:
             return stalled("NotPermitted",
                            f"spec.between[{i}]: ServiceIdentity {ref} does not accept relationships from "
                            f"namespace {rel.namespace} (add it to spec.acceptFrom.namespaces of {ref})")
-    return passed("Accepted", f"{rel.between[0]} and {rel.between[1]} trust each other")
+    return passed("Accepted", f"{rel.members} trust each other")
 
 
 def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:

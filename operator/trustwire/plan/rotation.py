@@ -41,6 +41,8 @@ IDLE = "Idle"
 DISTRIBUTING = "Distributing"
 RETIRING = "Retiring"
 PUBLISHING = "Publishing"
+#: the ``Rotating`` reason while an external member has not confirmed the next CA
+AWAITING_CONFIRMATION = "AwaitingExternalConfirmation"
 
 #: Default wait for consumers that have no workloads to report a rollout for.
 DEFAULT_PROPAGATION_DELAY = timedelta(seconds=90)
@@ -62,6 +64,8 @@ class Gate:
     met: bool
     message: str
     retry_at: datetime | None = None
+    #: the ``Rotating`` condition's reason while this gate holds, when not the phase
+    reason: str | None = None
 
 
 def distribution_gate(what: str, consumers: Sequence[tuple[IdentityRef, PeerState | None]],
@@ -85,6 +89,40 @@ def distribution_gate(what: str, consumers: Sequence[tuple[IdentityRef, PeerStat
     if pending:
         return Gate(False, "; ".join(pending), retry)
     return Gate(True, f"every consumer holds the next {what}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outsider:
+    """An external member: it reports nothing, so it confirms what it installed by hand."""
+
+    name: str
+    namespace: str
+    relationship: str
+    confirmed: frozenset[str]
+
+    def __str__(self) -> str:
+        return f"external peer {self.name} (TrustRelationship {self.namespace}/{self.relationship})"
+
+
+def confirmation_gate(outsiders: Sequence[Outsider], holds: str) -> Gate:
+    """Every external member confirmed installing the CA with fingerprint ``holds``."""
+    pending = [f"{o} has not confirmed installing the next CA (sha256 {holds}); install what 'trustwire export "
+               f"--for {o.relationship}' writes, then run 'trustwire confirm {o.relationship} -n {o.namespace}'"
+               for o in outsiders if holds not in o.confirmed]
+    if pending:
+        return Gate(False, "; ".join(pending), reason=AWAITING_CONFIRMATION)
+    return Gate(True, f"{len(outsiders)} external peer(s) confirmed the next CA")
+
+
+def both(first: Gate, second: Gate) -> Gate:
+    """Met when both are; otherwise what the unmet ones wait for."""
+    if first.met and second.met:
+        return first
+    unmet = [g for g in (first, second) if not g.met]
+    retries = [g.retry_at for g in unmet if g.retry_at is not None]
+    reasons = [g.reason for g in unmet if g.reason is not None]
+    return Gate(False, "; ".join(g.message for g in unmet), min(retries) if retries else None,
+                reasons[0] if reasons else None)
 
 
 def own_rollout_gate(*, has_workloads: bool, rolled_out_hash: str | None, current_hash: str | None,
