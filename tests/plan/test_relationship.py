@@ -199,25 +199,34 @@ def test_distribution_with_a_vanished_identity(rel: Callable[..., TrustRelations
 
 
 @pytest.mark.parametrize(
-    ("holds_it", "stall", "reason", "is_stalled"),
+    ("holds_it", "receiver_stall", "sender_stall", "reason", "named"),
     [
-        (False, "TrustTooLarge", "PeerStalled", True),  # it will not arrive without a change
-        (False, None, "Distributing", False),
-        (True, "TemplateError", "Distributed", False),  # stalled for another reason, but it holds the peer
+        # the receiver cannot take it in (a hub whose trust Secret is full)
+        (False, "TrustTooLarge", None, "PeerStalled",
+         "jobs/jobserver is stalled (TrustTooLarge) and cannot take in the peer material"),
+        # the sender cannot publish it: the message names the sender, not the one waiting
+        (False, None, "CASecretInvalid", "PeerStalled",
+         "gov/dgc is stalled (CASecretInvalid) and publishes no material for jobs/jobserver"),
+        (False, None, None, "Distributing", "waiting for jobs/jobserver to receive the peer material"),
+        # stalled for another reason, but it holds the peer
+        (True, "TemplateError", "TemplateError", "Distributed", "both identities hold each other's material"),
     ],
 )
-def test_distribution_to_a_stalled_identity_is_stalled_too(
-    rel: Callable[..., TrustRelationship], holds_it: bool, stall: str | None, reason: str, is_stalled: bool
+def test_distribution_names_the_stalled_side(
+    rel: Callable[..., TrustRelationship], holds_it: bool, receiver_stall: str | None, sender_stall: str | None,
+    reason: str, named: str,
 ) -> None:
     key = f"{REL_NS}/rel"
     lookup = lookup_of(
-        entry(REL_NS, "dgc", distributed=frozenset({key})),
-        entry("jobs", "jobserver", "*", distributed=frozenset({key} if holds_it else set()), stalled_reason=stall),
+        entry(REL_NS, "dgc", distributed=frozenset({key}), stalled_reason=sender_stall),
+        entry("jobs", "jobserver", "*", distributed=frozenset({key} if holds_it else set()),
+              stalled_reason=receiver_stall),
     )
     check = distribution(rel("jobs"), lookup)
-    assert (check.reason, check.stalled) == (reason, is_stalled)
-    if is_stalled:
-        assert "jobs/jobserver is stalled (TrustTooLarge)" in check.message
+    assert (check.reason, check.stalled) == (reason, reason == "PeerStalled")
+    assert named in check.message
+    if sender_stall and not holds_it:
+        assert "jobs/jobserver is stalled" not in check.message
 
 
 # ======================================================================================

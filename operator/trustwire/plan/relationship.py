@@ -71,16 +71,27 @@ def acceptance(rel: TrustRelationship, lookup: Lookup) -> Check:
 def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
     """Both sides report the relationship among their peers."""
     key = f"{rel.namespace}/{rel.name}"
-    missing = [str(ref) for ref in rel.between
-               if (entry := lookup(ref)) is None or key not in entry.distributed]
+    missing = [ref for ref in rel.between if (entry := lookup(ref)) is None or key not in entry.distributed]
     if missing:
-        message = f"waiting for {', '.join(missing)} to receive the peer material"
-        stuck = [f"{ref} is stalled ({entry.stalled_reason})" for ref in rel.between
-                 if (entry := lookup(ref)) is not None and key not in entry.distributed and entry.stalled_reason]
+        message = f"waiting for {', '.join(map(str, missing))} to receive the peer material"
+        stuck = [blame for ref in missing if (blame := _stalled_side(rel, ref, lookup))]
         if stuck:  # e.g. a hub whose trust Secret is full: it will not arrive without a change
             return stalled("PeerStalled", f"{message}; {'; '.join(stuck)}")
         return waiting("Distributing", message)
     return passed("Distributed", "both identities hold each other's material")
+
+
+def _stalled_side(rel: TrustRelationship, receiver: IdentityRef, lookup: Lookup) -> str | None:
+    """Which side keeps ``receiver`` from the peer material: itself (it cannot take it in), or
+    the peer that cannot publish it — named as the one stalled, never the one waiting."""
+    entry = lookup(receiver)
+    if entry is not None and entry.stalled_reason:
+        return f"{receiver} is stalled ({entry.stalled_reason}) and cannot take in the peer material"
+    sender = rel.peer_of(receiver)
+    peer = lookup(sender) if sender is not None else None
+    if sender is not None and peer is not None and peer.stalled_reason:
+        return f"{sender} is stalled ({peer.stalled_reason}) and publishes no material for {receiver}"
+    return None
 
 
 def shared_secret_object(rel: TrustRelationship, observed: StoredObject | None, generate: Callable[[], bytes],
