@@ -371,7 +371,6 @@ def test_a_fully_specified_trustrelationship_is_accepted(trust: dict[str, Any]) 
         ({}, "between is required"),
         ({"between": [{"identity": "a"}]}, "one identity"),
         ({"between": [{"identity": "a"}, {"identity": "b"}, {"identity": "c"}]}, "three identities"),
-        ({"between": [{"identity": "a"}, {"namespace": "x"}]}, "entry without identity"),
         ({"between": [{"identity": "a"}, {"identity": "b"}], "jwt": {"roles": ["r"] * 51}}, "too many roles"),
         (
             {"between": [{"identity": "a"}, {"identity": "b"}], "jwt": {"scopes": ["s"] * 51}},

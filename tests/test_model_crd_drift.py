@@ -22,6 +22,7 @@ import yaml
 from trustwire.model import (
     IDENTITY_FIELDS,
     RELATIONSHIP_FIELDS,
+    BundleKind,
     CASource,
     DeletionPolicy,
     KeystoreFormat,
@@ -135,7 +136,7 @@ IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.workloads[].kind": WorkloadKind,
     "spec.deletionPolicy": DeletionPolicy,
 }
-RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {}
+RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.between[].external.caBundleRef.kind": BundleKind}
 
 
 def enum_drift(crd: Mapping[str, Any], expected: Mapping[str, type[enum.StrEnum]]) -> dict[str, Any]:
@@ -295,7 +296,7 @@ def test_identity_enums_match_python_enums(identity_crd: Schema) -> None:
     assert enum_drift(identity_crd, IDENTITY_ENUMS) == {}
 
 
-def test_relationship_has_no_enums(relationship_crd: Schema) -> None:
+def test_relationship_enums_match_python(relationship_crd: Schema) -> None:
     assert enum_drift(relationship_crd, RELATIONSHIP_ENUMS) == {}
 
 

@@ -1151,6 +1151,7 @@ def test_mtls_and_jwt_peer(
             "spiffeId": "spiffe://cluster.local/ns/jobs/sid/jobserver",
             "caFingerprints": [pki.fingerprint_sha256(peer.ca)],
             "sharedSecretFile": None,
+            "external": False,
         }
     ]
     assert (plan.checks["TrustReady"].ok, plan.checks["TrustReady"].reason) == (True, "Distributed")

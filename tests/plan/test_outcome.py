@@ -68,7 +68,7 @@ def test_one_keystore_password_rule(raw: bytes | None, password: str | None) -> 
 def test_each_reason_knows_its_event_type(reason: Reason) -> None:
     event = PlannedEvent.of(reason, "m")
     assert event.reason == reason.value
-    assert event.type == ("Warning" if reason.value.endswith("Repaired") else "Normal")
+    assert event.type == ("Warning" if reason.value.endswith(("Repaired", "Overdue")) else "Normal")
 
 
 def test_the_evaluator_answers_with_the_first_check_that_fires() -> None:

@@ -85,15 +85,15 @@ MEMBER_KINDS: dict[str, MemberParser] = {"identity": _identity_member, "external
 
 def _parse_member(r: Reader, value: Any, path: str, namespace: str, index: int) -> Member | None:
     item = r.element(value, path, RELATIONSHIP_FIELDS["between"][0],
-                     expected=f"an object with one of {', '.join(repr(k) for k in MEMBER_KINDS)}")
+                     expected="an object with 'identity' (or one of " +
+                              ", ".join(repr(k) for k in MEMBER_KINDS if k != "identity") + ")")
     if item is None:
         return None
     kinds = [k for k in MEMBER_KINDS if k in item]
-    if len(kinds) != 1:
-        r.fail(path, f"must name exactly one of {', '.join(repr(k) for k in MEMBER_KINDS)}"
-                     f"{', got ' + ', '.join(kinds) if kinds else ''}")
+    if len(kinds) > 1:
+        r.fail(path, f"names {' and '.join(kinds)}; a member is exactly one of them")
         return None
-    return MEMBER_KINDS[kinds[0]](r, item, path, namespace, index)
+    return MEMBER_KINDS[kinds[0] if kinds else "identity"](r, item, path, namespace, index)
 
 
 def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str,
@@ -103,7 +103,7 @@ def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str,
     between = spec.get("between")
     if not isinstance(between, list) or len(between) != 2:
         got = f"{len(between)} items" if isinstance(between, list) else type_name(between)
-        r.fail("spec.between", f"must list exactly two members, got {got}")
+        r.fail("spec.between", f"must list exactly two identities, got {got} (an external member may stand for one)")
         return [], None
     members = [_parse_member(r, value, f"spec.between[{i}]", namespace, i) for i, value in enumerate(between)]
     refs = [m for m in members if isinstance(m, IdentityRef)]
