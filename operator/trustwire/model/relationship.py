@@ -85,8 +85,7 @@ MEMBER_KINDS: dict[str, MemberParser] = {"identity": _identity_member, "external
 
 def _parse_member(r: Reader, value: Any, path: str, namespace: str, index: int) -> Member | None:
     item = r.element(value, path, RELATIONSHIP_FIELDS["between"][0],
-                     expected="an object with 'identity' (or one of " +
-                              ", ".join(repr(k) for k in MEMBER_KINDS if k != "identity") + ")")
+                     expected="an object with 'identity'")
     if item is None:
         return None
     kinds = [k for k in MEMBER_KINDS if k in item]
