@@ -29,8 +29,8 @@ def certs(real_key: Callable[..., pki.PrivateKey]) -> dict[str, Any]:
     key = real_key(KeyAlgorithm.ECDSAP256, 720)
     onprem = pki.create_ca(key, common_name="onprem CA", now=NOW - timedelta(days=1), lifetime=timedelta(days=365))
     leaf_key = real_key(KeyAlgorithm.ECDSAP256, 721)
-    leaf = pki.create_leaf(onprem, key, leaf_key.public_key(), common_name="jobserver", dns_names=["jobserver"], uri_sans=[],
-                           now=NOW - timedelta(hours=1), lifetime=timedelta(days=30))
+    leaf = pki.create_leaf(onprem, key, leaf_key.public_key(), common_name="jobserver", dns_names=["jobserver"],
+                           uri_sans=[], now=NOW - timedelta(hours=1), lifetime=timedelta(days=30))
     old = pki.create_ca(real_key(KeyAlgorithm.ECDSAP256, 722), common_name="old CA", now=NOW - timedelta(days=20),
                         lifetime=timedelta(days=10))
     return {"ca": onprem, "key": key, "leaf": leaf, "expired": old}

@@ -10,12 +10,13 @@ import click
 
 from trustwire import __version__
 from trustwire.cli.check import check
+from trustwire.cli.external import confirm, export
 from trustwire.cli.operate import demo, run
 from trustwire.cli.rotation import rotate
 from trustwire.cli.status_table import status
 from trustwire.cli.verification import verify
 
-__all__ = ["check", "demo", "main", "rotate", "run", "status", "verify"]
+__all__ = ["check", "confirm", "demo", "export", "main", "rotate", "run", "status", "verify"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +25,5 @@ def main() -> None:
     """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
 
 
-for _command in (run, demo, status, rotate, verify, check):
+for _command in (run, demo, status, rotate, verify, check, export, confirm):
     main.add_command(_command)
