@@ -300,6 +300,44 @@ async def test_onprem_peer_with_its_own_ca_mtls_both_ways_across_a_confirmed_rot
     assert result.failed == 0, result.failures
 
 
+async def test_probe_sees_the_outage_when_the_confirmation_is_skipped(
+        cluster: Cluster, onprem: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative control: switching to the next CA before the outsider installed it breaks
+    DGC → Jobserver, so the probe above can fail and its zero means something."""
+    openssl = require_tool("openssl")
+    kubeconfig = cluster.plane.admin_kubeconfig
+    monkeypatch.setattr(rot, "confirmation_gate", lambda *a, **k: rot.Gate(True, "skipped"))
+    await cluster.ensure_namespace(NS)
+    await cluster.apply(ca_configmap(onprem["ca.crt"].read_bytes()))
+    await cluster.apply(identity("dgc", NS, serviceName="dgc"))
+    await cluster.apply(external_relationship(jwt={"enabled": False}))
+    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")
+    exported = tmp_path / "export"
+    await cli(kubeconfig, "export", "dgc", "-n", NS, "--for", REL, "-o", str(exported))
+    pod = PodFiles(tmp_path / "dgc-pod")
+    follower = asyncio.create_task(follow_pod(cluster.client, pod))
+    await until(lambda: (pod.root / "..data").exists(), "DGC's pod files", timeout=20)
+    dgc_server = TLSEndpoint(pod)
+    installed = Installed(openssl, onprem, exported)
+    probe = BothWays(pod, dgc_server, installed)
+    try:
+        await until(lambda: probe.result.ok >= 4, "first handshakes both ways", timeout=30)
+        before = ca_status(await cluster.get("ServiceIdentity", NS, "dgc"))["fingerprint"]
+        await cluster.client.merge_patch(IDENTITIES, NS, "dgc",
+                                         {"metadata": {"annotations": {names.ROTATE_ANNOTATION: "ca:skip"}}})
+        await cluster.wait_for("ServiceIdentity", NS, "dgc", lambda b: ca_status(b).get("fingerprint") != before,
+                               timeout=60, what="to switch CAs")
+        await until(lambda: probe.result.failed > 0, "the outage", timeout=30)
+    finally:
+        result = probe.stop()
+        dgc_server.close()
+        installed.server.close()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    assert any(f.startswith("mTLS dgc->onprem") for f in result.failures)
+
+
 @pytest.mark.parametrize(
     ("case", "bundle", "reason", "words"),
     [
