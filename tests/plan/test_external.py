@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -157,3 +158,65 @@ def test_external_relationship_yields_an_outsider_with_its_confirmations() -> No
     assert rel.between == (IdentityRef("gov", "dgc"),) and rel.peer_of(IdentityRef("gov", "dgc")) is None
     assert external.outsiders_of([rel]) == [outsider(frozenset({"abcd", "ef01"}))]
     assert external.outsiders_of([dataclasses.replace(rel, mtls=False)]) == []
+
+
+# --------------------------------------------------------------------------------------
+# The whole identity pass
+# --------------------------------------------------------------------------------------
+def _plan_with_outsider(certs: dict[str, Any], rotate: str | None, confirmed: frozenset[str],
+                        keys: FixedKeys, stored_ca: StoredObject | None = None) -> Any:
+    from trustwire.plan.identity import IdentityObservation, PeerLink, plan_identity
+
+    body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": "dgc-onprem", "namespace": "gov",
+                         "annotations": {"trustwire.io/external-confirmed": ",".join(confirmed)}},
+            "spec": {"between": [{"identity": "dgc"}, {"external": {
+                "name": "onprem-jobserver", "caBundleRef": {"name": "onprem-ca"}}}]}}
+    rel = parse_relationship(body)
+    assert rel.external is not None and rel.external_ref is not None
+    publication, _ = external.external_publication(external.BundleInput(
+        rel.external, "gov", StoredObject("onprem-ca", False, None, {"ca.crt": pem(certs["ca"])}), NOW))
+    ident = parse_identity({"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
+                            "metadata": {"name": "dgc", "namespace": "gov"}, "spec": {}})
+    obs = IdentityObservation(identity=ident, now=NOW, ca=stored_ca,
+                              links=(PeerLink(rel, rel.external_ref, publication),))
+    return plan_identity(obs, rotate=rotate, keys=keys)
+
+
+def test_the_identity_trusts_exactly_the_outsiders_ca_and_its_rotation_names_it(
+        certs: dict[str, Any], fixed_keys: Callable[[], FixedKeys]) -> None:
+    keys = fixed_keys()
+    plan = _plan_with_outsider(certs, None, frozenset(), keys)
+    objects = {o.name: o for o in plan.objects}
+    trust = objects["dgc-trustwire-trust"].data
+    assert trust["trust-bundle.pem"] == pem(certs["ca"])
+    [entry] = json.loads(trust["peers.json"])
+    assert (entry["identity"], entry["namespace"], entry["external"], entry["caFingerprints"]) == (
+        "onprem-jobserver", "gov", True, [pki.fingerprint_sha256(certs["ca"])])
+    assert plan.checks["TrustReady"].ok
+    stored = objects["dgc-trustwire-ca"]
+    again = _plan_with_outsider(certs, "ca", frozenset(), keys,
+                                StoredObject(stored.name, True, "dgc", stored.data, stored.annotations))
+    [rotating] = again.extra_conditions
+    assert (rotating.type, rotating.status, rotating.reason) == ("Rotating", "True", rotation.AWAITING_CONFIRMATION)
+    assert "external peer onprem-jobserver (TrustRelationship gov/dgc-onprem)" in rotating.message
+    assert again.status.rotation is not None and again.status.rotation.ca is not None
+    assert again.status.rotation.ca.phase == ca.CAPhase.DISTRIBUTING
+
+
+def test_an_unusable_bundle_leaves_the_trust_pending_naming_the_relationship(
+        certs: dict[str, Any], fixed_keys: Callable[[], FixedKeys]) -> None:
+    from trustwire.plan.identity import IdentityObservation, PeerLink, plan_identity
+
+    rel = parse_relationship({"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+                              "metadata": {"name": "dgc-onprem", "namespace": "gov"},
+                              "spec": {"between": [{"identity": "dgc"}, {"external": {
+                                  "name": "onprem-jobserver", "caBundleRef": {"name": "onprem-ca"}}}]}})
+    assert rel.external_ref is not None
+    ident = parse_identity({"apiVersion": "trustwire.io/v1alpha1", "kind": "ServiceIdentity",
+                            "metadata": {"name": "dgc", "namespace": "gov"}, "spec": {}})
+    plan = plan_identity(IdentityObservation(identity=ident, now=NOW, links=(PeerLink(rel, rel.external_ref, None),)),
+                         keys=fixed_keys())
+    check = plan.checks["TrustReady"]
+    assert (check.ok, check.reason) == (False, "PeerPending")
+    assert "external peer onprem-jobserver is not usable (see TrustRelationship gov/dgc-onprem)" in check.message
