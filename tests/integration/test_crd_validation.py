@@ -56,13 +56,17 @@ def sid(name: str = "v", **spec: Any) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def trust(*between: dict[str, str], name: str = "v", **spec: Any) -> dict[str, Any]:
+def trust(*between: dict[str, Any], name: str = "v", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
             "metadata": {"name": name, "namespace": NS}, "spec": {"between": list(between), **spec}}
 
 
 def m(identity: str, namespace: str | None = None) -> dict[str, str]:
     return {"identity": identity} | ({"namespace": namespace} if namespace is not None else {})
+
+
+def ext(name: str) -> dict[str, Any]:
+    return {"external": {"name": name, "caBundleRef": {"name": f"{name}-ca"}}}
 
 
 def _case(rule: RuleKey, field: str, body: dict[str, Any], says: str | None = None, *, id: str) -> Any:
@@ -129,6 +133,17 @@ REFUSED = [
           id="initiator-wrong-namespace"),
     _case((TRUST, ".spec", 1), "spec.initiator", trust(m("a", "x"), m("a", "y"), initiator="a"),
           id="initiator-ambiguous"),
+    _case((TRUST, ".spec", 0), "spec.initiator", trust(m("a"), ext("onprem"), initiator="other"),
+          id="initiator-not-the-external-member"),
+    _case((TRUST, ".spec", 2), "spec.sharedSecret", trust(m("a"), ext("onprem"), sharedSecret={"enabled": True}),
+          id="shared-secret-beside-external"),
+    _case((TRUST, ".spec.between", 1), "spec.between", trust(ext("x"), ext("y")), id="two-external-members"),
+    _case((TRUST, ".spec.between[]", 0), "spec.between[1]", trust(m("a"), {"namespace": "x"}),
+          id="member-of-no-kind"),
+    _case((TRUST, ".spec.between[]", 0), "spec.between[0]", trust(m("a") | ext("x"), m("b")),
+          id="member-of-two-kinds"),
+    _case((TRUST, ".spec.between[]", 1), "spec.between[1]", trust(m("a"), ext("x") | {"namespace": "y"}),
+          id="external-member-with-namespace"),
 ]
 
 #: list-maps: a duplicate key is refused by the API server's own message
@@ -163,6 +178,8 @@ ACCEPTED = [
     pytest.param(trust(m("a"), m("b", "x"), initiator=f"{NS}/a"), id="initiator-own-namespace"),
     pytest.param(trust(m("a", "x"), m("a", "y"), initiator="y/a"), id="initiator-disambiguated"),
     pytest.param(trust(m("a"), m("b"), initiator=""), id="empty-initiator-is-both"),
+    pytest.param(trust(m("a"), ext("onprem")), id="external-member"),
+    pytest.param(trust(ext("onprem"), m("a", "x"), initiator="onprem"), id="external-member-as-initiator"),
 ]
 
 
