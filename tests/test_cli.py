@@ -751,3 +751,18 @@ def test_check_refusals_and_an_unreachable_cluster(args: list[str], code: int, m
     result = invoke("check", *args, "--server", url)
     assert result.exit_code == code, result.output
     assert message.format(url=url) in result.output and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("members", "shown"),
+    [
+        ([{"identity": "dgc"}, {"identity": "jobserver", "namespace": "jobs"}], ["governance/dgc", "jobs/jobserver"]),
+        ([{"identity": "dgc"}, {"external": {"name": "onprem", "caBundleRef": {"name": "ca"}}}],
+         ["governance/dgc", "external:onprem"]),
+    ],
+)
+def test_status_shows_each_member_of_between(members: list[dict[str, Any]], shown: list[str]) -> None:
+    from trustwire.cli.observed import between
+
+    body = {"metadata": {"name": "r", "namespace": "governance"}, "spec": {"between": members}}
+    assert between(body) == shown

@@ -74,10 +74,12 @@ def key(body: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def between(body: Mapping[str, Any]) -> list[str]:
-    """A relationship's ``spec.between`` as ``namespace/identity`` (the namespace defaults to its own)."""
+    """A relationship's ``spec.between`` as ``namespace/identity`` (the namespace defaults to its
+    own), an external member as ``external:<name>``."""
     own = key(body)[0]
     members = section(body, "spec").get("between")
-    return [f"{b.get('namespace') or own}/{b.get('identity')}"
+    return [f"external:{b['external'].get('name')}" if isinstance(b.get("external"), Mapping)
+            else f"{b.get('namespace') or own}/{b.get('identity')}"
             for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
 
 
