@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cluster, condition, identity, until
+from tests.integration.harness import Cluster, condition, identity, relationship, until
 from tests.interop.conftest import require_tool, stop
 from trustwire import names, pki
 from trustwire.demo.drill import PodFiles, ProbeResult, TLSEndpoint
@@ -80,12 +80,12 @@ def ca_configmap(pem: bytes) -> dict[str, Any]:
             "data": {"ca.crt": pem.decode()}}
 
 
-async def cli(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(kubeconfig: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "trustwire.cli", *args, "--kubeconfig", str(kubeconfig),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, (args, out.decode(), err.decode())
+    assert process.returncode == code, (args, out.decode(), err.decode())
     return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
 
 
@@ -367,6 +367,27 @@ async def test_a_bad_bundle_stalls_the_relationship_naming_the_field(
     # the fix: the CA certificate only
     await cluster.apply(ca_configmap(onprem["ca.crt"].read_bytes()))
     await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")
+
+
+async def test_export_and_confirm_refuse_what_they_cannot_do(cluster: Cluster, tmp_path: Path) -> None:
+    kubeconfig = cluster.plane.admin_kubeconfig
+    await cluster.ensure_namespace(NS)
+    await cluster.apply(identity("dgc", NS))
+    await cluster.apply(identity("jobserver", NS))
+    await cluster.apply(relationship("inside", NS, ("dgc", None), ("jobserver", None)))
+    cases = [
+        (("export", "dgc", "-n", NS, "--for", "inside", "-o", str(tmp_path / "x")),
+         f"TrustRelationship {NS}/inside has no external member in spec.between"),
+        (("export", "dgc", "-n", NS, "--for", "absent", "-o", str(tmp_path / "x")),
+         f"TrustRelationship {NS}/absent not found"),
+        (("confirm", "inside", "-n", NS, "--fingerprint", "ab"),
+         f"TrustRelationship {NS}/inside has no external member in spec.between"),
+        (("confirm", REL, "-n", NS, "--from", str(tmp_path / "nothing")), "no readable ca.crt"),
+    ]
+    for args, words in cases:
+        run = await cli(kubeconfig, *args, code=3)
+        assert words in run.stderr, (args, run.stderr)
+    assert not (tmp_path / "x").exists()
 
 
 async def test_the_api_server_refuses_malformed_external_members(cluster: Cluster) -> None:
