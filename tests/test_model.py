@@ -995,3 +995,66 @@ def test_reader_reads_an_absent_field_as_its_default_without_a_problem() -> None
     assert reader.section({}, "k", "spec", {}) == {}
     assert reader.problems == []
     reader.raise_problems()
+
+
+# ======================================================================================
+# External members
+# ======================================================================================
+def _external(**fields: Any) -> dict[str, Any]:
+    return {"external": {"name": "onprem", "caBundleRef": {"name": "onprem-ca"}} | fields}
+
+
+EXTERNAL_CASES = [
+    ([{"identity": "dgc"}, _external(name=None)], "spec.between[1].external.name", "is required"),
+    ([{"identity": "dgc"}, _external(caBundleRef={})], "spec.between[1].external.caBundleRef.name", "is required"),
+    ([{"identity": "dgc"}, _external(caBundleRef={"name": "c", "kind": "Vault"})],
+     "spec.between[1].external.caBundleRef.kind", "allowed values are ConfigMap, Secret"),
+    ([{"identity": "dgc"}, _external(caBundleRef={"name": "c", "key": ""})],
+     "spec.between[1].external.caBundleRef.key", "must not be empty"),
+    ([{"identity": "dgc"}, _external(caBundleRef={"name": "c", "keys": "x"})],
+     "spec.between[1].external.caBundleRef.keys", "unknown field"),
+    ([{"identity": "dgc"}, _external() | {"namespace": "x"}], "spec.between[1].namespace",
+     "applies to identity members only"),
+    ([{"identity": "dgc"} | _external(), {"identity": "x"}], "spec.between[0]", "names identity and external"),
+    ([_external(), _external(name="other")], "spec.between", "two external members"),
+]
+
+
+@pytest.mark.parametrize(("between", "path", "words"), EXTERNAL_CASES, ids=[c[1] + ":" + c[2] for c in EXTERNAL_CASES])
+def test_external_member_problems(between: list[Any], path: str, words: str) -> None:
+    body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": "r", "namespace": "gov"}, "spec": {"between": between}}
+    problems = relationship_problems(body)
+    assert path in problems, problems
+    assert words in problems[path]
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "words"),
+    [
+        ({"sharedSecret": {"enabled": True}}, "spec.sharedSecret.enabled", "beside external member onprem"),
+        ({"initiator": "nobody"}, "spec.initiator", "must name one of gov/dgc or gov/onprem"),
+    ],
+)
+def test_external_member_with_other_fields(spec: dict[str, Any], path: str, words: str) -> None:
+    body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": "r", "namespace": "gov"}, "spec": {"between": [{"identity": "dgc"}, _external()],
+                                                                     **spec}}
+    problems = relationship_problems(body)
+    assert path in problems and words in problems[path], problems
+
+
+def test_external_member_defaults_and_confirmation() -> None:
+    from trustwire.model import BundleKind, ExternalPeer, IdentityRef
+
+    body = {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": "r", "namespace": "gov",
+                         "annotations": {"trustwire.io/external-confirmed": "AA:BB  cc,dd"}},
+            "spec": {"between": [_external(), {"identity": "dgc"}], "initiator": "onprem"}}
+    rel = parse_relationship(body)
+    assert rel.between == (IdentityRef("gov", "dgc"),)
+    assert rel.external == ExternalPeer("onprem", rel.external.ca_bundle, 0, frozenset({"aabb", "cc", "dd"}))  # type: ignore[union-attr]
+    assert (rel.external.ca_bundle.kind, rel.external.ca_bundle.key) == (BundleKind.CONFIGMAP, "ca.crt")  # type: ignore[union-attr]
+    assert rel.initiator == IdentityRef("gov", "onprem") == rel.external_ref
+    assert rel.members == "gov/dgc and external peer onprem"
+    assert rel.peer_of(IdentityRef("gov", "dgc")) is None

@@ -62,6 +62,8 @@ def _identity_member(r: Reader, item: Mapping[str, Any], path: str, namespace: s
 
 def _external_member(r: Reader, item: Mapping[str, Any], path: str, namespace: str, index: int) -> Member | None:
     fields = RELATIONSHIP_FIELDS["between"][0]["external"]
+    if "namespace" in item:
+        r.fail(f"{path}.namespace", "applies to identity members only; an external member lives outside the cluster")
     body = r.section(item, "external", path, fields)
     path = f"{path}.external"
     name = r.string(body, "name", path)
@@ -69,12 +71,12 @@ def _external_member(r: Reader, item: Mapping[str, Any], path: str, namespace: s
     kind = r.enum(ref_body, "kind", f"{path}.caBundleRef", BundleKind, BundleKind.CONFIGMAP)
     bundle_name = r.string(ref_body, "name", f"{path}.caBundleRef")
     key = r.string(ref_body, "key", f"{path}.caBundleRef", default="ca.crt")
-    if "namespace" in item:
-        r.fail(f"{path[:-len('.external')]}.namespace", "applies to identity members only")
     if not name:
         r.fail(f"{path}.name", "is required: a name for the party outside the cluster")
     if not bundle_name:
         r.fail(f"{path}.caBundleRef.name", "is required: the ConfigMap or Secret holding its CA certificate(s)")
+    if not key:
+        r.fail(f"{path}.caBundleRef.key", "must not be empty: the key holding the PEM bundle (default ca.crt)")
     if not name or not bundle_name or not key:
         return None
     return ExternalPeer(name, BundleRef(kind, bundle_name, key), index)
