@@ -433,3 +433,23 @@ async def test_a_first_trust_secret_waits_for_the_queued_pass_of_its_peer(
         bundle = base64.b64decode(trust["data"]["trust-bundle.pem"])
         assert (b"BEGIN CERTIFICATE" in bundle) is beta_publishes
         assert client.counts.get("patch", 0) - before == 1, "alpha wrote more than its status"
+
+
+@pytest.mark.parametrize(("configmap", "woken"), [("onprem-ca", True), ("unrelated", False)])
+async def test_a_change_of_an_external_members_bundle_wakes_its_relationship_and_identity(
+        identity_body: Factory, configmap: str, woken: bool) -> None:
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = Controller(client)
+        body = identity_body("dgc", "gov")
+        await client.create(IDENTITIES, "gov", body)
+        controller.observe_identity(body, deleted=False)
+        controller.observe_relationship({
+            "apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": "dgc-onprem", "namespace": "gov"},
+            "spec": {"between": [{"identity": "dgc"}, {"external": {
+                "name": "onprem", "caBundleRef": {"name": "onprem-ca"}}}]}}, deleted=False)
+        await _drain(controller)
+        controller.observe_configmap({"metadata": {"name": configmap, "namespace": "gov"},
+                                      "data": {"ca.crt": "x"}}, deleted=False)
+        expected = {("relationship", "gov", "dgc-onprem"), ("identity", "gov", "dgc")} if woken else set()
+        assert await _drain(controller) == expected

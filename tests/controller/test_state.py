@@ -413,3 +413,23 @@ def test_relationship_change_is_only_about_spec_and_metadata(
     old = relationship_body("dgc", "jobserver", name="r", namespace="gov", b_namespace="jobs")
     assert relationship_change(old, _with(old, path, value)) == expected
     assert relationship_change(None, old) == EVERYTHING
+
+
+# ======================================================================================
+# External members
+# ======================================================================================
+def _external_rel(bundle: str, name: str = "r") -> dict[str, Any]:
+    return {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+            "metadata": {"name": name, "namespace": "gov"},
+            "spec": {"between": [{"identity": "dgc"}, {"external": {
+                "name": "onprem", "caBundleRef": {"kind": "ConfigMap", "name": bundle}}}]}}
+
+
+def test_an_external_members_bundle_is_indexed_and_dropped_with_its_relationship(state: State) -> None:
+    key, affected = state.put_relationship(_external_rel("onprem-ca"))
+    assert affected == {IdentityRef("gov", "dgc")}  # the outsider is no identity to wake
+    assert dict(state.bundle_index) == {("gov", "onprem-ca"): {key}}
+    state.put_relationship(_external_rel("other-ca"))  # the bundle renamed
+    assert dict(state.bundle_index) == {("gov", "other-ca"): {key}}
+    state.drop_relationship(key)
+    assert dict(state.bundle_index) == {}
