@@ -9,6 +9,7 @@ waits for that confirmation, and a continuous probe both ways sees no failure ac
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import selectors
@@ -367,6 +368,24 @@ async def test_a_bad_bundle_stalls_the_relationship_naming_the_field(
     # the fix: the CA certificate only
     await cluster.apply(ca_configmap(onprem["ca.crt"].read_bytes()))
     await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")
+
+
+async def test_a_secret_may_hold_the_bundle(cluster: Cluster, onprem: dict[str, Path]) -> None:
+    await cluster.ensure_namespace(NS)
+    pem = base64.b64encode(onprem["ca.crt"].read_bytes()).decode()
+    await cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "onprem-ca", "namespace": NS},
+                         "type": "Opaque", "data": {"bundle.pem": pem}})
+    await cluster.apply(identity("dgc", NS))
+    rel = external_relationship()
+    rel["spec"]["between"][1]["external"]["caBundleRef"] = {"kind": "Secret", "name": "onprem-ca", "key": "bundle.pem"}
+    await cluster.apply(rel)
+    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")
+    body = await cluster.wait_condition("ServiceIdentity", NS, "dgc", "Ready")
+    assert body["status"]["peerCount"] == 1
+    trust = await cluster.data("Secret", NS, names.trust_secret("dgc"))
+    assert trust["trust-bundle.pem"] == onprem["ca.crt"].read_bytes()
+    secret = await cluster.get("Secret", NS, "onprem-ca")
+    assert names.MANAGED_BY not in ((secret or {}).get("metadata") or {}).get("labels", {})  # left as it is
 
 
 async def test_export_and_confirm_refuse_what_they_cannot_do(cluster: Cluster, tmp_path: Path) -> None:

@@ -287,3 +287,16 @@ def test_shared_secret_round_trip_is_stable(rel: Callable[..., TrustRelationship
     again = shared_secret_object(rel(), shared(dict(first.data)), generate)
     assert again == first
     assert calls == [1]
+
+
+@pytest.mark.parametrize(("holds_it", "reason"), [(True, "Distributed"), (False, "Distributing")])
+def test_distribution_beside_an_external_member_waits_for_the_identity_only(holds_it: bool, reason: str) -> None:
+    rel = parse_relationship({"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
+                              "metadata": {"name": "rel", "namespace": REL_NS},
+                              "spec": {"between": [{"identity": "dgc"}, {"external": {
+                                  "name": "onprem", "caBundleRef": {"name": "onprem-ca"}}}]}})
+    lookup = lookup_of(entry(REL_NS, "dgc", distributed=frozenset({f"{REL_NS}/rel"} if holds_it else set())))
+    assert acceptance(rel, lookup).message == "gov/dgc and external peer onprem trust each other"
+    check = distribution(rel, lookup)
+    assert check.reason == reason
+    assert ("gov/dgc holds the CA of external peer onprem" if holds_it else "waiting for gov/dgc") in check.message

@@ -78,6 +78,8 @@ def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
         if stuck:  # e.g. a hub whose trust Secret is full: it will not arrive without a change
             return stalled("PeerStalled", f"{message}; {'; '.join(stuck)}")
         return waiting("Distributing", message)
+    if rel.external is not None:
+        return passed("Distributed", f"{rel.between[0]} holds the CA of external peer {rel.external.name}")
     return passed("Distributed", "both identities hold each other's material")
 
 
