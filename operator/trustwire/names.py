@@ -8,6 +8,8 @@ from __future__ import annotations
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "trustwire"
+#: the prefix of trustwire's own labels and annotations (spec.secretTemplate may not use it)
+TRUSTWIRE_PREFIX = "trustwire.io"
 IDENTITY_LABEL = "trustwire.io/identity"
 RELATIONSHIP_LABEL = "trustwire.io/relationship"
 ROLE_LABEL = "trustwire.io/role"
@@ -21,6 +23,9 @@ WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
 #: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).
 DERIVED_ANNOTATION = "trustwire.io/derived"
 JWT_ISSUED_ANNOTATION = "trustwire.io/jwt-issued-at"
+#: The label and annotation keys spec.secretTemplate put on a Secret, so that a key removed
+#: from the template is removed from the Secret too (and nobody else's key is).
+SECRET_TEMPLATE_ANNOTATION = "trustwire.io/secret-template"  # noqa: S105 - a name, not a secret
 #: Rotation state kept on the Secrets themselves, so a restarted operator resumes a phase.
 CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
 JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"

@@ -14,6 +14,8 @@ from typing import Any
 _DURATION = "duration"
 _STR = "string"
 _BOOL = "boolean"
+#: an object of string values under any keys (labels, annotations)
+_STRING_MAP = "object"
 
 IDENTITY_FIELDS: dict[str, Any] = {
     "serviceName": _STR,
@@ -43,6 +45,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
     "templates": [{"name": _STR, "inline": _STR, "configMapRef": {"name": _STR, "key": _STR}}],
     "acceptFrom": {"namespaces": [_STR]},
     "deletionPolicy": _STR,
+    "secretTemplate": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
 }
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {

@@ -79,6 +79,15 @@ class WorkloadRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecretTemplate:
+    """Labels and annotations the user wants on every Secret of the identity (for Velero,
+    Kyverno, Reloader and the like), beside trustwire's own."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class TemplateSpec:
     name: str
     inline: str | None = None
@@ -101,6 +110,7 @@ class ServiceIdentity:
     templates: tuple[TemplateSpec, ...]
     accept_from: tuple[str, ...]
     deletion_policy: DeletionPolicy
+    secret_template: SecretTemplate = SecretTemplate()
 
     @property
     def spiffe_id(self) -> str:

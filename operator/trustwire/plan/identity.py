@@ -42,6 +42,7 @@ from trustwire.plan.material import (
     clash,
     derived_annotations,
     stored_password,
+    with_secret_template,
 )
 from trustwire.plan.publication import Publication, public_object
 from trustwire.plan.reasons import PlannedEvent, fold_issued
@@ -277,6 +278,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
         own = [c for c in (ca.cert, *((ca_state.next.cert if ca_state.next else None, ca_state.previous)
                                       if ca_state else ())) if c is not None]
         objects.append(public_object(ident, own, jwt.state if jwt else None))
+    template = ident.secret_template
+    objects = [with_secret_template(o, dict(template.labels), dict(template.annotations)) for o in objects]
     ca_wait = ca_step.wait if ca_step is not None else None
     jwt_state, jwt_wait = (jwt.state, jwt.wait) if jwt is not None else (None, None)
     status = IdentityStatus(
