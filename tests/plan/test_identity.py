@@ -107,11 +107,15 @@ def feed_back(obs: IdentityObservation, plan: IdentityPlan, **changes: Any) -> I
         desired = objects.get(object_name)
         return stored(desired) if desired is not None else current
 
+    files = {f: part for f in names.TRUST_SPLIT_KEYS  # as the controller: written, kept, or deleted
+             if (part := after(names.trust_file_secret(name, f), obs.trust_files.get(f))) is not None
+             and part.name not in plan.obsolete}
     return dataclasses.replace(
         obs,
         ca=after(names.ca_secret(name), obs.ca),
         credentials=after(names.credentials_secret(name), obs.credentials),
         trust=after(names.trust_secret(name), obs.trust),
+        trust_files=files,
         public=after(names.public_configmap(name), obs.public),
         **changes,
     )
@@ -146,7 +150,12 @@ def creds(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
 
 
 def trust(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
-    return by_name(plan)[names.trust_secret(ident.name)].data
+    """The trust files the plan writes, from every Secret they are split across."""
+    objects = by_name(plan)
+    files: dict[str, bytes] = {}
+    for name in names.trust_secrets(ident.name):
+        files |= objects[name].data if name in objects else {}
+    return files
 
 
 def public(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
@@ -1793,6 +1802,14 @@ def trust_size(plan: IdentityPlan, ident: ServiceIdentity) -> int:
     return sum(len(v) for v in trust(plan, ident).values())
 
 
+def largest_file(plan: IdentityPlan, ident: ServiceIdentity) -> int:
+    return max(len(v) for v in trust(plan, ident).values())
+
+
+#: A Secret budget small enough that a few hundred peers outgrow even the split layout (cheap to build)
+SMALL_BUDGET = 256 * 1024
+
+
 def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     make_ident: Callable[..., ServiceIdentity],
     hub_links: Callable[..., tuple[PeerLink, ...]],
@@ -1800,12 +1817,14 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
 ) -> None:
     ident = make_ident()
     first = hub_links(0, 200)
-    settled = plan_identity(observe(ident, now, links=first))
+    settled = plan_identity(observe(ident, now, links=first, secret_budget=SMALL_BUDGET))
     assert settled.checks["TrustReady"].ok and settled.status.to_dict()["peerCount"] == 200
-    assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer, so 600 peers cannot fit in 1 MiB
-    # 400 more peers arrive and spoke-0's relationship is removed in the same pass
+    assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer: split across Secrets already
+    assert len(settled.trust_secrets) > 1
+    # 400 more peers arrive and spoke-0's relationship is removed in the same pass: trust-bundle.pem
+    # alone (~700 bytes per peer) would outgrow a Secret, and a file cannot span Secrets
     crowded = (*first[1:], *hub_links(200, 600))
-    obs = feed_back(observe(ident, now, links=crowded), settled)
+    obs = feed_back(observe(ident, now, links=crowded, secret_budget=SMALL_BUDGET), settled)
     plan = plan_identity(obs)
     check = plan.checks["TrustReady"]
     assert (check.ok, check.stalled, check.reason) == (False, True, "TrustTooLarge")
@@ -1813,9 +1832,10 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     data = trust(plan, ident)
     held = [p["identity"] for p in json.loads(data["peers.json"])]
     assert f"{len(held)} peer(s) are trusted, {599 - len(held)} wait" in check.message
-    # the Secret that is written fits and is nearly full: every peer still related that it
-    # held (not spoke-0), then the waiting peers in a fixed order, as many as fit
-    assert SECRET_DATA_LIMIT * 0.95 <= trust_size(plan, ident) <= SECRET_DATA_LIMIT
+    # what is written fits and its largest file nearly fills a Secret: every peer still related
+    # that it held (not spoke-0), then the waiting peers in a fixed order, as many as fit
+    assert SMALL_BUDGET * 0.95 <= largest_file(plan, ident) <= SMALL_BUDGET
+    assert all(sum(len(v) for v in o.data.values()) <= SMALL_BUDGET for o in plan.objects)
     assert sorted(held) == sorted(f"spoke-{i}" for i in range(1, 200 + len(held) - 199))
     bundle = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data["trust-bundle.pem"])}
     assert bundle == set(plan.status.to_dict()["trust"]["caFingerprints"])
@@ -1832,14 +1852,17 @@ def test_a_hub_whose_trusted_peers_alone_outgrow_the_secret_leaves_it_untouched(
     now: datetime,
 ) -> None:
     ident = make_ident()
-    settled = plan_identity(observe(ident, now, links=hub_links(0, 400)))
-    assert settled.checks["TrustReady"].ok and trust_size(settled, ident) <= SECRET_DATA_LIMIT
+    budget = 400 * 1024
+    settled = plan_identity(observe(ident, now, links=hub_links(0, 400), secret_budget=budget))
+    assert settled.checks["TrustReady"].ok and largest_file(settled, ident) <= budget
     before = dict(trust(settled, ident))
-    # every peer now publishes two CAs: the same 400 peers need more than 1 MiB
-    plan = plan_identity(feed_back(observe(ident, now, links=hub_links(0, 400, second_ca=True)), settled))
+    # every peer now publishes two CAs: the same 400 peers' trust-bundle.pem outgrows a Secret
+    plan = plan_identity(feed_back(observe(ident, now, links=hub_links(0, 400, second_ca=True),
+                                           secret_budget=budget), settled))
     assert plan.checks["TrustReady"].reason == "TrustTooLarge"
     assert "400 peer(s) are trusted, 0 wait" in plan.checks["TrustReady"].message
-    assert names.trust_secret("dgc") not in by_name(plan)  # nothing written: the stored Secret stays as it was
+    assert not set(names.trust_secrets("dgc")) & set(by_name(plan))  # nothing written: the Secrets stay as they were
+    assert plan.trust_secrets == settled.trust_secrets and not plan.obsolete  # and stay mounted
     cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(before["trust-bundle.pem"])}
     kids = {k["kid"] for k in json.loads(before["peers.jwks"])["keys"]}
     assert plan.status.to_dict()["trust"] == {"caFingerprints": sorted(cas), "kids": sorted(kids)}

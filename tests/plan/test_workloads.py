@@ -157,7 +157,7 @@ def wiring_for(
         namespace=body["metadata"]["namespace"],
         mount_path=mount_path,
         credentials_secret=f"{identity}-trustwire-credentials",
-        trust_secret=f"{identity}-trustwire-trust",
+        trust_secrets=(f"{identity}-trustwire-trust",),
         containers=containers,
         material_hash=digest,
     )
@@ -194,7 +194,7 @@ def assert_wired(body: dict[str, Any], wiring: Wiring, selected: set[str]) -> No
                 "defaultMode": 0o440,
                 "sources": [
                     {"secret": {"name": wiring.credentials_secret}},
-                    {"secret": {"name": wiring.trust_secret}},
+                    {"secret": {"name": wiring.trust_secrets[0]}},
                 ],
             },
         }
