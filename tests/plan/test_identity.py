@@ -1869,6 +1869,92 @@ def test_a_hub_whose_trusted_peers_alone_outgrow_the_secret_leaves_it_untouched(
     assert plan.mounted["truststore.p12"] == before["truststore.p12"]
 
 
+def test_a_hub_beyond_one_secret_splits_its_trust_files_and_pods_see_the_same_files(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    small = plan_identity(observe(ident, now, links=hub_links(0, 10)))
+    assert small.trust_secrets == ("dgc-trustwire-trust",)  # what fits stays in one Secret, as it always was
+    links = hub_links(0, 600)  # ~2.1 KB per peer: more than 1 MiB
+    obs = observe(ident, now, links=links)
+    plan = plan_identity(obs)
+    assert plan.checks["TrustReady"].ok and plan.status.to_dict()["peerCount"] == 600
+    assert trust_size(plan, ident) > SECRET_DATA_LIMIT
+    # the largest documents each in a Secret named by the file, the rest in the trust Secret
+    split = [o for o in plan.objects if o.name.startswith("dgc-trustwire-trust-")]
+    assert split and all(list(o.data) == [o.name.removeprefix("dgc-trustwire-trust-")] for o in split)
+    assert plan.trust_secrets == ("dgc-trustwire-trust", *(o.name for o in split))
+    assert all(sum(len(v) for v in o.data.values()) <= SECRET_DATA_LIMIT for o in plan.objects)
+    assert all(o.labels == names.identity_labels("dgc", "trust") for o in split)
+    # written before the trust Secret, so no file is ever missing from what the volume shows
+    order = [o.name for o in plan.objects]
+    assert max(order.index(o.name) for o in split) < order.index("dgc-trustwire-trust")
+    # the same file names as before the split, and the material hash covers every one of them
+    assert set(trust(plan, ident)) == set(trust(small, ident))
+    assert {k: plan.mounted[k] for k in trust(plan, ident)} == trust(plan, ident)
+    # a second pass over what was written plans exactly the same bytes: zero writes
+    settled = feed_back(obs, plan)
+    again = plan_identity(settled)
+    assert [o.name for o in again.objects] == order and again.trust_secrets == plan.trust_secrets
+    for before, after in zip(plan.objects, again.objects, strict=True):
+        assert object_patch(after, object_body(before, NS)) is None, after.name
+    # a peer joins: the layout stays, only Secrets whose files changed are rewritten
+    joined = plan_identity(feed_back(observe(ident, now, links=(*links, *hub_links(600, 601))), plan))
+    assert joined.trust_secrets == plan.trust_secrets and not joined.obsolete
+    assert "peers.json" in trust(joined, ident) and joined.status.to_dict()["peerCount"] == 601
+    # most peers leave: everything fits in the trust Secret again, and the split Secrets go
+    shrunk = plan_identity(feed_back(observe(ident, now, links=links[:10]), joined))
+    assert shrunk.trust_secrets == ("dgc-trustwire-trust",)
+    assert shrunk.obsolete == tuple(o.name for o in split)
+    assert set(by_name(shrunk)["dgc-trustwire-trust"].data) == set(trust(small, ident))
+
+
+def test_a_split_file_stays_in_its_own_secret_while_the_hub_needs_a_split(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    """Stable under small changes: which files are alone never flips between passes with
+    peers' sizes, so neither the Secrets nor the pods' volume are reshuffled."""
+    ident = make_ident()
+    links = hub_links(0, 60)
+    budget = sum(len(v) for v in trust(plan_identity(observe(ident, now, links=links)), ident).values()) - 1
+    obs = observe(ident, now, links=links, secret_budget=budget)
+    first = plan_identity(obs)
+    alone = first.trust_secrets[1:]
+    assert len(alone) == 1
+    # a Secret of another file alone before (as a previous layout left it) is kept, not reshuffled
+    other = next(f for f in ("peers.jwks", "peers.json") if names.trust_file_secret("dgc", f) not in alone)
+    held = by_name(first)["dgc-trustwire-trust"]
+    stale = StoredObject(names.trust_file_secret("dgc", other), True, "dgc", {other: held.data[other]})
+    rest = edit(stored(held), {other: None})
+    plan = plan_identity(dataclasses.replace(feed_back(obs, first), trust=rest,
+                                             trust_files={**feed_back(obs, first).trust_files, other: stale}))
+    assert set(plan.trust_secrets) == {*first.trust_secrets, stale.name} and not plan.obsolete
+    assert other not in by_name(plan)["dgc-trustwire-trust"].data and by_name(plan)[stale.name].data == stale.data
+    assert set(trust(plan, ident)) == set(trust(first, ident))
+
+
+def test_a_split_file_whose_secret_name_is_taken_is_a_name_conflict(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    links = hub_links(0, 60)
+    budget = sum(len(v) for v in trust(plan_identity(observe(ident, now, links=links)), ident).values()) - 1
+    first = plan_identity(observe(ident, now, links=links, secret_budget=budget))
+    taken = first.trust_secrets[1]
+    file = taken.removeprefix("dgc-trustwire-trust-")
+    foreign = StoredObject(taken, False, None, {"other": b"someone else's"})
+    plan = plan_identity(observe(ident, now, links=links, secret_budget=budget, trust_files={file: foreign}))
+    check = plan.checks["TrustReady"]
+    assert (check.reason, check.stalled) == ("NameConflict", True) and taken in check.message
+    assert not set(names.trust_secrets("dgc")) & set(by_name(plan))  # nothing of the split is written
+
+
 def test_pending_peers_are_summarized_not_listed(
     make_ident: Callable[..., ServiceIdentity],
     make_rel: Callable[..., TrustRelationship],
