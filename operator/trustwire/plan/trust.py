@@ -99,8 +99,7 @@ def plan_trust(t: TrustInput) -> TrustContent:
         f"for {len(t.links)} peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered), "
         f"{big_size:,} of them in {big}; Kubernetes limits a Secret to {t.budget:,} bytes and a file cannot "
         f"span Secrets. {trusted} peer(s) are trusted, "
-        f"{len(t.links) - trusted} wait. Split the peers across several identities, shorten the templates, "
-        "or leave JKS out of spec.keystores.formats")
+        f"{len(t.links) - trusted} wait. Split the peers across several identities or shorten the templates")
     return fitting
 
 
