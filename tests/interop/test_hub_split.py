@@ -30,6 +30,8 @@ from trustwire.plan.packing import SECRET_DATA_LIMIT
 from trustwire.plan.publication import Publication
 from trustwire.plan.trust import PeerLink
 
+pytestmark = pytest.mark.interop
+
 PEERS = 1000
 NS = "gateway"
 
