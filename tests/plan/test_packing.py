@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trustwire.plan.packing import SECRET_DATA_LIMIT, fill, largest, pack
 
@@ -75,3 +77,18 @@ def test_the_default_budget_is_what_kubernetes_allows_a_secret() -> None:
 ])
 def test_largest(data: Mapping[str, bytes], expected: tuple[str, int]) -> None:
     assert largest(data) == expected
+
+
+_FILES = ["trust-bundle.pem", "truststore.p12", "truststore.jks", "peers.jwks", "peers.json", "truststore.password",
+          "shared-a.key", "app.conf"]
+_layouts = st.dictionaries(st.sampled_from(_FILES), st.integers(0, 3 * BUDGET), min_size=1)
+
+
+@given(_layouts, st.sampled_from(_FILES), st.integers(1, BUDGET),
+       st.sets(st.sampled_from(_FILES[:5])))
+def test_fill_is_the_fit_and_grows_with_every_byte(sizes: dict[str, int], grown: str, extra: int,
+                                                   before: set[str]) -> None:
+    data = {f: b"x" * n for f, n in sizes.items()}
+    assert (fill(data, BUDGET) <= 1) == (pack(data, BUDGET, before) is not None)
+    bigger = {**data, grown: data.get(grown, b"") + b"x" * extra}
+    assert fill(bigger, BUDGET) >= fill(data, BUDGET)  # so the trust planner can estimate how many peers fit

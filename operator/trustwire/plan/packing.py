@@ -50,12 +50,11 @@ def pack(data: Mapping[str, bytes], budget: int = SECRET_DATA_LIMIT,
 
 
 def fill(data: Mapping[str, bytes], budget: int = SECRET_DATA_LIMIT) -> float:
-    """How full the tightest Secret of the fullest split is: ≤ 1 exactly when :func:`pack` fits."""
-    total = _size(data.values())
-    if total <= budget:
-        return total / budget
+    """How full the layout of ``data`` is, ≤ 1 exactly when :func:`pack` fits it: one Secret
+    holds it all, or every split file and the rest each fit one. Grows with every peer added."""
     fixed = _size(v for f, v in data.items() if f not in names.TRUST_SPLIT_KEYS)
-    return max([fixed, *(len(data[f]) for f in names.TRUST_SPLIT_KEYS if f in data)]) / budget
+    split = max([fixed, *(len(data[f]) for f in names.TRUST_SPLIT_KEYS if f in data)])
+    return min(_size(data.values()), split) / budget
 
 
 def largest(data: Mapping[str, bytes]) -> tuple[str, int]:
