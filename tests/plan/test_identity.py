@@ -1829,6 +1829,7 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     check = plan.checks["TrustReady"]
     assert (check.ok, check.stalled, check.reason) == (False, True, "TrustTooLarge")
     assert "dgc-trustwire-trust" in check.message and "599 peer(s) and 0 template(s)" in check.message
+    assert "of them in trust-bundle.pem" in check.message  # the file no split can make smaller
     data = trust(plan, ident)
     held = [p["identity"] for p in json.loads(data["peers.json"])]
     assert f"{len(held)} peer(s) are trusted, {599 - len(held)} wait" in check.message
