@@ -97,6 +97,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trustwire import names
 from trustwire.k8s.client import ApiConfig, Client, load_config
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, Resource, decode_data
@@ -496,11 +497,13 @@ async def apply_all(client: Client, bodies: Sequence[tuple[Any, Mapping[str, Any
 
 
 async def trust_secret_size(config: ApiConfig) -> int | None:
-    """Decoded data bytes of ``id-0``'s trust Secret (the hub of a star): Kubernetes caps a
-    Secret's data at 1 MiB (1,048,576 bytes)."""
+    """Decoded data bytes of ``id-0``'s trust files (the hub of a star), over every Secret they
+    are split across: Kubernetes caps each Secret's data at 1 MiB (1,048,576 bytes)."""
     async with Client(config, user_agent=BENCH_AGENT, timeout=120.0) as client:
-        body = await client.get(SECRETS, NAMESPACE, "id-0-trustwire-trust")
-    return sum(len(v) for v in decode_data(SECRETS, body).values()) if body else None
+        bodies = [await client.get(SECRETS, NAMESPACE, name) for name in names.trust_secrets("id-0")]
+    if bodies[0] is None:
+        return None
+    return sum(len(v) for body in bodies for v in decode_data(SECRETS, body).values())
 
 
 # ======================================================================================

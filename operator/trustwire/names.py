@@ -42,6 +42,9 @@ TRUST_KEYS = frozenset({
     "trust-bundle.pem", "truststore.p12", "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
 })
 MOUNTED_KEYS = CREDENTIALS_KEYS | TRUST_KEYS
+#: Trust files that move into a Secret of their own when a hub's trust outgrows one Secret
+#: (docs/design.md §8), in the order the projected volume lists their Secrets.
+TRUST_SPLIT_KEYS = ("trust-bundle.pem", "truststore.p12", "truststore.jks", "peers.jwks", "peers.json")
 #: Prefix of the per-peer shared-secret files in the trust Secret (``shared-<peer>.key``).
 SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
 
@@ -62,6 +65,16 @@ def credentials_secret(identity: str) -> str:
 
 def trust_secret(identity: str) -> str:
     return f"{identity}-trustwire-trust"
+
+
+def trust_file_secret(identity: str, file: str) -> str:
+    """The Secret that holds one trust file of ``TRUST_SPLIT_KEYS`` alone, named by it."""
+    return f"{identity}-trustwire-trust-{file}"
+
+
+def trust_secrets(identity: str) -> tuple[str, ...]:
+    """Every Secret that may hold an identity's trust files: the trust Secret first."""
+    return trust_secret(identity), *(trust_file_secret(identity, f) for f in TRUST_SPLIT_KEYS)
 
 
 def public_configmap(identity: str) -> str:

@@ -9,6 +9,7 @@ contract (zero ops on resync, one replace on a hash change, tests before indexed
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -157,7 +158,7 @@ def wiring_for(
         namespace=body["metadata"]["namespace"],
         mount_path=mount_path,
         credentials_secret=f"{identity}-trustwire-credentials",
-        trust_secret=f"{identity}-trustwire-trust",
+        trust_secrets=(f"{identity}-trustwire-trust",),
         containers=containers,
         material_hash=digest,
     )
@@ -194,7 +195,7 @@ def assert_wired(body: dict[str, Any], wiring: Wiring, selected: set[str]) -> No
                 "defaultMode": 0o440,
                 "sources": [
                     {"secret": {"name": wiring.credentials_secret}},
-                    {"secret": {"name": wiring.trust_secret}},
+                    {"secret": {"name": wiring.trust_secrets[0]}},
                 ],
             },
         }
@@ -401,6 +402,42 @@ def test_drifted_volume_of_ours_is_replaced_in_place() -> None:
         {"op": "replace", "path": "/spec/template/spec/volumes/2", "value": ops[1]["value"]},
     ]
     assert apply(wired, ops)["spec"]["template"]["spec"]["volumes"][2]["projected"]["defaultMode"] == 0o440
+
+
+SPLITS = [
+    ("the trust files split", ("dgc-trustwire-trust",), ("dgc-trustwire-trust", "dgc-trustwire-trust-peers.json")),
+    ("another file split too", ("dgc-trustwire-trust", "dgc-trustwire-trust-peers.json"),
+     ("dgc-trustwire-trust", "dgc-trustwire-trust-trust-bundle.pem", "dgc-trustwire-trust-peers.json")),
+    ("back in one Secret", ("dgc-trustwire-trust", "dgc-trustwire-trust-truststore.p12"), ("dgc-trustwire-trust",)),
+]
+
+
+@pytest.mark.parametrize(("why", "before", "after"), SPLITS, ids=[c[0] for c in SPLITS])
+def test_the_volume_projects_every_trust_secret_as_the_split_changes(
+    why: str, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    body = deployment()
+    first = dataclasses.replace(wiring_for(body), trust_secrets=before)
+    wired = wire(body, first)
+    then = dataclasses.replace(first, trust_secrets=after)
+    result = wiring_ops(wired, then)
+    assert result.problems == []  # still our volume: its Secrets are all this identity's
+    rewired = apply(wired, result.ops)
+    volume = next(v for v in rewired["spec"]["template"]["spec"]["volumes"] if v["name"] == "trustwire")
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == ["dgc-trustwire-credentials", *after]
+    assert wiring_ops(rewired, then).ops == []  # and a resync leaves it alone
+    unwired = apply(rewired, wiring_ops(rewired, None).ops)
+    assert all(v["name"] != "trustwire" for v in unwired["spec"]["template"]["spec"]["volumes"])
+
+
+def test_a_volume_projecting_another_identitys_trust_secret_is_not_ours() -> None:
+    body = deployment()
+    wired = wire(body, dataclasses.replace(wiring_for(body), trust_secrets=("dgc-trustwire-trust",)))
+    volume = next(v for v in wired["spec"]["template"]["spec"]["volumes"] if v["name"] == "trustwire")
+    volume["projected"]["sources"].append({"secret": {"name": "other-trustwire-trust-peers.json"}})
+    result = wiring_ops(wired, wiring_for(body))
+    assert result.ops == [] or all(not op["path"].startswith("/spec/template/spec/volumes") for op in result.ops)
+    assert len(result.problems) == 1 and "not trustwire's projected volume" in result.problems[0]
 
 
 # --------------------------------------------------------------------------------------

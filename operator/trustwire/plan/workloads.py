@@ -80,7 +80,7 @@ __all__ = [
 DEFAULT_MODE = 0o440
 
 #: What every identity's Secret names end with: the name of an identity is not always known.
-_SECRET_SUFFIXES = (names.credentials_secret(""), names.trust_secret(""))
+_SECRET_SUFFIXES = (names.credentials_secret(""), *names.trust_secrets(""))
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class Wiring:
     namespace: str
     mount_path: str
     credentials_secret: str
-    trust_secret: str
+    #: the trust Secret, then the Secrets of trust files split off (``names.trust_secrets``)
+    trust_secrets: tuple[str, ...]
     containers: tuple[str, ...]
     material_hash: str
 
@@ -202,8 +203,7 @@ def _wire_volume(patch: Patch, volumes: _Volumes, wiring: Wiring) -> None:
         "projected": {
             "defaultMode": DEFAULT_MODE,
             "sources": [
-                {"secret": {"name": wiring.credentials_secret}},
-                {"secret": {"name": wiring.trust_secret}},
+                {"secret": {"name": name}} for name in (wiring.credentials_secret, *wiring.trust_secrets)
             ],
         },
     }
@@ -240,11 +240,11 @@ def _is_our_volume(volume: Mapping[str, Any], wiring: Wiring | None, owner: str 
     secrets = _secret_names(volume)
     if not secrets:
         return False
-    if wiring is not None:
-        allowed = {wiring.credentials_secret, wiring.trust_secret}
+    if wiring is not None:  # any of its trust Secrets: the split may have changed since the volume was set
+        allowed = {wiring.credentials_secret, *names.trust_secrets(wiring.identity)}
     elif owner is not None and "/" in owner:
         identity = owner.split("/", 1)[1]
-        allowed = {names.credentials_secret(identity), names.trust_secret(identity)}
+        allowed = {names.credentials_secret(identity), *names.trust_secrets(identity)}
     else:
         return all(s.endswith(_SECRET_SUFFIXES) for s in secrets)
     return set(secrets) <= allowed
@@ -267,7 +267,7 @@ def _volume_up_to_date(volume: Mapping[str, Any], wiring: Wiring) -> bool:
     return (
         set(volume) == {"name", "projected"}
         and projected.get("defaultMode") == DEFAULT_MODE
-        and _secret_names(volume) == [wiring.credentials_secret, wiring.trust_secret]
+        and _secret_names(volume) == [wiring.credentials_secret, *wiring.trust_secrets]
         and all(
             set(source["secret"]) <= {"name", "optional"} and not source["secret"].get("optional")
             for source in projected.get("sources") or []
