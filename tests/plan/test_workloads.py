@@ -17,6 +17,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from trustwire import names
 from trustwire.plan import wiring_containers
 from trustwire.plan.wiring_json import pointer
 from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, wiring_ops
@@ -151,7 +152,7 @@ def wiring_for(
     *,
     identity: str = "dgc",
     mount_path: str = MOUNT,
-    digest: str = HASH_1,
+    digest: str | None = HASH_1,
 ) -> Wiring:
     return Wiring(
         identity=identity,
@@ -355,6 +356,22 @@ def test_hash_change_is_exactly_one_replace_guarded_by_a_test() -> None:
     ]
     rolled = apply(wired, ops)
     assert_wired(rolled, wiring_for(body, digest=HASH_2), {"app", "envoy"})
+
+
+def test_in_place_workloads_get_everything_but_the_hash_that_would_roll_them() -> None:
+    """``rollout: InPlace``: mounted like any other, but the pod template carries no material
+    hash, so a change of material changes nothing in the workload; switching a wired
+    workload to InPlace removes the hash (one last rollout), and back adds it."""
+    body = deployment()
+    in_place = wire(body, wiring_for(body, digest=None))
+    annotations = in_place["spec"]["template"].get("metadata", {}).get("annotations") or {}
+    assert names.MATERIAL_HASH_ANNOTATION not in annotations
+    assert in_place["spec"]["template"]["spec"]["volumes"][-1]["name"] == names.VOLUME_NAME
+    assert wiring_ops(in_place, wiring_for(body, digest=None)).ops == []
+    restarted = wire(body, wiring_for(body))
+    switched = wire(restarted, wiring_for(body, digest=None))
+    assert names.MATERIAL_HASH_ANNOTATION not in (switched["spec"]["template"]["metadata"].get("annotations") or {})
+    assert wire(switched, wiring_for(body)) == restarted
 
 
 def test_mount_path_change_replaces_mount_and_env_of_each_container() -> None:

@@ -19,7 +19,15 @@ from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object, wired_by
 from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, SECRETS, WORKLOADS, Resource, decode_data
-from trustwire.model import IdentityRef, ServiceIdentity, SpecError, TrustRelationship, parse_identity
+from trustwire.model import (
+    IdentityRef,
+    RolloutMode,
+    ServiceIdentity,
+    SpecError,
+    TrustRelationship,
+    WorkloadRef,
+    parse_identity,
+)
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
 from trustwire.plan.identity import IdentityObservation, IdentityPlan, PeerLink, plan_identity
@@ -189,9 +197,10 @@ class IdentityReconciler(StatusWriter):
             return None
         status = IdentityStatus.from_dict(body.get("status"))
         trust = status.trust or TrustStatus((), ())
-        has_workloads = bool(entry.identity.workloads) if entry.identity is not None else False
+        ident = entry.identity
         return PeerState(peer, frozenset(trust.ca_fingerprints), frozenset(trust.kids),
-                         rolled_out=bool(status.rolled_out), has_workloads=has_workloads)
+                         rolled_out=bool(status.rolled_out), has_workloads=ident is not None and ident.restarts,
+                         reloads_in_place=ident is not None and ident.reloads_in_place)
 
     async def _publication(self, peer: IdentityRef) -> Publication | None:
         """The peer's public material from its own managed Secrets (cached until they change)."""
@@ -256,19 +265,20 @@ class IdentityReconciler(StatusWriter):
         entries: list[WorkloadStatus] = []
         for (kind, name), ref in wanted.items():
             old = previous.get((kind, name))
-            entries.append(await self._wire_one(ident, kind, name, ref.containers, digest, plan.trust_secrets,
+            entries.append(await self._wire_one(ident, ref, digest, plan.trust_secrets,
                                                 old.rollout_generation or 0 if old else 0))
         return entries
 
-    async def _wire_one(self, ident: ServiceIdentity, kind: str, name: str, containers: tuple[str, ...],
-                        digest: str, trust_secrets: tuple[str, ...], rollout_generation: int) -> WorkloadStatus:
-        ns, resource = ident.namespace, WORKLOADS[kind]
+    async def _wire_one(self, ident: ServiceIdentity, ref: WorkloadRef, digest: str, trust_secrets: tuple[str, ...],
+                        rollout_generation: int) -> WorkloadStatus:
+        ns, kind, name, resource = ident.namespace, str(ref.kind), ref.name, WORKLOADS[ref.kind]
         body = await self.client.get(resource, ns, name)
         if body is None:
             return WorkloadStatus(kind, name, "NotFound", f"{kind} {ns}/{name} does not exist yet", False)
         wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
                         credentials_secret=names.credentials_secret(ident.name),
-                        trust_secrets=trust_secrets, containers=containers, material_hash=digest)
+                        trust_secrets=trust_secrets, containers=ref.containers,
+                        material_hash=digest if ref.rollout is RolloutMode.RESTART else None)
         result = wiring_ops(body, wiring)
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         if result.ops:

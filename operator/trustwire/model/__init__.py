@@ -42,6 +42,7 @@ from trustwire.model.types import (
     JwtSpec,
     KeystoreFormat,
     KeystoreSpec,
+    RolloutMode,
     SecretKeyRef,
     ServiceIdentity,
     TemplateSpec,
@@ -55,7 +56,7 @@ __all__ = [
     "MAX_DURATION_TEXT", "MAX_INLINE_TEMPLATE", "MAX_LIST_ITEMS", "MAX_NAME_LENGTH", "MAX_OWNER_NAME",
     "MAX_QUOTED", "MAX_REPORTED", "MAX_TEMPLATES", "MAX_WORKLOADS", "MIN_DURATION", "RELATIONSHIP_FIELDS",
     "VERSION", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "IdentityRef", "JwtSpec",
-    "KeystoreFormat", "KeystoreSpec", "SecretKeyRef", "ServiceIdentity", "SpecError", "TemplateSpec",
+    "KeystoreFormat", "KeystoreSpec", "RolloutMode", "SecretKeyRef", "ServiceIdentity", "SpecError", "TemplateSpec",
     "TrustRelationship", "WorkloadKind", "WorkloadRef", "field_paths", "format_duration", "parse_duration",
     "parse_identity", "parse_relationship",
 ]

@@ -40,7 +40,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
         "passwordSecretRef": {"name": _STR, "key": _STR},
         "legacyPKCS12": _BOOL,
     },
-    "workloads": [{"kind": _STR, "name": _STR, "containers": [_STR]}],
+    "workloads": [{"kind": _STR, "name": _STR, "containers": [_STR], "rollout": _STR}],
     "mountPath": _STR,
     "templates": [{"name": _STR, "inline": _STR, "configMapRef": {"name": _STR, "key": _STR}}],
     "acceptFrom": {"namespaces": [_STR]},

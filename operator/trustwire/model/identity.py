@@ -34,6 +34,7 @@ from trustwire.model.types import (
     JwtSpec,
     KeystoreFormat,
     KeystoreSpec,
+    RolloutMode,
     SecretKeyRef,
     SecretTemplate,
     ServiceIdentity,
@@ -227,7 +228,8 @@ def _parse_workload(r: Reader, value: Any, path: str, seen: set[tuple[str, str]]
     if (kind, name) in seen:
         r.fail(path, f"{kind} {quote(name)} is listed twice")
     seen.add((kind, name))
-    return WorkloadRef(kind, name, r.strings(item, "containers", path))
+    rollout = r.enum(item, "rollout", path, RolloutMode, RolloutMode.RESTART)
+    return WorkloadRef(kind, name, r.strings(item, "containers", path), rollout)
 
 
 def _parse_mount_path(r: Reader, spec: Mapping[str, Any]) -> str:

@@ -288,7 +288,8 @@ def _retire(p: _Pass, step: calife.CAStep | None, mounted: Mapping[str, bytes]) 
     if step is None or step.state.phase is not calife.CAPhase.RETIRING:
         return step
     obs = p.obs
-    gate = rot.own_rollout_gate(has_workloads=bool(obs.identity.workloads), rolled_out_hash=obs.rolled_out_hash,
+    gate = rot.own_rollout_gate(has_workloads=obs.identity.restarts, reloads_in_place=obs.identity.reloads_in_place,
+                                rolled_out_hash=obs.rolled_out_hash,
                                 current_hash=material_hash(mounted) if mounted else None, now=obs.now,
                                 since=step.state.since, delay=obs.propagation_delay)
     retired = calife.retire(calife.CAStep(step.state, ()), gate, obs.now)

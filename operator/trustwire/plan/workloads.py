@@ -19,7 +19,8 @@ What "wired" means (docs/design.md §3), for identity ``<id>`` in namespace ``<n
 * in every selected container: volumeMount ``{name: trustwire, mountPath: <mountPath>,
   readOnly: true}`` and env ``{name: TRUSTWIRE_DIR, value: <mountPath>}``;
 * pod-template annotation ``trustwire.io/material-hash: <hash>`` — a rollout happens
-  exactly when the mounted material changes;
+  exactly when the mounted material changes (not for ``rollout: InPlace``, whose pods keep
+  running while the kubelet updates the files);
 * workload annotation ``trustwire.io/wired-by: <ns>/<id>`` — who owns the wiring, for
   unwiring and conflict detection.
 
@@ -94,7 +95,9 @@ class Wiring:
     #: the trust Secret, then the Secrets of trust files split off (``names.trust_secrets``)
     trust_secrets: tuple[str, ...]
     containers: tuple[str, ...]
-    material_hash: str
+    #: the pod-template annotation that rolls the pods when the material changes; None for a
+    #: workload that reloads the files in place (the annotation is then removed, if there)
+    material_hash: str | None
 
     @property
     def owner(self) -> str:
@@ -192,7 +195,11 @@ def _wire(patch: Patch, workload: Mapping[str, Any], meta: Mapping[str, Any], wi
             problems.extend(wire_container(patch, container, wiring.mount_path, where))
         else:
             unwire_container(patch, container)
-    set_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION, wiring.material_hash)
+    if wiring.material_hash is None:
+        drop_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION)
+    else:
+        set_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION,
+                       wiring.material_hash)
     set_annotation(patch, ("metadata",), workload.get("metadata"), names.WIRED_BY_ANNOTATION, wiring.owner)
     return WiringResult(_guarded(patch, meta), problems)
 
