@@ -182,7 +182,8 @@ def test_schema_is_structural(request: pytest.FixtureRequest, fixture: str) -> N
         assert node.get("type") in {"object", "array", "string", "integer", "boolean", "number"} or node.get(
             "x-kubernetes-preserve-unknown-fields"
         ), f"{path}: no type"
-        assert "additionalProperties" not in node, f"{path}: additionalProperties is not used"
+        if "additionalProperties" in node:  # a map (labels): structural only without properties, typed
+            assert "properties" not in node and node["additionalProperties"].get("type"), path
         for forbidden in ("allOf", "anyOf", "oneOf", "not", "$ref"):
             assert forbidden not in node, f"{path}: {forbidden}"
         if "properties" in node:

@@ -144,6 +144,12 @@ REFUSED = [
           id="member-of-two-kinds"),
     _case((TRUST, ".spec.between[]", 1), "spec.between[1]", trust(m("a"), ext("x") | {"namespace": "y"}),
           id="external-member-with-namespace"),
+    _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
+          sid(secretTemplate={"labels": {"trustwire.io/identity": "other"}}), id="template-label-ours"),
+    _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
+          sid(secretTemplate={"labels": {"app.kubernetes.io/managed-by": "helm"}}), id="template-managed-by"),
+    _case((SID, ".spec.secretTemplate.annotations", 0), "spec.secretTemplate.annotations",
+          sid(secretTemplate={"annotations": {"ca.trustwire.io/x": "1"}}), id="template-annotation-subdomain"),
 ]
 
 #: list-maps: a duplicate key is refused by the API server's own message
@@ -180,6 +186,8 @@ ACCEPTED = [
     pytest.param(trust(m("a"), m("b"), initiator=""), id="empty-initiator-is-both"),
     pytest.param(trust(m("a"), ext("onprem")), id="external-member"),
     pytest.param(trust(ext("onprem"), m("a", "x"), initiator="onprem"), id="external-member-as-initiator"),
+    pytest.param(sid(secretTemplate={"labels": {"velero.io/backup": "yes", "trustwire.example/x": ""},
+                                 "annotations": {"reloader.stakater.com/match": "true"}}), id="secret-template"),
 ]
 
 

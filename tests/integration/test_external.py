@@ -364,8 +364,12 @@ async def test_a_bad_bundle_stalls_the_relationship_naming_the_field(
     await until(lambda: cluster.events(NS, REL), "an Event", timeout=10)
     events = [e for e in await cluster.events(NS, REL) if e["reason"] == reason]
     assert events and events[0]["type"] == "Warning"
+    pending = await cluster.wait_condition("ServiceIdentity", NS, "dgc", "TrustReady", status="False",
+                                           reason="PeerPending")
+    assert "external peer onprem-jobserver is not usable" in condition(pending, "TrustReady")["message"]  # type: ignore[index]
+    await cluster.wait_for("Secret", NS, names.trust_secret("dgc"), lambda b: b is not None, what="to be written")
     trust = await cluster.data("Secret", NS, names.trust_secret("dgc"))
-    assert trust["trust-bundle.pem"] == b""  # nothing of the bad bundle is trusted
+    assert trust.get("trust-bundle.pem", b"") == b""  # nothing of the bad bundle is trusted
     # the fix: the CA certificate only
     await cluster.apply(ca_configmap(onprem["ca.crt"].read_bytes()))
     await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")

@@ -45,6 +45,7 @@ from trustwire.model.types import (
     JwtSpec,
     KeystoreFormat,
     KeystoreSpec,
+    RolloutMode,
     SecretKeyRef,
     ServiceIdentity,
     TemplateSpec,
@@ -58,8 +59,8 @@ __all__ = [
     "MAX_DURATION_TEXT", "MAX_INLINE_TEMPLATE", "MAX_LIST_ITEMS", "MAX_NAME_LENGTH", "MAX_OWNER_NAME",
     "MAX_QUOTED", "MAX_REPORTED", "MAX_TEMPLATES", "MAX_WORKLOADS", "MIN_DURATION", "RELATIONSHIP_FIELDS",
     "VERSION", "BundleKind", "BundleRef", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "ExternalPeer",
-    "IdentityRef", "JwtSpec",
-    "KeystoreFormat", "KeystoreSpec", "SecretKeyRef", "ServiceIdentity", "SpecError", "TemplateSpec",
+    "IdentityRef", "JwtSpec", "KeystoreFormat", "KeystoreSpec", "RolloutMode", "SecretKeyRef", "ServiceIdentity",
+    "SpecError", "TemplateSpec",
     "TrustRelationship", "WorkloadKind", "WorkloadRef", "field_paths", "format_duration", "parse_duration",
     "parse_identity", "parse_relationship",
 ]
