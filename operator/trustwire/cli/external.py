@@ -121,8 +121,9 @@ def confirm(relationship: str, namespace: str | None, source: str | None, finger
 
     async def work(client: Client) -> list[str]:
         rel = await _relationship(client, ns, relationship)
+        inside = rel.between[0]
         confirmed = given or [pki.fingerprint_sha256(c) for c in pki.load_certificates(
-            (await _public(client, ns, rel.between[0].name)).get("ca.crt", b""))]
+            (await _public(client, inside.namespace, inside.name)).get("ca.crt", b""))]
         patch: dict[str, Any] = {"metadata": {"annotations": {
             names.EXTERNAL_CONFIRMED_ANNOTATION: ",".join(sorted(set(confirmed)))}}}
         if await client.merge_patch(RELATIONSHIPS, ns, relationship, patch) is None:
