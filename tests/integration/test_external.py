@@ -254,7 +254,9 @@ async def test_onprem_peer_with_its_own_ca_mtls_both_ways_across_a_confirmed_rot
     await until(lambda: (pod.root / "..data").exists(), "DGC's pod files", timeout=20)
     dgc_server = TLSEndpoint(pod)
     installed = Installed(openssl, onprem, first)
-    await cli(kubeconfig, "confirm", REL, "-n", NS, "--from", str(first))
+    await cli(kubeconfig, "confirm", REL, "-n", NS)  # by default: every CA DGC publishes now
+    annotations = ((await cluster.get("TrustRelationship", NS, REL)) or {})["metadata"]["annotations"]
+    assert annotations[names.EXTERNAL_CONFIRMED_ANNOTATION] == dgc_ca
     probe = BothWays(pod, dgc_server, installed)
     try:
         await until(lambda: probe.result.ok >= 4, "first handshakes both ways", timeout=30)
@@ -280,6 +282,8 @@ async def test_onprem_peer_with_its_own_ca_mtls_both_ways_across_a_confirmed_rot
         assert exported == {dgc_ca, upcoming}
         installed.install(second)
         await cli(kubeconfig, "confirm", REL, "-n", NS, "--from", str(second))
+        annotations = ((await cluster.get("TrustRelationship", NS, REL)) or {})["metadata"]["annotations"]
+        assert annotations[names.EXTERNAL_CONFIRMED_ANNOTATION] == ",".join(sorted(exported))
         await cluster.wait_for("ServiceIdentity", NS, "dgc",
                                lambda b: ca_status(b).get("fingerprint") == upcoming
                                and ca_rotation(b).get("phase") == rot.IDLE, timeout=60, what="to finish the rotation")
