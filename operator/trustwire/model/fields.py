@@ -32,6 +32,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
         "rotationPeriod": _DURATION,
         "revokedKids": [_STR],
         "issuer": _STR,
+        "discovery": _BOOL,
     },
     "keystores": {
         "formats": [_STR],

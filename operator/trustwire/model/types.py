@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from datetime import timedelta
 
+from trustwire.model.issuer import discovery_url
 from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 
 GROUP = "trustwire.io"
@@ -62,6 +63,8 @@ class JwtSpec:
     rotation_period: timedelta = timedelta(hours=720)
     revoked_kids: tuple[str, ...] = ()
     issuer: str | None = None
+    #: the identity is an OpenID Connect issuer: ``issuer`` is an https URL served by discovery
+    discovery: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,11 @@ class ServiceIdentity:
     @property
     def issuer(self) -> str:
         return self.jwt.issuer or self.spiffe_id
+
+    @property
+    def discovery_url(self) -> str | None:
+        """Where validators find this identity's OIDC discovery document, when it is an issuer."""
+        return discovery_url(self.issuer) if self.jwt.enabled and self.jwt.discovery else None
 
     @property
     def all_dns_names(self) -> tuple[str, ...]:

@@ -280,7 +280,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     ca_wait = ca_step.wait if ca_step is not None else None
     jwt_state, jwt_wait = (jwt.state, jwt.wait) if jwt is not None else (None, None)
     status = IdentityStatus(
-        spiffe_id=ident.spiffe_id, issuer=ident.issuer,
+        spiffe_id=ident.spiffe_id, issuer=ident.issuer, discovery_url=ident.discovery_url,
         ca=calife.ca_status(ident, ca) if ca else None,
         certificate=leaf.status if leaf else None,
         jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else None,
