@@ -31,6 +31,8 @@ class Reason(enum.StrEnum):
     CA_ROTATION_DISTRIBUTING = "CARotationDistributing"
     CA_ROTATION_ACTIVATED = "CARotationActivated"
     CA_ROTATION_RETIRED = "CARotationRetired"
+    #: a server does not publish an identity as an OpenID Connect issuer
+    ISSUER_NOT_SERVED = "IssuerNotServed"
 
     @property
     def event_type(self) -> str:
