@@ -12,10 +12,11 @@ from trustwire import __version__
 from trustwire.cli.check import check
 from trustwire.cli.operate import demo, run
 from trustwire.cli.rotation import rotate
+from trustwire.cli.serve import serve
 from trustwire.cli.status_table import status
 from trustwire.cli.verification import verify
 
-__all__ = ["check", "demo", "main", "rotate", "run", "status", "verify"]
+__all__ = ["check", "demo", "main", "rotate", "run", "serve", "status", "verify"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,5 +25,5 @@ def main() -> None:
     """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
 
 
-for _command in (run, demo, status, rotate, verify, check):
+for _command in (run, demo, status, rotate, verify, check, serve):
     main.add_command(_command)
