@@ -24,7 +24,7 @@ from typing import Any
 
 from trustwire import pki
 from trustwire.model import ServiceIdentity
-from trustwire.model.issuer import discovery_url
+from trustwire.model.issuer import DISCOVERY_PATH, discovery_url
 from trustwire.plan.checks import Verdict, evaluate
 from trustwire.plan.reasons import Reason
 from trustwire.plan.status import IdentityStatus
@@ -140,7 +140,8 @@ def render(document: Mapping[str, Any]) -> bytes:
 
 
 __all__ = [
-    "CLAIMS_SUPPORTED", "JWKS_PATH", "MAX_CACHE", "MIN_CACHE", "NOT_SERVED", "IssuerInput", "cache_max_age",
+    "CLAIMS_SUPPORTED", "DISCOVERY_PATH", "JWKS_PATH", "MAX_CACHE", "MIN_CACHE", "NOT_SERVED", "IssuerInput",
+    "cache_max_age",
     "discovery_document", "discovery_url", "document_algorithms", "etag", "jwks_url", "not_served",
     "published_jwks", "render", "served_issuer",
 ]

@@ -15,7 +15,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from trustwire.server import enrollment
+from trustwire.server import discovery, enrollment
 from trustwire.server.context import ServerContext
 from trustwire.server.errors import STATUS_REASONS, Refusal, ServerReason
 
@@ -26,7 +26,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 Feature = Callable[[ServerContext], list[web.RouteDef]]
 #: Each feature contributes its routes; adding one is one entry here.
-FEATURES: tuple[Feature, ...] = (enrollment.routes,)
+FEATURES: tuple[Feature, ...] = (enrollment.routes, discovery.routes)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

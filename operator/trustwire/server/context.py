@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+from datetime import timedelta
 
 from trustwire.k8s.client import Client
+from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
 from trustwire.times import Clock
 
 
@@ -20,6 +22,8 @@ class ServerContext:
     namespaces: tuple[str, ...] = ()
     #: the server's TLS context, so a feature can teach it client CAs for mTLS endpoints
     tls: ssl.SSLContext | None = None
+    #: the operator's --propagation-delay: how long a new JWT key is published before it signs
+    propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY
 
     def serves(self, namespace: str) -> bool:
         return not self.namespaces or namespace in self.namespaces
