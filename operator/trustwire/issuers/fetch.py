@@ -10,6 +10,7 @@ message that names what went wrong and never a response body.
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
 from urllib.parse import urljoin
 
 import aiohttp
@@ -65,11 +66,11 @@ async def _get(session: aiohttp.ClientSession, url: str, origin: str) -> tuple[b
     raise _unreachable(f"more than {MAX_REDIRECTS} redirects")
 
 
-async def fetch_keys(issuer: str, ca_pem: bytes) -> Fetched:
+async def fetch_keys(issuer: str, ca_pem: bytes, timeout_after: timedelta = FETCH_TIMEOUT) -> Fetched:
     """The issuer's signing keys, by its discovery document; :class:`IssuerProblem` on any failure."""
     if not issuer.startswith("https://"):
         raise _unreachable("the issuer URL is not https; refused")
-    timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT.total_seconds())
+    timeout = aiohttp.ClientTimeout(total=timeout_after.total_seconds())
     connector = aiohttp.TCPConnector(ssl=tls_for(ca_pem))
     try:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, trust_env=False) as session:
