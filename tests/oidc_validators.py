@@ -86,3 +86,91 @@ def tls_pair(tmp: Path, host: str = "localhost") -> Iterator[tuple[bytes, bytes,
     (tmp / "ca.crt").write_bytes(pki.cert_to_pem(ca))
     client = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
     yield pki.certs_to_pem([leaf, ca]), pki.private_key_to_pem(key), client
+
+
+APACHE = "/usr/sbin/apache2"
+MOD_AUTH_OPENIDC = "/usr/lib/apache2/modules/mod_auth_openidc.so"
+_APACHE_CONF = """\
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule auth_openidc_module {module}
+ServerName localhost
+Listen 127.0.0.1:{port}
+User www-data
+Group www-data
+PidFile {dir}/httpd.pid
+DefaultRuntimeDir {dir}
+Mutex file:{dir} default
+ErrorLog {dir}/error.log
+LogLevel warn auth_openidc:info
+DocumentRoot {dir}/htdocs
+<Directory />
+  AllowOverride None
+</Directory>
+OIDCCABundlePath {dir}/ca.crt
+OIDCCryptoPassphrase test-only-passphrase
+OIDCOAuthServerMetadataURL {metadata}
+OIDCOAuthRemoteUserClaim sub
+<Location /api>
+  AuthType oauth20
+  <RequireAll>
+    Require claim iss:{issuer}
+    Require claim aud:{audience}
+    Require claim scope~(^|[[:space:]]){scope}([[:space:]]|$)
+  </RequireAll>
+</Location>
+"""
+
+
+@contextmanager
+def apache_resource_server(issuer: str, ca_pem: bytes, audience: str, scope: str) -> Iterator[str]:
+    """Apache httpd with mod_auth_openidc as an OAuth 2.0 resource server configured by the
+    issuer's discovery document alone; yields the URL of a protected resource. Its directory
+    is outside pytest's private temporary tree: the workers run as www-data."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    workdir = Path(tempfile.mkdtemp(prefix="trustwire-apache-"))
+    os.chmod(workdir, 0o755)
+    (workdir / "htdocs").mkdir(mode=0o755)
+    (workdir / "htdocs" / "api").write_text("protected\n")
+    (workdir / "ca.crt").write_bytes(ca_pem)
+    for path in (workdir / "htdocs" / "api", workdir / "ca.crt"):
+        os.chmod(path, 0o644)
+    port = free_port()
+    conf = workdir / "httpd.conf"
+    conf.write_text(_APACHE_CONF.format(module=MOD_AUTH_OPENIDC, port=port, dir=workdir, issuer=issuer,
+                                        metadata=issuer + "/.well-known/openid-configuration",
+                                        audience=audience, scope=scope))
+    process = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"apache2 did not start: {process.stderr.read() if process.stderr else ''!r}"
+                                       ) from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def apache_status(url: str, token: str) -> int:
+    """The status Apache answers a request bearing ``token``."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 (loopback)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,16 @@ import pytest
 
 from tests.integration.harness import Cluster, condition, identity
 from tests.integration.test_cli_cluster import cli
-from tests.oidc_validators import VALIDATORS, fetch, free_port, tls_pair
+from tests.oidc_validators import (
+    APACHE,
+    MOD_AUTH_OPENIDC,
+    VALIDATORS,
+    apache_resource_server,
+    apache_status,
+    fetch,
+    free_port,
+    tls_pair,
+)
 from trustwire.server.context import ServerContext
 from trustwire.server.run import TlsMaterial, serving, tls_context
 from trustwire.times import utcnow
@@ -101,3 +111,40 @@ async def test_a_trustwire_token_is_accepted_by_discovery_alone_and_refused_when
             assert "ok" not in verdicts.values(), verdicts
             fresh = await _token(cluster, "--aud", AUD, "--scope", "orders:read")
             assert await _verdicts(fresh, issuer, ca, {"orders:read"}) == {"PyJWT": "ok", "jwcrypto": "ok"}
+
+
+@pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(MOD_AUTH_OPENIDC)),
+                    reason="needs Debian's apache2 and libapache2-mod-auth-openidc")
+async def test_apache_mod_auth_openidc_validates_by_discovery_alone(cluster: Cluster, tmp_path: Path) -> None:
+    port = free_port()
+    public_url = f"https://localhost:{port}"
+    issuer = f"{public_url}/{NS}/{NAME}"
+    await cluster.apply(identity(NAME, NS, jwt={"discovery": True, "issuer": issuer}))
+    body = await cluster.wait_condition("ServiceIdentity", NS, NAME, "Ready")
+    old_kid = body["status"]["jwt"]["kid"]
+    with tls_pair(tmp_path) as (chain, key, _):
+        ctx = ServerContext(client=cluster.client, clock=utcnow, public_url=public_url, namespaces=(NS,),
+                            tls=tls_context(TlsMaterial(chain, key)))
+        async with serving(ctx, "127.0.0.1", port):
+            good = await _token(cluster, "--aud", AUD, "--scope", "orders:read orders:write")
+            wrong_aud = await _token(cluster, "--aud", "someone-else", "--scope", "orders:read")
+            no_scope = await _token(cluster, "--aud", AUD, "--scope", "orders:readonly")
+            with apache_resource_server(issuer, (tmp_path / "ca.crt").read_bytes(),
+                                        AUD, "orders:read") as url:
+                verdicts = {name: await asyncio.to_thread(apache_status, url, token) for name, token in
+                            (("good", good), ("wrong aud", wrong_aud), ("missing scope", no_scope),
+                             ("tampered", _tamper(good)), ("none", ""))}
+                assert verdicts["good"] == 200, verdicts
+                assert all(verdicts[k] in (401, 403) for k in verdicts if k != "good"), verdicts
+            # revoking the kid: a fresh Apache (no cache) refuses the old token, accepts a new one
+            await cluster.apply(identity(NAME, NS, jwt={"discovery": True, "issuer": issuer,
+                                                        "revokedKids": [old_kid]}))
+            await cluster.wait_for("ServiceIdentity", NS, NAME,
+                                   lambda b: bool(b) and b["status"]["jwt"]["kid"] != old_kid
+                                   and (condition(b, "Ready") or {}).get("status") == "True",
+                                   what="to sign with a new key")
+            fresh = await _token(cluster, "--aud", AUD, "--scope", "orders:read")
+            with apache_resource_server(issuer, (tmp_path / "ca.crt").read_bytes(),
+                                        AUD, "orders:read") as url:
+                assert await asyncio.to_thread(apache_status, url, good) in (401, 403)
+                assert await asyncio.to_thread(apache_status, url, fresh) == 200
