@@ -135,7 +135,7 @@ def apache_resource_server(issuer: str, ca_pem: bytes, audience: str, scope: str
     import time
 
     workdir = Path(tempfile.mkdtemp(prefix="trustwire-apache-"))
-    os.chmod(workdir, 0o755)
+    os.chmod(workdir, 0o755)  # noqa: S103 (public CA bundle and a page; the workers run as www-data)
     (workdir / "htdocs").mkdir(mode=0o755)
     (workdir / "htdocs" / "api").write_text("protected\n")
     (workdir / "ca.crt").write_bytes(ca_pem)
