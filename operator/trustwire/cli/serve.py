@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,11 +27,13 @@ if TYPE_CHECKING:
 @click.option("--port", type=int, default=8443, show_default=True)
 @click.option("--public-url", help="The URL clients reach this server at (default: from each request).")
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Serve only these namespaces (repeatable).")
+@click.option("--propagation-delay", type=click.FloatRange(min=1.0), default=90.0, show_default=True,
+              help="Seconds, the operator's --propagation-delay: bounds how long validators cache a JWKS.")
 @cluster_options
 @click.option("-v", "--verbose", is_flag=True)
 def serve(tls_secret: str | None, tls_cert: Path | None, tls_key: Path | None, host: str, port: int,
-          public_url: str | None, namespaces: tuple[str, ...], kubeconfig: str | None, context: str | None,
-          server: str | None, verbose: bool) -> None:
+          public_url: str | None, namespaces: tuple[str, ...], propagation_delay: float, kubeconfig: str | None,
+          context: str | None, server: str | None, verbose: bool) -> None:
     """Serve enrollment (and discovery) over HTTPS."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -42,13 +45,15 @@ def serve(tls_secret: str | None, tls_cert: Path | None, tls_key: Path | None, h
         raise click.UsageError("--tls-secret takes NAMESPACE/NAME")
     config = load(server, kubeconfig, context)
     try:
-        asyncio.run(_serve(config, tls_secret, tls_cert, tls_key, host, port, public_url, namespaces))
+        asyncio.run(_serve(config, tls_secret, tls_cert, tls_key, host, port, public_url, namespaces,
+                           timedelta(seconds=propagation_delay)))
     except (LookupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
 async def _serve(config: ApiConfig, tls_secret: str | None, tls_cert: Path | None, tls_key: Path | None,
-                 host: str, port: int, public_url: str | None, namespaces: tuple[str, ...]) -> None:
+                 host: str, port: int, public_url: str | None, namespaces: tuple[str, ...],
+                 propagation_delay: timedelta) -> None:
     from trustwire.k8s.client import Client
     from trustwire.server.context import ServerContext
     from trustwire.server.run import material_from_files, material_from_secret, serving, tls_context
@@ -66,6 +71,6 @@ async def _serve(config: ApiConfig, tls_secret: str | None, tls_cert: Path | Non
             assert tls_cert is not None and tls_key is not None
             material = material_from_files(tls_cert, tls_key)
         ctx = ServerContext(client=client, clock=utcnow, public_url=public_url, namespaces=namespaces,
-                            tls=tls_context(material))
+                            tls=tls_context(material), propagation_delay=propagation_delay)
         async with serving(ctx, host, port):
             await stop.wait()
