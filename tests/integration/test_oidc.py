@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,12 @@ from tests.oidc_validators import (
     VALIDATORS,
     apache_resource_server,
     apache_status,
+    discover,
     fetch,
     free_port,
     tls_pair,
 )
+from trustwire.runtime import OperatorOptions
 from trustwire.server.context import ServerContext
 from trustwire.server.run import TlsMaterial, serving, tls_context
 from trustwire.times import utcnow
@@ -30,6 +34,12 @@ from trustwire.times import utcnow
 pytestmark = pytest.mark.integration
 
 NS, NAME, AUD = "oidc", "orders", "gateway"
+DELAY = timedelta(seconds=6)
+
+
+@pytest.fixture
+def operator_options() -> OperatorOptions:
+    return OperatorOptions(workers=4, resync_interval=3600.0, propagation_delay=DELAY)
 
 
 async def _token(cluster: Cluster, *args: str) -> str:
@@ -69,7 +79,7 @@ async def test_a_trustwire_token_is_accepted_by_discovery_alone_and_refused_when
 
     with tls_pair(tmp_path) as (chain, key, ca):
         ctx = ServerContext(client=cluster.client, clock=utcnow, public_url=public_url, namespaces=(NS,),
-                            tls=tls_context(TlsMaterial(chain, key)))
+                            tls=tls_context(TlsMaterial(chain, key)), propagation_delay=DELAY)
         async with serving(ctx, "127.0.0.1", port):
             good = await _token(cluster, "--aud", AUD, "--scope", "orders:read orders:write", "--ttl", "5m",
                                 "--claim", "tenant=acme")
@@ -124,7 +134,7 @@ async def test_apache_mod_auth_openidc_validates_by_discovery_alone(cluster: Clu
     old_kid = body["status"]["jwt"]["kid"]
     with tls_pair(tmp_path) as (chain, key, _):
         ctx = ServerContext(client=cluster.client, clock=utcnow, public_url=public_url, namespaces=(NS,),
-                            tls=tls_context(TlsMaterial(chain, key)))
+                            tls=tls_context(TlsMaterial(chain, key)), propagation_delay=DELAY)
         async with serving(ctx, "127.0.0.1", port):
             good = await _token(cluster, "--aud", AUD, "--scope", "orders:read orders:write")
             wrong_aud = await _token(cluster, "--aud", "someone-else", "--scope", "orders:read")
@@ -148,3 +158,63 @@ async def test_apache_mod_auth_openidc_validates_by_discovery_alone(cluster: Clu
                                         AUD, "orders:read") as url:
                 assert await asyncio.to_thread(apache_status, url, good) in (401, 403)
                 assert await asyncio.to_thread(apache_status, url, fresh) == 200
+
+
+class CachingValidator:
+    """jwcrypto behind a JWKS cache that honours the served Cache-Control max-age, as a gateway does."""
+
+    def __init__(self, issuer: str, ca: Any) -> None:
+        self.jwks_uri = discover(issuer, ca)["jwks_uri"]
+        self.ca, self.issuer = ca, issuer
+        self.keys: Any = None
+        self.expires = 0.0
+        self.seen_kids: set[str] = set()
+
+    def validate(self, token: str) -> None:
+        from jwcrypto import jwk as jwcrypto_jwk
+        from jwcrypto import jwt as jwcrypto_jwt
+
+        if time.monotonic() >= self.expires:
+            status, headers, body = fetch(self.jwks_uri, self.ca)
+            assert status == 200
+            self.keys = jwcrypto_jwk.JWKSet.from_json(body.decode())
+            self.seen_kids |= {k["kid"] for k in json.loads(body)["keys"]}
+            self.expires = time.monotonic() + int(headers["Cache-Control"].rpartition("max-age=")[2])
+        jwcrypto_jwt.JWT(jwt=token, key=self.keys, check_claims={"iss": self.issuer, "aud": AUD, "exp": None})
+
+
+async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_token(
+        cluster: Cluster, tmp_path: Path) -> None:
+    from trustwire import names
+    from trustwire.cli.token import mint
+    from trustwire.model import parse_identity
+
+    port = free_port()
+    public_url = f"https://localhost:{port}"
+    issuer = f"{public_url}/{NS}/{NAME}"
+    body = identity(NAME, NS, jwt={"discovery": True, "issuer": issuer, "rotationPeriod": "20s"})
+    await cluster.apply(body)
+    ident = parse_identity(await cluster.wait_condition("ServiceIdentity", NS, NAME, "Ready"))
+    with tls_pair(tmp_path) as (chain, key, ca):
+        ctx = ServerContext(client=cluster.client, clock=utcnow, public_url=public_url, namespaces=(NS,),
+                            tls=tls_context(TlsMaterial(chain, key)), propagation_delay=DELAY)
+        async with serving(ctx, "127.0.0.1", port):
+            validator = await asyncio.to_thread(CachingValidator, issuer, ca)
+            signing_kids: list[str] = []
+            failures: list[str] = []
+            deadline = time.monotonic() + 55  # two rotations at least
+            while time.monotonic() < deadline:
+                credentials = await cluster.data("Secret", NS, names.credentials_secret(NAME))
+                token = mint(ident, credentials, audience=[AUD], scopes=["orders:read"], ttl=timedelta(minutes=1),
+                             extra={}, subject=None, now=utcnow())
+                kid = credentials["jwt.kid"].decode()
+                if not signing_kids or signing_kids[-1] != kid:
+                    signing_kids.append(kid)
+                try:
+                    await asyncio.to_thread(validator.validate, token)
+                except Exception as exc:
+                    failures.append(f"{kid}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.3)
+    assert len(signing_kids) >= 3, f"expected at least two rollovers, saw signing kids {signing_kids}"
+    assert failures == [], failures
+    assert set(signing_kids) <= validator.seen_kids
