@@ -48,7 +48,7 @@ def test_mint_without_a_jwt_key_or_with_a_reserved_claim_says_why(
     ident = parse_identity(identity_body())
     args: dict[str, Any] = {"audience": ["gw"], "scopes": [], "ttl": timedelta(minutes=1), "subject": None,
                             "now": NOW}
-    with pytest.raises(Unavailable, match="no usable jwt.key"):
+    with pytest.raises(Unavailable, match=r"no usable jwt\.key"):
         mint(ident, {}, extra={}, **args)
     creds = _credentials(real_key(pki.JwtAlgorithm.ES256), pki.JwtAlgorithm.ES256)
     with pytest.raises(Unavailable, match="may not set aud"):
