@@ -12,8 +12,9 @@ bounds (``limits``), durations, and the two parsers.
 """
 
 from trustwire.model.durations import format_duration, parse_duration
+from trustwire.model.enrollment import parse_enrollment
 from trustwire.model.errors import SpecError
-from trustwire.model.fields import IDENTITY_FIELDS, RELATIONSHIP_FIELDS, field_paths
+from trustwire.model.fields import ENROLLMENT_FIELDS, IDENTITY_FIELDS, RELATIONSHIP_FIELDS, field_paths
 from trustwire.model.identity import parse_identity
 from trustwire.model.limits import (
     MAX_DNS_NAMES,
@@ -38,12 +39,14 @@ from trustwire.model.types import (
     CASpec,
     CertificateSpec,
     DeletionPolicy,
+    Enrollment,
     IdentityRef,
     JwtSpec,
     KeystoreFormat,
     KeystoreSpec,
     SecretKeyRef,
     ServiceIdentity,
+    Subject,
     TemplateSpec,
     TrustRelationship,
     WorkloadKind,
@@ -51,11 +54,11 @@ from trustwire.model.types import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
+    "API_VERSION", "ENROLLMENT_FIELDS", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
     "MAX_DURATION_TEXT", "MAX_INLINE_TEMPLATE", "MAX_LIST_ITEMS", "MAX_NAME_LENGTH", "MAX_OWNER_NAME",
     "MAX_QUOTED", "MAX_REPORTED", "MAX_TEMPLATES", "MAX_WORKLOADS", "MIN_DURATION", "RELATIONSHIP_FIELDS",
-    "VERSION", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "IdentityRef", "JwtSpec",
-    "KeystoreFormat", "KeystoreSpec", "SecretKeyRef", "ServiceIdentity", "SpecError", "TemplateSpec",
+    "VERSION", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "Enrollment", "IdentityRef", "JwtSpec",
+    "KeystoreFormat", "KeystoreSpec", "SecretKeyRef", "ServiceIdentity", "SpecError", "Subject", "TemplateSpec",
     "TrustRelationship", "WorkloadKind", "WorkloadRef", "field_paths", "format_duration", "parse_duration",
-    "parse_identity", "parse_relationship",
+    "parse_enrollment", "parse_identity", "parse_relationship",
 ]

@@ -44,6 +44,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
     "templates": [{"name": _STR, "inline": _STR, "configMapRef": {"name": _STR, "key": _STR}}],
     "acceptFrom": {"namespaces": [_STR]},
     "deletionPolicy": _STR,
+    "enrollment": {"enabled": _BOOL},
 }
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {
@@ -52,6 +53,15 @@ RELATIONSHIP_FIELDS: dict[str, Any] = {
     "mtls": {"enabled": _BOOL},
     "jwt": {"enabled": _BOOL, "roles": [_STR], "audience": _STR, "scopes": [_STR]},
     "sharedSecret": {"enabled": _BOOL},
+}
+
+
+ENROLLMENT_FIELDS: dict[str, Any] = {
+    "identity": _STR,
+    "subject": {"commonName": _STR, "organization": [_STR], "organizationalUnit": [_STR]},
+    "tokenTTL": _DURATION,
+    "certificate": {"duration": _DURATION},
+    "revoked": _BOOL,
 }
 
 

@@ -69,12 +69,14 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     accept_body = r.section(spec, "acceptFrom", "spec", IDENTITY_FIELDS["acceptFrom"])
     accept_from = r.strings(accept_body, "namespaces", "spec.acceptFrom")
     deletion_policy = r.enum(spec, "deletionPolicy", "spec", DeletionPolicy, DeletionPolicy.RETAIN)
+    enrollment_body = r.section(spec, "enrollment", "spec", IDENTITY_FIELDS["enrollment"])
+    enrollment = r.boolean(enrollment_body, "enabled", "spec.enrollment", False)
     r.raise_problems()
     return ServiceIdentity(
         namespace=namespace, name=name, service_name=service_name, dns_names=dns_names,
         trust_domain=trust_domain, ca=ca, certificate=certificate, jwt=jwt, keystores=keystores,
         workloads=workloads, mount_path=mount_path, templates=templates,
-        accept_from=accept_from, deletion_policy=deletion_policy,
+        accept_from=accept_from, deletion_policy=deletion_policy, enrollment=enrollment,
     )
 
 

@@ -104,6 +104,8 @@ class ServiceIdentity:
     templates: tuple[TemplateSpec, ...]
     accept_from: tuple[str, ...]
     deletion_policy: DeletionPolicy
+    #: spec.enrollment.enabled: an enrollment CA of its own signs external applications
+    enrollment: bool = False
 
     @property
     def spiffe_id(self) -> str:
@@ -164,3 +166,25 @@ class TrustRelationship:
         """Whether ``sender`` opens connections / sends tokens to its peer."""
         return self.initiator is None or self.initiator == sender
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """The distinguished name an enrolled application's CSR must carry, exactly."""
+
+    common_name: str
+    organization: tuple[str, ...] = ()
+    organizational_unit: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrollment:
+    """One external application that enrols with a one-time token and renews with its certificate."""
+
+    namespace: str
+    name: str
+    identity: str
+    subject: Subject
+    token_ttl: timedelta
+    certificate_duration: timedelta
+    revoked: bool
