@@ -31,6 +31,12 @@ def sid() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def enrollment() -> dict[str, Any]:
+    (crd,) = _load("trustwire.io_enrollments.yaml")
+    return crd
+
+
+@pytest.fixture(scope="module")
 def trust() -> dict[str, Any]:
     (crd,) = _load("trustwire.io_trustrelationships.yaml")
     return crd
@@ -115,7 +121,7 @@ def _trust_object(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "name",
-    ["trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml"],
+    ["trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml", "trustwire.io_enrollments.yaml"],
 )
 def test_crd_files_pass_strict_kubernetes_validation(name: str) -> None:
     docs = _load(name)
@@ -247,6 +253,7 @@ def test_empty_serviceidentity_gets_every_documented_default(sid: dict[str, Any]
             "mountPath": "/var/run/trustwire",
             "acceptFrom": {},
             "deletionPolicy": "Retain",
+            "enrollment": {"enabled": False},
         }
 
 
@@ -659,6 +666,7 @@ def test_jsonpath_helper_finds_nothing_for_a_missing_condition() -> None:
 def test_only_trustwire_crds_are_shipped() -> None:
     """HA is a coordination.k8s.io Lease (a built-in kind): no kopf peering CRDs any more."""
     assert sorted(p.name for p in CRDS_DIR.glob("*.yaml")) == [
+        "trustwire.io_enrollments.yaml",
         "trustwire.io_serviceidentities.yaml",
         "trustwire.io_trustrelationships.yaml",
     ]
@@ -671,7 +679,7 @@ def _rules(crd: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(path, rule) for path, node in _walk(_schema(crd)) for rule in node.get("x-kubernetes-validations", [])]
 
 
-@pytest.mark.parametrize("fixture", ["sid", "trust"])
+@pytest.mark.parametrize("fixture", ["sid", "trust", "enrollment"])
 def test_every_field_has_a_description(request: pytest.FixtureRequest, fixture: str) -> None:
     """What `kubectl explain` prints; metadata is described by the API server (ObjectMeta), and
     list items are no field of their own (kubectl shows the list's description for them)."""
@@ -703,6 +711,7 @@ def test_every_rule_has_a_message_naming_its_field(request: pytest.FixtureReques
     ("sid", "spec.templates", ["name"]),
     ("sid", "status.conditions", ["type"]),
     ("trust", "status.conditions", ["type"]),
+    ("enrollment", "status.conditions", ["type"]),
 ])
 def test_keyed_lists_are_list_maps(request: pytest.FixtureRequest, fixture: str, path: str, keys: list[str]) -> None:
     node = _node(request.getfixturevalue(fixture), path)

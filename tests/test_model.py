@@ -643,6 +643,7 @@ MOUNTED_KEYS = [
     "truststore.password",
     "peers.jwks",
     "peers.json",
+    "enrollment-ca.crt",
     "shared-jobserver.key",
     "shared-x",
 ]

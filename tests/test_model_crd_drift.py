@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from trustwire.model import (
+    ENROLLMENT_FIELDS,
     IDENTITY_FIELDS,
     RELATIONSHIP_FIELDS,
     BundleKind,
@@ -32,6 +33,7 @@ from trustwire.model import (
     WorkloadKind,
     field_paths,
     parse_duration,
+    parse_enrollment,
     parse_identity,
     parse_relationship,
 )
@@ -39,6 +41,7 @@ from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 IDENTITY_CRD = "trustwire.io_serviceidentities.yaml"
+ENROLLMENT_CRD = "trustwire.io_enrollments.yaml"
 RELATIONSHIP_CRD = "trustwire.io_trustrelationships.yaml"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
@@ -193,6 +196,7 @@ IDENTITY_DEFAULT_READERS: dict[
     "spec.certificate.duration": ({}, lambda i: i.certificate.duration, _ms),
     "spec.certificate.renewBefore": ({}, lambda i: i.certificate.renew_before, _ms),
     "spec.jwt.enabled": ({}, lambda i: i.jwt.enabled, bool),
+    "spec.enrollment.enabled": ({}, lambda i: i.enrollment, bool),
     "spec.jwt.algorithm": ({}, lambda i: i.jwt.algorithm, JwtAlgorithm),
     "spec.jwt.rotationPeriod": ({}, lambda i: i.jwt.rotation_period, _ms),
     "spec.keystores.formats": ({}, lambda i: i.keystores.formats, lambda v: tuple(map(KeystoreFormat, v))),
@@ -270,6 +274,20 @@ def test_identity_field_paths_match(identity_crd: Schema) -> None:
     assert path_drift(identity_crd, IDENTITY_FIELDS) == {"only in CRD": set(), "only in parser": set()}
 
 
+def test_enrollment_field_paths_match() -> None:
+    assert path_drift(load_crd(ENROLLMENT_CRD), ENROLLMENT_FIELDS) == {"only in CRD": set(), "only in parser": set()}
+
+
+def test_enrollment_defaults_match() -> None:
+    defaults = crd_defaults(load_crd(ENROLLMENT_CRD))
+    parsed = parse_enrollment({"metadata": {"name": "e", "namespace": "ns"},
+                               "spec": {"identity": "a", "subject": {"commonName": "app"}}})
+    assert set(defaults) == {"spec.tokenTTL", "spec.certificate.duration", "spec.revoked"}
+    assert parse_duration(defaults["spec.tokenTTL"]) == parsed.token_ttl
+    assert parse_duration(defaults["spec.certificate.duration"]) == parsed.certificate_duration
+    assert defaults["spec.revoked"] is parsed.revoked
+
+
 def test_relationship_field_paths_match(relationship_crd: Schema) -> None:
     assert path_drift(relationship_crd, RELATIONSHIP_FIELDS) == {
         "only in CRD": set(),
@@ -290,7 +308,8 @@ def test_walk_finds_nested_and_array_item_paths(identity_crd: Schema) -> None:
 
 
 @pytest.mark.parametrize(
-    ("crd_name", "fields"), [(IDENTITY_CRD, IDENTITY_FIELDS), (RELATIONSHIP_CRD, RELATIONSHIP_FIELDS)]
+    ("crd_name", "fields"), [(IDENTITY_CRD, IDENTITY_FIELDS), (RELATIONSHIP_CRD, RELATIONSHIP_FIELDS),
+                             (ENROLLMENT_CRD, ENROLLMENT_FIELDS)]
 )
 def test_leaf_types_match(crd_name: str, fields: Mapping[str, Any]) -> None:
     assert type_drift(load_crd(crd_name), fields) == {}

@@ -12,6 +12,7 @@ MANAGER = "trustwire"
 TRUSTWIRE_PREFIX = "trustwire.io"
 IDENTITY_LABEL = "trustwire.io/identity"
 RELATIONSHIP_LABEL = "trustwire.io/relationship"
+ENROLLMENT_LABEL = "trustwire.io/enrollment"
 ROLE_LABEL = "trustwire.io/role"
 
 FIELD_MANAGER = "trustwire"
@@ -38,7 +39,7 @@ JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
 #: directory (so no key may appear in both, and no template may take one of these names).
 CREDENTIALS_KEYS = frozenset({
     "tls.crt", "tls.key", "ca.crt", "keystore.p12", "keystore.jks", "keystore.password",
-    "jwt.key", "jwt.jwk", "jwt.kid", "jwt-next.key",
+    "jwt.key", "jwt.jwk", "jwt.kid", "jwt-next.key", "enrollment-ca.crt",
 })
 TRUST_KEYS = frozenset({
     "trust-bundle.pem", "truststore.p12", "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
@@ -50,6 +51,9 @@ TRUST_SPLIT_KEYS = ("trust-bundle.pem", "truststore.p12", "truststore.jks", "pee
 #: Prefix of the per-peer shared-secret files in the trust Secret (``shared-<peer>.key``).
 SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
 
+#: The enrollment CA(s) the identity's workloads trust for client certificates of enrolled applications.
+ENROLLMENT_CA_KEY = "enrollment-ca.crt"
+
 VOLUME_NAME = "trustwire"
 ENV_DIR = "TRUSTWIRE_DIR"
 
@@ -59,6 +63,15 @@ MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGER}"
 
 def ca_secret(identity: str) -> str:
     return f"{identity}-trustwire-ca"
+
+
+def enrollment_ca_secret(identity: str) -> str:
+    return f"{identity}-trustwire-enrollment-ca"
+
+
+def enrollment_token_secret(enrollment: str) -> str:
+    """Where ``trustwire enroll`` keeps the one-time token for administrators (never the server)."""
+    return f"{enrollment}-trustwire-enrollment-token"
 
 
 def credentials_secret(identity: str) -> str:

@@ -11,7 +11,8 @@ import yaml
 
 from .render import CHART_CRDS_DIR, CHART_DIR, TOP_LEVEL_CRDS_DIR, chart_crds, render_objects
 
-CRD_FILES = {"trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml"}
+CRD_FILES = {"trustwire.io_serviceidentities.yaml", "trustwire.io_trustrelationships.yaml",
+             "trustwire.io_enrollments.yaml"}
 KEEP = "helm.sh/resource-policy"
 
 

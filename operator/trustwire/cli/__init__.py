@@ -13,10 +13,12 @@ from trustwire.cli.check import check
 from trustwire.cli.external import confirm, export
 from trustwire.cli.operate import demo, run
 from trustwire.cli.rotation import rotate
+from trustwire.cli.serve import serve
 from trustwire.cli.status_table import status
+from trustwire.cli.token import token
 from trustwire.cli.verification import verify
 
-__all__ = ["check", "confirm", "demo", "export", "main", "rotate", "run", "status", "verify"]
+__all__ = ["check", "confirm", "demo", "export", "main", "rotate", "run", "serve", "status", "token", "verify"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,5 +27,5 @@ def main() -> None:
     """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
 
 
-for _command in (run, demo, status, rotate, verify, check, export, confirm):
+for _command in (run, demo, status, rotate, verify, check, export, confirm, serve, token):
     main.add_command(_command)

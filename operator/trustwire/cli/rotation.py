@@ -218,8 +218,8 @@ def _refuse_ambiguity(identities: tuple[str, ...], namespace: str | None, select
 @click.option("-l", "--selector", help="Every identity whose labels match (kubectl's label selector syntax).")
 @click.option("--all", "all_", is_flag=True, help="Every identity in the namespace (with -A: in every namespace).")
 @click.option("-A", "--all-namespaces", is_flag=True, help="Select with -l or --all in every namespace.")
-@click.option("--what", type=click.Choice(["ca", "certificate", "jwt"]), required=True,
-              help="What to rotate: the CA, the leaf certificate or the JWT signing key.")
+@click.option("--what", type=click.Choice(["ca", "certificate", "jwt", "enrollment-ca"]), required=True,
+              help="What to rotate: the CA, the leaf certificate, the JWT signing key or the enrollment CA.")
 @click.option("--wait", is_flag=True, help="Wait until the operator has handled every request.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to --wait.")
 @output_option

@@ -114,6 +114,7 @@ class IdentityReconciler(StatusWriter):
             return stored_object(resource, body)
 
         ca = await stored(SECRETS, names.ca_secret(ident.name)) if ident.ca.secret_name is None else None
+        enrollment_ca = await stored(SECRETS, names.enrollment_ca_secret(ident.name)) if ident.enrollment else None
         byo = None
         if ident.ca.secret_name is not None:
             byo = stored_object(SECRETS, await self.client.get(SECRETS, ns, ident.ca.secret_name),
@@ -161,8 +162,8 @@ class IdentityReconciler(StatusWriter):
             links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel)))
         inside = [lk for lk in links if lk.relationship.external is None]
         observation = IdentityObservation(
-            identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust,
-            trust_files=trust_files, public=public,
+            identity=ident, now=now, ca=ca, byo_ca=byo, enrollment_ca=enrollment_ca, credentials=credentials,
+            trust=trust, trust_files=trust_files, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
             links=tuple(links), peer_states={lk.peer: s for lk in inside if (s := self._peer_state(lk.peer))},
             rolled_out_hash=old_status.material_hash if old_status.rolled_out else None,
@@ -321,7 +322,7 @@ class IdentityReconciler(StatusWriter):
                   (CONFIGMAPS, names.public_configmap(ref.name))]
         delete_ca = ident is not None and str(ident.deletion_policy) == "Delete"
         if delete_ca:
-            doomed.append((SECRETS, names.ca_secret(ref.name)))
+            doomed += [(SECRETS, names.ca_secret(ref.name)), (SECRETS, names.enrollment_ca_secret(ref.name))]
         for resource, name in doomed:
             await self._delete_ours(resource, ns, name, names.IDENTITY_LABEL, ref.name)
         await self.post_event(body, "Normal", "Deleted",

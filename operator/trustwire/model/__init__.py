@@ -12,8 +12,9 @@ bounds (``limits``), durations, and the two parsers.
 """
 
 from trustwire.model.durations import format_duration, parse_duration
+from trustwire.model.enrollment import parse_enrollment
 from trustwire.model.errors import SpecError
-from trustwire.model.fields import IDENTITY_FIELDS, RELATIONSHIP_FIELDS, field_paths
+from trustwire.model.fields import ENROLLMENT_FIELDS, IDENTITY_FIELDS, RELATIONSHIP_FIELDS, field_paths
 from trustwire.model.identity import parse_identity
 from trustwire.model.limits import (
     MAX_DNS_NAMES,
@@ -40,6 +41,7 @@ from trustwire.model.types import (
     CASpec,
     CertificateSpec,
     DeletionPolicy,
+    Enrollment,
     ExternalPeer,
     IdentityRef,
     JwtSpec,
@@ -48,6 +50,7 @@ from trustwire.model.types import (
     RolloutMode,
     SecretKeyRef,
     ServiceIdentity,
+    Subject,
     TemplateSpec,
     TrustRelationship,
     WorkloadKind,
@@ -55,12 +58,12 @@ from trustwire.model.types import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
+    "API_VERSION", "ENROLLMENT_FIELDS", "GROUP", "IDENTITY_FIELDS", "MAX_DNS_NAMES", "MAX_DURATION",
     "MAX_DURATION_TEXT", "MAX_INLINE_TEMPLATE", "MAX_LIST_ITEMS", "MAX_NAME_LENGTH", "MAX_OWNER_NAME",
     "MAX_QUOTED", "MAX_REPORTED", "MAX_TEMPLATES", "MAX_WORKLOADS", "MIN_DURATION", "RELATIONSHIP_FIELDS",
-    "VERSION", "BundleKind", "BundleRef", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "ExternalPeer",
-    "IdentityRef", "JwtSpec", "KeystoreFormat", "KeystoreSpec", "RolloutMode", "SecretKeyRef", "ServiceIdentity",
-    "SpecError", "TemplateSpec",
+    "VERSION", "BundleKind", "BundleRef", "CASource", "CASpec", "CertificateSpec", "DeletionPolicy", "Enrollment",
+    "ExternalPeer", "IdentityRef", "JwtSpec", "KeystoreFormat", "KeystoreSpec", "RolloutMode", "SecretKeyRef",
+    "ServiceIdentity", "SpecError", "Subject", "TemplateSpec",
     "TrustRelationship", "WorkloadKind", "WorkloadRef", "field_paths", "format_duration", "parse_duration",
-    "parse_identity", "parse_relationship",
+    "parse_enrollment", "parse_identity", "parse_relationship",
 ]

@@ -34,6 +34,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
         "rotationPeriod": _DURATION,
         "revokedKids": [_STR],
         "issuer": _STR,
+        "discovery": _BOOL,
     },
     "keystores": {
         "formats": [_STR],
@@ -46,6 +47,7 @@ IDENTITY_FIELDS: dict[str, Any] = {
     "acceptFrom": {"namespaces": [_STR]},
     "deletionPolicy": _STR,
     "secretTemplate": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
+    "enrollment": {"enabled": _BOOL},
 }
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {
@@ -55,6 +57,15 @@ RELATIONSHIP_FIELDS: dict[str, Any] = {
     "mtls": {"enabled": _BOOL},
     "jwt": {"enabled": _BOOL, "roles": [_STR], "audience": _STR, "scopes": [_STR]},
     "sharedSecret": {"enabled": _BOOL},
+}
+
+
+ENROLLMENT_FIELDS: dict[str, Any] = {
+    "identity": _STR,
+    "subject": {"commonName": _STR, "organization": [_STR], "organizationalUnit": [_STR]},
+    "tokenTTL": _DURATION,
+    "certificate": {"duration": _DURATION},
+    "revoked": _BOOL,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from trustwire.model.durations import format_duration
 from trustwire.model.errors import SpecError
 from trustwire.model.fields import IDENTITY_FIELDS
+from trustwire.model.issuer import issuer_url_problem
 from trustwire.model.limits import (
     MAX_DNS_NAMES,
     MAX_INLINE_TEMPLATE,
@@ -81,12 +82,15 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     accept_from = r.strings(accept_body, "namespaces", "spec.acceptFrom")
     deletion_policy = r.enum(spec, "deletionPolicy", "spec", DeletionPolicy, DeletionPolicy.RETAIN)
     secret_template = _parse_secret_template(r, spec)
+    enrollment_body = r.section(spec, "enrollment", "spec", IDENTITY_FIELDS["enrollment"])
+    enrollment = r.boolean(enrollment_body, "enabled", "spec.enrollment", False)
     r.raise_problems()
     return ServiceIdentity(
         namespace=namespace, name=name, service_name=service_name, dns_names=dns_names,
         trust_domain=trust_domain, ca=ca, certificate=certificate, jwt=jwt, keystores=keystores,
         workloads=workloads, mount_path=mount_path, templates=templates,
         accept_from=accept_from, deletion_policy=deletion_policy, secret_template=secret_template,
+        enrollment=enrollment,
     )
 
 
@@ -160,13 +164,21 @@ def _parse_certificate(r: Reader, spec: Mapping[str, Any]) -> CertificateSpec:
 
 def _parse_jwt(r: Reader, spec: Mapping[str, Any]) -> JwtSpec:
     body = r.section(spec, "jwt", "spec", IDENTITY_FIELDS["jwt"])
-    return JwtSpec(
+    jwt = JwtSpec(
         enabled=r.boolean(body, "enabled", "spec.jwt", True),
         algorithm=r.enum(body, "algorithm", "spec.jwt", JwtAlgorithm, JwtAlgorithm.ES256),
         rotation_period=r.duration(body, "rotationPeriod", "spec.jwt", timedelta(hours=720)),
         revoked_kids=r.strings(body, "revokedKids", "spec.jwt"),
         issuer=r.string(body, "issuer", "spec.jwt"),
+        discovery=r.boolean(body, "discovery", "spec.jwt", False),
     )
+    if jwt.discovery:
+        # validators compare iss with the discovery document's issuer: it must be a URL they can fetch
+        problem = "is required with spec.jwt.discovery: an https URL" if jwt.issuer is None \
+            else issuer_url_problem(jwt.issuer)
+        if problem:
+            r.fail("spec.jwt.issuer", problem)
+    return jwt
 
 
 def _parse_keystores(r: Reader, spec: Mapping[str, Any]) -> KeystoreSpec:

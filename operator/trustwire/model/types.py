@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from datetime import timedelta
 
+from trustwire.model.issuer import discovery_url
 from trustwire.pki import JwtAlgorithm, KeyAlgorithm
 
 GROUP = "trustwire.io"
@@ -71,6 +72,8 @@ class JwtSpec:
     rotation_period: timedelta = timedelta(hours=720)
     revoked_kids: tuple[str, ...] = ()
     issuer: str | None = None
+    #: the identity is an OpenID Connect issuer: ``issuer`` is an https URL served by discovery
+    discovery: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +124,8 @@ class ServiceIdentity:
     accept_from: tuple[str, ...]
     deletion_policy: DeletionPolicy
     secret_template: SecretTemplate = SecretTemplate()
+    #: spec.enrollment.enabled: an enrollment CA of its own signs external applications
+    enrollment: bool = False
 
     @property
     def spiffe_id(self) -> str:
@@ -129,6 +134,11 @@ class ServiceIdentity:
     @property
     def issuer(self) -> str:
         return self.jwt.issuer or self.spiffe_id
+
+    @property
+    def discovery_url(self) -> str | None:
+        """Where validators find this identity's OIDC discovery document, when it is an issuer."""
+        return discovery_url(self.issuer) if self.jwt.enabled and self.jwt.discovery else None
 
     @property
     def all_dns_names(self) -> tuple[str, ...]:
@@ -225,3 +235,25 @@ class TrustRelationship:
         """Whether ``sender`` opens connections / sends tokens to its peer."""
         return self.initiator is None or self.initiator == sender
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """The distinguished name an enrolled application's CSR must carry, exactly."""
+
+    common_name: str
+    organization: tuple[str, ...] = ()
+    organizational_unit: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Enrollment:
+    """One external application that enrols with a one-time token and renews with its certificate."""
+
+    namespace: str
+    name: str
+    identity: str
+    subject: Subject
+    token_ttl: timedelta
+    certificate_duration: timedelta
+    revoked: bool

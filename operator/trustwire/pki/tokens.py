@@ -14,6 +14,10 @@ future beyond the leeway; ``iss`` must equal ``issuer`` when one is given; if
 ``audience`` is None a token that *carries* ``aud`` is refused (§4.1.3: a recipient
 that does not identify with the audience must reject the token).
 
+Scopes follow RFC 9068 §2.2.3 / RFC 8693 §4.2: one ``scope`` claim, a space-separated
+string. :func:`access_token_claims` builds it and :func:`require_scopes` checks that a
+token grants every scope a resource server demands (``verify_token(..., scopes=…)``).
+
 Every failure raises :class:`TokenError` whose message says why (expired, wrong
 audience, revoked kid, bad signature, unknown kid, …) and never echoes the token.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,7 +51,10 @@ __all__ = [
     "MAX_LEEWAY",
     "SHARED_SECRET_BYTES",
     "TokenError",
+    "access_token_claims",
     "generate_shared_secret",
+    "granted_scopes",
+    "require_scopes",
     "sign_hs256",
     "sign_token",
     "verify_hs256",
@@ -59,6 +66,8 @@ DEFAULT_LEEWAY = timedelta(seconds=60)
 MAX_LEEWAY = timedelta(minutes=5)
 SHARED_SECRET_BYTES = 32
 _RESERVED_TIME_CLAIMS = ("iat", "nbf", "exp")
+#: Claims :func:`access_token_claims` sets itself; ``extra`` may not override them.
+_RESERVED_ACCESS_CLAIMS = ("iss", "sub", "aud", "scope", "jti", *_RESERVED_TIME_CLAIMS)
 
 
 class TokenError(ValueError):
@@ -68,6 +77,58 @@ class TokenError(ValueError):
 def generate_shared_secret() -> bytes:
     """32 random bytes (256 bits, the HS256 minimum of RFC 7518 §3.2) from :mod:`secrets`."""
     return secrets.token_bytes(SHARED_SECRET_BYTES)
+
+
+def _scope_token(scope: str) -> bool:
+    # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+    return bool(scope) and all(c == "!" or "#" <= c <= "[" or "]" <= c <= "~" for c in scope)
+
+
+def access_token_claims(
+    *, issuer: str, subject: str, audience: str | Sequence[str], scopes: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The claims of an access token: ``iss``, ``sub``, ``aud``, a space-separated ``scope``
+    (omitted when empty), a random ``jti``, and ``extra`` (which may not set any of those).
+
+    The time claims are added by :func:`sign_token`. :class:`PKIError` on an empty issuer,
+    subject or audience, a scope that is no RFC 6749 scope-token, or a reserved claim in ``extra``.
+    """
+    audiences = [audience] if isinstance(audience, str) else list(audience)
+    if not issuer or not subject or not audiences or not all(isinstance(a, str) and a for a in audiences):
+        raise PKIError("an access token needs a non-empty issuer, subject and audience")
+    bad = [s for s in scopes if not isinstance(s, str) or not _scope_token(s)]
+    if bad:
+        raise PKIError(f"{len(bad)} scope(s) are not RFC 6749 scope tokens (printable ASCII, no space, quote "
+                       "or backslash)")
+    reserved = sorted(set(extra or {}) & set(_RESERVED_ACCESS_CLAIMS))
+    if reserved:
+        raise PKIError(f"extra claims may not set {', '.join(reserved)}")
+    claims: dict[str, Any] = {"iss": issuer, "sub": subject,
+                              "aud": audiences[0] if len(audiences) == 1 else audiences}
+    if scopes:
+        claims["scope"] = " ".join(dict.fromkeys(scopes))
+    claims["jti"] = secrets.token_urlsafe(16)
+    return claims | dict(extra or {})
+
+
+def granted_scopes(claims: Mapping[str, Any]) -> frozenset[str]:
+    """The scopes a token's ``scope`` claim grants (none when absent); :class:`TokenError` if malformed."""
+    scope = claims.get("scope")
+    if scope is None:
+        return frozenset()
+    if not isinstance(scope, str):
+        raise TokenError("claim scope is not a space-separated string")
+    return frozenset(scope.split())
+
+
+def require_scopes(claims: Mapping[str, Any], required: Collection[str]) -> None:
+    """:class:`TokenError` naming the scopes ``claims`` lacks of ``required``."""
+    if isinstance(required, str):
+        raise ValueError("required scopes must be a collection of scopes, not a single string")
+    missing = sorted(set(required) - granted_scopes(claims))
+    if missing:
+        raise TokenError(f"missing scope: {' '.join(missing)}")
 
 
 def _time_claims(claims: Mapping[str, Any], now: datetime, lifetime: timedelta) -> dict[str, Any]:
@@ -189,12 +250,14 @@ def verify_token(
     now: datetime,
     leeway: timedelta = DEFAULT_LEEWAY,
     revoked_kids: Collection[str] = (),
+    scopes: Collection[str] = (),
 ) -> dict[str, Any]:
     """Verify ``token`` against the key with its ``kid`` in ``jwks`` and return its claims.
 
     Order: header parse → kid present and not revoked → key found in ``jwks`` →
     header ``alg`` equals the JWK's algorithm → signature → exp/nbf/iat (with
-    ``leeway`` ≤ 5 min) → iss → aud. Raises :class:`TokenError` with the reason.
+    ``leeway`` ≤ 5 min) → iss → aud → every scope in ``scopes`` granted. Raises
+    :class:`TokenError` with the reason.
     """
     leeway_s = _check_leeway(leeway)
     if isinstance(revoked_kids, str):
@@ -226,6 +289,7 @@ def verify_token(
         raise TokenError(f"algorithm mismatch: token says {header.get('alg')!r}, key {kid} is {algorithm}")
     payload = _verified_payload(token, public_key, str(algorithm))
     _check_claims(payload, issuer=issuer, audience=audience, now=now, leeway=leeway_s)
+    require_scopes(payload, scopes)
     return payload
 
 

@@ -34,6 +34,20 @@ from trustwire.plan.status import CARotationStatus, CAStatus
 from trustwire.times import parse_time, rfc3339
 
 
+class CARole(enum.StrEnum):
+    """Which CA of an identity: the one its peers trust, or the one that signs enrolled applications."""
+
+    SERVICE = "ca"
+    ENROLLMENT = "enrollment-ca"
+
+    def secret_name(self, identity: str) -> str:
+        return names.ca_secret(identity) if self is CARole.SERVICE else names.enrollment_ca_secret(identity)
+
+    @property
+    def label(self) -> str:
+        return "CA" if self is CARole.SERVICE else "enrollment CA"
+
+
 class CAPhase(enum.StrEnum):
     IDLE = rot.IDLE
     DISTRIBUTING = rot.DISTRIBUTING
@@ -63,6 +77,7 @@ class CAEvidence:
     propagation_delay: timedelta
     #: external members: they must confirm the next CA before it is used
     outsiders: Sequence[rot.Outsider] = ()
+    role: CARole = CARole.SERVICE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,16 +153,16 @@ ROTATION_TRIGGERS = (rotation_requested, renewal_time_reached, key_algorithm_cha
 # --------------------------------------------------------------------------------------
 # The state machine
 # --------------------------------------------------------------------------------------
-def _issue(ident: ServiceIdentity, now: datetime, keys: KeySource) -> CAMaterial:
+def _issue(ident: ServiceIdentity, now: datetime, keys: KeySource, role: CARole) -> CAMaterial:
     key = keys.private_key(ident.ca.key_algorithm)
-    cert = pki.create_ca(key, common_name=common_name(ident), now=now, lifetime=ident.ca.duration,
+    cert = pki.create_ca(key, common_name=common_name(ident, role), now=now, lifetime=ident.ca.duration,
                          serial=keys.serial())
     return CAMaterial.of(cert, key)
 
 
-def common_name(ident: ServiceIdentity) -> str:
-    """``<name>.<namespace> trustwire CA``, shortened to the X.509 limit of 64 characters."""
-    suffix = " trustwire CA"
+def common_name(ident: ServiceIdentity, role: CARole = CARole.SERVICE) -> str:
+    """``<name>.<namespace> trustwire CA`` (or ``enrollment CA``), shortened to the X.509 limit of 64."""
+    suffix = f" trustwire {role.label}"
     return f"{ident.name}.{ident.namespace}"[: 64 - len(suffix)] + suffix
 
 
@@ -155,9 +170,9 @@ def observe(ev: CAEvidence, now: datetime, keys: KeySource) -> CAStep:
     """The stored CA and its phase, or a fresh CA when a CA_REISSUE check fires."""
     verdict = evaluate(CA_REISSUE, StoredCA(ev.stored, now))
     if verdict is not None:
-        cert = _issue(ev.identity, now, keys)
+        cert = _issue(ev.identity, now, keys, ev.role)
         return CAStep(CAState(cert, now), (PlannedEvent.of(
-            verdict.reason, f"CA serial {pki.serial_hex(cert.cert)} issued: {verdict.message}"),))
+            verdict.reason, f"{ev.role.label} serial {pki.serial_hex(cert.cert)} issued: {verdict.message}"),))
     active, _ = load_ca(ev.stored)
     assert active is not None and ev.stored is not None
     upcoming, _ = load_ca(ev.stored, "next.crt", "next.key")
@@ -170,7 +185,7 @@ def advance(state: CAState, ev: CAEvidence, now: datetime, keys: KeySource) -> C
     events: list[PlannedEvent] = []
     verdict = evaluate(ROTATION_TRIGGERS, RotationInput(ev.identity, state.active, now, ev.rotate))
     if state.phase is CAPhase.IDLE and verdict is not None:
-        upcoming = _issue(ev.identity, now, keys)
+        upcoming = _issue(ev.identity, now, keys, ev.role)
         state = dataclasses.replace(state, next=upcoming, since=now)
         events.append(PlannedEvent.of(verdict.reason, f"next CA serial {pki.serial_hex(upcoming.cert)} prepared "
                                                       f"({verdict.message}); distributing it to every peer before use"))
@@ -246,14 +261,14 @@ def valid(ca: CAMaterial) -> Check:
     return passed("Valid", f"CA serial {pki.serial_hex(ca.cert)} valid until {rfc3339(pki.not_after(ca.cert))}")
 
 
-def ca_object(ident: ServiceIdentity, state: CAState) -> DesiredObject:
+def ca_object(ident: ServiceIdentity, state: CAState, role: CARole = CARole.SERVICE) -> DesiredObject:
     data = {"tls.crt": state.active.cert_pem, "tls.key": state.active.key_pem}
     if state.next is not None:
         data |= {"next.crt": state.next.cert_pem, "next.key": state.next.key_pem}
     if state.previous is not None:
         data["previous.crt"] = pki.cert_to_pem(state.previous)
     annotations = {names.CA_SINCE_ANNOTATION: rfc3339(state.since)} if state.phase is not CAPhase.IDLE else {}
-    return DesiredObject("Secret", names.ca_secret(ident.name), data, names.identity_labels(ident.name, "ca"),
+    return DesiredObject("Secret", role.secret_name(ident.name), data, names.identity_labels(ident.name, role.value),
                          annotations, type=SECRET_TLS, owned=False)
 
 

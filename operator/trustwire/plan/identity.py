@@ -66,6 +66,8 @@ class IdentityObservation:
     now: datetime
     ca: StoredObject | None = None
     byo_ca: StoredObject | None = None
+    #: the enrollment CA Secret (read only when spec.enrollment.enabled)
+    enrollment_ca: StoredObject | None = None
     credentials: StoredObject | None = None
     trust: StoredObject | None = None
     #: trust file → the Secret of its own it may live in (``names.trust_file_secret``), where one exists
@@ -151,6 +153,41 @@ def _ca(p: _Pass, rotate: bool) -> tuple[calife.CAStep | None, CAMaterial | None
     return step, step.state.active
 
 
+#: An enrollment CA retires only when it expires: certificates it signed for enrolled
+#: applications stay valid that long, whatever the identity's own workloads run.
+_UNTIL_EXPIRY = rot.Gate(False, "certificates it signed stay valid until it expires")
+
+
+def _enrollment_ca(p: _Pass, rotate: bool) -> calife.CAState | None:
+    """The identity's enrollment CA: the CA life cycle of :mod:`~trustwire.plan.ca` with no
+    peers to wait for (only the identity's own workloads trust it)."""
+    obs, ident, now = p.obs, p.obs.identity, p.obs.now
+    if not ident.enrollment:
+        return None
+    if (conflict := clash(obs.enrollment_ca, "Secret", ident.namespace)) is not None:
+        p.checks["EnrollmentCAReady"] = conflict
+        return None
+    evidence = calife.CAEvidence(ident, obs.enrollment_ca, rotate, (), obs.propagation_delay,
+                                 role=calife.CARole.ENROLLMENT)
+    first = calife.observe(evidence, now, p.keys)
+    step = calife.advance(first.state, evidence, now, p.keys)
+    step = calife.retire(step, _UNTIL_EXPIRY, now)
+    p.events += [*first.events, *step.events]
+    p.checks["EnrollmentCAReady"] = calife.valid(step.state.active)
+    state = step.state
+    p.deadlines += [pki.not_after(state.active.cert), calife.renewal_time(state.active.cert)]
+    p.deadlines += [pki.not_after(state.previous)] if state.previous is not None else []
+    p.deadlines += [step.wait.retry_at] if step.wait is not None and step.wait.retry_at is not None else []
+    return state
+
+
+def enrollment_bundle(state: calife.CAState) -> bytes:
+    """What the identity's workloads trust for enrolled applications: every enrollment CA
+    that signed, or will sign, a certificate still valid."""
+    certs = [c for c in (state.active.cert, state.next.cert if state.next else None, state.previous) if c]
+    return pki.certs_to_pem(certs)
+
+
 def _leaf(p: _Pass, ca: CAMaterial | None, rotate: bool) -> tuple[leaflife.LeafOutput | None, pki.PrivateKey | None]:
     obs, ns = p.obs, p.obs.identity.namespace
     if (conflict := clash(obs.credentials, "Secret", ns)) is not None:
@@ -189,9 +226,11 @@ def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, ro
     return step
 
 
-def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None,
-                 jwt: jwtkeys.JwtStep | None) -> tuple[dict[str, bytes], DesiredObject | None]:
+def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None, jwt: jwtkeys.JwtStep | None,
+                 enrollment: calife.CAState | None) -> tuple[dict[str, bytes], DesiredObject | None]:
     data = dict(leaf.data) if leaf else {}
+    if leaf is not None and enrollment is not None:
+        data[names.ENROLLMENT_CA_KEY] = enrollment_bundle(enrollment)
     annotations: dict[str, str] = {}
     if jwt is not None:
         jwt_data, annotations = jwtkeys.stored_content(jwt.state)
@@ -328,13 +367,16 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     leaf, leaf_key = _leaf(p, ca, rotate == "certificate")
     jwt = _jwt(p, (ca.key if ca else None, leaf_key), leaf is not None, rotate == "jwt")
     p.waits += [jwt.wait] if jwt is not None and jwt.wait else []
-    creds_data, creds = _credentials(ident, leaf, jwt)
+    enrollment_ca = _enrollment_ca(p, rotate == "enrollment-ca")
+    creds_data, creds = _credentials(ident, leaf, jwt, enrollment_ca)
     trust, trust_objects = _trust(p, ca, jwt, timer)
     awaited = first_trust_waits_for(obs)
     mounted = {**creds_data, **trust.data} if leaf is not None and not awaited else {}
     ca_step = _retire(p, ca_step, mounted)
     ca_state = ca_step.state if ca_step is not None else None
-    objects = [o for o in (calife.ca_object(ident, ca_state) if ca_state else None, creds) if o]
+    objects = [o for o in (calife.ca_object(ident, ca_state) if ca_state else None,
+                           calife.ca_object(ident, enrollment_ca, calife.CARole.ENROLLMENT) if enrollment_ca else None,
+                           creds) if o]
     objects += trust_objects.objects
     if (conflict := clash(obs.public, "ConfigMap", ident.namespace)) is not None:
         p.checks["CAReady"] = conflict
@@ -347,8 +389,9 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     ca_wait = ca_step.wait if ca_step is not None else None
     jwt_state, jwt_wait = (jwt.state, jwt.wait) if jwt is not None else (None, None)
     status = IdentityStatus(
-        spiffe_id=ident.spiffe_id, issuer=ident.issuer,
+        spiffe_id=ident.spiffe_id, issuer=ident.issuer, discovery_url=ident.discovery_url,
         ca=calife.ca_status(ident, ca) if ca else None,
+        enrollment_ca=calife.ca_status(ident, enrollment_ca.active) if enrollment_ca else None,
         certificate=leaf.status if leaf else None,
         jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else None,
         peers=tuple(trust.peers_status),

@@ -20,7 +20,7 @@ from trustwire.plan.status import IdentityStatus, RelationshipStatus, WorkloadSt
 from trustwire.plan.workloads import material_hash
 
 #: What ``trustwire.io/rotate`` may ask for (``<what>`` or ``<what>:<anything unique>``).
-ROTATABLE = ("ca", "certificate", "jwt")
+ROTATABLE = ("ca", "certificate", "jwt", "enrollment-ca")
 
 
 def rotation_request(annotation: str | None, handled: str | None) -> str | None:

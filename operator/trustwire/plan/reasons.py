@@ -34,6 +34,16 @@ class Reason(enum.StrEnum):
     EXTERNAL_CA_NOT_FOUND = "ExternalCANotFound"
     EXTERNAL_CA_INVALID = "ExternalCAInvalid"
     EXTERNAL_CONFIRMATION_OVERDUE = "ExternalConfirmationOverdue"
+    #: a server does not publish an identity as an OpenID Connect issuer
+    ISSUER_NOT_SERVED = "IssuerNotServed"
+    #: an external issuer's keys were fetched and are trusted
+    ISSUER_ACCEPTED = "Accepted"
+    #: an external issuer's key ids differ from the previous fetch
+    ISSUER_KEYS_CHANGED = "IssuerKeysChanged"
+    #: an external issuer could not be reached (connection, TLS, timeout, status, redirect, size)
+    ISSUER_UNREACHABLE = "IssuerUnreachable"
+    #: an external issuer answered with a document or JWKS that is refused
+    ISSUER_INVALID = "IssuerInvalid"
 
     @property
     def event_type(self) -> str:

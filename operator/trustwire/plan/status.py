@@ -204,7 +204,9 @@ class IdentityStatus:
 
     spiffe_id: str | None = None
     issuer: str | None = None
+    discovery_url: str | None = None
     ca: CAStatus | None = None
+    enrollment_ca: CAStatus | None = None
     certificate: CertificateStatus | None = None
     jwt: JwtStatus | None = None
     peers: tuple[PeerStatus, ...] | None = None
@@ -221,8 +223,9 @@ class IdentityStatus:
         return len(self.peers or ())
 
     def to_dict(self) -> Json:
-        out = _optional(spiffeId=self.spiffe_id, issuer=self.issuer,
+        out = _optional(spiffeId=self.spiffe_id, issuer=self.issuer, discoveryUrl=self.discovery_url,
                         ca=self.ca.to_dict() if self.ca else None,
+                        enrollmentCA=self.enrollment_ca.to_dict() if self.enrollment_ca else None,
                         certificate=self.certificate.to_dict() if self.certificate else None,
                         jwt=self.jwt.to_dict() if self.jwt else None)
         if self.peers is not None:
@@ -242,7 +245,9 @@ class IdentityStatus:
         generation, rolled_out = d.get("observedGeneration"), d.get("rolledOut")
         return cls(
             spiffe_id=_opt_str(d.get("spiffeId")), issuer=_opt_str(d.get("issuer")),
+            discovery_url=_opt_str(d.get("discoveryUrl")),
             ca=CAStatus.from_dict(d["ca"]) if isinstance(d.get("ca"), Mapping) else None,
+            enrollment_ca=CAStatus.from_dict(d["enrollmentCA"]) if isinstance(d.get("enrollmentCA"), Mapping) else None,
             certificate=CertificateStatus.from_dict(d["certificate"])
             if isinstance(d.get("certificate"), Mapping) else None,
             jwt=JwtStatus.from_dict(d["jwt"]) if isinstance(d.get("jwt"), Mapping) else None,
