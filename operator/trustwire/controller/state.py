@@ -143,6 +143,8 @@ class State:
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
+        #: (namespace, group) a relationship stopped naming: its Secret goes once no member is left
+        self.former_groups: set[tuple[str, str]] = set()
 
     # ---- identities ----------------------------------------------------------------------
     def put_identity(self, body: Mapping[str, Any]) -> IdentityRef:
@@ -216,6 +218,9 @@ class State:
     def drop_relationship(self, key: RelKey) -> set[IdentityRef]:
         record = self.relationships.pop(key, None)
         affected: set[IdentityRef] = set()
+        if record is not None and record.parsed is not None and record.parsed.shared_secret is not None \
+                and record.parsed.shared_secret.group:
+            self.former_groups.add((key[0], record.parsed.shared_secret.group))
         if record is not None and record.parsed is not None:
             for ref in record.parsed.between:
                 self.rel_index[ref].discard(key)
@@ -231,6 +236,12 @@ class State:
             if record is not None and record.parsed is not None:
                 out.append(record.parsed)
         return out
+
+    def group_members(self, namespace: str, group: str) -> list[TrustRelationship]:
+        """The relationships of ``namespace`` that share ``group``'s secret."""
+        return [record.parsed for (ns, _), record in sorted(self.relationships.items())
+                if ns == namespace and record.parsed is not None and record.parsed.shared_secret is not None
+                and record.parsed.shared_secret.group == group]
 
     def peers_of(self, ref: IdentityRef) -> set[IdentityRef]:
         out = set()

@@ -33,6 +33,14 @@ class DeletionPolicy(enum.StrEnum):
     DELETE = "Delete"
 
 
+class SecretEncoding(enum.StrEnum):
+    """How a shared secret's random bytes are written into the mounted file and templates."""
+
+    BASE64URL = "base64url"
+    HEX = "hex"
+    RAW = "raw"
+
+
 
 @dataclasses.dataclass(frozen=True)
 class SecretKeyRef:
@@ -132,6 +140,16 @@ class IdentityRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class SharedSecretSpec:
+    encoding: SecretEncoding = SecretEncoding.BASE64URL
+    client_id: str | None = None
+    #: relationships of one namespace naming the same group share one secret
+    group: str | None = None
+    #: how long the previous value stays published after a rotation on demand
+    grace_period: timedelta = timedelta(hours=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrustRelationship:
     namespace: str
     name: str
@@ -142,7 +160,7 @@ class TrustRelationship:
     roles: tuple[str, ...]
     audience: str | None
     scopes: tuple[str, ...]
-    shared_secret: bool
+    shared_secret: SharedSecretSpec | None
 
     def peer_of(self, ref: IdentityRef) -> IdentityRef | None:
         a, b = self.between

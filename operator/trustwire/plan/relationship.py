@@ -14,10 +14,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trustwire import names
 from trustwire.model import IdentityRef, ServiceIdentity, TrustRelationship
 from trustwire.plan.conditions import Check, passed, stalled, waiting
-from trustwire.plan.material import DesiredObject, StoredObject
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +80,3 @@ def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
         return waiting("Distributing", message)
     return passed("Distributed", "both identities hold each other's material")
 
-
-def shared_secret_object(rel: TrustRelationship, observed: StoredObject | None, generate: Callable[[], bytes],
-                         ) -> DesiredObject:
-    """The pair's shared secret (generated once, then kept) in a Secret owned by the relationship."""
-    existing = observed.data.get("shared.key") if observed is not None and observed.managed else None
-    value = existing if existing and len(existing) >= 32 else generate()
-    labels = {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: rel.name, names.ROLE_LABEL: "shared"}
-    return DesiredObject("Secret", names.shared_secret(rel.name), {"shared.key": value}, labels, type="Opaque")
