@@ -22,7 +22,9 @@ from trustwire.model import (
     DeletionPolicy,
     IdentityRef,
     KeystoreFormat,
+    SecretEncoding,
     SecretKeyRef,
+    SharedSecretSpec,
     SpecError,
     TemplateSpec,
     WorkloadKind,
@@ -105,7 +107,7 @@ def test_relationship_defaults(relationship_body: Factory) -> None:
     assert rel.roles == ()
     assert rel.audience is None
     assert rel.scopes == ()
-    assert rel.shared_secret is False
+    assert rel.shared_secret is None
 
 
 def test_relationship_full_spec(relationship_body: Factory) -> None:
@@ -123,7 +125,7 @@ def test_relationship_full_spec(relationship_body: Factory) -> None:
     )
     assert rel.between == (IdentityRef("gov", "dgc"), IdentityRef("jobs", "jobserver"))
     assert rel.initiator == IdentityRef("gov", "dgc")
-    assert (rel.mtls, rel.jwt, rel.shared_secret) == (False, True, True)
+    assert (rel.mtls, rel.jwt, rel.shared_secret) == (False, True, SharedSecretSpec())
     assert rel.roles == ("IMPERSONATION",)
     assert rel.audience == "pf"
     assert rel.scopes == ("read", "write")
@@ -456,6 +458,50 @@ def test_relationship_wrong_type(
     problems = relationship_problems(relationship_body(**spec))
     assert path in problems, problems
     assert words in problems[path]
+
+
+SHARED_SECRET_CASES = [
+    ({"enabled": True}, SharedSecretSpec()),
+    ({"enabled": False, "group": "datahub"}, None),
+    ({"enabled": True, "encoding": "hex", "clientId": "__datahub_system", "group": "datahub", "gracePeriod": "10m"},
+     SharedSecretSpec(SecretEncoding.HEX, "__datahub_system", "datahub", timedelta(minutes=10))),
+    ({"enabled": True, "encoding": "raw"}, SharedSecretSpec(SecretEncoding.RAW)),
+]
+
+
+@pytest.mark.parametrize(("shared", "expected"), SHARED_SECRET_CASES)
+def test_relationship_shared_secret(relationship_body: Factory, shared: dict[str, Any],
+                                    expected: SharedSecretSpec | None) -> None:
+    assert parse_relationship(relationship_body(sharedSecret=shared)).shared_secret == expected
+
+
+SHARED_SECRET_PROBLEMS = [
+    ({"encoding": "base64"}, "spec.sharedSecret.encoding", "allowed values are base64url, hex, raw"),
+    ({"group": "DataHub"}, "spec.sharedSecret.group", "must be a DNS label"),
+    ({"group": "g" * 64}, "spec.sharedSecret.group", "at most 63 characters"),
+    ({"group": "-x"}, "spec.sharedSecret.group", "must be a DNS label"),
+    ({"clientId": "two words"}, "spec.sharedSecret.clientId", "printable ASCII characters without spaces"),
+    ({"clientId": ""}, "spec.sharedSecret.clientId", "printable ASCII"),
+    ({"clientId": "x" * 254}, "spec.sharedSecret.clientId", "at most 253 allowed"),
+    ({"gracePeriod": "5s"}, "spec.sharedSecret.gracePeriod", "out of range"),
+    ({"gracePeriod": "soon"}, "spec.sharedSecret.gracePeriod", ""),
+]
+
+
+@pytest.mark.parametrize(("shared", "path", "words"), SHARED_SECRET_PROBLEMS)
+def test_relationship_shared_secret_problems(relationship_body: Factory, shared: dict[str, Any], path: str,
+                                             words: str) -> None:
+    problems = relationship_problems(relationship_body(sharedSecret={"enabled": True, **shared}))
+    assert path in problems, problems
+    assert words in problems[path]
+
+
+def test_a_grouped_shared_secret_lifts_the_name_limit(relationship_body: Factory) -> None:
+    """The group's Secret is named after the group, so the relationship's name is no label."""
+    long_name = "r" * 70
+    assert "metadata.name" in relationship_problems(relationship_body(name=long_name, sharedSecret={"enabled": True}))
+    rel = parse_relationship(relationship_body(name=long_name, sharedSecret={"enabled": True, "group": "g"}))
+    assert rel.shared_secret == SharedSecretSpec(group="g")
 
 
 @pytest.mark.parametrize("spec", [None, [], "x"], ids=["missing", "list", "string"])

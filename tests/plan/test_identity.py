@@ -42,6 +42,7 @@ from trustwire.plan.material import DesiredObject, StoredObject
 from trustwire.plan.material import to_json as _json
 from trustwire.plan.objects import object_body, object_patch
 from trustwire.plan.publication import Publication, publication_from_secrets
+from trustwire.plan.shared import SharedValue
 from trustwire.plan.trust import SECRET_DATA_LIMIT, PeerLink
 
 NS = "gov"
@@ -278,7 +279,12 @@ def make_peer(real_key: KeyPool, now: datetime) -> Callable[..., Peer]:
 def link(rel: TrustRelationship, publication: Publication | None, shared: bytes | None = None) -> PeerLink:
     peer = rel.peer_of(ME)
     assert peer is not None
-    return PeerLink(rel, peer, publication, shared)
+    return PeerLink(rel, peer, publication, SharedValue(shared) if shared is not None else None)
+
+
+def b64url(raw: bytes) -> bytes:
+    """A shared secret as delivered by default: base64url without padding (RFC 4648 §5)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
 # ======================================================================================
@@ -525,7 +531,7 @@ def test_feeding_the_plan_back_plans_identical_bytes_and_no_events(
         data = trust(first, ident)
         if KeystoreFormat.PKCS12 in ident.keystores.formats:
             assert "truststore.p12" in data
-        assert data["shared-jobserver.key"] == b"s" * 32
+        assert data["shared-jobserver.key"] == b64url(b"s" * 32)
 
 
 # ======================================================================================
@@ -1275,8 +1281,8 @@ def test_shared_secret_file_for_each_peer(
     )
     plan = plan_identity(observe(ident, now, links=links))
     data = trust(plan, ident)
-    assert data["shared-jobserver.key"] == b"1" * 32
-    assert data["shared-metadata.key"] == b"2" * 32
+    assert data["shared-jobserver.key"] == b64url(b"1" * 32)
+    assert data["shared-metadata.key"] == b64url(b"2" * 32)
     assert {e["identity"]: e["sharedSecretFile"] for e in peers_json(plan, ident)} == {
         "jobserver": "shared-jobserver.key",
         "metadata": "shared-metadata.key",
@@ -1305,8 +1311,8 @@ def test_peers_with_the_same_name_get_distinct_shared_secret_files(
         link(make_rel("api", "b", name="r2", sharedSecret={"enabled": True}), two.publication(), b"b" * 32),
     )
     data = trust(plan_identity(observe(ident, now, links=links)), ident)
-    assert data["shared-a.api.key"] == b"a" * 32
-    assert data["shared-b.api.key"] == b"b" * 32
+    assert data["shared-a.api.key"] == b64url(b"a" * 32)
+    assert data["shared-b.api.key"] == b64url(b"b" * 32)
 
 
 def test_shared_secret_not_ready_keeps_the_peer_pending(

@@ -1,4 +1,4 @@
-"""trustwire.plan.relationship: consent (the one security decision), distribution, the shared secret."""
+"""trustwire.plan.relationship: consent (the one security decision) and distribution."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from typing import Any
 
 import pytest
 
-from trustwire import names
 from trustwire.model import IdentityRef, TrustRelationship, parse_identity, parse_relationship
-from trustwire.plan.identity import StoredObject
 from trustwire.plan.relationship import (
     IdentityEntry,
     acceptance,
     distribution,
     lenient_accept_from,
-    shared_secret_object,
 )
 
 Factory = Callable[..., dict[str, Any]]
@@ -218,63 +215,3 @@ def test_distribution_to_a_stalled_identity_is_stalled_too(
     assert (check.reason, check.stalled) == (reason, is_stalled)
     if is_stalled:
         assert "jobs/jobserver is stalled (TrustTooLarge)" in check.message
-
-
-# ======================================================================================
-# Shared secret
-# ======================================================================================
-def counter() -> tuple[Callable[[], bytes], list[int]]:
-    calls: list[int] = []
-
-    def generate() -> bytes:
-        calls.append(1)
-        return bytes([len(calls)]) * 32
-
-    return generate, calls
-
-
-def shared(data: dict[str, bytes], managed: bool = True) -> StoredObject:
-    return StoredObject(name="rel-trustwire-shared", managed=managed, owner=None, data=data)
-
-
-@pytest.mark.parametrize(
-    ("observed", "kept"),
-    [
-        (None, False),
-        (shared({"shared.key": b"k" * 32}), True),
-        (shared({"shared.key": b"k" * 64}), True),
-        (shared({"shared.key": b"k" * 31}), False),  # too short to be a 256-bit secret
-        (shared({"shared.key": b""}), False),
-        (shared({}), False),
-        (shared({"shared.key": b"k" * 32}, managed=False), False),  # never adopt a foreign object's value
-    ],
-)
-def test_shared_secret_is_generated_once_then_kept(
-    rel: Callable[..., TrustRelationship], observed: StoredObject | None, kept: bool
-) -> None:
-    generate, calls = counter()
-    desired = shared_secret_object(rel(sharedSecret={"enabled": True}), observed, generate)
-    assert desired.kind == "Secret"
-    assert desired.name == names.shared_secret("rel") == "rel-trustwire-shared"
-    assert desired.type == "Opaque"
-    assert desired.labels == {
-        names.MANAGED_BY: names.MANAGER,
-        names.RELATIONSHIP_LABEL: "rel",
-        names.ROLE_LABEL: "shared",
-    }
-    assert set(desired.data) == {"shared.key"}
-    if kept:
-        assert observed is not None
-        assert desired.data["shared.key"] == observed.data["shared.key"]
-        assert calls == []
-    else:
-        assert desired.data["shared.key"] == b"\x01" * 32
-        assert calls == [1]
-
-
-def test_shared_secret_round_trip_is_stable(rel: Callable[..., TrustRelationship]) -> None:
-    generate, calls = counter()
-    first = shared_secret_object(rel(), None, generate)
-    again = shared_secret_object(rel(), shared(dict(first.data)), generate)
-    assert again == first
-    assert calls == [1]
