@@ -25,6 +25,7 @@ from trustwire.model import (
     CASource,
     DeletionPolicy,
     KeystoreFormat,
+    SecretEncoding,
     ServiceIdentity,
     TrustRelationship,
     WorkloadKind,
@@ -135,7 +136,7 @@ IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.workloads[].kind": WorkloadKind,
     "spec.deletionPolicy": DeletionPolicy,
 }
-RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {}
+RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.sharedSecret.encoding": SecretEncoding}
 
 
 def enum_drift(crd: Mapping[str, Any], expected: Mapping[str, type[enum.StrEnum]]) -> dict[str, Any]:
@@ -208,7 +209,7 @@ RELATIONSHIP_DEFAULT_READERS: dict[
 ] = {
     "spec.mtls.enabled": ({}, lambda r: r.mtls, bool),
     "spec.jwt.enabled": ({}, lambda r: r.jwt, bool),
-    "spec.sharedSecret.enabled": ({}, lambda r: r.shared_secret, bool),
+    "spec.sharedSecret.enabled": ({}, lambda r: r.shared_secret is not None, bool),
 }
 
 
@@ -295,7 +296,7 @@ def test_identity_enums_match_python_enums(identity_crd: Schema) -> None:
     assert enum_drift(identity_crd, IDENTITY_ENUMS) == {}
 
 
-def test_relationship_has_no_enums(relationship_crd: Schema) -> None:
+def test_relationship_enums_match_python(relationship_crd: Schema) -> None:
     assert enum_drift(relationship_crd, RELATIONSHIP_ENUMS) == {}
 
 
