@@ -1330,6 +1330,69 @@ def test_shared_secret_not_ready_keeps_the_peer_pending(
     assert not [k for k in trust(plan, ident) if k.startswith("shared-")]
 
 
+DATAHUB_ENV = (
+    "{% set s = sharedSecrets['datahub'] %}DATAHUB_SYSTEM_CLIENT_ID={{ s.clientId }}\n"
+    "DATAHUB_SYSTEM_CLIENT_SECRET={{ s.value }}\n"
+    "{% if s.previous %}DATAHUB_SYSTEM_CLIENT_SECRET_PREVIOUS={{ s.previous }}\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("previous", [None, b"p" * 32])
+def test_a_group_shared_secret_is_one_set_of_files_and_reaches_templates(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    make_peer: Callable[..., Peer],
+    now: datetime,
+    previous: bytes | None,
+) -> None:
+    """Two relationships of one group deliver one value under the group's name; templates
+    render it, the rest of the trust Secret and peers.json carry only file names."""
+    ident = make_ident(templates=[{"name": "datahub.env", "inline": DATAHUB_ENV}])
+    group = {"enabled": True, "group": "datahub", "clientId": "__datahub_system"}
+    value = SharedValue(b"g" * 32, previous)
+    one, two = make_peer("frontend", slot=1), make_peer("actions", slot=2)
+    links = (
+        PeerLink(make_rel("frontend", sharedSecret=group), one.ref, one.publication(), value),
+        PeerLink(make_rel("actions", sharedSecret=group), two.ref, two.publication(), value),
+    )
+    plan = plan_identity(observe(ident, now, links=links))
+    data = trust(plan, ident)
+    expected = {"shared-datahub.key": b64url(b"g" * 32), "shared-datahub.client-id": b"__datahub_system"}
+    if previous is not None:
+        expected["shared-datahub.key.previous"] = b64url(previous)
+    assert {k: v for k, v in data.items() if k.startswith("shared-")} == expected
+    assert {e["identity"]: e["sharedSecretFile"] for e in peers_json(plan, ident)} == {
+        "frontend": "shared-datahub.key", "actions": "shared-datahub.key"}
+    lines = data["datahub.env"].decode().splitlines()
+    assert lines[:2] == ["DATAHUB_SYSTEM_CLIENT_ID=__datahub_system",
+                         f"DATAHUB_SYSTEM_CLIENT_SECRET={b64url(b'g' * 32).decode()}"]
+    assert lines[2:] == ([f"DATAHUB_SYSTEM_CLIENT_SECRET_PREVIOUS={b64url(previous).decode()}"] if previous else [])
+    secret_text = b64url(b"g" * 32)
+    assert [k for k, v in data.items() if secret_text in v] == ["shared-datahub.key", "datahub.env"]
+    assert all(secret_text not in v for obj in plan.objects if obj.kind == "ConfigMap" for v in obj.data.values())
+
+
+def test_a_group_named_like_a_peer_does_not_overwrite_its_secret(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    make_peer: Callable[..., Peer],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    one, two = make_peer("jobserver", slot=1), make_peer("other", slot=2)
+    links = (
+        PeerLink(make_rel("jobserver", sharedSecret={"enabled": True}), one.ref, one.publication(),
+                 SharedValue(b"1" * 32)),
+        PeerLink(make_rel("other", sharedSecret={"enabled": True, "group": "jobserver"}), two.ref,
+                 two.publication(), SharedValue(b"2" * 32)),
+    )
+    plan = plan_identity(observe(ident, now, links=links))
+    assert trust(plan, ident)["shared-jobserver.key"] == b64url(b"1" * 32)
+    check = plan.checks["TrustReady"]
+    assert (check.ok, check.reason) == (False, "PeerPending")
+    assert "taken by another shared secret" in check.message
+
+
 @pytest.mark.parametrize("publication", ["missing", "unreadable-ca"])
 def test_pending_peer(
     make_ident: Callable[..., ServiceIdentity],

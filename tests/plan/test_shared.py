@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from trustwire.model import SecretEncoding, SharedSecretSpec, TrustRelationship,
 from trustwire.plan import shared
 from trustwire.plan.material import StoredObject
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Factory = Callable[..., dict[str, Any]]
 
 
