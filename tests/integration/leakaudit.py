@@ -186,9 +186,9 @@ class LeakAudit:
                 self._jwk_needles(value, label, owner)
             if key.endswith(".password"):
                 self.add_needle(value.strip(), f"the password in {label}", owner)
-            # a relationship's shared secret is harvested where it is born (``shared.key`` of the
-            # relationship's Secret); the ``shared-<peer>.key`` copies are where it may go
-            if key == "shared.key":
+            # a shared secret is harvested where it is born (``shared.key``/``previous.key`` of the
+            # relationship's or group's Secret); the ``shared-*.key`` copies are where it may go
+            if key in (names.SHARED_KEY, names.SHARED_PREVIOUS_KEY):
                 for needle, what in _raw_secret_needles(value, f"the shared secret in {label}"):
                     self.add_needle(needle, what, owner)
 
