@@ -36,7 +36,7 @@ from trustwire.model import (
 )
 from trustwire.model.reader import Reader
 from trustwire.model.text import quote, type_name
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 Factory = Callable[..., dict[str, Any]]
 
@@ -218,7 +218,8 @@ ENUM_CASES: list[tuple[str, dict[str, Any], type[enum.Enum]]] = [
     ("spec.ca.source", {"ca": {"source": "Vault"}}, CASource),
     ("spec.ca.keyAlgorithm", {"ca": {"keyAlgorithm": "DSA"}}, KeyAlgorithm),
     ("spec.certificate.keyAlgorithm", {"certificate": {"keyAlgorithm": "ecdsap256"}}, KeyAlgorithm),
-    ("spec.jwt.algorithm", {"jwt": {"algorithm": "HS256"}}, JwtAlgorithm),
+    ("spec.jwt.algorithm", {"jwt": {"algorithm": "HS1024"}}, JwtAlgorithm),
+    ("spec.jwt.algorithm", {"jwt": {"algorithm": "hs256"}}, HmacAlgorithm),
     ("spec.keystores.formats[1]", {"keystores": {"formats": ["PKCS12", "BKS"]}}, KeystoreFormat),
     ("spec.workloads[0].kind", {"workloads": [{"kind": "ReplicaSet", "name": "x"}]}, WorkloadKind),
     ("spec.deletionPolicy", {"deletionPolicy": "Orphan"}, DeletionPolicy),
@@ -239,6 +240,16 @@ def test_bad_enum_value_names_path_and_allowed_values(
     assert "not supported" in message
     for member in kind:
         assert member.value in message, f"{member.value} missing from {message!r}"
+
+
+@pytest.mark.parametrize(("value", "algorithm", "hmac"), [
+    *((a.value, a, None) for a in JwtAlgorithm),
+    *((h.value, JwtAlgorithm.ES256, h) for h in HmacAlgorithm),
+])
+def test_every_jwt_algorithm_is_accepted(identity_body: Factory, value: str, algorithm: JwtAlgorithm,
+                                         hmac: HmacAlgorithm | None) -> None:
+    jwt = parse_identity(identity_body(jwt={"algorithm": value})).jwt
+    assert (jwt.algorithm, jwt.hmac) == (algorithm, hmac)
 
 
 @pytest.mark.parametrize("value", list(KeyAlgorithm))

@@ -34,7 +34,7 @@ from trustwire.model import (
     parse_identity,
     parse_relationship,
 )
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 IDENTITY_CRD = "trustwire.io_serviceidentities.yaml"
@@ -126,12 +126,14 @@ def crd_enums(crd: Mapping[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
+#: ``spec.jwt.algorithm`` takes an asymmetric algorithm or an HMAC one (two enums in the parser).
+JWS_ALGORITHMS = enum.StrEnum("JWS_ALGORITHMS", {m.name: m.value for m in (*JwtAlgorithm, *HmacAlgorithm)})
 #: Which Python enum the parser uses for each enum-valued field.
 IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.ca.source": CASource,
     "spec.ca.keyAlgorithm": KeyAlgorithm,
     "spec.certificate.keyAlgorithm": KeyAlgorithm,
-    "spec.jwt.algorithm": JwtAlgorithm,
+    "spec.jwt.algorithm": JWS_ALGORITHMS,
     "spec.keystores.formats[]": KeystoreFormat,
     "spec.workloads[].kind": WorkloadKind,
     "spec.deletionPolicy": DeletionPolicy,

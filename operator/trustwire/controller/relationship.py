@@ -14,7 +14,7 @@ from trustwire.k8s.resources import RELATIONSHIPS, SECRETS
 from trustwire.model import TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome, shared
-from trustwire.plan.relationship import acceptance, distribution
+from trustwire.plan.relationship import acceptance, distribution, symmetric_jwt
 
 
 class RelationshipReconciler(StatusWriter):
@@ -48,6 +48,8 @@ class RelationshipReconciler(StatusWriter):
         await self._retire_groups(namespace)
         if accepted.ok and spec is not None:
             checks["SharedSecretReady"] = await self._deliver_shared_secret(rel, body)
+        if accepted.ok and (refused := symmetric_jwt(rel, self.state.lookup)) is not None:
+            checks["JwtAllowed"] = refused
         if accepted.ok:
             checks["Distributed"] = distribution(rel, self.state.lookup)
         await self._write_status(RELATIONSHIPS, namespace, name, body, checks, now,

@@ -3,8 +3,9 @@
 Every TrustRelationship yields mTLS proofs in the directions it allows (only the
 initiator connects when it names one, both ways otherwise), JWT proofs where JWT is on
 (the sender signs, the receiver verifies with the relationship's audience and roles) and a
-shared-secret proof where one is on (one per group: every member holds its value); every template of every ServiceIdentity must be
-rendered. The demo runs exactly these, so it proves any example, not one fixed pair.
+shared-secret proof where one is on (one per group: every member holds its value); every
+template of every ServiceIdentity must be rendered. The demo runs exactly these, so it
+proves any example, not one fixed pair.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _group_proofs(s: Scenario, mounts: Mapping[IdentityRef, Path]) -> list[Proof
         if rel.shared_secret is not None and rel.shared_secret.group:
             groups.setdefault((rel.namespace, rel.shared_secret.group), []).append(rel)
     proofs = []
-    for (namespace, group), rels in sorted(groups.items()):
+    for (_, group), rels in sorted(groups.items()):
         members = sorted({ref for rel in rels for ref in rel.between if ref in mounts}, key=str)
         spec = rels[0].shared_secret
         assert spec is not None

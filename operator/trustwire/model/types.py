@@ -6,7 +6,7 @@ import dataclasses
 import enum
 from datetime import timedelta
 
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 GROUP = "trustwire.io"
 VERSION = "v1alpha1"
@@ -66,7 +66,10 @@ class CertificateSpec:
 @dataclasses.dataclass(frozen=True)
 class JwtSpec:
     enabled: bool = True
+    #: the asymmetric algorithm; unused when ``hmac`` is set
     algorithm: JwtAlgorithm = JwtAlgorithm.ES256
+    #: ``spec.jwt.algorithm`` when it names a symmetric algorithm (the key never leaves the identity)
+    hmac: HmacAlgorithm | None = None
     rotation_period: timedelta = timedelta(hours=720)
     revoked_kids: tuple[str, ...] = ()
     issuer: str | None = None

@@ -31,6 +31,7 @@ from trustwire.plan import ca as calife
 from trustwire.plan import jwt as jwtkeys
 from trustwire.plan import leaf as leaflife
 from trustwire.plan import rotation as rot
+from trustwire.plan import symmetric
 from trustwire.plan.conditions import Check, Condition, ConditionStatus, stalled, waiting
 from trustwire.plan.keys import SYSTEM_KEYS, KeySource
 from trustwire.plan.material import (
@@ -158,7 +159,8 @@ def _leaf(p: _Pass, ca: CAMaterial | None, rotate: bool) -> tuple[leaflife.LeafO
 
 def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, rotate: bool) -> jwtkeys.JwtStep | None:
     obs, ident = p.obs, p.obs.identity
-    if not ident.jwt.enabled or clash(obs.credentials, "Secret", ident.namespace) is not None:
+    if not ident.jwt.enabled or ident.jwt.hmac is not None or \
+            clash(obs.credentials, "Secret", ident.namespace) is not None:
         return None
     me = IdentityRef(ident.namespace, ident.name)
     receivers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
@@ -174,13 +176,25 @@ def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, ro
     return step
 
 
-def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None,
-                 jwt: jwtkeys.JwtStep | None) -> tuple[dict[str, bytes], DesiredObject | None]:
+def _hmac(p: _Pass, writable: bool, rotate: bool) -> symmetric.HmacStep | None:
+    obs, ident = p.obs, p.obs.identity
+    if not ident.jwt.enabled or ident.jwt.hmac is None or \
+            clash(obs.credentials, "Secret", ident.namespace) is not None:
+        return None
+    step = symmetric.plan_hmac(ident, obs.credentials, p.keys, writable, rotate)
+    p.events += step.events if step is not None else ()
+    return step
+
+
+def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None, jwt: jwtkeys.JwtStep | None,
+                 hmac: symmetric.HmacStep | None) -> tuple[dict[str, bytes], DesiredObject | None]:
     data = dict(leaf.data) if leaf else {}
     annotations: dict[str, str] = {}
     if jwt is not None:
         jwt_data, annotations = jwtkeys.stored_content(jwt.state)
         data |= jwt_data
+    if hmac is not None:
+        data |= symmetric.stored_content(hmac)
     if leaf is None:
         return data, None
     annotations |= derived_annotations(leaf.records)
@@ -264,7 +278,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     leaf, leaf_key = _leaf(p, ca, rotate == "certificate")
     jwt = _jwt(p, (ca.key if ca else None, leaf_key), leaf is not None, rotate == "jwt")
     p.waits += [jwt.wait] if jwt is not None and jwt.wait else []
-    creds_data, creds = _credentials(ident, leaf, jwt)
+    hmac = _hmac(p, leaf is not None, rotate == "jwt")
+    creds_data, creds = _credentials(ident, leaf, jwt, hmac)
     trust, trust_object = _trust(p, ca, jwt, timer)
     awaited = first_trust_waits_for(obs)
     mounted = {**creds_data, **trust.data} if leaf is not None and not awaited else {}
@@ -283,7 +298,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
         spiffe_id=ident.spiffe_id, issuer=ident.issuer,
         ca=calife.ca_status(ident, ca) if ca else None,
         certificate=leaf.status if leaf else None,
-        jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else None,
+        jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else symmetric.hmac_status(hmac) if hmac else None,
         peers=tuple(trust.peers_status),
         trust=TrustStatus(tuple(sorted(trust.trusted_cas)), tuple(sorted(trust.trusted_kids))),
         rotation=RotationStatus(calife.rotation_status(ca_state, ca_wait),

@@ -80,3 +80,20 @@ def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
         return waiting("Distributing", message)
     return passed("Distributed", "both identities hold each other's material")
 
+
+
+def symmetric_jwt(rel: TrustRelationship, lookup: Lookup) -> Check | None:
+    """A sender whose JWT key is symmetric (HS256/HS384/HS512) could only be verified by a
+    peer holding that key, which could then mint its tokens: trustwire never sends it."""
+    if not rel.jwt:
+        return None
+    for sender in rel.between:
+        entry = lookup(sender)
+        ident = entry.identity if entry is not None else None
+        if rel.sends_to(sender) and ident is not None and ident.jwt.enabled and ident.jwt.hmac is not None:
+            return stalled("SymmetricJwtKey",
+                           f"spec.jwt.enabled: ServiceIdentity {sender} signs with {ident.jwt.hmac} "
+                           "(its spec.jwt.algorithm), a symmetric key trustwire never gives a peer; set "
+                           "spec.jwt.enabled: false on this relationship, or give it an asymmetric "
+                           "spec.jwt.algorithm (ES256, ES384, RS256, PS256, EdDSA)")
+    return None
