@@ -261,11 +261,6 @@ def test_every_key_algorithm_is_accepted(identity_body: Factory, value: KeyAlgor
     assert ident.certificate.key_algorithm is value
 
 
-@pytest.mark.parametrize("value", list(JwtAlgorithm))
-def test_every_jwt_algorithm_is_accepted(identity_body: Factory, value: JwtAlgorithm) -> None:
-    assert parse_identity(identity_body(jwt={"algorithm": str(value)})).jwt.algorithm is value
-
-
 def test_workload_kind_is_required(identity_body: Factory) -> None:
     problems = identity_problems(identity_body, workloads=[{"name": "x"}])
     assert list(problems) == ["spec.workloads[0].kind"]

@@ -160,9 +160,8 @@ def leaf_of(plan: IdentityPlan, ident: ServiceIdentity) -> x509.Certificate:
 
 def rfc7638_thumbprint(jwk: Mapping[str, str]) -> str:
     """RFC 7638 §3, written out here rather than taken from trustwire.pki."""
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[
-        jwk["kty"]
-    ]
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x"),
+                "oct": ("k", "kty")}[jwk["kty"]]
     canonical = json.dumps({k: jwk[k] for k in required}, sort_keys=True, separators=(",", ":"))
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
@@ -202,7 +201,10 @@ def assert_material_valid(
     if ident.jwt.enabled:
         jwk = json.loads(data["jwt.jwk"])
         assert data["jwt.kid"].decode() == jwk["kid"] == rfc7638_thumbprint(jwk)
-        assert pki.public_jwk(pki.load_private_key(data["jwt.key"]), ident.jwt.algorithm)["kid"] == jwk["kid"]
+        if ident.jwt.hmac is not None:  # a symmetric key: the JWK's k is the file's bytes
+            assert base64.urlsafe_b64decode(jwk["k"] + "=" * (-len(jwk["k"]) % 4)) == data["jwt.key"]
+        else:
+            assert pki.public_jwk(pki.load_private_key(data["jwt.key"]), ident.jwt.algorithm)["kid"] == jwk["kid"]
 
 
 @pytest.fixture
@@ -468,6 +470,67 @@ def test_jwt_disabled_writes_no_jwt_files(make_ident: Callable[..., ServiceIdent
     assert "JwtKeyGenerated" not in events_of(plan)
 
 
+@pytest.mark.parametrize("algorithm", list(pki.HmacAlgorithm))
+def test_a_symmetric_jwt_key_stays_in_the_credentials_secret(
+    make_ident: Callable[..., ServiceIdentity], now: datetime, algorithm: pki.HmacAlgorithm
+) -> None:
+    ident = make_ident(jwt={"algorithm": str(algorithm)})
+    obs = observe(ident, now)
+    plan = plan_identity(obs)
+    data = creds(plan, ident)
+    key = data["jwt.key"]
+    assert pki.hmac_key_fits(key, algorithm)
+    jwk = json.loads(data["jwt.jwk"])
+    assert jwk == {"kty": "oct", "k": pki.jwk.b64url_encode(key), "alg": str(algorithm),
+                   "kid": data["jwt.kid"].decode()}
+    assert jwk["kid"] == rfc7638_thumbprint(jwk)
+    assert events_of(plan) == {"Issued": "Normal"}
+    assert plan.status.jwt is not None and plan.status.jwt.to_dict() == {
+        "kid": jwk["kid"], "algorithm": str(algorithm), "publishedKids": []}
+    # published nowhere: not in the public ConfigMap, not to peers
+    assert json.loads(public(plan, ident)["jwks.json"]) == {"keys": []}
+    assert all(key not in v and jwk["k"].encode() not in v for v in public(plan, ident).values())
+    again = feed_back(obs, plan)
+    publication = publication_from_secrets(ME, ident, again.ca, again.credentials)
+    assert publication is not None and publication.jwks == ()
+    # kept on the next pass; replaced on demand, with an Event
+    kept = plan_identity(again)
+    assert creds(kept, ident)["jwt.key"] == key and kept.events == []
+    rotated = plan_identity(again, rotate="jwt")
+    assert creds(rotated, ident)["jwt.key"] != key
+    assert events_of(rotated) == {"JwtKeyRotated": "Normal"}
+
+
+@pytest.mark.parametrize(("before", "after", "reason"), [
+    ({"algorithm": "HS256"}, {"algorithm": "HS512"}, "JwtKeyRotated"),
+    ({"algorithm": "ES256"}, {"algorithm": "HS256"}, "JwtKeyRotated"),
+])
+def test_changing_to_a_symmetric_algorithm_replaces_the_key(
+    make_ident: Callable[..., ServiceIdentity], now: datetime, before: dict[str, str], after: dict[str, str],
+    reason: str,
+) -> None:
+    first = make_ident(jwt=before)
+    obs = observe(first, now)
+    plan = plan_identity(obs)
+    changed = make_ident(jwt=after)
+    replanned = plan_identity(dataclasses.replace(feed_back(obs, plan), identity=changed))
+    data = creds(replanned, changed)
+    assert pki.hmac_key_fits(data["jwt.key"], pki.HmacAlgorithm(after["algorithm"]))
+    assert "jwt-next.key" not in data
+    assert reason in events_of(replanned)
+
+
+def test_a_damaged_symmetric_key_is_repaired(make_ident: Callable[..., ServiceIdentity], now: datetime) -> None:
+    ident = make_ident(jwt={"algorithm": "HS256"})
+    obs = observe(ident, now)
+    plan = plan_identity(obs)
+    damaged = feed_back(obs, plan)
+    damaged = dataclasses.replace(damaged, credentials=edit(damaged.credentials, {"jwt.key": b"short"}))
+    repaired = plan_identity(damaged)
+    assert pki.hmac_key_fits(creds(repaired, ident)["jwt.key"], pki.HmacAlgorithm.HS256)
+    assert events_of(repaired) == {"JwtKeyRepaired": "Warning"}
+
+
 # ======================================================================================
 # Idempotence: a resync writes nothing
 # ======================================================================================
@@ -479,6 +542,7 @@ IDEMPOTENCE_CASES = {
     "pem-only": {"keystores": {"formats": []}},
     "ed25519-eddsa": {"certificate": {"keyAlgorithm": "Ed25519"}, "jwt": {"algorithm": "EdDSA"}},
     "jwt-disabled": {"jwt": {"enabled": False}},
+    "hs512": {"jwt": {"algorithm": "HS512"}},
 }
 TEMPLATE = (
     "kid={{ self.kid }}\n{% for p in peers %}{{ p.identity }}={{ p.kids | join(',') }} "

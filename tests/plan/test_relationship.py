@@ -1,4 +1,4 @@
-"""trustwire.plan.relationship: consent (the one security decision) and distribution."""
+"""trustwire.plan.relationship: consent (the one security decision), distribution, symmetric JWT keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from trustwire.plan.relationship import (
     acceptance,
     distribution,
     lenient_accept_from,
+    symmetric_jwt,
 )
 
 Factory = Callable[..., dict[str, Any]]
@@ -215,3 +216,32 @@ def test_distribution_to_a_stalled_identity_is_stalled_too(
     assert (check.reason, check.stalled) == (reason, is_stalled)
     if is_stalled:
         assert "jobs/jobserver is stalled (TrustTooLarge)" in check.message
+
+
+# ======================================================================================
+# Symmetric JWT keys never travel
+# ======================================================================================
+@pytest.mark.parametrize(
+    ("dgc_jwt", "spec", "refused"),
+    [
+        ({"algorithm": "HS256"}, {}, True),  # both send: dgc's symmetric key would reach jobserver
+        ({"algorithm": "HS512"}, {"initiator": "dgc"}, True),
+        ({"algorithm": "HS256"}, {"initiator": "jobserver"}, False),  # dgc only receives
+        ({"algorithm": "HS256"}, {"jwt": {"enabled": False}}, False),
+        ({"algorithm": "HS256", "enabled": False}, {}, False),
+        ({"algorithm": "ES256"}, {}, False),
+    ],
+)
+def test_a_symmetric_jwt_key_is_refused_where_it_would_reach_a_peer(
+    rel: Callable[..., TrustRelationship], identity_body: Factory, dgc_jwt: dict[str, Any], spec: dict[str, Any],
+    refused: bool,
+) -> None:
+    dgc = parse_identity(identity_body(name="dgc", namespace=REL_NS, jwt=dgc_jwt))
+    lookup = lookup_of(IdentityEntry(IdentityRef(REL_NS, "dgc"), dgc, ()), entry(REL_NS, "jobserver"))
+    check = symmetric_jwt(rel(**spec), lookup)
+    if not refused:
+        assert check is None
+        return
+    assert check is not None and check.stalled and check.reason == "SymmetricJwtKey"
+    assert check.message.startswith("spec.jwt.enabled: ServiceIdentity gov/dgc signs with HS")
+    assert "set spec.jwt.enabled: false" in check.message and "ES256, ES384, RS256, PS256, EdDSA" in check.message
