@@ -4,8 +4,9 @@ Every TrustRelationship yields mTLS proofs in the directions it allows (only the
 initiator connects when it names one, both ways otherwise), JWT proofs where JWT is on
 (the sender signs, the receiver verifies with the relationship's audience and roles) and a
 shared-secret proof where one is on (one per group: every member holds its value); every
-template of every ServiceIdentity must be rendered. The demo runs exactly these, so it
-proves any example, not one fixed pair.
+template of every ServiceIdentity must be rendered, and a symmetric JWT key must verify and
+be in no other identity's files. The demo runs exactly these, so it proves any example, not
+one fixed pair.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from trustwire.demo.proofs import (
     Proof,
+    prove_hmac_key,
     prove_jwt,
     prove_mtls,
     prove_shared_group,
@@ -100,4 +102,6 @@ def proofs_for(s: Scenario, mounts: Mapping[IdentityRef, Path], now: datetime) -
     proofs.extend(_group_proofs(s, mounts))
     for ref, ident in s.identities.items():
         proofs.extend(prove_template(mounts[ref], tpl.name) for tpl in ident.templates)
+        if ident.jwt.enabled and ident.jwt.hmac is not None:
+            proofs.append(prove_hmac_key(mounts[ref], [d for r, d in mounts.items() if r != ref], now=now))
     return proofs
