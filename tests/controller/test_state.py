@@ -413,3 +413,26 @@ def test_relationship_change_is_only_about_spec_and_metadata(
     old = relationship_body("dgc", "jobserver", name="r", namespace="gov", b_namespace="jobs")
     assert relationship_change(old, _with(old, path, value)) == expected
     assert relationship_change(None, old) == EVERYTHING
+
+
+def _grouped(relationship_body: Factory, name: str, group: str | None, namespace: str = "ns") -> dict[str, Any]:
+    shared = {"enabled": True, **({"group": group} if group else {})}
+    return relationship_body("a", f"b-{name}", name=name, namespace=namespace, sharedSecret=shared)
+
+
+def test_group_members_and_the_groups_a_relationship_left(state: State, relationship_body: Factory) -> None:
+    """A group's Secret goes once no relationship of its namespace names it: the state
+    remembers every group a relationship stopped naming (deleted, or changed)."""
+    state.put_relationship(_grouped(relationship_body, "one", "g"))
+    state.put_relationship(_grouped(relationship_body, "two", "g"))
+    state.put_relationship(_grouped(relationship_body, "three", "g", namespace="other"))
+    state.put_relationship(_grouped(relationship_body, "four", None))
+    assert [r.name for r in state.group_members("ns", "g")] == ["one", "two"]
+    assert [r.name for r in state.group_members("other", "g")] == ["three"]
+    assert state.former_groups == set()
+    state.put_relationship(_grouped(relationship_body, "one", "h"))  # moved to another group
+    state.drop_relationship(("ns", "four"))  # no group: nothing to remember
+    assert state.former_groups == {("ns", "g")}
+    assert [r.name for r in state.group_members("ns", "g")] == ["two"]
+    state.drop_relationship(("ns", "two"))
+    assert state.group_members("ns", "g") == [] and ("ns", "g") in state.former_groups
