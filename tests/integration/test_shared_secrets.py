@@ -51,6 +51,10 @@ async def test_a_group_holds_one_printable_secret_and_a_template_renders_it(clus
     group = await cluster.get("Secret", NS, names.shared_group_secret("datahub-system"))
     assert group is not None and not group["metadata"].get("ownerReferences")
     # the value is in the members' trust Secrets and the group's Secret only
+    await cluster.apply(identity("outsider", NS))
+    await cluster.wait_condition("ServiceIdentity", NS, "outsider", "Ready")
+    outsider = await cluster.data("Secret", NS, names.trust_secret("outsider"))
+    assert not [k for k in outsider if k.startswith("shared-")] and all(value not in v for v in outsider.values())
     for member in MEMBERS:
         public = await cluster.data("ConfigMap", NS, names.public_configmap(member))
         creds = await cluster.data("Secret", NS, names.credentials_secret(member))
@@ -78,6 +82,9 @@ async def test_rotation_on_demand_publishes_both_values_for_the_grace_then_drops
         return (*current,) if len(current) == 1 and current != {old} and previous == {old} else None
 
     (new,) = await until(both, "every member holding the new value and the old one", timeout=30)
+    events = [e for e in await cluster.events(NS, "gms-frontend") if e["reason"] == "SharedSecretRotated"]
+    assert len(events) == 1 and events[0]["type"] == "Normal"
+    assert new not in events[0]["message"].encode() and old not in events[0]["message"].encode()
     env = (await cluster.data("Secret", NS, names.trust_secret("gms")))["datahub.env"].decode()
     assert f"DATAHUB_SYSTEM_CLIENT_SECRET={new.decode()}" in env.splitlines()
 

@@ -110,10 +110,14 @@ def test_rotation_on_demand_keeps_the_old_value_for_the_grace_period(rel: Callab
     assert asked.desired.data == {"shared.key": b"\x02" * 32, "previous.key": b"\x01" * 32}
     assert asked.wake_at == NOW + timedelta(minutes=10)
     assert json.loads(asked.desired.annotations[names.SHARED_ROTATED_ANNOTATION]) == {"rel": "shared-secret:1"}
+    (event,) = asked.events
+    assert (event.type, event.reason) == ("Normal", "SharedSecretRotated")
+    assert "2026-03-01T12:10:00Z" in event.message and "\x01" not in event.message and "\x02" not in event.message
+    assert first.events == ()
     # the same request again is handled: nothing changes during the grace
     later = NOW + timedelta(minutes=9)
     again = shared.shared_secret_object(r, feed_back(asked), generate, later, "shared-secret:1")
-    assert (again.rotated, again.desired, again.wake_at) == (False, asked.desired, asked.wake_at)
+    assert (again.rotated, again.desired, again.wake_at, again.events) == (False, asked.desired, asked.wake_at, ())
     # after the grace the previous value is gone
     after = shared.shared_secret_object(r, feed_back(again), generate, NOW + timedelta(minutes=10, seconds=1),
                                         "shared-secret:1")

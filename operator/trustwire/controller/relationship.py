@@ -80,6 +80,8 @@ class RelationshipReconciler(StatusWriter):
             for member in members:
                 for ref in member.between:
                     self._enqueue_identity(ref)
+        for event in plan.events if written else ():
+            await self.post_event(body, event.type, event.reason, event.message)
         if plan.wake_at is not None:
             self.queue.add_after(("relationship", rel.namespace, rel.name),
                                  max((plan.wake_at - now).total_seconds(), 0.0) + 1.0)

@@ -31,6 +31,7 @@ class Reason(enum.StrEnum):
     CA_ROTATION_DISTRIBUTING = "CARotationDistributing"
     CA_ROTATION_ACTIVATED = "CARotationActivated"
     CA_ROTATION_RETIRED = "CARotationRetired"
+    SHARED_SECRET_ROTATED = "SharedSecretRotated"  # noqa: S105 - an Event reason
 
     @property
     def event_type(self) -> str:

@@ -23,6 +23,7 @@ from trustwire import names
 from trustwire.model import SecretEncoding, SharedSecretSpec, TrustRelationship
 from trustwire.plan.conditions import Check, stalled
 from trustwire.plan.material import DesiredObject, StoredObject
+from trustwire.plan.reasons import PlannedEvent, Reason
 from trustwire.times import parse_time, rfc3339
 
 #: Random bytes of every shared secret (256 bits).
@@ -95,6 +96,14 @@ class SharedPlan:
     rotated: bool
     #: when the previous value is dropped (the relationship's next pass is due)
     wake_at: datetime | None
+
+    @property
+    def events(self) -> tuple[PlannedEvent, ...]:
+        if not self.rotated or self.wake_at is None:
+            return ()
+        return (PlannedEvent.of(Reason.SHARED_SECRET_ROTATED,
+                                f"shared secret in Secret {self.desired.name} rotated on request; the previous "
+                                f"value is delivered beside it until {rfc3339(self.wake_at)}"),)
 
 
 def shared_secret_object(rel: TrustRelationship, observed: StoredObject | None, generate: Callable[[], bytes],
