@@ -69,6 +69,7 @@ the maximum (one run with writes is a finding a median would hide); every run is
     python benchmarks/scale.py --identities 100 --topology star --unrelated-secrets 10000
     python benchmarks/scale.py --identities 100 --unrelated-secrets 10000 --server-side-selectors
     python benchmarks/scale.py --identities 100 --topology ring --api real --runs 3 --json
+    python benchmarks/scale.py --identities 100 --topology ring --against 720a53b --json   # A/B
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trustwire import names
 from trustwire.k8s.client import ApiConfig, Client, load_config
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import IDENTITIES, RELATIONSHIPS, SECRETS, Resource, decode_data
@@ -212,12 +214,15 @@ class Operator:
         return self.process.pid
 
     @classmethod
-    async def start(cls, api: Api, *, workers: int, resync: float, log: Path) -> Operator:
+    async def start(cls, api: Api, *, workers: int, resync: float, log: Path, tree: Path | None = None) -> Operator:
+        """``tree``: an ``operator/`` directory of another commit to run instead of ours
+        (first on the module path, before the installed package)."""
         argv = [sys.executable, "-m", "trustwire.cli", "run", *api.operator_args(), "--standalone",
                 "--liveness", "", "--metrics-port", "0", "--workers", str(workers), "--resync", str(resync)]
+        env = dict(os.environ) | ({"PYTHONPATH": str(tree)} if tree is not None else {})
         with log.open("ab") as out:
             process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                           stdout=out, stderr=out)
+                                                           stdout=out, stderr=out, env=env)
         return cls(process, log)
 
     def cpu(self) -> float:
@@ -492,11 +497,13 @@ async def apply_all(client: Client, bodies: Sequence[tuple[Any, Mapping[str, Any
 
 
 async def trust_secret_size(config: ApiConfig) -> int | None:
-    """Decoded data bytes of ``id-0``'s trust Secret (the hub of a star): Kubernetes caps a
-    Secret's data at 1 MiB (1,048,576 bytes)."""
+    """Decoded data bytes of ``id-0``'s trust files (the hub of a star), over every Secret they
+    are split across: Kubernetes caps each Secret's data at 1 MiB (1,048,576 bytes)."""
     async with Client(config, user_agent=BENCH_AGENT, timeout=120.0) as client:
-        body = await client.get(SECRETS, NAMESPACE, "id-0-trustwire-trust")
-    return sum(len(v) for v in decode_data(SECRETS, body).values()) if body else None
+        bodies = [await client.get(SECRETS, NAMESPACE, name) for name in names.trust_secrets("id-0")]
+    if bodies[0] is None:
+        return None
+    return sum(len(v) for body in bodies for v in decode_data(SECRETS, body).values())
 
 
 # ======================================================================================
@@ -517,6 +524,8 @@ class Options:
     py_spy: Path | None = None
     label_selectors: bool = False
     api: str = "kmock"
+    #: another commit's operator/ tree (``--against``): the operator runs from there instead
+    operator_tree: Path | None = None
 
 
 @contextlib.asynccontextmanager
@@ -644,7 +653,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
         # ---- start the operator; baseline once it watches everything and idles ----------
         started = time.monotonic()
         operator = await Operator.start(api, workers=opts.workers, resync=3600,
-                                        log=workdir / f"operator-{index + 1}.log")
+                                        log=workdir / f"operator-{index + 1}.log", tree=opts.operator_tree)
         await wait_started(api, operator)
         result["operator_startup_seconds"] = round(time.monotonic() - started, 3)
         cpu0 = operator.cpu()
@@ -732,7 +741,7 @@ async def one_run(opts: Options, index: int, console: Console | None, workdir: P
         counts_b0 = await api.stats()
         servers_b0 = api.server_cpu()
         operator = await Operator.start(api, workers=opts.workers, resync=opts.steady_resync,
-                                        log=workdir / f"operator-{index + 1}-steady.log")
+                                        log=workdir / f"operator-{index + 1}-steady.log", tree=opts.operator_tree)
         restart = time.monotonic()
         wanted = (opts.steady_periods + 1) * n
 
@@ -872,6 +881,12 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+def _short(commit: str) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", commit], cwd=HERE.parent, capture_output=True, text=True,
+                          check=False)
+    return done.stdout.strip() or commit
+
+
 def source_version() -> str:
     """The checkout's commit, "+dirty" if operator/ has uncommitted changes."""
     root = HERE.parent
@@ -914,6 +929,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="sample the operator with py-spy from baseline to Ready "
                              "(collapsed stacks in DIR)")
+    parser.add_argument("--against", metavar="COMMIT",
+                        help="A/B: alternate runs of this checkout's operator (a) and COMMIT's (b), the same "
+                             "driver and API for both, and report each side's medians")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.identities < 1:
@@ -925,21 +943,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-async def run_all(opts: Options, runs: int, console: Console | None, workdir: Path) -> list[dict[str, Any]]:
-    results = []
+async def run_all(sides: Mapping[str, Options], runs: int, console: Console | None,
+                  workdir: Path) -> dict[str, list[dict[str, Any]]]:
+    """``runs`` runs of each side, interleaved (a, b, a, b, …) so both meet the same machine."""
+    results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for index in range(runs):
-        if console is not None:
-            console.print(f"run {index + 1}/{runs}: {opts.identities} identities, {opts.topology}, {opts.api} API, "
-                          f"{opts.unrelated_secrets} unrelated Secrets")
-        result = await one_run(opts, index, console, workdir)
-        results.append(result)
-        if console is not None:
-            console.print(f"  ready={result.get('ready')} in {result.get('seconds_to_ready')}s, operator CPU "
-                          f"{result.get('operator_cpu_seconds')}s, RSS {result.get('operator_rss_mb')} MB, "
-                          f"steady-state writes {result.get('steady_state_writes')}")
-        if not result.get("ready"):
-            break
+        for side, opts in sides.items():
+            if console is not None:
+                label = f" ({side})" if len(sides) > 1 else ""
+                console.print(f"run {index + 1}/{runs}{label}: {opts.identities} identities, {opts.topology}, "
+                              f"{opts.api} API, {opts.unrelated_secrets} unrelated Secrets")
+            result = await one_run(opts, index, console, workdir / side)
+            results[side].append(result)
+            if console is not None:
+                console.print(f"  ready={result.get('ready')} in {result.get('seconds_to_ready')}s, operator CPU "
+                              f"{result.get('operator_cpu_seconds')}s, RSS {result.get('operator_rss_mb')} MB, "
+                              f"steady-state writes {result.get('steady_state_writes')}")
+            if not result.get("ready"):
+                return results
     return results
+
+
+@contextlib.contextmanager
+def exported_operator(commit: str) -> Iterator[Path]:
+    """``operator/`` of ``commit`` in a temporary directory (what ``PYTHONPATH`` points at)."""
+    with tempfile.TemporaryDirectory(prefix="trustwire-ab-") as tmp:
+        archive = subprocess.run(["git", "archive", commit, "operator"], cwd=HERE.parent, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp) / "operator"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -961,20 +993,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if console is not None:
         console.print(f"crypto floor for {n} identities …")
     floors = (crypto_floor_seconds(n, sample=50), crypto_floor_cpu_seconds(n))
-    if args.keep_logs:
-        args.keep_logs.mkdir(parents=True, exist_ok=True)
-        runs = asyncio.run(run_all(opts, args.runs, console, args.keep_logs))
-    else:
-        with tempfile.TemporaryDirectory(prefix="trustwire-scale-") as tmp:
-            runs = asyncio.run(run_all(opts, args.runs, console, Path(tmp)))
-    summary = summarize(opts, runs, floors, info)
+    with contextlib.ExitStack() as stack:
+        sides = {"a": opts}
+        if args.against:
+            tree = stack.enter_context(exported_operator(args.against))
+            sides["b"] = replace(opts, operator_tree=tree)
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep_logs
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trustwire-scale-")))
+        for side in sides:
+            (workdir / side).mkdir(parents=True, exist_ok=True)
+        results = asyncio.run(run_all(sides, args.runs, console, workdir))
+    commits = {"a": info["trustwire_commit"], "b": _short(args.against) if args.against else None}
+    summaries = {side: summarize(sides[side], runs, floors, info | {"trustwire_commit": commits[side]})
+                 for side, runs in results.items()}
     if args.json:
-        json.dump(summary, sys.stdout, indent=2)
+        json.dump(summaries["a"] if not args.against else summaries, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         assert console is not None
-        Console().print(summary_table(summary))
-    return 0 if all(r.get("ready") for r in runs) else 1
+        for summary in summaries.values():
+            Console().print(summary_table(summary))
+    return 0 if all(r.get("ready") for runs in results.values() for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -1047,3 +1047,33 @@ def test_reader_reads_an_absent_field_as_its_default_without_a_problem() -> None
     assert reader.section({}, "k", "spec", {}) == {}
     assert reader.problems == []
     reader.raise_problems()
+
+
+@pytest.mark.parametrize(("template", "path", "says"), [
+    ({"labels": {"trustwire.io/identity": "x"}}, "spec.secretTemplate.labels['trustwire.io/identity']",
+     "is trustwire's own key"),
+    ({"annotations": {"ca.trustwire.io/x": "1"}}, "spec.secretTemplate.annotations['ca.trustwire.io/x']",
+     "is trustwire's own key"),
+    ({"labels": {"app.kubernetes.io/managed-by": "helm"}},
+     "spec.secretTemplate.labels['app.kubernetes.io/managed-by']", "is trustwire's own key"),
+    ({"labels": {"bad key": "x"}}, "spec.secretTemplate.labels['bad key']", "is not a valid key"),
+    ({"labels": {"Example.COM/x": "y"}}, "spec.secretTemplate.labels['Example.COM/x']", "prefix that is not a DNS"),
+    ({"labels": {"team": "not valid!"}}, "spec.secretTemplate.labels['team']", "is not a valid label value"),
+    ({"labels": {"team": "v" * 64}}, "spec.secretTemplate.labels['team']", "is not a valid label value"),
+    ({"annotations": {"note": 5}}, "spec.secretTemplate.annotations['note']", "must be a string, got"),
+    ({"labels": {f"k{i}": "v" for i in range(33)}}, "spec.secretTemplate.labels", "at most 32 allowed"),
+    ({"label": {}}, "spec.secretTemplate.label", "unknown field"),
+])
+def test_secret_template_refuses_keys_and_values_kubernetes_or_trustwire_would(
+        identity_body: Factory, template: dict[str, Any], path: str, says: str) -> None:
+    problems = identity_problems(identity_body, secretTemplate=template)
+    assert says in problems[path], problems
+
+
+def test_secret_template_keeps_what_is_valid_sorted(identity_body: Factory) -> None:
+    ident = parse_identity(identity_body(secretTemplate={
+        "labels": {"velero.io/backup": "daily", "team": "", "a.b-c_d": "X.y"},
+        "annotations": {"reloader.stakater.com/match": "true", "note": "any text: at all\n"}}))
+    assert ident.secret_template.labels == (("a.b-c_d", "X.y"), ("team", ""), ("velero.io/backup", "daily"))
+    assert ident.secret_template.annotations == (("note", "any text: at all\n"),
+                                                 ("reloader.stakater.com/match", "true"))

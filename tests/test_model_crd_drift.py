@@ -25,6 +25,7 @@ from trustwire.model import (
     CASource,
     DeletionPolicy,
     KeystoreFormat,
+    RolloutMode,
     SecretEncoding,
     ServiceIdentity,
     TrustRelationship,
@@ -136,6 +137,7 @@ IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.jwt.algorithm": JWS_ALGORITHMS,
     "spec.keystores.formats[]": KeystoreFormat,
     "spec.workloads[].kind": WorkloadKind,
+    "spec.workloads[].rollout": RolloutMode,
     "spec.deletionPolicy": DeletionPolicy,
 }
 RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.sharedSecret.encoding": SecretEncoding}
@@ -202,6 +204,8 @@ IDENTITY_DEFAULT_READERS: dict[
         lambda i: i.keystores.password_secret.key if i.keystores.password_secret else None,
         str,
     ),
+    "spec.workloads[].rollout": ({"workloads": [{"kind": "Deployment", "name": "a"}]},
+                                 lambda i: i.workloads[0].rollout, RolloutMode),
     "spec.mountPath": ({}, lambda i: i.mount_path, str),
     "spec.deletionPolicy": ({}, lambda i: i.deletion_policy, DeletionPolicy),
 }
@@ -341,7 +345,8 @@ def test_server_defaulted_relationship_parses_like_the_bare_one(relationship_crd
 def test_empty_identity_spec_is_defaulted_by_the_crd(identity_crd: Schema) -> None:
     """``spec: {default: {}}`` and nested ``default: {}`` make every leaf default apply to an empty spec."""
     defaulted = apply_crd_defaults({"type": "object", "properties": {"spec": spec_schema(identity_crd)}}, {})
-    flat = {p for p in crd_defaults(identity_crd) if p != "spec.keystores.passwordSecretRef.key"}
+    # defaults inside a list's items apply to each item given: an empty spec has none
+    flat = {p for p in crd_defaults(identity_crd) if p != "spec.keystores.passwordSecretRef.key" and "[]" not in p}
     for path in flat:
         node: Any = defaulted
         for part in path.split("."):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "trustwire"
+#: the prefix of trustwire's own labels and annotations (spec.secretTemplate may not use it)
+TRUSTWIRE_PREFIX = "trustwire.io"
 IDENTITY_LABEL = "trustwire.io/identity"
 RELATIONSHIP_LABEL = "trustwire.io/relationship"
 ROLE_LABEL = "trustwire.io/role"
@@ -23,6 +25,9 @@ WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
 #: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).
 DERIVED_ANNOTATION = "trustwire.io/derived"
 JWT_ISSUED_ANNOTATION = "trustwire.io/jwt-issued-at"
+#: The label and annotation keys spec.secretTemplate put on a Secret, so that a key removed
+#: from the template is removed from the Secret too (and nobody else's key is).
+SECRET_TEMPLATE_ANNOTATION = "trustwire.io/secret-template"  # noqa: S105 - a name, not a secret
 #: Rotation state kept on the Secrets themselves, so a restarted operator resumes a phase.
 CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
 JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
@@ -48,6 +53,9 @@ TRUST_KEYS = frozenset({
     "trust-bundle.pem", "truststore.p12", "truststore.jks", "truststore.password", "peers.jwks", "peers.json",
 })
 MOUNTED_KEYS = CREDENTIALS_KEYS | TRUST_KEYS
+#: Trust files that move into a Secret of their own when a hub's trust outgrows one Secret
+#: (docs/design.md §8), in the order the projected volume lists their Secrets.
+TRUST_SPLIT_KEYS = ("trust-bundle.pem", "truststore.p12", "truststore.jks", "peers.jwks", "peers.json")
 #: Prefix of the shared-secret files in the trust Secret (see :func:`shared_files`).
 SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
 
@@ -68,6 +76,16 @@ def credentials_secret(identity: str) -> str:
 
 def trust_secret(identity: str) -> str:
     return f"{identity}-trustwire-trust"
+
+
+def trust_file_secret(identity: str, file: str) -> str:
+    """The Secret that holds one trust file of ``TRUST_SPLIT_KEYS`` alone, named by it."""
+    return f"{identity}-trustwire-trust-{file}"
+
+
+def trust_secrets(identity: str) -> tuple[str, ...]:
+    """Every Secret that may hold an identity's trust files: the trust Secret first."""
+    return trust_secret(identity), *(trust_file_secret(identity, f) for f in TRUST_SPLIT_KEYS)
 
 
 def public_configmap(identity: str) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from trustwire.controller.leader import LeaderElection
 from trustwire.controller.reconciler import Controller
 from trustwire.k8s.client import ApiConfig, Client
+from trustwire.plan.packing import SECRET_DATA_LIMIT
 from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
 from trustwire.times import Clock, utcnow
 
@@ -35,6 +36,8 @@ class OperatorOptions:
     workers: int = 4
     resync_interval: float = 600.0
     propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY
+    #: bytes one Secret may hold; only tests lower it, to split a hub's trust cheaply
+    secret_budget: int = SECRET_DATA_LIMIT
     clock: Clock = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -48,7 +51,7 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
     controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
                             resync_interval=options.resync_interval,
                             propagation_delay=options.propagation_delay,
-                            namespaces=list(options.namespaces))
+                            namespaces=list(options.namespaces), secret_budget=options.secret_budget)
     election: LeaderElection | None = None
     if options.lease:
         namespace, _, name = options.lease.rpartition("/")

@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
     Every test on a control plane runs in one xdist group (``--dist loadgroup``), so one
     worker starts one control plane and the other worker takes the rest of the suite."""
-    users = [item for item in items if {"control_plane", "control_plane_binaries"} & set(getattr(item, "fixturenames", ()))]
+    needs = {"control_plane", "control_plane_binaries"}
+    users = [item for item in items if needs & set(getattr(item, "fixturenames", ()))]
     for item in users:
         item.add_marker(pytest.mark.xdist_group(CONTROL_PLANE_GROUP))
     if users:

@@ -131,6 +131,12 @@ REFUSED = [
           id="initiator-wrong-namespace"),
     _case((TRUST, ".spec", 1), "spec.initiator", trust(m("a", "x"), m("a", "y"), initiator="a"),
           id="initiator-ambiguous"),
+    _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
+          sid(secretTemplate={"labels": {"trustwire.io/identity": "other"}}), id="template-label-ours"),
+    _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
+          sid(secretTemplate={"labels": {"app.kubernetes.io/managed-by": "helm"}}), id="template-managed-by"),
+    _case((SID, ".spec.secretTemplate.annotations", 0), "spec.secretTemplate.annotations",
+          sid(secretTemplate={"annotations": {"ca.trustwire.io/x": "1"}}), id="template-annotation-subdomain"),
 ]
 
 #: list-maps: a duplicate key is refused by the API server's own message
@@ -170,6 +176,8 @@ ACCEPTED = [
     pytest.param(trust(m("a"), m("b", "x"), initiator=f"{NS}/a"), id="initiator-own-namespace"),
     pytest.param(trust(m("a", "x"), m("a", "y"), initiator="y/a"), id="initiator-disambiguated"),
     pytest.param(trust(m("a"), m("b"), initiator=""), id="empty-initiator-is-both"),
+    pytest.param(sid(secretTemplate={"labels": {"velero.io/backup": "yes", "trustwire.example/x": ""},
+                                 "annotations": {"reloader.stakater.com/match": "true"}}), id="secret-template"),
 ]
 
 

@@ -260,3 +260,36 @@ async def test_templates_render_rerender_on_configmap_edit_and_keep_last_good(cl
     assert events and "app.properties" in events[0]["message"]
     peers = json.loads((await cluster.data("Secret", "team", names.trust_secret("alpha")))["peers.json"])
     assert [p["identity"] for p in peers] == ["beta"], "a template error does not disturb trust"
+
+
+async def test_an_in_place_workload_is_wired_but_never_rolled_by_a_material_change(cluster: Cluster) -> None:
+    """``rollout: InPlace`` next to the default: a peer's CA change rolls the Restart workload
+    and leaves the InPlace one's pod template (and so its pods and ReplicaSet) as it was;
+    the kubelet updates its files from the same Secrets."""
+    await cluster.apply(deployment("alpha", "inplace"))
+    await cluster.apply(deployment("reloader", "inplace"))
+    await cluster.apply(deployment("beta", "inplace"))
+    await cluster.apply(identity("alpha", "inplace", workloads=[{"kind": "Deployment", "name": "alpha"},
+                                                               {"kind": "Deployment", "name": "reloader",
+                                                                "rollout": "InPlace"}]))
+    await cluster.apply(identity("beta", "inplace"))
+    await cluster.apply(relationship("ab", "inplace", ("alpha", None), ("beta", None)))
+    await cluster.wait_condition("TrustRelationship", "inplace", "ab", "Ready")
+    await cluster.wait_condition("ServiceIdentity", "inplace", "alpha", "WorkloadsReady", reason="Wired")
+    await cluster.settle()
+    reloader = await cluster.get("Deployment", "inplace", "reloader")
+    assert reloader is not None and _hash(reloader) is None
+    volume = [v for v in _pod_spec(reloader)["volumes"] if v["name"] == names.VOLUME_NAME]
+    assert [s["secret"]["name"] for s in volume[0]["projected"]["sources"]][:2] == \
+        [names.credentials_secret("alpha"), names.trust_secret("alpha")]
+    generation, hash_before = reloader["metadata"]["generation"], _hash(await cluster.get("Deployment", "inplace",
+                                                                                         "alpha"))
+    since = len(cluster.operator_writes())
+
+    await cluster.delete("Secret", "inplace", names.ca_secret("beta"))  # beta's CA changes: alpha's trust too
+    await cluster.wait_for("Deployment", "inplace", "alpha", lambda b: _hash(b) != hash_before,
+                           what="the Restart workload to roll with the new peer CA")
+    await cluster.settle()
+    assert _patches_to(cluster, "deployments", "inplace", "reloader", since) == []
+    after = await cluster.get("Deployment", "inplace", "reloader")
+    assert after is not None and after["metadata"]["generation"] == generation and _hash(after) is None

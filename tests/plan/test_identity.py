@@ -108,11 +108,15 @@ def feed_back(obs: IdentityObservation, plan: IdentityPlan, **changes: Any) -> I
         desired = objects.get(object_name)
         return stored(desired) if desired is not None else current
 
+    files = {f: part for f in names.TRUST_SPLIT_KEYS  # as the controller: written, kept, or deleted
+             if (part := after(names.trust_file_secret(name, f), obs.trust_files.get(f))) is not None
+             and part.name not in plan.obsolete}
     return dataclasses.replace(
         obs,
         ca=after(names.ca_secret(name), obs.ca),
         credentials=after(names.credentials_secret(name), obs.credentials),
         trust=after(names.trust_secret(name), obs.trust),
+        trust_files=files,
         public=after(names.public_configmap(name), obs.public),
         **changes,
     )
@@ -147,7 +151,12 @@ def creds(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
 
 
 def trust(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
-    return by_name(plan)[names.trust_secret(ident.name)].data
+    """The trust files the plan writes, from every Secret they are split across."""
+    objects = by_name(plan)
+    files: dict[str, bytes] = {}
+    for name in names.trust_secrets(ident.name):
+        files |= objects[name].data if name in objects else {}
+    return files
 
 
 def public(plan: IdentityPlan, ident: ServiceIdentity) -> Mapping[str, bytes]:
@@ -1930,6 +1939,14 @@ def trust_size(plan: IdentityPlan, ident: ServiceIdentity) -> int:
     return sum(len(v) for v in trust(plan, ident).values())
 
 
+def largest_file(plan: IdentityPlan, ident: ServiceIdentity) -> int:
+    return max(len(v) for v in trust(plan, ident).values())
+
+
+#: A Secret budget small enough that a few hundred peers outgrow even the split layout (cheap to build)
+SMALL_BUDGET = 256 * 1024
+
+
 def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
     make_ident: Callable[..., ServiceIdentity],
     hub_links: Callable[..., tuple[PeerLink, ...]],
@@ -1937,22 +1954,26 @@ def test_a_hub_keeps_the_peers_it_trusts_and_fills_up_when_more_would_not_fit(
 ) -> None:
     ident = make_ident()
     first = hub_links(0, 200)
-    settled = plan_identity(observe(ident, now, links=first))
+    settled = plan_identity(observe(ident, now, links=first, secret_budget=SMALL_BUDGET))
     assert settled.checks["TrustReady"].ok and settled.status.to_dict()["peerCount"] == 200
-    assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer, so 600 peers cannot fit in 1 MiB
-    # 400 more peers arrive and spoke-0's relationship is removed in the same pass
+    assert trust_size(settled, ident) > 200 * 1000  # ~2 KB per peer: split across Secrets already
+    assert len(settled.trust_secrets) > 1
+    # 400 more peers arrive and spoke-0's relationship is removed in the same pass: trust-bundle.pem
+    # alone (~700 bytes per peer) would outgrow a Secret, and a file cannot span Secrets
     crowded = (*first[1:], *hub_links(200, 600))
-    obs = feed_back(observe(ident, now, links=crowded), settled)
+    obs = feed_back(observe(ident, now, links=crowded, secret_budget=SMALL_BUDGET), settled)
     plan = plan_identity(obs)
     check = plan.checks["TrustReady"]
     assert (check.ok, check.stalled, check.reason) == (False, True, "TrustTooLarge")
     assert "dgc-trustwire-trust" in check.message and "599 peer(s) and 0 template(s)" in check.message
+    assert "of them in trust-bundle.pem" in check.message  # the file no split can make smaller
     data = trust(plan, ident)
     held = [p["identity"] for p in json.loads(data["peers.json"])]
     assert f"{len(held)} peer(s) are trusted, {599 - len(held)} wait" in check.message
-    # the Secret that is written fits and is nearly full: every peer still related that it
-    # held (not spoke-0), then the waiting peers in a fixed order, as many as fit
-    assert SECRET_DATA_LIMIT * 0.95 <= trust_size(plan, ident) <= SECRET_DATA_LIMIT
+    # what is written fits and its largest file nearly fills a Secret: every peer still related
+    # that it held (not spoke-0), then the waiting peers in a fixed order, as many as fit
+    assert SMALL_BUDGET * 0.95 <= largest_file(plan, ident) <= SMALL_BUDGET
+    assert all(sum(len(v) for v in o.data.values()) <= SMALL_BUDGET for o in plan.objects)
     assert sorted(held) == sorted(f"spoke-{i}" for i in range(1, 200 + len(held) - 199))
     bundle = {pki.fingerprint_sha256(c) for c in pki.load_certificates(data["trust-bundle.pem"])}
     assert bundle == set(plan.status.to_dict()["trust"]["caFingerprints"])
@@ -1969,18 +1990,107 @@ def test_a_hub_whose_trusted_peers_alone_outgrow_the_secret_leaves_it_untouched(
     now: datetime,
 ) -> None:
     ident = make_ident()
-    settled = plan_identity(observe(ident, now, links=hub_links(0, 400)))
-    assert settled.checks["TrustReady"].ok and trust_size(settled, ident) <= SECRET_DATA_LIMIT
+    budget = 400 * 1024
+    settled = plan_identity(observe(ident, now, links=hub_links(0, 400), secret_budget=budget))
+    assert settled.checks["TrustReady"].ok and largest_file(settled, ident) <= budget
     before = dict(trust(settled, ident))
-    # every peer now publishes two CAs: the same 400 peers need more than 1 MiB
-    plan = plan_identity(feed_back(observe(ident, now, links=hub_links(0, 400, second_ca=True)), settled))
+    # every peer now publishes two CAs: the same 400 peers' trust-bundle.pem outgrows a Secret
+    plan = plan_identity(feed_back(observe(ident, now, links=hub_links(0, 400, second_ca=True),
+                                           secret_budget=budget), settled))
     assert plan.checks["TrustReady"].reason == "TrustTooLarge"
     assert "400 peer(s) are trusted, 0 wait" in plan.checks["TrustReady"].message
-    assert names.trust_secret("dgc") not in by_name(plan)  # nothing written: the stored Secret stays as it was
+    assert not set(names.trust_secrets("dgc")) & set(by_name(plan))  # nothing written: the Secrets stay as they were
+    assert plan.trust_secrets == settled.trust_secrets and not plan.obsolete  # and stay mounted
     cas = {pki.fingerprint_sha256(c) for c in pki.load_certificates(before["trust-bundle.pem"])}
     kids = {k["kid"] for k in json.loads(before["peers.jwks"])["keys"]}
     assert plan.status.to_dict()["trust"] == {"caFingerprints": sorted(cas), "kids": sorted(kids)}
     assert plan.mounted["truststore.p12"] == before["truststore.p12"]
+
+
+def test_a_hub_beyond_one_secret_splits_its_trust_files_and_pods_see_the_same_files(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    small = plan_identity(observe(ident, now, links=hub_links(0, 10)))
+    assert small.trust_secrets == ("dgc-trustwire-trust",)  # what fits stays in one Secret, as it always was
+    links = hub_links(0, 600)  # ~2.1 KB per peer: more than 1 MiB
+    obs = observe(ident, now, links=links)
+    plan = plan_identity(obs)
+    assert plan.checks["TrustReady"].ok and plan.status.to_dict()["peerCount"] == 600
+    assert trust_size(plan, ident) > SECRET_DATA_LIMIT
+    # the largest documents each in a Secret named by the file, the rest in the trust Secret
+    split = [o for o in plan.objects if o.name.startswith("dgc-trustwire-trust-")]
+    assert split and all(list(o.data) == [o.name.removeprefix("dgc-trustwire-trust-")] for o in split)
+    assert plan.trust_secrets == ("dgc-trustwire-trust", *(o.name for o in split))
+    assert all(sum(len(v) for v in o.data.values()) <= SECRET_DATA_LIMIT for o in plan.objects)
+    assert all(o.labels == names.identity_labels("dgc", "trust") for o in split)
+    # written before the trust Secret, so no file is ever missing from what the volume shows
+    order = [o.name for o in plan.objects]
+    assert max(order.index(o.name) for o in split) < order.index("dgc-trustwire-trust")
+    # the same file names as before the split, and the material hash covers every one of them
+    assert set(trust(plan, ident)) == set(trust(small, ident))
+    assert {k: plan.mounted[k] for k in trust(plan, ident)} == trust(plan, ident)
+    # a second pass over what was written plans exactly the same bytes: zero writes
+    settled = feed_back(obs, plan)
+    again = plan_identity(settled)
+    assert [o.name for o in again.objects] == order and again.trust_secrets == plan.trust_secrets
+    for before, after in zip(plan.objects, again.objects, strict=True):
+        assert object_patch(after, object_body(before, NS)) is None, after.name
+    # a peer joins: the layout stays, only Secrets whose files changed are rewritten
+    joined = plan_identity(feed_back(observe(ident, now, links=(*links, *hub_links(600, 601))), plan))
+    assert joined.trust_secrets == plan.trust_secrets and not joined.obsolete
+    assert "peers.json" in trust(joined, ident) and joined.status.to_dict()["peerCount"] == 601
+    # most peers leave: everything fits in the trust Secret again, and the split Secrets go
+    shrunk = plan_identity(feed_back(observe(ident, now, links=links[:10]), joined))
+    assert shrunk.trust_secrets == ("dgc-trustwire-trust",)
+    assert shrunk.obsolete == tuple(o.name for o in split)
+    assert set(by_name(shrunk)["dgc-trustwire-trust"].data) == set(trust(small, ident))
+
+
+def test_a_split_file_stays_in_its_own_secret_while_the_hub_needs_a_split(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    """Stable under small changes: which files are alone never flips between passes with
+    peers' sizes, so neither the Secrets nor the pods' volume are reshuffled."""
+    ident = make_ident()
+    links = hub_links(0, 60)
+    budget = sum(len(v) for v in trust(plan_identity(observe(ident, now, links=links)), ident).values()) - 1
+    obs = observe(ident, now, links=links, secret_budget=budget)
+    first = plan_identity(obs)
+    alone = first.trust_secrets[1:]
+    assert len(alone) == 1
+    # a Secret of another file alone before (as a previous layout left it) is kept, not reshuffled
+    other = next(f for f in ("peers.jwks", "peers.json") if names.trust_file_secret("dgc", f) not in alone)
+    held = by_name(first)["dgc-trustwire-trust"]
+    stale = StoredObject(names.trust_file_secret("dgc", other), True, "dgc", {other: held.data[other]})
+    rest = edit(stored(held), {other: None})
+    plan = plan_identity(dataclasses.replace(feed_back(obs, first), trust=rest,
+                                             trust_files={**feed_back(obs, first).trust_files, other: stale}))
+    assert set(plan.trust_secrets) == {*first.trust_secrets, stale.name} and not plan.obsolete
+    assert other not in by_name(plan)["dgc-trustwire-trust"].data and by_name(plan)[stale.name].data == stale.data
+    assert set(trust(plan, ident)) == set(trust(first, ident))
+
+
+def test_a_split_file_whose_secret_name_is_taken_is_a_name_conflict(
+    make_ident: Callable[..., ServiceIdentity],
+    hub_links: Callable[..., tuple[PeerLink, ...]],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    links = hub_links(0, 60)
+    budget = sum(len(v) for v in trust(plan_identity(observe(ident, now, links=links)), ident).values()) - 1
+    first = plan_identity(observe(ident, now, links=links, secret_budget=budget))
+    taken = first.trust_secrets[1]
+    file = taken.removeprefix("dgc-trustwire-trust-")
+    foreign = StoredObject(taken, False, None, {"other": b"someone else's"})
+    plan = plan_identity(observe(ident, now, links=links, secret_budget=budget, trust_files={file: foreign}))
+    check = plan.checks["TrustReady"]
+    assert (check.reason, check.stalled) == ("NameConflict", True) and taken in check.message
+    assert not set(names.trust_secrets("dgc")) & set(by_name(plan))  # nothing of the split is written
 
 
 def test_pending_peers_are_summarized_not_listed(

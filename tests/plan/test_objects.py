@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from trustwire import names
 from trustwire.plan.identity import DesiredObject
+from trustwire.plan.material import with_secret_template
 from trustwire.plan.objects import merge_patch, object_body, object_patch
 
 
@@ -307,3 +308,38 @@ def test_an_adopted_object_is_given_its_owner(references: list[dict[str, Any]],
     patch = object_patch(secret(), _owned_by(*references), OWNER)
     assert (patch or {}).get("metadata", {}).get("ownerReferences") == expected
     assert object_patch(secret(owned=False), _owned_by(STALE), OWNER) is None  # a CA stays unowned
+
+
+@pytest.mark.parametrize(("before", "after", "labels", "annotations"), [
+    # nothing templated yet: the template's keys are added, with the record of them
+    ({}, {"labels": {"team": "a"}, "annotations": {"n": "1"}}, {"team": "a"}, {"n": "1"}),
+    # a value changes
+    ({"labels": {"team": "a"}}, {"labels": {"team": "b"}}, {"team": "b"}, {}),
+    # a key leaves the template: it leaves the Secret
+    ({"labels": {"team": "a", "velero.io/backup": "d"}, "annotations": {"n": "1"}},
+     {"labels": {"team": "a"}}, {"velero.io/backup": None}, {"n": None}),
+    # the template is emptied: its keys and the record go
+    ({"labels": {"team": "a"}}, {}, {"team": None}, {names.SECRET_TEMPLATE_ANNOTATION: None}),
+])
+def test_secret_template_keys_come_and_go_and_nobody_elses_do(
+        before: dict[str, dict[str, str]], after: dict[str, dict[str, str]],
+        labels: dict[str, Any], annotations: dict[str, Any]) -> None:
+    def templated(template: dict[str, dict[str, str]]) -> DesiredObject:
+        return with_secret_template(secret(), template.get("labels", {}), template.get("annotations", {}))
+
+    observed = observed_after(templated(before), labels={"owner": "other"}, annotations={"other.io/x": "1"})
+    patch = object_patch(templated(after), observed)
+    assert patch is not None
+    meta = patch["metadata"]
+    assert meta.get("labels", {}) == labels
+    # the record is rewritten whenever the set of keys changes; the rest is exactly as listed
+    assert {k: v for k, v in meta.get("annotations", {}).items() if k != names.SECRET_TEMPLATE_ANNOTATION} == \
+        {k: v for k, v in annotations.items() if k != names.SECRET_TEMPLATE_ANNOTATION}
+    result = apply_merge_patch(observed, patch)
+    assert result["metadata"]["labels"]["owner"] == "other" and result["metadata"]["annotations"]["other.io/x"] == "1"
+    assert object_patch(templated(after), result) is None, "one patch converges"
+    assert (names.SECRET_TEMPLATE_ANNOTATION in result["metadata"]["annotations"]) == bool(after)
+
+
+def test_a_configmap_never_takes_the_secret_template() -> None:
+    assert with_secret_template(configmap(), {"team": "a"}, {"n": "1"}) == configmap()

@@ -14,9 +14,9 @@ FP = "ab" * 32
 DELAY = timedelta(seconds=90)
 
 
-def state(*, trusts: bool, rolled_out: bool, workloads: bool) -> rot.PeerState:
+def state(*, trusts: bool, rolled_out: bool, workloads: bool, in_place: bool = False) -> rot.PeerState:
     return rot.PeerState(PEER, frozenset({FP} if trusts else ()), frozenset({"kid-next"} if trusts else ()),
-                         rolled_out=rolled_out, has_workloads=workloads)
+                         rolled_out=rolled_out, has_workloads=workloads, reloads_in_place=in_place)
 
 
 @pytest.mark.parametrize(("peer", "elapsed", "met", "why"), [
@@ -27,6 +27,11 @@ def state(*, trusts: bool, rolled_out: bool, workloads: bool) -> rot.PeerState:
     (state(trusts=True, rolled_out=False, workloads=False), 10, False, "propagation"),     # no workloads: delay...
     (state(trusts=True, rolled_out=False, workloads=False), 90, True, "every consumer"),    # ...then open
     (state(trusts=True, rolled_out=False, workloads=False), -30, False, "propagation"),    # clock behind the start
+    (state(trusts=True, rolled_out=True, workloads=False, in_place=True), 10, False, "reloads in place"),
+    (state(trusts=True, rolled_out=True, workloads=False, in_place=True), 90, True, "every consumer"),
+    (state(trusts=True, rolled_out=False, workloads=True, in_place=True), 90, False, "rolling out"),  # both kinds
+    (state(trusts=True, rolled_out=True, workloads=True, in_place=True), 10, False, "reloads in place"),
+    (state(trusts=True, rolled_out=True, workloads=True, in_place=True), 90, True, "every consumer"),
 ])
 @pytest.mark.parametrize("kind", ["ca", "kid"])
 def test_distribution_gate(now: datetime, peer: rot.PeerState | None, elapsed: int, met: bool, why: str,
@@ -48,17 +53,22 @@ def test_distribution_gate_waits_for_every_consumer(now: datetime) -> None:
     assert rot.distribution_gate("CA", [], FP, "ca", now=now, since=now, delay=DELAY).met
 
 
-@pytest.mark.parametrize(("workloads", "rolled", "current", "elapsed", "met"), [
-    (True, None, "h2", 999, False),      # nothing rolled out yet, whatever the time
-    (True, "h1", "h2", 999, False),      # rolled out the old material only
-    (True, "h2", "h2", 0, True),         # runs the new leaf
-    (False, None, "h2", 30, False),      # no workloads: wait the delay
-    (False, None, "h2", 90, True),
+@pytest.mark.parametrize(("workloads", "in_place", "rolled", "current", "elapsed", "met"), [
+    (True, False, None, "h2", 999, False),      # nothing rolled out yet, whatever the time
+    (True, False, "h1", "h2", 999, False),      # rolled out the old material only
+    (True, False, "h2", "h2", 0, True),         # runs the new leaf
+    (False, False, None, "h2", 30, False),      # no workloads: wait the delay
+    (False, False, None, "h2", 90, True),
+    (False, True, None, "h2", 30, False),       # workloads reload in place: the delay too
+    (False, True, None, "h2", 90, True),
+    (True, True, "h2", "h2", 30, False),        # some roll, some reload: both kinds of evidence
+    (True, True, "h1", "h2", 90, False),
+    (True, True, "h2", "h2", 90, True),
 ])
-def test_own_rollout_gate(now: datetime, workloads: bool, rolled: str | None, current: str, elapsed: int,
-                          met: bool) -> None:
-    gate = rot.own_rollout_gate(has_workloads=workloads, rolled_out_hash=rolled, current_hash=current, now=now,
-                                since=now - timedelta(seconds=elapsed), delay=DELAY)
+def test_own_rollout_gate(now: datetime, workloads: bool, in_place: bool, rolled: str | None, current: str,
+                          elapsed: int, met: bool) -> None:
+    gate = rot.own_rollout_gate(has_workloads=workloads, reloads_in_place=in_place, rolled_out_hash=rolled,
+                                current_hash=current, now=now, since=now - timedelta(seconds=elapsed), delay=DELAY)
     assert gate.met is met
 
 

@@ -9,6 +9,7 @@ contract (zero ops on resync, one replace on a hash change, tests before indexed
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
+from trustwire import names
 from trustwire.plan import wiring_containers
 from trustwire.plan.wiring_json import pointer
 from trustwire.plan.workloads import DEFAULT_MODE, Wiring, material_hash, wiring_ops
@@ -150,14 +152,14 @@ def wiring_for(
     *,
     identity: str = "dgc",
     mount_path: str = MOUNT,
-    digest: str = HASH_1,
+    digest: str | None = HASH_1,
 ) -> Wiring:
     return Wiring(
         identity=identity,
         namespace=body["metadata"]["namespace"],
         mount_path=mount_path,
         credentials_secret=f"{identity}-trustwire-credentials",
-        trust_secret=f"{identity}-trustwire-trust",
+        trust_secrets=(f"{identity}-trustwire-trust",),
         containers=containers,
         material_hash=digest,
     )
@@ -194,7 +196,7 @@ def assert_wired(body: dict[str, Any], wiring: Wiring, selected: set[str]) -> No
                 "defaultMode": 0o440,
                 "sources": [
                     {"secret": {"name": wiring.credentials_secret}},
-                    {"secret": {"name": wiring.trust_secret}},
+                    {"secret": {"name": wiring.trust_secrets[0]}},
                 ],
             },
         }
@@ -356,6 +358,22 @@ def test_hash_change_is_exactly_one_replace_guarded_by_a_test() -> None:
     assert_wired(rolled, wiring_for(body, digest=HASH_2), {"app", "envoy"})
 
 
+def test_in_place_workloads_get_everything_but_the_hash_that_would_roll_them() -> None:
+    """``rollout: InPlace``: mounted like any other, but the pod template carries no material
+    hash, so a change of material changes nothing in the workload; switching a wired
+    workload to InPlace removes the hash (one last rollout), and back adds it."""
+    body = deployment()
+    in_place = wire(body, wiring_for(body, digest=None))
+    annotations = in_place["spec"]["template"].get("metadata", {}).get("annotations") or {}
+    assert names.MATERIAL_HASH_ANNOTATION not in annotations
+    assert in_place["spec"]["template"]["spec"]["volumes"][-1]["name"] == names.VOLUME_NAME
+    assert wiring_ops(in_place, wiring_for(body, digest=None)).ops == []
+    restarted = wire(body, wiring_for(body))
+    switched = wire(restarted, wiring_for(body, digest=None))
+    assert names.MATERIAL_HASH_ANNOTATION not in (switched["spec"]["template"]["metadata"].get("annotations") or {})
+    assert wire(switched, wiring_for(body)) == restarted
+
+
 def test_mount_path_change_replaces_mount_and_env_of_each_container() -> None:
     body = deployment()
     wired = wire(body, wiring_for(body))
@@ -401,6 +419,42 @@ def test_drifted_volume_of_ours_is_replaced_in_place() -> None:
         {"op": "replace", "path": "/spec/template/spec/volumes/2", "value": ops[1]["value"]},
     ]
     assert apply(wired, ops)["spec"]["template"]["spec"]["volumes"][2]["projected"]["defaultMode"] == 0o440
+
+
+SPLITS = [
+    ("the trust files split", ("dgc-trustwire-trust",), ("dgc-trustwire-trust", "dgc-trustwire-trust-peers.json")),
+    ("another file split too", ("dgc-trustwire-trust", "dgc-trustwire-trust-peers.json"),
+     ("dgc-trustwire-trust", "dgc-trustwire-trust-trust-bundle.pem", "dgc-trustwire-trust-peers.json")),
+    ("back in one Secret", ("dgc-trustwire-trust", "dgc-trustwire-trust-truststore.p12"), ("dgc-trustwire-trust",)),
+]
+
+
+@pytest.mark.parametrize(("why", "before", "after"), SPLITS, ids=[c[0] for c in SPLITS])
+def test_the_volume_projects_every_trust_secret_as_the_split_changes(
+    why: str, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    body = deployment()
+    first = dataclasses.replace(wiring_for(body), trust_secrets=before)
+    wired = wire(body, first)
+    then = dataclasses.replace(first, trust_secrets=after)
+    result = wiring_ops(wired, then)
+    assert result.problems == []  # still our volume: its Secrets are all this identity's
+    rewired = apply(wired, result.ops)
+    volume = next(v for v in rewired["spec"]["template"]["spec"]["volumes"] if v["name"] == "trustwire")
+    assert [s["secret"]["name"] for s in volume["projected"]["sources"]] == ["dgc-trustwire-credentials", *after]
+    assert wiring_ops(rewired, then).ops == []  # and a resync leaves it alone
+    unwired = apply(rewired, wiring_ops(rewired, None).ops)
+    assert all(v["name"] != "trustwire" for v in unwired["spec"]["template"]["spec"]["volumes"])
+
+
+def test_a_volume_projecting_another_identitys_trust_secret_is_not_ours() -> None:
+    body = deployment()
+    wired = wire(body, dataclasses.replace(wiring_for(body), trust_secrets=("dgc-trustwire-trust",)))
+    volume = next(v for v in wired["spec"]["template"]["spec"]["volumes"] if v["name"] == "trustwire")
+    volume["projected"]["sources"].append({"secret": {"name": "other-trustwire-trust-peers.json"}})
+    result = wiring_ops(wired, wiring_for(body))
+    assert result.ops == [] or all(not op["path"].startswith("/spec/template/spec/volumes") for op in result.ops)
+    assert len(result.problems) == 1 and "not trustwire's projected volume" in result.problems[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -112,9 +112,10 @@ async def _cluster_material(client: Client, namespace: str, identity: str,
         raise Unavailable(f"ServiceIdentity {namespace}/{identity} not found")
     files: dict[str, bytes] = {}
     missing = []
-    for name in (names.credentials_secret(identity), names.trust_secret(identity)):
+    required = (names.credentials_secret(identity), names.trust_secret(identity))
+    for name in (names.credentials_secret(identity), *names.trust_secrets(identity)):  # a hub's split ones too
         secret = await client.get(SECRETS, namespace, name)
-        if secret is None:
+        if secret is None and name in required:
             missing.append(name)
         files.update(decode_data(SECRETS, secret))
     status = observe(body)

@@ -19,7 +19,15 @@ from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object, wired_by
 from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, SECRETS, WORKLOADS, Resource, decode_data
-from trustwire.model import IdentityRef, ServiceIdentity, SpecError, TrustRelationship, parse_identity
+from trustwire.model import (
+    IdentityRef,
+    RolloutMode,
+    ServiceIdentity,
+    SpecError,
+    TrustRelationship,
+    WorkloadRef,
+    parse_identity,
+)
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome, shared
 from trustwire.plan.identity import IdentityObservation, IdentityPlan, PeerLink, plan_identity
@@ -34,6 +42,7 @@ from trustwire.plan.workloads import Wiring, material_hash, rollout_complete, wi
 
 class IdentityReconciler(StatusWriter):
     propagation_delay: timedelta
+    secret_budget: int
     jitter: float
     rng: random.Random
 
@@ -79,6 +88,8 @@ class IdentityReconciler(StatusWriter):
         finally:  # also when a later write fails: the echoes of the earlier ones wake nobody
             self._announce_publication(ident, {**raw, **written}, written)
         workloads = await self._wire_workloads(ident, plan, old_status)
+        for name in plan.obsolete:  # after the workloads stopped projecting it
+            await self._delete_ours(SECRETS, ident.namespace, name, names.IDENTITY_LABEL, ident.name)
         checks = {**plan.checks, "WorkloadsReady": outcome.workloads_ready(
             bool(ident.workloads), bool(plan.mounted), workloads)}
         remembered = outcome.handled_request(annotation, handled)
@@ -110,6 +121,8 @@ class IdentityReconciler(StatusWriter):
                                 require_managed=False)
         credentials = await stored(SECRETS, names.credentials_secret(ident.name))
         trust = await stored(SECRETS, names.trust_secret(ident.name))
+        trust_files = {f: part for f in names.TRUST_SPLIT_KEYS  # the inventory answers most of these
+                       if (part := await stored(SECRETS, names.trust_file_secret(ident.name, f))) is not None}
         public = await stored(CONFIGMAPS, names.public_configmap(ident.name))
 
         password, password_problem = None, None
@@ -144,11 +157,12 @@ class IdentityReconciler(StatusWriter):
             assert peer is not None
             links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel, now)))
         observation = IdentityObservation(
-            identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust, public=public,
+            identity=ident, now=now, ca=ca, byo_ca=byo, credentials=credentials, trust=trust,
+            trust_files=trust_files, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
             links=tuple(links), peer_states={lk.peer: s for lk in links if (s := self._peer_state(lk.peer))},
             rolled_out_hash=old_status.material_hash if old_status.rolled_out else None, imminent=self._imminent(links),
-            propagation_delay=self.propagation_delay)
+            propagation_delay=self.propagation_delay, secret_budget=self.secret_budget)
         return observation, raw
 
     def _await_evidence(self, ref: IdentityRef, plan: IdentityPlan, observation: IdentityObservation) -> None:
@@ -184,9 +198,10 @@ class IdentityReconciler(StatusWriter):
             return None
         status = IdentityStatus.from_dict(body.get("status"))
         trust = status.trust or TrustStatus((), ())
-        has_workloads = bool(entry.identity.workloads) if entry.identity is not None else False
+        ident = entry.identity
         return PeerState(peer, frozenset(trust.ca_fingerprints), frozenset(trust.kids),
-                         rolled_out=bool(status.rolled_out), has_workloads=has_workloads)
+                         rolled_out=bool(status.rolled_out), has_workloads=ident is not None and ident.restarts,
+                         reloads_in_place=ident is not None and ident.reloads_in_place)
 
     async def _publication(self, peer: IdentityRef) -> Publication | None:
         """The peer's public material from its own managed Secrets (cached until they change)."""
@@ -248,20 +263,20 @@ class IdentityReconciler(StatusWriter):
         entries: list[WorkloadStatus] = []
         for (kind, name), ref in wanted.items():
             old = previous.get((kind, name))
-            entries.append(await self._wire_one(ident, kind, name, ref.containers, digest,
+            entries.append(await self._wire_one(ident, ref, digest, plan.trust_secrets,
                                                 old.rollout_generation or 0 if old else 0))
         return entries
 
-    async def _wire_one(self, ident: ServiceIdentity, kind: str, name: str, containers: tuple[str, ...],
-                        digest: str, rollout_generation: int) -> WorkloadStatus:
-        ns, resource = ident.namespace, WORKLOADS[kind]
+    async def _wire_one(self, ident: ServiceIdentity, ref: WorkloadRef, digest: str, trust_secrets: tuple[str, ...],
+                        rollout_generation: int) -> WorkloadStatus:
+        ns, kind, name, resource = ident.namespace, str(ref.kind), ref.name, WORKLOADS[ref.kind]
         body = await self.client.get(resource, ns, name)
         if body is None:
             return WorkloadStatus(kind, name, "NotFound", f"{kind} {ns}/{name} does not exist yet", False)
         wiring = Wiring(identity=ident.name, namespace=ns, mount_path=ident.mount_path,
                         credentials_secret=names.credentials_secret(ident.name),
-                        trust_secret=names.trust_secret(ident.name), containers=containers,
-                        material_hash=digest)
+                        trust_secrets=trust_secrets, containers=ref.containers,
+                        material_hash=digest if ref.rollout is RolloutMode.RESTART else None)
         result = wiring_ops(body, wiring)
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         if result.ops:
@@ -294,7 +309,7 @@ class IdentityReconciler(StatusWriter):
                 result = wiring_ops(workload, None)
                 if result.ops:
                     await self._patch_workload(resource, ns, old.name, result.ops)
-        doomed = [(SECRETS, names.credentials_secret(ref.name)), (SECRETS, names.trust_secret(ref.name)),
+        doomed = [(SECRETS, names.credentials_secret(ref.name)), *((SECRETS, n) for n in names.trust_secrets(ref.name)),
                   (CONFIGMAPS, names.public_configmap(ref.name))]
         delete_ca = ident is not None and str(ident.deletion_policy) == "Delete"
         if delete_ca:

@@ -34,6 +34,7 @@ from trustwire.controller.relationship import RelationshipReconciler
 from trustwire.controller.state import Key, State
 from trustwire.controller.workers import Workers
 from trustwire.k8s.client import Client
+from trustwire.plan.packing import SECRET_DATA_LIMIT
 from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
 from trustwire.times import Clock, utcnow
 
@@ -42,13 +43,15 @@ class Controller(Workers, IdentityReconciler, RelationshipReconciler):
     def __init__(self, client: Client, *, clock: Clock = utcnow, rng: random.Random | None = None,
                  workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1,
                  propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY,
-                 namespaces: Sequence[str] = ()) -> None:
+                 namespaces: Sequence[str] = (), secret_budget: int = SECRET_DATA_LIMIT) -> None:
         self.client = client
         #: served namespaces (empty: cluster-wide)
         self.namespaces: list[str | None] = list(namespaces)
         #: (plural, namespace) → resourceVersion of prime's listing, where the watch starts
         self._versions: dict[tuple[str, str | None], str | None] = {}
         self.propagation_delay = propagation_delay
+        #: bytes one Secret may hold (tests lower it to split a hub's trust cheaply)
+        self.secret_budget = secret_budget
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.state = State()

@@ -68,9 +68,9 @@ class PodFiles:
 
 
 async def mounted_files(client: Client, namespace: str, identity: str) -> dict[str, bytes]:
-    """Exactly what the projected volume shows a pod: the union of the credentials and trust Secret keys."""
+    """Exactly what the projected volume shows a pod: the union of the credentials and trust Secrets' keys."""
     files: dict[str, bytes] = {}
-    for name in (names.credentials_secret(identity), names.trust_secret(identity)):
+    for name in (names.credentials_secret(identity), *names.trust_secrets(identity)):
         files.update(decode_data(SECRETS, await client.get(SECRETS, namespace, name)))
     return files
 

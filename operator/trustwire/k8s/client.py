@@ -17,28 +17,26 @@ reason, never the request body (which may hold key material). Writes name field 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import os
-import ssl
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
+from trustwire.k8s.config import ApiConfig, load_config
 from trustwire.k8s.errors import UNREACHABLE, ApiError, api_error, status_error
 from trustwire.k8s.resources import Resource
 from trustwire.k8s.transport import Pool, TransportError
 from trustwire.names import FIELD_MANAGER
+from trustwire.times import utcnow
+
+__all__ = ["ApiConfig", "Client", "Page", "load_config"]
 
 USER_AGENT = "trustwire-operator"
 #: Objects per LIST page: a large cluster never arrives as one huge response.
 LIST_PAGE_SIZE = 500
 #: How long the server keeps a watch open before we resume it
 WATCH_SECONDS = 300
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 #: Our verb names (as in RBAC rules) → HTTP methods.
@@ -49,80 +47,6 @@ class Page(NamedTuple):
     items: list[dict[str, Any]]
     #: of the listing as a whole: where a watch that follows it starts (None: not told)
     resource_version: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ApiConfig:
-    """Where the API server is and how to authenticate."""
-
-    server: str
-    token: str | None = None
-    #: where the token comes from, read again when the API answers 401: a pod's service
-    #: account token is rotated by the kubelet (hourly) and expires
-    token_file: Path | None = None
-    ca_data: bytes | None = None
-    cert_data: bytes | None = None
-    key_data: bytes | None = None
-    insecure: bool = False
-    default_namespace: str | None = None
-
-    def current_token(self) -> str | None:
-        """The token as it is now: re-read from ``token_file`` if there is one."""
-        if self.token_file is not None:
-            try:
-                return self.token_file.read_text().strip() or self.token
-            except OSError:
-                return self.token
-        return self.token
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.server.startswith("https"):
-            return None
-        ctx = ssl.create_default_context()
-        if self.ca_data:
-            ctx.load_verify_locations(cadata=self.ca_data.decode())
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if self.cert_data and self.key_data:
-            # ssl can only load a client key from a file: a private, short-lived temp file.
-            with tempfile.TemporaryDirectory() as tmp:
-                cert, key = Path(tmp, "c.pem"), Path(tmp, "k.pem")
-                cert.write_bytes(self.cert_data)
-                key.touch(mode=0o600)
-                key.write_bytes(self.key_data)
-                ctx.load_cert_chain(cert, key)
-        return ctx
-
-
-def load_config(*, server: str | None = None, kubeconfig: str | None = None, context: str | None = None) -> ApiConfig:
-    """An explicit server URL, else in-cluster service account, else kubeconfig."""
-    if server:
-        return ApiConfig(server=server.rstrip("/"))
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and (SA_DIR / "token").exists():
-        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        host = f"[{host}]" if ":" in host else host
-        return ApiConfig(server=f"https://{host}:{port}", token=(SA_DIR / "token").read_text().strip(),
-                         token_file=SA_DIR / "token",
-                         ca_data=(SA_DIR / "ca.crt").read_bytes(),
-                         default_namespace=(SA_DIR / "namespace").read_text().strip())
-    from kubernetes import client as kclient  # config parsing only; never used to talk to the API
-    from kubernetes import config as kconfig
-
-    configuration = kclient.Configuration()
-    kconfig.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, context=context, client_configuration=configuration)
-    auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
-    token = auth.split(" ", 1)[1] if auth and " " in auth else auth
-
-    def read(path: str | None) -> bytes | None:
-        return Path(path).read_bytes() if path else None
-
-    _, active = kconfig.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    namespace = (active or {}).get("context", {}).get("namespace")
-    return ApiConfig(server=configuration.host.rstrip("/"), token=token, ca_data=read(configuration.ssl_ca_cert),
-                     cert_data=read(configuration.cert_file), key_data=read(configuration.key_file),
-                     insecure=not configuration.verify_ssl, default_namespace=namespace)
 
 
 class Client:
@@ -137,7 +61,7 @@ class Client:
         self._timeout = timeout
         self._retries = retries
         self._pool: Pool | None = None
-        self._token = config.current_token()
+        self._renewing = asyncio.Lock()
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -154,35 +78,48 @@ class Client:
 
     def _connections(self) -> Pool:
         if self._pool is None:
-            self._pool = Pool(self.config.server, ssl_context=self.config.ssl_context(), headers=self._headers(),
-                              timeout=self._timeout)
+            config = self.config
+            self._pool = Pool(config.server, ssl_context=config.ssl_context(), headers=self._headers(),
+                              timeout=self._timeout, server_hostname=config.tls_server_name,
+                              proxy=config.proxy_url)
         return self._pool
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        if self.config.token:
+            headers["Authorization"] = f"Bearer {self.config.token}"
         return headers
 
-    def _token_renewed(self) -> bool:
-        """After a 401: whether the token file holds a new token (the pool now sends it)."""
-        token = self.config.current_token()
-        if token == self._token or self._pool is None:
-            return False
-        self._token = token
-        self._pool.set_headers(self._headers())
-        return True
+    async def _renew(self, stale: ApiConfig) -> bool:
+        """Fresh credentials in place of ``stale`` (expired, or refused with 401); whether
+        they differ. Concurrent callers share one renewal."""
+        async with self._renewing:
+            if self.config is not stale:
+                return True  # another request renewed them meanwhile
+            if stale.renew is None:
+                return False
+            fresh = await asyncio.to_thread(stale.renew)  # an exec plugin may take a while
+            self.config = fresh
+            if (fresh.cert_data, fresh.key_data) != (stale.cert_data, stale.key_data) and self._pool is not None:
+                pool, self._pool = self._pool, None  # a new client certificate needs new connections
+                await pool.close()
+            elif self._pool is not None:
+                self._pool.set_headers(self._headers())
+            return (fresh.token, fresh.cert_data) != (stale.token, stale.cert_data)
 
     async def _request(self, verb: str, path: str, *, body: Any = None, content_type: str | None = None,
                        params: Mapping[str, str] | None = None, retries: int | None = None) -> Any:
-        pool = self._connections()
+        if self.config.expired(utcnow()):
+            await self._renew(self.config)
         data = json.dumps(body).encode() if body is not None else None
         target = _target(path, params)
         retries = self._retries if retries is None else retries
         for attempt in range(retries + 1):
             self.counts[verb] += 1
+            sent_with = self.config
             try:
-                response = await pool.request(_METHODS[verb], target, body=data, content_type=content_type)
+                response = await self._connections().request(_METHODS[verb], target, body=data,
+                                                             content_type=content_type)
             except TransportError as exc:
                 error = ApiError(503, UNREACHABLE, str(exc), verb=verb, path=path)
                 retry_after = None
@@ -191,8 +128,8 @@ class Client:
                     return json.loads(response.body) if response.body else None  # JSON is UTF-8: bytes will do
                 error = api_error(response.status, response.body, verb, path, sent=body)
                 retry_after = response.headers.get("retry-after")
-                if error.status == 401 and self._token_renewed() and attempt < retries:
-                    continue  # the kubelet rotated the token: send it at once (else next time)
+                if error.status == 401 and await self._renew(sent_with) and attempt < retries:
+                    continue  # renewed credentials (a rotated token, a new exec credential): at once
             self.errors[str(error.status)] += 1
             # 409 on create means "someone else made it": the caller adopts, no blind retry.
             if not (error.status == 429 or error.status >= 500) or attempt == retries:
@@ -249,13 +186,15 @@ class Client:
         params |= ({"labelSelector": label_selector} if label_selector else {}) \
             | ({"resourceVersion": resource_version} if resource_version else {})
         self.counts["watch"] += 1
-        pool = self._connections()
+        if self.config.expired(utcnow()):
+            await self._renew(self.config)
+        sent_with, pool = self.config, self._connections()
         try:
             async with pool.stream(_target(path, params), idle_timeout=timeout_seconds + 30) as (head, chunks):
                 if head.status >= 400:
                     self.errors[str(head.status)] += 1
                     if head.status == 401:
-                        self._token_renewed()  # the caller's next watch sends the new one
+                        await self._renew(sent_with)  # the caller's next watch sends the new one
                     raise api_error(head.status, head.body, "watch", path)
                 pending = b""
                 async for chunk in chunks:

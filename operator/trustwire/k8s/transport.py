@@ -21,17 +21,22 @@ Rules that make a pooled connection safe to reuse:
 * a request on a connection taken from the pool that is closed before one byte of the
   answer arrived (the server dropped an idle keep-alive connection as we sent) is sent
   once more on a new connection; every other failure is the caller's to retry.
+
+Through an HTTP proxy (kubeconfig ``proxy-url``), every connection is a ``CONNECT``
+tunnel to the API server, and TLS runs end to end inside it: the proxy sees neither the
+requests nor the credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -184,7 +189,8 @@ class Pool:
     """
 
     def __init__(self, server: str, *, ssl_context: ssl.SSLContext | None, headers: dict[str, str],
-                 timeout: float, limit: int = 32) -> None:
+                 timeout: float, limit: int = 32, server_hostname: str | None = None,
+                 proxy: str | None = None) -> None:
         url = urlsplit(server)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"API server URL must be http(s)://host[:port]: {server!r}")
@@ -192,6 +198,9 @@ class Pool:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._prefix = url.path.rstrip("/")
         self._ssl = ssl_context if url.scheme == "https" else None
+        #: the name TLS checks the server's certificate against
+        self._server_hostname = server_hostname or self._host
+        self._proxy = _Proxy.parse(proxy) if proxy else None
         authority = f"[{self._host}]" if ":" in self._host else self._host
         if url.port:
             authority += f":{url.port}"
@@ -280,19 +289,86 @@ class Pool:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        hostname = self._server_hostname if self._ssl else None
         try:
-            _, connection = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._ssl,
-                server_hostname=self._host if self._ssl else None)
+            if self._proxy is None:
+                _, connection = await loop.create_connection(
+                    _Connection, self._host, self._port, ssl=self._ssl, server_hostname=hostname)
+            else:
+                sock = await self._proxy.tunnel(self._host, self._port)
+                _, connection = await loop.create_connection(
+                    _Connection, sock=sock, ssl=self._ssl, server_hostname=hostname)
         except ssl.SSLError as exc:
             raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from None
         except socket.gaierror:
-            raise TransportError(f"cannot resolve host {self._host}") from None
+            raise TransportError(f"cannot resolve host {self._proxy.host if self._proxy else self._host}") from None
         except OSError:
-            raise TransportError("connection refused or host unreachable") from None
+            raise TransportError("connection refused or host unreachable"
+                                 + (" (the proxy)" if self._proxy else "")) from None
         return connection
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proxy:
+    """An HTTP proxy that opens ``CONNECT`` tunnels."""
+
+    host: str
+    port: int
+    authorization: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> _Proxy:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"proxy URL must be http://host[:port]: {parts.scheme}://{parts.hostname or ''}")
+        authorization = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            authorization = "Basic " + base64.b64encode(pair).decode()
+        return cls(parts.hostname, parts.port or 80, authorization)
+
+    async def tunnel(self, host: str, port: int) -> socket.socket:
+        """A connected socket through the proxy to ``host:port``, not yet speaking TLS."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+            if self.authorization:
+                head += f"Proxy-Authorization: {self.authorization}\r\n"
+            await loop.sock_sendall(sock, (head + "\r\n").encode("latin-1"))
+            status = await _connect_answer(loop, sock)
+        except BaseException:
+            sock.close()
+            raise
+        if status != 200:
+            sock.close()
+            raise TransportError(f"the proxy refused the tunnel to {authority} (HTTP {status})")
+        return sock
+
+
+async def _connect_answer(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int:
+    """The status of a proxy's answer to ``CONNECT``, read up to the end of its head and no
+    further: what follows is the server's."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        if len(received) > 16384:
+            raise TransportError("the proxy's answer to CONNECT has no end")
+        byte = await loop.sock_recv(sock, 1)  # one at a time: never read past the head
+        if not byte:
+            raise TransportError("the proxy closed the connection before answering CONNECT")
+        received += byte
+    status_line = received.split(b"\r\n", 1)[0].split()
+    try:
+        return int(status_line[1])
+    except (IndexError, ValueError):
+        raise TransportError("the proxy's answer to CONNECT is not HTTP") from None

@@ -14,6 +14,8 @@ from typing import Any
 _DURATION = "duration"
 _STR = "string"
 _BOOL = "boolean"
+#: an object of string values under any keys (labels, annotations)
+_STRING_MAP = "object"
 
 IDENTITY_FIELDS: dict[str, Any] = {
     "serviceName": _STR,
@@ -38,11 +40,12 @@ IDENTITY_FIELDS: dict[str, Any] = {
         "passwordSecretRef": {"name": _STR, "key": _STR},
         "legacyPKCS12": _BOOL,
     },
-    "workloads": [{"kind": _STR, "name": _STR, "containers": [_STR]}],
+    "workloads": [{"kind": _STR, "name": _STR, "containers": [_STR], "rollout": _STR}],
     "mountPath": _STR,
     "templates": [{"name": _STR, "inline": _STR, "configMapRef": {"name": _STR, "key": _STR}}],
     "acceptFrom": {"namespaces": [_STR]},
     "deletionPolicy": _STR,
+    "secretTemplate": {"labels": _STRING_MAP, "annotations": _STRING_MAP},
 }
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {

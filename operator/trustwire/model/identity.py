@@ -15,7 +15,15 @@ from typing import Any
 from trustwire.model.durations import format_duration
 from trustwire.model.errors import SpecError
 from trustwire.model.fields import IDENTITY_FIELDS
-from trustwire.model.limits import MAX_DNS_NAMES, MAX_INLINE_TEMPLATE, MAX_OWNER_NAME, MAX_TEMPLATES, MAX_WORKLOADS
+from trustwire.model.limits import (
+    MAX_DNS_NAMES,
+    MAX_INLINE_TEMPLATE,
+    MAX_NAME_LENGTH,
+    MAX_OWNER_NAME,
+    MAX_TEMPLATE_METADATA,
+    MAX_TEMPLATES,
+    MAX_WORKLOADS,
+)
 from trustwire.model.reader import Reader, metadata
 from trustwire.model.text import owner_name_problem, quote, type_name
 from trustwire.model.types import (
@@ -26,13 +34,15 @@ from trustwire.model.types import (
     JwtSpec,
     KeystoreFormat,
     KeystoreSpec,
+    RolloutMode,
     SecretKeyRef,
+    SecretTemplate,
     ServiceIdentity,
     TemplateSpec,
     WorkloadKind,
     WorkloadRef,
 )
-from trustwire.names import IDENTITY_LABEL, MOUNTED_KEYS, SHARED_SECRET_PREFIX
+from trustwire.names import IDENTITY_LABEL, MANAGED_BY, MOUNTED_KEYS, SHARED_SECRET_PREFIX, TRUSTWIRE_PREFIX
 from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -40,6 +50,8 @@ _DNS_NAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 _DEFAULT_TRUST_DOMAIN = "cluster.local"
+#: the name part of a label or annotation key, and a label value (Kubernetes' own rules)
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DEFAULT_MOUNT_PATH = "/var/run/trustwire"
 
 
@@ -68,12 +80,13 @@ def parse_identity(body: Mapping[str, Any]) -> ServiceIdentity:
     accept_body = r.section(spec, "acceptFrom", "spec", IDENTITY_FIELDS["acceptFrom"])
     accept_from = r.strings(accept_body, "namespaces", "spec.acceptFrom")
     deletion_policy = r.enum(spec, "deletionPolicy", "spec", DeletionPolicy, DeletionPolicy.RETAIN)
+    secret_template = _parse_secret_template(r, spec)
     r.raise_problems()
     return ServiceIdentity(
         namespace=namespace, name=name, service_name=service_name, dns_names=dns_names,
         trust_domain=trust_domain, ca=ca, certificate=certificate, jwt=jwt, keystores=keystores,
         workloads=workloads, mount_path=mount_path, templates=templates,
-        accept_from=accept_from, deletion_policy=deletion_policy,
+        accept_from=accept_from, deletion_policy=deletion_policy, secret_template=secret_template,
     )
 
 
@@ -230,7 +243,8 @@ def _parse_workload(r: Reader, value: Any, path: str, seen: set[tuple[str, str]]
     if (kind, name) in seen:
         r.fail(path, f"{kind} {quote(name)} is listed twice")
     seen.add((kind, name))
-    return WorkloadRef(kind, name, r.strings(item, "containers", path))
+    rollout = r.enum(item, "rollout", path, RolloutMode, RolloutMode.RESTART)
+    return WorkloadRef(kind, name, r.strings(item, "containers", path), rollout)
 
 
 def _parse_mount_path(r: Reader, spec: Mapping[str, Any]) -> str:
@@ -288,3 +302,50 @@ def _parse_template_source(r: Reader, item: Mapping[str, Any], path: str, name: 
         r.fail(path, "needs exactly one of inline or configMapRef")
         return None
     return TemplateSpec(name, inline, cm_ref)
+
+
+def _parse_secret_template(r: Reader, spec: Mapping[str, Any]) -> SecretTemplate:
+    body = r.section(spec, "secretTemplate", "spec", IDENTITY_FIELDS["secretTemplate"])
+    labels = _metadata_map(r, body, "labels", label_values=True)
+    annotations = _metadata_map(r, body, "annotations", label_values=False)
+    return SecretTemplate(labels, annotations)
+
+
+def _metadata_map(r: Reader, body: Mapping[str, Any], key: str, *, label_values: bool) -> tuple[tuple[str, str], ...]:
+    path = f"spec.secretTemplate.{key}"
+    entries = r.obj(body, key, "spec.secretTemplate")
+    if len(entries) > MAX_TEMPLATE_METADATA:
+        r.fail(path, f"has {len(entries)} entries; at most {MAX_TEMPLATE_METADATA} allowed")
+        return ()
+    out: list[tuple[str, str]] = []
+    for name, value in sorted(entries.items()):
+        problem = _metadata_key_problem(name) or _metadata_value_problem(value, label_values)
+        if problem:
+            r.fail(f"{path}[{quote(name)}]", problem)
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _metadata_key_problem(name: str) -> str:
+    """Kubernetes' rule for label and annotation keys, and the keys trustwire keeps for itself."""
+    prefix, _, local = name.rpartition("/")
+    if not _QUALIFIED_NAME.match(local) or len(local) > MAX_OWNER_NAME:
+        return ("is not a valid key: an optional DNS-subdomain prefix and '/', then at most 63 characters "
+                "of a-z, A-Z, 0-9, '-', '_', '.', starting and ending alphanumeric")
+    if prefix and (len(prefix) > MAX_NAME_LENGTH or not _DNS_NAME.match(prefix) or prefix.startswith("*")):
+        return "has a prefix that is not a DNS subdomain (lowercase labels separated by dots)"
+    if name == MANAGED_BY or prefix == TRUSTWIRE_PREFIX or prefix.endswith("." + TRUSTWIRE_PREFIX):
+        return f"is trustwire's own key; keys under {TRUSTWIRE_PREFIX}/ and {MANAGED_BY} are not allowed"
+    return ""
+
+
+def _metadata_value_problem(value: Any, label_value: bool) -> str:
+    if not isinstance(value, str):
+        return f"must be a string, got {type_name(value)}"
+    if label_value and value and (len(value) > MAX_OWNER_NAME or not _QUALIFIED_NAME.match(value)):
+        return ("is not a valid label value: at most 63 characters of a-z, A-Z, 0-9, '-', '_', '.', "
+                "starting and ending alphanumeric (or empty)")
+    if not label_value and len(value) > MAX_INLINE_TEMPLATE:
+        return f"is {len(value)} characters long; at most {MAX_INLINE_TEMPLATE} allowed"
+    return ""

@@ -12,6 +12,8 @@ MAX_OWNER_NAME = 63
 MAX_LIST_ITEMS = 100
 MAX_WORKLOADS = 50
 MAX_TEMPLATES = 20
+#: labels, and annotations, that spec.secretTemplate may add to each Secret
+MAX_TEMPLATE_METADATA = 32
 MAX_INLINE_TEMPLATE = 64 * 1024
 MIN_DURATION = timedelta(seconds=10)
 MAX_DURATION = timedelta(days=3650 * 3)

@@ -28,6 +28,15 @@ class WorkloadKind(enum.StrEnum):
     DAEMONSET = "DaemonSet"
 
 
+class RolloutMode(enum.StrEnum):
+    """What a workload does when its mounted material changes."""
+
+    #: the pod template's material hash changes, so the workload controller rolls the pods
+    RESTART = "Restart"
+    #: nothing is rolled: the kubelet updates the mounted files and the application reloads them
+    IN_PLACE = "InPlace"
+
+
 class DeletionPolicy(enum.StrEnum):
     RETAIN = "Retain"
     DELETE = "Delete"
@@ -87,6 +96,16 @@ class WorkloadRef:
     kind: WorkloadKind
     name: str
     containers: tuple[str, ...] = ()
+    rollout: RolloutMode = RolloutMode.RESTART
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretTemplate:
+    """Labels and annotations the user wants on every Secret of the identity (for Velero,
+    Kyverno, Reloader and the like), beside trustwire's own."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +131,7 @@ class ServiceIdentity:
     templates: tuple[TemplateSpec, ...]
     accept_from: tuple[str, ...]
     deletion_policy: DeletionPolicy
+    secret_template: SecretTemplate = SecretTemplate()
 
     @property
     def spiffe_id(self) -> str:
@@ -127,6 +147,17 @@ class ServiceIdentity:
         svc, ns = self.service_name, self.namespace
         names = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local", *self.dns_names]
         return tuple(dict.fromkeys(names))
+
+    @property
+    def restarts(self) -> bool:
+        """Whether a material change rolls some workload: a rotation waits for that rollout."""
+        return any(w.rollout is RolloutMode.RESTART for w in self.workloads)
+
+    @property
+    def reloads_in_place(self) -> bool:
+        """Whether a workload takes changes from the kubelet's file updates: a rotation waits
+        the propagation delay for those, there being no rollout to see."""
+        return any(w.rollout is RolloutMode.IN_PLACE for w in self.workloads)
 
     def accepts(self, namespace: str) -> bool:
         """Whether a relationship declared in ``namespace`` may name this identity."""

@@ -43,7 +43,9 @@ from trustwire.plan.material import (
     clash,
     derived_annotations,
     stored_password,
+    with_secret_template,
 )
+from trustwire.plan.packing import SECRET_DATA_LIMIT, pack
 from trustwire.plan.publication import Publication, public_object
 from trustwire.plan.reasons import PlannedEvent, fold_issued
 from trustwire.plan.status import IdentityStatus, RotationStatus, TrustStatus
@@ -66,6 +68,8 @@ class IdentityObservation:
     byo_ca: StoredObject | None = None
     credentials: StoredObject | None = None
     trust: StoredObject | None = None
+    #: trust file → the Secret of its own it may live in (``names.trust_file_secret``), where one exists
+    trust_files: Mapping[str, StoredObject] = dataclasses.field(default_factory=dict)
     public: StoredObject | None = None
     #: keystores.passwordSecretRef resolved: the password, or None when not configured
     user_password: str | None = None
@@ -77,6 +81,8 @@ class IdentityObservation:
     peer_states: Mapping[IdentityRef, rot.PeerState] = dataclasses.field(default_factory=dict)
     rolled_out_hash: str | None = None
     propagation_delay: timedelta = rot.DEFAULT_PROPAGATION_DELAY
+    #: bytes one Secret may hold (tests lower it to split a hub's trust cheaply)
+    secret_budget: int = SECRET_DATA_LIMIT
     #: peers whose first pass is about to run (queued, or running): what they publish soon
     imminent: frozenset[IdentityRef] = frozenset()
 
@@ -97,6 +103,10 @@ class IdentityPlan:
     awaits_peers: bool = False
     #: the imminent peers the first trust Secret waits for (:func:`first_trust_waits_for`)
     awaited: frozenset[IdentityRef] = frozenset()
+    #: the Secrets the trust files are in, as the projected volume lists them
+    trust_secrets: tuple[str, ...] = ()
+    #: our Secrets of single trust files no longer needed: deleted once workloads no longer project them
+    obsolete: tuple[str, ...] = ()
 
     @property
     def ready_message(self) -> str:
@@ -212,9 +222,19 @@ def first_trust_waits_for(obs: IdentityObservation) -> frozenset[IdentityRef]:
     return frozenset(lk.peer for lk in obs.links if lk.publication is None and lk.peer in obs.imminent)
 
 
+@dataclasses.dataclass(frozen=True)
+class _TrustObjects:
+    """The trust Secrets to write, all that the projected volume lists, and ours to delete."""
+
+    objects: list[DesiredObject]
+    secrets: tuple[str, ...]
+    obsolete: tuple[str, ...] = ()
+
+
 def _trust(p: _Pass, ca: CAMaterial | None, jwt: jwtkeys.JwtStep | None,
-           timer: Timer) -> tuple[TrustContent, DesiredObject | None]:
+           timer: Timer) -> tuple[TrustContent, _TrustObjects]:
     obs, ident = p.obs, p.obs.identity
+    unwritten = _TrustObjects([], (names.trust_secret(ident.name),))
     if awaited := first_trust_waits_for(obs):
         peers = ", ".join(sorted(str(peer) for peer in awaited))
         trust = TrustContent({}, {}, [], set(), set(), {"TrustReady": waiting(
@@ -222,22 +242,59 @@ def _trust(p: _Pass, ca: CAMaterial | None, jwt: jwtkeys.JwtStep | None,
         if ident.templates:
             trust.checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret is not written yet")
         p.checks |= trust.checks
-        return dataclasses.replace(trust, write=False), None
+        return dataclasses.replace(trust, write=False), unwritten
     if (conflict := clash(obs.trust, "Secret", ident.namespace)) is not None:
         trust = TrustContent({}, {}, [], set(), set(), {"TrustReady": conflict})
         if ident.templates:
             trust.checks["TemplatesReady"] = waiting("TrustNotReady", "the trust Secret cannot be written")
         p.checks |= trust.checks
-        return trust, None
+        return trust, unwritten
     password = obs.user_password or stored_password(obs.trust, "truststore.password") or p.keys.password()
-    trust = plan_trust(TrustInput(ident, obs.trust, obs.links, ca, jwt.state.active if jwt else None, password,
-                                  obs.template_sources, timer))
+    trust = plan_trust(TrustInput(ident, _stored_trust(obs), obs.links, ca, jwt.state.active if jwt else None,
+                                  password, obs.template_sources, timer, obs.secret_budget))
     p.checks |= trust.checks
+    laid_out = _trust_objects(obs, trust)
+    if isinstance(laid_out, Check):
+        p.checks["TrustReady"] = laid_out
+        return trust, unwritten
+    return trust, laid_out
+
+
+def _own_files(obs: IdentityObservation) -> dict[str, StoredObject]:
+    """The Secrets of single trust files that are ours: managed, and this identity's."""
+    return {f: o for f, o in obs.trust_files.items() if o.managed and o.owner == obs.identity.name}
+
+
+def _stored_trust(obs: IdentityObservation) -> StoredObject | None:
+    """The trust Secret with the files its split Secrets hold: what the trust planner keeps and compares."""
+    own = _own_files(obs)
+    if obs.trust is None or not own:
+        return obs.trust
+    moved = {f: o.data[f] for f, o in own.items() if f in o.data}
+    return dataclasses.replace(obs.trust, data={**obs.trust.data, **moved})
+
+
+def _trust_objects(obs: IdentityObservation, trust: TrustContent) -> _TrustObjects | Check:
+    """The trust files laid out in Secrets (:func:`~trustwire.plan.packing.pack`), or the clash that prevents it."""
+    ident, own = obs.identity, _own_files(obs)
+    primary = names.trust_secret(ident.name)
     if not trust.write:
-        return trust, None
-    return trust, DesiredObject("Secret", names.trust_secret(ident.name), trust.data,
-                                names.identity_labels(ident.name, "trust"), derived_annotations(trust.records),
-                                type=SECRET_OPAQUE)
+        return _TrustObjects([], (primary, *(names.trust_file_secret(ident.name, f)
+                                             for f in names.TRUST_SPLIT_KEYS if f in own)))
+    packing = pack(trust.data, obs.secret_budget, own)
+    assert packing is not None, "plan_trust keeps only what fits"
+    for file in packing.alone:
+        if (conflict := clash(obs.trust_files.get(file), "Secret", ident.namespace)) is not None:
+            return conflict
+    labels = names.identity_labels(ident.name, "trust")
+    alone = [DesiredObject("Secret", names.trust_file_secret(ident.name, f), {f: v}, labels, type=SECRET_OPAQUE)
+             for f, v in packing.alone.items()]
+    shared = DesiredObject("Secret", primary, packing.shared, labels, derived_annotations(trust.records),
+                           type=SECRET_OPAQUE)
+    obsolete = tuple(names.trust_file_secret(ident.name, f) for f in names.TRUST_SPLIT_KEYS
+                     if f in own and f not in packing.alone)
+    # the files' own Secrets first: a file moving out is never missing from the volume's union
+    return _TrustObjects([*alone, shared], (primary, *(o.name for o in alone)), obsolete)
 
 
 def _retire(p: _Pass, step: calife.CAStep | None, mounted: Mapping[str, bytes]) -> calife.CAStep | None:
@@ -245,7 +302,8 @@ def _retire(p: _Pass, step: calife.CAStep | None, mounted: Mapping[str, bytes]) 
     if step is None or step.state.phase is not calife.CAPhase.RETIRING:
         return step
     obs = p.obs
-    gate = rot.own_rollout_gate(has_workloads=bool(obs.identity.workloads), rolled_out_hash=obs.rolled_out_hash,
+    gate = rot.own_rollout_gate(has_workloads=obs.identity.restarts, reloads_in_place=obs.identity.reloads_in_place,
+                                rolled_out_hash=obs.rolled_out_hash,
                                 current_hash=material_hash(mounted) if mounted else None, now=obs.now,
                                 since=step.state.since, delay=obs.propagation_delay)
     retired = calife.retire(calife.CAStep(step.state, ()), gate, obs.now)
@@ -280,18 +338,21 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     p.waits += [jwt.wait] if jwt is not None and jwt.wait else []
     hmac = _hmac(p, leaf is not None, rotate == "jwt")
     creds_data, creds = _credentials(ident, leaf, jwt, hmac)
-    trust, trust_object = _trust(p, ca, jwt, timer)
+    trust, trust_objects = _trust(p, ca, jwt, timer)
     awaited = first_trust_waits_for(obs)
     mounted = {**creds_data, **trust.data} if leaf is not None and not awaited else {}
     ca_step = _retire(p, ca_step, mounted)
     ca_state = ca_step.state if ca_step is not None else None
-    objects = [o for o in (calife.ca_object(ident, ca_state) if ca_state else None, creds, trust_object) if o]
+    objects = [o for o in (calife.ca_object(ident, ca_state) if ca_state else None, creds) if o]
+    objects += trust_objects.objects
     if (conflict := clash(obs.public, "ConfigMap", ident.namespace)) is not None:
         p.checks["CAReady"] = conflict
     elif ca is not None:
         own = [c for c in (ca.cert, *((ca_state.next.cert if ca_state.next else None, ca_state.previous)
                                       if ca_state else ())) if c is not None]
         objects.append(public_object(ident, own, jwt.state if jwt else None))
+    template = ident.secret_template
+    objects = [with_secret_template(o, dict(template.labels), dict(template.annotations)) for o in objects]
     ca_wait = ca_step.wait if ca_step is not None else None
     jwt_state, jwt_wait = (jwt.state, jwt.wait) if jwt is not None else (None, None)
     status = IdentityStatus(
@@ -305,4 +366,5 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
                                 jwtkeys.rotation_status(jwt_state, jwt_wait)))
     p.deadlines += [g.retry_at for g in p.waits if g.retry_at is not None]
     return IdentityPlan(objects, p.checks, status, fold_issued(p.events), _wake_at(obs.now, p.deadlines), mounted,
-                        [_rotating(ca_state, jwt_state, p.waits)], awaits_peers=bool(p.waits), awaited=awaited)
+                        [_rotating(ca_state, jwt_state, p.waits)], awaits_peers=bool(p.waits), awaited=awaited,
+                        trust_secrets=trust_objects.secrets, obsolete=trust_objects.obsolete)

@@ -51,6 +51,27 @@ class DesiredObject:
     owned: bool = True
 
 
+def with_secret_template(desired: DesiredObject, labels: Mapping[str, str],
+                         annotations: Mapping[str, str]) -> DesiredObject:
+    """A Secret with the user's ``spec.secretTemplate`` labels and annotations beside ours,
+    and the record of which keys they are (:data:`~trustwire.names.SECRET_TEMPLATE_ANNOTATION`)."""
+    if desired.kind != "Secret" or not (labels or annotations):
+        return desired
+    record = json.dumps({"annotations": sorted(annotations), "labels": sorted(labels)}, separators=(",", ":"))
+    return dataclasses.replace(desired, labels={**labels, **desired.labels},
+                               annotations={**annotations, **desired.annotations,
+                                            names.SECRET_TEMPLATE_ANNOTATION: record})
+
+
+def templated_keys(annotations: Mapping[str, str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The (label, annotation) keys an observed Secret's record says the template added."""
+    try:
+        record = json.loads(annotations.get(names.SECRET_TEMPLATE_ANNOTATION) or "{}")
+        return frozenset(map(str, record.get("labels", ()))), frozenset(map(str, record.get("annotations", ())))
+    except (ValueError, AttributeError, TypeError):
+        return frozenset(), frozenset()
+
+
 # --------------------------------------------------------------------------------------
 # JSON, digests, messages
 # --------------------------------------------------------------------------------------

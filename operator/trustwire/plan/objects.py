@@ -14,7 +14,8 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from trustwire.plan.material import DesiredObject
+from trustwire import names
+from trustwire.plan.material import DesiredObject, templated_keys
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -100,20 +101,24 @@ def object_patch(desired: DesiredObject, observed: Mapping[str, Any],
                  owner: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Merge patch from the observed managed object to the desired one, or None.
 
-    Only our labels and annotations are compared (other writers may add theirs); ``data``
-    is ours entirely, so keys we no longer want are removed.
+    Only our labels and annotations are compared (other writers may add theirs): trustwire's
+    own, and those ``spec.secretTemplate`` added, which go when the template drops them;
+    ``data`` is ours entirely, so keys we no longer want are removed.
     """
     meta = observed.get("metadata") or {}
     patch: dict[str, Any] = {}
     owners = _owner_patch(desired, meta, owner)
     if owners is not None:
         patch["metadata"] = {"ownerReferences": owners}
-    labels = {k: v for k, v in desired.labels.items() if (meta.get("labels") or {}).get(k) != v}
-    observed_annotations = meta.get("annotations") or {}
+    observed_labels, observed_annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    labels: dict[str, Any] = {k: v for k, v in desired.labels.items() if observed_labels.get(k) != v}
     annotations: dict[str, Any] = {k: v for k, v in desired.annotations.items() if observed_annotations.get(k) != v}
     for key in observed_annotations:
-        if key.startswith("trustwire.io/") and key not in desired.annotations:
+        if key.startswith(f"{names.TRUSTWIRE_PREFIX}/") and key not in desired.annotations:
             annotations[key] = None
+    templated_labels, templated_annotations = templated_keys(observed_annotations)
+    labels |= {k: None for k in templated_labels - desired.labels.keys() if k in observed_labels}
+    annotations |= {k: None for k in templated_annotations - desired.annotations.keys() if k in observed_annotations}
     if labels or annotations:
         patch.setdefault("metadata", {})
         if labels:

@@ -54,7 +54,10 @@ class PeerState:
     trusted_cas: frozenset[str]
     trusted_kids: frozenset[str]
     rolled_out: bool
+    #: workloads that roll when the material changes (their rollout is the evidence)
     has_workloads: bool
+    #: workloads that reload the files in place (only the propagation delay is evidence)
+    reloads_in_place: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,8 @@ def distribution_gate(what: str, consumers: Sequence[tuple[IdentityRef, PeerStat
     """Every consumer reports holding ``holds`` (a CA fingerprint or kid) and runs it.
 
     ``kind`` is ``"ca"`` or ``"kid"``. A consumer with workloads must have rolled them out
-    with the material; one without workloads gets ``delay`` after the phase started.
+    with the material; one without workloads, or with workloads that reload files in place,
+    gets ``delay`` after the phase started.
     """
     pending: list[str] = []
     retry: datetime | None = None
@@ -79,8 +83,9 @@ def distribution_gate(what: str, consumers: Sequence[tuple[IdentityRef, PeerStat
             pending.append(f"{ref} does not trust the next {what} yet")
         elif state.has_workloads and not state.rolled_out:
             pending.append(f"{ref} is rolling out its workloads")
-        elif not state.has_workloads and now < since + delay:
-            pending.append(f"{ref} has no workloads; waiting for the propagation delay")
+        elif (state.reloads_in_place or not state.has_workloads) and now < since + delay:
+            why = "reloads in place" if state.reloads_in_place else "has no workloads"
+            pending.append(f"{ref} {why}; waiting for the propagation delay")
             retry = since + delay if retry is None else min(retry, since + delay)
     if pending:
         return Gate(False, "; ".join(pending), retry)
@@ -88,15 +93,16 @@ def distribution_gate(what: str, consumers: Sequence[tuple[IdentityRef, PeerStat
 
 
 def own_rollout_gate(*, has_workloads: bool, rolled_out_hash: str | None, current_hash: str | None,
-                     now: datetime, since: datetime, delay: timedelta) -> Gate:
-    """The identity's own workloads run ``current_hash`` (or the delay passed, without workloads)."""
-    if has_workloads:
-        if current_hash is not None and rolled_out_hash == current_hash:
-            return Gate(True, "own workloads rolled out")
+                     now: datetime, since: datetime, delay: timedelta, reloads_in_place: bool = False) -> Gate:
+    """The identity's own workloads run ``current_hash`` (``has_workloads``: those that roll),
+    and the delay passed when none roll or some reload in place."""
+    if has_workloads and not (current_hash is not None and rolled_out_hash == current_hash):
         return Gate(False, "waiting for own workloads to roll out the new certificate")
-    if now >= since + delay:
-        return Gate(True, "propagation delay passed")
-    return Gate(False, "no workloads; waiting for the propagation delay", since + delay)
+    if (reloads_in_place or not has_workloads) and now < since + delay:
+        why = "workloads reload in place" if reloads_in_place else "no workloads"
+        return Gate(False, f"{why}; waiting for the propagation delay", since + delay)
+    return Gate(True, "own workloads rolled out" if has_workloads and not reloads_in_place
+                else "propagation delay passed")
 
 
 def jwt_grace(rotation_period: timedelta) -> timedelta:

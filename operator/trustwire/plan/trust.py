@@ -1,9 +1,10 @@
-"""The trust Secret: peers' CAs, JWKS, shared secrets and rendered templates, within 1 MiB.
+"""The trust files: peers' CAs, JWKS, shared secrets and rendered templates, within what Secrets hold.
 
-:func:`plan_trust` builds the Secret for every accepted peer; when that outgrows what a
-Secret may hold it keeps the peers already held plus, in a fixed order, as many waiting
-peers as still fit (``TrustTooLarge``), so removals and revocations take effect at once,
-nothing already trusted is lost, and the set only grows from pass to pass.
+:func:`plan_trust` builds the files for every accepted peer (:mod:`~trustwire.plan.packing`
+lays them out in Secrets); when they outgrow what Secrets may hold it keeps the peers
+already held plus, in a fixed order, as many waiting peers as still fit (``TrustTooLarge``),
+so removals and revocations take effect at once, nothing already trusted is lost, and the
+set only grows from pass to pass.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from trustwire.plan import shared, templates
 from trustwire.plan.conditions import Check, passed, stalled, waiting
 from trustwire.plan.jwt import JwtMaterial
 from trustwire.plan.material import CAMaterial, StoredObject, bounded, stable_output, to_json
+from trustwire.plan.packing import SECRET_DATA_LIMIT, fill, largest
 from trustwire.plan.publication import Publication
 from trustwire.plan.shared import SharedValue
 from trustwire.plan.status import PeerStatus
-
-#: Kubernetes refuses a Secret whose data values add up to more than 1 MiB (``MaxSecretSize``).
-SECRET_DATA_LIMIT = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +46,8 @@ class TrustInput:
     password: str
     template_sources: Mapping[str, str | None]
     timer: templates.Timer
+    #: bytes one Secret may hold (tests lower it to split and overflow cheaply)
+    budget: int = SECRET_DATA_LIMIT
 
 
 @dataclasses.dataclass
@@ -72,33 +73,34 @@ def plan_trust(t: TrustInput) -> TrustContent:
     """The trust Secret for every peer, or the largest fitting part of it (``TrustTooLarge``)."""
     ident, ns = t.identity, t.identity.namespace
     trust = content(t, t.links)
-    if trust.size <= SECRET_DATA_LIMIT:
+    if fill(trust.data, t.budget) <= 1:
         return trust
     held = held_peers(t.stored)
     kept = [link for link in t.links if link_key(link) in held]
     waiting_links = sorted((link for link in t.links if link_key(link) not in held), key=link_order)
     fitting = content(t, kept)
-    if fitting.size > SECRET_DATA_LIMIT:  # even those no longer fit: leave the Secret exactly as it is
+    if fill(fitting.data, t.budget) > 1:  # even those no longer fit: leave the Secrets exactly as they are
         stored = dict(t.stored.data) if t.stored is not None else {}
         fitting = TrustContent(stored, {}, fitting.peers_status, *trusted_in(stored), fitting.checks, write=False)
     elif waiting_links:
-        per_peer = (trust.size - fitting.size) / len(waiting_links)
-        count = min(len(waiting_links), int((SECRET_DATA_LIMIT - fitting.size) / max(per_peer, 1.0)))
+        per_peer = (fill(trust.data, t.budget) - fill(fitting.data, t.budget)) / len(waiting_links)
+        count = min(len(waiting_links), int((1 - fill(fitting.data, t.budget)) / max(per_peer, 1e-9)))
         while count > 0:
             candidate = content(t, [*kept, *waiting_links[:count]])
-            if candidate.size <= SECRET_DATA_LIMIT:
+            if fill(candidate.data, t.budget) <= 1:
                 fitting = candidate
                 break
             count = min(count - 1, int(count * 0.97))
     trusted = len(fitting.peers_status)
     rendered = sum(len(trust.data.get(tpl.name, b"")) for tpl in ident.templates)
+    big, big_size = largest(trust.data)
     fitting.checks["TrustReady"] = stalled(
         "TrustTooLarge",
-        f"Secret {ns}/{names.trust_secret(ident.name)} would need {trust.size:,} bytes for {len(t.links)} "
-        f"peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered); Kubernetes limits a "
-        f"Secret to {SECRET_DATA_LIMIT:,} bytes (1 MiB). {trusted} peer(s) are trusted, "
-        f"{len(t.links) - trusted} wait. Split the peers across several identities, shorten the templates, "
-        "or leave JKS out of spec.keystores.formats")
+        f"Secret {ns}/{names.trust_secret(ident.name)} and its split Secrets would need {trust.size:,} bytes "
+        f"for {len(t.links)} peer(s) and {len(ident.templates)} template(s) ({rendered:,} bytes rendered), "
+        f"{big_size:,} of them in {big}; Kubernetes limits a Secret to {t.budget:,} bytes and a file cannot "
+        f"span Secrets. {trusted} peer(s) are trusted, "
+        f"{len(t.links) - trusted} wait. Split the peers across several identities or shorten the templates")
     return fitting
 
 

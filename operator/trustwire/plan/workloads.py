@@ -19,7 +19,8 @@ What "wired" means (docs/design.md §3), for identity ``<id>`` in namespace ``<n
 * in every selected container: volumeMount ``{name: trustwire, mountPath: <mountPath>,
   readOnly: true}`` and env ``{name: TRUSTWIRE_DIR, value: <mountPath>}``;
 * pod-template annotation ``trustwire.io/material-hash: <hash>`` — a rollout happens
-  exactly when the mounted material changes;
+  exactly when the mounted material changes (not for ``rollout: InPlace``, whose pods keep
+  running while the kubelet updates the files);
 * workload annotation ``trustwire.io/wired-by: <ns>/<id>`` — who owns the wiring, for
   unwiring and conflict detection.
 
@@ -80,7 +81,7 @@ __all__ = [
 DEFAULT_MODE = 0o440
 
 #: What every identity's Secret names end with: the name of an identity is not always known.
-_SECRET_SUFFIXES = (names.credentials_secret(""), names.trust_secret(""))
+_SECRET_SUFFIXES = (names.credentials_secret(""), *names.trust_secrets(""))
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,12 @@ class Wiring:
     namespace: str
     mount_path: str
     credentials_secret: str
-    trust_secret: str
+    #: the trust Secret, then the Secrets of trust files split off (``names.trust_secrets``)
+    trust_secrets: tuple[str, ...]
     containers: tuple[str, ...]
-    material_hash: str
+    #: the pod-template annotation that rolls the pods when the material changes; None for a
+    #: workload that reloads the files in place (the annotation is then removed, if there)
+    material_hash: str | None
 
     @property
     def owner(self) -> str:
@@ -191,7 +195,11 @@ def _wire(patch: Patch, workload: Mapping[str, Any], meta: Mapping[str, Any], wi
             problems.extend(wire_container(patch, container, wiring.mount_path, where))
         else:
             unwire_container(patch, container)
-    set_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION, wiring.material_hash)
+    if wiring.material_hash is None:
+        drop_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION)
+    else:
+        set_annotation(patch, POD_META, get(workload, POD_META), names.MATERIAL_HASH_ANNOTATION,
+                       wiring.material_hash)
     set_annotation(patch, ("metadata",), workload.get("metadata"), names.WIRED_BY_ANNOTATION, wiring.owner)
     return WiringResult(_guarded(patch, meta), problems)
 
@@ -202,8 +210,7 @@ def _wire_volume(patch: Patch, volumes: _Volumes, wiring: Wiring) -> None:
         "projected": {
             "defaultMode": DEFAULT_MODE,
             "sources": [
-                {"secret": {"name": wiring.credentials_secret}},
-                {"secret": {"name": wiring.trust_secret}},
+                {"secret": {"name": name}} for name in (wiring.credentials_secret, *wiring.trust_secrets)
             ],
         },
     }
@@ -240,11 +247,11 @@ def _is_our_volume(volume: Mapping[str, Any], wiring: Wiring | None, owner: str 
     secrets = _secret_names(volume)
     if not secrets:
         return False
-    if wiring is not None:
-        allowed = {wiring.credentials_secret, wiring.trust_secret}
+    if wiring is not None:  # any of its trust Secrets: the split may have changed since the volume was set
+        allowed = {wiring.credentials_secret, *names.trust_secrets(wiring.identity)}
     elif owner is not None and "/" in owner:
         identity = owner.split("/", 1)[1]
-        allowed = {names.credentials_secret(identity), names.trust_secret(identity)}
+        allowed = {names.credentials_secret(identity), *names.trust_secrets(identity)}
     else:
         return all(s.endswith(_SECRET_SUFFIXES) for s in secrets)
     return set(secrets) <= allowed
@@ -267,7 +274,7 @@ def _volume_up_to_date(volume: Mapping[str, Any], wiring: Wiring) -> bool:
     return (
         set(volume) == {"name", "projected"}
         and projected.get("defaultMode") == DEFAULT_MODE
-        and _secret_names(volume) == [wiring.credentials_secret, wiring.trust_secret]
+        and _secret_names(volume) == [wiring.credentials_secret, *wiring.trust_secrets]
         and all(
             set(source["secret"]) <= {"name", "optional"} and not source["secret"].get("optional")
             for source in projected.get("sources") or []
