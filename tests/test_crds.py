@@ -314,7 +314,7 @@ def test_a_fully_specified_serviceidentity_is_accepted(sid: dict[str, Any]) -> N
         ({"ca": {"duration": "1y"}}, "not a duration"),
         ({"certificate": {"renewBefore": "10 days"}}, "not a duration"),
         ({"certificate": {"keyAlgorithm": "ecdsap256"}}, "enum is case-sensitive"),
-        ({"jwt": {"algorithm": "HS256"}}, "symmetric JWT algorithm"),
+        ({"jwt": {"algorithm": "HS1024"}}, "unknown HMAC JWT algorithm"),
         ({"jwt": {"enabled": "yes"}}, "not a boolean"),
         ({"jwt": {"revokedKids": ["k"] * 101}}, "too many revoked kids"),
         ({"keystores": {"formats": ["PEM"]}}, "PEM is always written"),

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -224,6 +225,35 @@ def test_jwt_key_that_does_not_match_its_jwk(demo: Demo, dgc: dict[str, bytes]) 
     findings = verify_material(files, now=now())
     assert "jwt.key is not the key of jwt.jwk" in failed(findings)["jwt"]
     assert_no_key_material(findings, files, other)
+
+
+def _hmac_files(dgc: dict[str, bytes], algorithm: pki.HmacAlgorithm) -> dict[str, bytes]:
+    key = pki.generate_hmac_key(algorithm)
+    jwk = pki.hmac_jwk(key, algorithm)
+    return dict(dgc, **{"jwt.key": key, "jwt.jwk": json.dumps(jwk).encode(), "jwt.kid": jwk["kid"].encode()})
+
+
+@pytest.mark.parametrize("algorithm", list(pki.HmacAlgorithm))
+def test_a_symmetric_jwt_key(dgc: dict[str, bytes], algorithm: pki.HmacAlgorithm) -> None:
+    files = _hmac_files(dgc, algorithm)
+    findings = verify_material(files, now=now())
+    assert failed(findings) == {}
+    assert f"({algorithm}, symmetric)" in by_check(findings)["jwt"].message
+    assert_no_key_material(findings, files)
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda f: {"jwt.key": f["jwt.key"][:-1]}, "jwt.key is not a HS256 key"),
+    (lambda f: {"jwt.key": pki.generate_hmac_key(pki.HmacAlgorithm.HS256)}, "jwt.key is not the key of jwt.jwk"),
+    (lambda f: {"jwt.kid": b"forged"}, "jwt.key is not the key of jwt.jwk and jwt.kid"),
+    (lambda f: {"jwt.jwk": f["jwt.jwk"].replace(b'"HS256"', b'"HS999"')}, "HS256, HS384 or HS512 expected"),
+])
+def test_a_damaged_symmetric_jwt_key(dgc: dict[str, bytes], edit: Any, says: str) -> None:
+    files = _hmac_files(dgc, pki.HmacAlgorithm.HS256)
+    files |= edit(files)
+    findings = verify_material(files, now=now())
+    assert set(failed(findings)) == {"jwt"} and says in failed(findings)["jwt"]
+    assert_no_key_material(findings, files)
 
 
 def test_private_members_in_peers_jwks(demo: Demo, dgc: dict[str, bytes]) -> None:

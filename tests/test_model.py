@@ -22,7 +22,9 @@ from trustwire.model import (
     DeletionPolicy,
     IdentityRef,
     KeystoreFormat,
+    SecretEncoding,
     SecretKeyRef,
+    SharedSecretSpec,
     SpecError,
     TemplateSpec,
     WorkloadKind,
@@ -34,7 +36,7 @@ from trustwire.model import (
 )
 from trustwire.model.reader import Reader
 from trustwire.model.text import quote, type_name
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 Factory = Callable[..., dict[str, Any]]
 
@@ -105,7 +107,7 @@ def test_relationship_defaults(relationship_body: Factory) -> None:
     assert rel.roles == ()
     assert rel.audience is None
     assert rel.scopes == ()
-    assert rel.shared_secret is False
+    assert rel.shared_secret is None
 
 
 def test_relationship_full_spec(relationship_body: Factory) -> None:
@@ -123,7 +125,7 @@ def test_relationship_full_spec(relationship_body: Factory) -> None:
     )
     assert rel.between == (IdentityRef("gov", "dgc"), IdentityRef("jobs", "jobserver"))
     assert rel.initiator == IdentityRef("gov", "dgc")
-    assert (rel.mtls, rel.jwt, rel.shared_secret) == (False, True, True)
+    assert (rel.mtls, rel.jwt, rel.shared_secret) == (False, True, SharedSecretSpec())
     assert rel.roles == ("IMPERSONATION",)
     assert rel.audience == "pf"
     assert rel.scopes == ("read", "write")
@@ -216,7 +218,8 @@ ENUM_CASES: list[tuple[str, dict[str, Any], type[enum.Enum]]] = [
     ("spec.ca.source", {"ca": {"source": "Vault"}}, CASource),
     ("spec.ca.keyAlgorithm", {"ca": {"keyAlgorithm": "DSA"}}, KeyAlgorithm),
     ("spec.certificate.keyAlgorithm", {"certificate": {"keyAlgorithm": "ecdsap256"}}, KeyAlgorithm),
-    ("spec.jwt.algorithm", {"jwt": {"algorithm": "HS256"}}, JwtAlgorithm),
+    ("spec.jwt.algorithm", {"jwt": {"algorithm": "HS1024"}}, JwtAlgorithm),
+    ("spec.jwt.algorithm", {"jwt": {"algorithm": "hs256"}}, HmacAlgorithm),
     ("spec.keystores.formats[1]", {"keystores": {"formats": ["PKCS12", "BKS"]}}, KeystoreFormat),
     ("spec.workloads[0].kind", {"workloads": [{"kind": "ReplicaSet", "name": "x"}]}, WorkloadKind),
     ("spec.deletionPolicy", {"deletionPolicy": "Orphan"}, DeletionPolicy),
@@ -239,6 +242,16 @@ def test_bad_enum_value_names_path_and_allowed_values(
         assert member.value in message, f"{member.value} missing from {message!r}"
 
 
+@pytest.mark.parametrize(("value", "algorithm", "hmac"), [
+    *((a.value, a, None) for a in JwtAlgorithm),
+    *((h.value, JwtAlgorithm.ES256, h) for h in HmacAlgorithm),
+])
+def test_every_jwt_algorithm_is_accepted(identity_body: Factory, value: str, algorithm: JwtAlgorithm,
+                                         hmac: HmacAlgorithm | None) -> None:
+    jwt = parse_identity(identity_body(jwt={"algorithm": value})).jwt
+    assert (jwt.algorithm, jwt.hmac) == (algorithm, hmac)
+
+
 @pytest.mark.parametrize("value", list(KeyAlgorithm))
 def test_every_key_algorithm_is_accepted(identity_body: Factory, value: KeyAlgorithm) -> None:
     ident = parse_identity(
@@ -246,11 +259,6 @@ def test_every_key_algorithm_is_accepted(identity_body: Factory, value: KeyAlgor
     )
     assert ident.ca.key_algorithm is value
     assert ident.certificate.key_algorithm is value
-
-
-@pytest.mark.parametrize("value", list(JwtAlgorithm))
-def test_every_jwt_algorithm_is_accepted(identity_body: Factory, value: JwtAlgorithm) -> None:
-    assert parse_identity(identity_body(jwt={"algorithm": str(value)})).jwt.algorithm is value
 
 
 def test_workload_kind_is_required(identity_body: Factory) -> None:
@@ -456,6 +464,50 @@ def test_relationship_wrong_type(
     problems = relationship_problems(relationship_body(**spec))
     assert path in problems, problems
     assert words in problems[path]
+
+
+SHARED_SECRET_CASES = [
+    ({"enabled": True}, SharedSecretSpec()),
+    ({"enabled": False, "group": "datahub"}, None),
+    ({"enabled": True, "encoding": "hex", "clientId": "__datahub_system", "group": "datahub", "gracePeriod": "10m"},
+     SharedSecretSpec(SecretEncoding.HEX, "__datahub_system", "datahub", timedelta(minutes=10))),
+    ({"enabled": True, "encoding": "raw"}, SharedSecretSpec(SecretEncoding.RAW)),
+]
+
+
+@pytest.mark.parametrize(("shared", "expected"), SHARED_SECRET_CASES)
+def test_relationship_shared_secret(relationship_body: Factory, shared: dict[str, Any],
+                                    expected: SharedSecretSpec | None) -> None:
+    assert parse_relationship(relationship_body(sharedSecret=shared)).shared_secret == expected
+
+
+SHARED_SECRET_PROBLEMS = [
+    ({"encoding": "base64"}, "spec.sharedSecret.encoding", "allowed values are base64url, hex, raw"),
+    ({"group": "DataHub"}, "spec.sharedSecret.group", "must be a DNS label"),
+    ({"group": "g" * 64}, "spec.sharedSecret.group", "at most 63 characters"),
+    ({"group": "-x"}, "spec.sharedSecret.group", "must be a DNS label"),
+    ({"clientId": "two words"}, "spec.sharedSecret.clientId", "printable ASCII characters without spaces"),
+    ({"clientId": ""}, "spec.sharedSecret.clientId", "printable ASCII"),
+    ({"clientId": "x" * 254}, "spec.sharedSecret.clientId", "at most 253 allowed"),
+    ({"gracePeriod": "5s"}, "spec.sharedSecret.gracePeriod", "out of range"),
+    ({"gracePeriod": "soon"}, "spec.sharedSecret.gracePeriod", ""),
+]
+
+
+@pytest.mark.parametrize(("shared", "path", "words"), SHARED_SECRET_PROBLEMS)
+def test_relationship_shared_secret_problems(relationship_body: Factory, shared: dict[str, Any], path: str,
+                                             words: str) -> None:
+    problems = relationship_problems(relationship_body(sharedSecret={"enabled": True, **shared}))
+    assert path in problems, problems
+    assert words in problems[path]
+
+
+def test_a_grouped_shared_secret_lifts_the_name_limit(relationship_body: Factory) -> None:
+    """The group's Secret is named after the group, so the relationship's name is no label."""
+    long_name = "r" * 70
+    assert "metadata.name" in relationship_problems(relationship_body(name=long_name, sharedSecret={"enabled": True}))
+    rel = parse_relationship(relationship_body(name=long_name, sharedSecret={"enabled": True, "group": "g"}))
+    assert rel.shared_secret == SharedSecretSpec(group="g")
 
 
 @pytest.mark.parametrize("spec", [None, [], "x"], ids=["missing", "list", "string"])

@@ -28,6 +28,7 @@ from trustwire.model import (
     DeletionPolicy,
     KeystoreFormat,
     RolloutMode,
+    SecretEncoding,
     ServiceIdentity,
     TrustRelationship,
     WorkloadKind,
@@ -37,7 +38,7 @@ from trustwire.model import (
     parse_identity,
     parse_relationship,
 )
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 IDENTITY_CRD = "trustwire.io_serviceidentities.yaml"
@@ -130,18 +131,21 @@ def crd_enums(crd: Mapping[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
+#: ``spec.jwt.algorithm`` takes an asymmetric algorithm or an HMAC one (two enums in the parser).
+JWS_ALGORITHMS = enum.StrEnum("JWS_ALGORITHMS", {m.name: m.value for m in (*JwtAlgorithm, *HmacAlgorithm)})
 #: Which Python enum the parser uses for each enum-valued field.
 IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.ca.source": CASource,
     "spec.ca.keyAlgorithm": KeyAlgorithm,
     "spec.certificate.keyAlgorithm": KeyAlgorithm,
-    "spec.jwt.algorithm": JwtAlgorithm,
+    "spec.jwt.algorithm": JWS_ALGORITHMS,
     "spec.keystores.formats[]": KeystoreFormat,
     "spec.workloads[].kind": WorkloadKind,
     "spec.workloads[].rollout": RolloutMode,
     "spec.deletionPolicy": DeletionPolicy,
 }
-RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.between[].external.caBundleRef.kind": BundleKind}
+RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.between[].external.caBundleRef.kind": BundleKind,
+                                                   "spec.sharedSecret.encoding": SecretEncoding}
 
 
 def enum_drift(crd: Mapping[str, Any], expected: Mapping[str, type[enum.StrEnum]]) -> dict[str, Any]:
@@ -217,7 +221,7 @@ RELATIONSHIP_DEFAULT_READERS: dict[
 ] = {
     "spec.mtls.enabled": ({}, lambda r: r.mtls, bool),
     "spec.jwt.enabled": ({}, lambda r: r.jwt, bool),
-    "spec.sharedSecret.enabled": ({}, lambda r: r.shared_secret, bool),
+    "spec.sharedSecret.enabled": ({}, lambda r: r.shared_secret is not None, bool),
 }
 
 

@@ -14,6 +14,8 @@ IDENTITY_LABEL = "trustwire.io/identity"
 RELATIONSHIP_LABEL = "trustwire.io/relationship"
 ENROLLMENT_LABEL = "trustwire.io/enrollment"
 ROLE_LABEL = "trustwire.io/role"
+#: On a group's shared Secret: the group it holds the secret of.
+SHARED_GROUP_LABEL = "trustwire.io/shared-group"
 
 FIELD_MANAGER = "trustwire"
 FINALIZER = "trustwire.io/finalizer"
@@ -34,6 +36,15 @@ CA_SINCE_ANNOTATION = "trustwire.io/ca-phase-since"
 JWT_NEXT_ANNOTATION = "trustwire.io/jwt-next-issued-at"
 JWT_PREVIOUS_ANNOTATION = "trustwire.io/jwt-previous"
 JWT_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/jwt-previous-until"
+#: On a shared Secret: until when ``previous.key`` is still delivered after a rotation.
+SHARED_PREVIOUS_UNTIL_ANNOTATION = "trustwire.io/shared-previous-until"
+#: On a shared Secret: JSON ``{relationship: rotate annotation value}`` of the requests handled.
+SHARED_ROTATED_ANNOTATION = "trustwire.io/shared-rotated"
+#: The ``trustwire.io/rotate`` value (``shared-secret[:anything]``) a TrustRelationship takes.
+ROTATE_SHARED_SECRET = "shared-secret"  # noqa: S105 - a request name
+#: Keys of a shared Secret: the current value and, during the grace period, the previous one.
+SHARED_KEY = "shared.key"
+SHARED_PREVIOUS_KEY = "previous.key"
 
 #: Files of the credentials Secret and of the trust Secret, both projected into one mounted
 #: directory (so no key may appear in both, and no template may take one of these names).
@@ -48,7 +59,7 @@ MOUNTED_KEYS = CREDENTIALS_KEYS | TRUST_KEYS
 #: Trust files that move into a Secret of their own when a hub's trust outgrows one Secret
 #: (docs/design.md §8), in the order the projected volume lists their Secrets.
 TRUST_SPLIT_KEYS = ("trust-bundle.pem", "truststore.p12", "truststore.jks", "peers.jwks", "peers.json")
-#: Prefix of the per-peer shared-secret files in the trust Secret (``shared-<peer>.key``).
+#: Prefix of the shared-secret files in the trust Secret (see :func:`shared_files`).
 SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
 
 #: The enrollment CA(s) the identity's workloads trust for client certificates of enrolled applications.
@@ -98,6 +109,17 @@ def public_configmap(identity: str) -> str:
 
 def shared_secret(relationship: str) -> str:
     return f"{relationship}-trustwire-shared"
+
+
+def shared_group_secret(group: str) -> str:
+    return f"{group}-trustwire-group"
+
+
+def shared_files(key: str) -> tuple[str, str, str]:
+    """The trust Secret's files of one shared secret: value, client id, previous value
+    (``key`` is the group, or the peer for a relationship without one)."""
+    base = f"{SHARED_SECRET_PREFIX}{key}"
+    return f"{base}.key", f"{base}.client-id", f"{base}.key.previous"
 
 
 def identity_labels(identity: str, role: str) -> dict[str, str]:

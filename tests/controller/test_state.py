@@ -433,3 +433,26 @@ def test_an_external_members_bundle_is_indexed_and_dropped_with_its_relationship
     assert dict(state.bundle_index) == {("gov", "other-ca"): {key}}
     state.drop_relationship(key)
     assert dict(state.bundle_index) == {}
+
+
+def _grouped(relationship_body: Factory, name: str, group: str | None, namespace: str = "ns") -> dict[str, Any]:
+    shared = {"enabled": True, **({"group": group} if group else {})}
+    return relationship_body("a", f"b-{name}", name=name, namespace=namespace, sharedSecret=shared)
+
+
+def test_group_members_and_the_groups_a_relationship_left(state: State, relationship_body: Factory) -> None:
+    """A group's Secret goes once no relationship of its namespace names it: the state
+    remembers every group a relationship stopped naming (deleted, or changed)."""
+    state.put_relationship(_grouped(relationship_body, "one", "g"))
+    state.put_relationship(_grouped(relationship_body, "two", "g"))
+    state.put_relationship(_grouped(relationship_body, "three", "g", namespace="other"))
+    state.put_relationship(_grouped(relationship_body, "four", None))
+    assert [r.name for r in state.group_members("ns", "g")] == ["one", "two"]
+    assert [r.name for r in state.group_members("other", "g")] == ["three"]
+    assert state.former_groups == set()
+    state.put_relationship(_grouped(relationship_body, "one", "h"))  # moved to another group
+    state.drop_relationship(("ns", "four"))  # no group: nothing to remember
+    assert state.former_groups == {("ns", "g")}
+    assert [r.name for r in state.group_members("ns", "g")] == ["two"]
+    state.drop_relationship(("ns", "two"))
+    assert state.group_members("ns", "g") == [] and ("ns", "g") in state.former_groups

@@ -44,7 +44,8 @@ from tests.integration.harness import History
 from trustwire import names
 
 PEM_PRIVATE = re.compile(rb"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY)-----\r?\n(.*?)-----END \1-----", re.S)
-JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")
+#: the private members of asymmetric JWKs, and ``k`` of a symmetric (``oct``) one
+JWK_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 _SECRET_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?$")
 #: Needles shorter than this are too likely to appear by chance.
 MIN_NEEDLE = 16
@@ -186,9 +187,9 @@ class LeakAudit:
                 self._jwk_needles(value, label, owner)
             if key.endswith(".password"):
                 self.add_needle(value.strip(), f"the password in {label}", owner)
-            # a relationship's shared secret is harvested where it is born (``shared.key`` of the
-            # relationship's Secret); the ``shared-<peer>.key`` copies are where it may go
-            if key == "shared.key":
+            # a shared secret is harvested where it is born (``shared.key``/``previous.key`` of the
+            # relationship's or group's Secret); the ``shared-*.key`` copies are where it may go
+            if key in (names.SHARED_KEY, names.SHARED_PREVIOUS_KEY):
                 for needle, what in _raw_secret_needles(value, f"the shared secret in {label}"):
                     self.add_needle(needle, what, owner)
 
@@ -211,6 +212,8 @@ class LeakAudit:
                     self.add_needle(base64.b64encode(raw).rstrip(b"="),
                                     f"JWK member {member} (base64) in {label}", owner)
                     self.add_needle(raw.hex().encode(), f"JWK member {member} (hex) in {label}", owner)
+                    if member == "k":  # an HMAC key is the bytes of jwt.key itself: printable text
+                        self.add_needle(raw, f"JWK member k (the key) in {label}", owner)
 
     # ---- haystacks ----------------------------------------------------------------------
     def add_text(self, where: str, text: str | bytes, place: tuple[str, str] | None = None) -> None:

@@ -69,6 +69,10 @@ BROKEN: list[tuple[str, str, Callable[[Path], object], tuple[str, ...]]] = [
     ("dpm-dpe-jwt", "dpm", lambda d: (d / "application.properties").write_bytes(b""),
      ("template dpm/application.properties",)),
     ("shared", "jobserver", _overwrite_shared, ("shared secret dgc <-> jobserver",)),
+    ("datahub", "datahub-actions", _overwrite_shared, ("shared secret group datahub-system",)),
+    ("datahub", "datahub-frontend", lambda d: (d / "shared-datahub-system.client-id").write_bytes(b"someone"),
+     ("shared secret group datahub-system",)),
+    ("datahub", "datahub-gms", lambda d: (d / "jwt.key").write_bytes(b"A" * 43), ("HMAC key datahub-gms",)),
 ]
 
 

@@ -172,7 +172,7 @@ async def test_operator_converges_through_api_faults_with_one_ca_per_identity(
     dgc_trust = await cluster.data("Secret", "gov", names.trust_secret("dgc"))
     job_trust = await cluster.data("Secret", "jobs", names.trust_secret("jobserver"))
     assert dgc_trust["shared-jobserver.key"] == job_trust["shared-dgc.key"]
-    assert len(dgc_trust["shared-jobserver.key"]) == 32
+    assert len(dgc_trust["shared-jobserver.key"]) == 43  # 32 random bytes, base64url without padding
 
     # the workload was wired exactly once despite retried patches
     wired = await cluster.get("Deployment", "gov", "dgc")

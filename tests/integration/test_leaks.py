@@ -124,6 +124,12 @@ async def _scenario(cluster: Cluster) -> None:
     await until(lambda: _has_reason(cluster, "bad", "Ready", "InvalidSpec", kind="TrustRelationship"),
                 "bad's InvalidSpec", timeout=30.0)
     await until(lambda: _both_ready(cluster), "alpha and beta Ready again", timeout=30.0)
+
+    # a symmetric JWT key, refused on a relationship that would send it to alpha
+    await cluster.apply(identity("delta", "gov", jwt={"algorithm": "HS256"}))
+    await cluster.apply(relationship("delta-alpha", "gov", ("delta", None), ("alpha", None)))
+    await until(lambda: _has_reason(cluster, "delta-alpha", "JwtAllowed", "SymmetricJwtKey", kind="TrustRelationship"),
+                "delta-alpha's SymmetricJwtKey", timeout=30.0)
     await cluster.settle()
 
 
@@ -177,6 +183,7 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     assert needle("the password", "gov/alpha-trustwire-credentials[keystore.password]")
     assert needle("the password", "jobs/beta-trustwire-trust[truststore.password]")
     assert needle("the shared secret", "gov/alpha-beta-trustwire-shared[shared.key]")
+    assert needle("JWK member k (the key)", "gov/delta-trustwire-credentials[jwt.jwk]")
     own = (await cluster.data("Secret", "gov", names.trust_secret("alpha")))["own.properties"]
     assert alpha_creds["jwt.key"] in own
     wheres = [w for w, _, _ in audit.haystacks]

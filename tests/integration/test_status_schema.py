@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.integration.harness import Cluster, deployment, identity, relationship
+from trustwire import names
 
 pytestmark = pytest.mark.integration
 CRDS = Path(__file__).parents[2] / "crds"
@@ -55,7 +56,18 @@ async def test_everything_the_operator_writes_survives_pruning(cluster: Cluster)
     await cluster.apply(identity("alpha", "team", workloads=[{"kind": "Deployment", "name": "alpha"}]))
     await cluster.apply(identity("beta", "team", jwt={"rotationPeriod": "30s"}))
     await cluster.apply(relationship("ab", "team", ("alpha", None), ("beta", None), sharedSecret={"enabled": True}))
+    # a symmetric key (no rotation time), a shared-secret group rotated, a refused relationship
+    await cluster.apply(identity("gamma", "team", jwt={"algorithm": "HS256"}))
+    group = {"enabled": True, "group": "g", "clientId": "c", "gracePeriod": "10m"}
+    rotated = relationship("bg", "team", ("beta", None), ("gamma", None), sharedSecret=group)
+    rotated["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "shared-secret:1"}
+    await cluster.apply(rotated)
     await cluster.wait_condition("TrustRelationship", "team", "ab", "Ready")
+    await cluster.wait_condition("TrustRelationship", "team", "bg", "JwtAllowed", "False", reason="SymmetricJwtKey")
+    fixed = relationship("bg", "team", ("beta", None), ("gamma", None), initiator="beta", sharedSecret=group)
+    fixed["metadata"]["annotations"] = {names.ROTATE_ANNOTATION: "shared-secret:2"}
+    await cluster.apply(fixed)
+    await cluster.wait_condition("TrustRelationship", "team", "bg", "SharedSecretReady", reason="Rotated")
     alpha = await cluster.wait_for("ServiceIdentity", "team", "alpha", _rolled_out, timeout=60,
                                    what="to be rolled out by the Deployment controller")
     workload = await cluster.get("Deployment", "team", "alpha")
@@ -73,7 +85,8 @@ async def test_everything_the_operator_writes_survives_pruning(cluster: Cluster)
 
     # ... and the apiserver stored all of it: each status is exactly what the operator meant
     for key, kind, name in (("identity", "ServiceIdentity", "alpha"), ("identity", "ServiceIdentity", "beta"),
-                            ("relationship", "TrustRelationship", "ab")):
+                            ("identity", "ServiceIdentity", "gamma"), ("relationship", "TrustRelationship", "ab"),
+                            ("relationship", "TrustRelationship", "bg")):
         body = await cluster.get(kind, "team", name)
         assert body is not None
         assert body["status"] == cluster.controller.statuses[(key, "team", name)], name

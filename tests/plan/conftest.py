@@ -31,6 +31,11 @@ class FixedKeys:
         self.requests.append(f"jwt_key {algorithm}")
         return self._pool(algorithm, next(self._slots))
 
+    def hmac_key(self, algorithm: pki.HmacAlgorithm) -> bytes:
+        self.requests.append(f"hmac_key {algorithm}")
+        slot = next(self._slots)
+        return pki.jwk.b64url_encode(bytes([slot % 256]) * pki.HMAC_RANDOM_BYTES[algorithm]).encode()
+
     def password(self) -> str:
         self.requests.append("password")
         return f"fixed-password-{next(self._passwords):04d}"

@@ -42,6 +42,7 @@ from trustwire.plan.material import DesiredObject, StoredObject
 from trustwire.plan.material import to_json as _json
 from trustwire.plan.objects import object_body, object_patch
 from trustwire.plan.publication import Publication, publication_from_secrets
+from trustwire.plan.shared import SharedValue
 from trustwire.plan.trust import SECRET_DATA_LIMIT, PeerLink
 
 NS = "gov"
@@ -168,9 +169,8 @@ def leaf_of(plan: IdentityPlan, ident: ServiceIdentity) -> x509.Certificate:
 
 def rfc7638_thumbprint(jwk: Mapping[str, str]) -> str:
     """RFC 7638 §3, written out here rather than taken from trustwire.pki."""
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}[
-        jwk["kty"]
-    ]
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x"),
+                "oct": ("k", "kty")}[jwk["kty"]]
     canonical = json.dumps({k: jwk[k] for k in required}, sort_keys=True, separators=(",", ":"))
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
@@ -210,7 +210,10 @@ def assert_material_valid(
     if ident.jwt.enabled:
         jwk = json.loads(data["jwt.jwk"])
         assert data["jwt.kid"].decode() == jwk["kid"] == rfc7638_thumbprint(jwk)
-        assert pki.public_jwk(pki.load_private_key(data["jwt.key"]), ident.jwt.algorithm)["kid"] == jwk["kid"]
+        if ident.jwt.hmac is not None:  # a symmetric key: the JWK's k is the file's bytes
+            assert base64.urlsafe_b64decode(jwk["k"] + "=" * (-len(jwk["k"]) % 4)) == data["jwt.key"]
+        else:
+            assert pki.public_jwk(pki.load_private_key(data["jwt.key"]), ident.jwt.algorithm)["kid"] == jwk["kid"]
 
 
 @pytest.fixture
@@ -287,7 +290,12 @@ def make_peer(real_key: KeyPool, now: datetime) -> Callable[..., Peer]:
 def link(rel: TrustRelationship, publication: Publication | None, shared: bytes | None = None) -> PeerLink:
     peer = rel.peer_of(ME)
     assert peer is not None
-    return PeerLink(rel, peer, publication, shared)
+    return PeerLink(rel, peer, publication, SharedValue(shared) if shared is not None else None)
+
+
+def b64url(raw: bytes) -> bytes:
+    """A shared secret as delivered by default: base64url without padding (RFC 4648 §5)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
 # ======================================================================================
@@ -471,6 +479,71 @@ def test_jwt_disabled_writes_no_jwt_files(make_ident: Callable[..., ServiceIdent
     assert "JwtKeyGenerated" not in events_of(plan)
 
 
+@pytest.mark.parametrize("algorithm", list(pki.HmacAlgorithm))
+def test_a_symmetric_jwt_key_stays_in_the_credentials_secret(
+    make_ident: Callable[..., ServiceIdentity], now: datetime, algorithm: pki.HmacAlgorithm
+) -> None:
+    ident = make_ident(jwt={"algorithm": str(algorithm)})
+    obs = observe(ident, now)
+    plan = plan_identity(obs)
+    data = creds(plan, ident)
+    key = data["jwt.key"]
+    assert pki.hmac_key_fits(key, algorithm)
+    jwk = json.loads(data["jwt.jwk"])
+    assert jwk == {"kty": "oct", "k": pki.jwk.b64url_encode(key), "alg": str(algorithm),
+                   "kid": data["jwt.kid"].decode()}
+    assert jwk["kid"] == rfc7638_thumbprint(jwk)
+    assert events_of(plan) == {"Issued": "Normal"}
+    assert plan.status.jwt is not None and plan.status.jwt.to_dict() == {
+        "kid": jwk["kid"], "algorithm": str(algorithm), "publishedKids": []}
+    # published nowhere: not in the public ConfigMap, not to peers
+    assert json.loads(public(plan, ident)["jwks.json"]) == {"keys": []}
+    assert all(key not in v and jwk["k"].encode() not in v for v in public(plan, ident).values())
+    again = feed_back(obs, plan)
+    publication = publication_from_secrets(ME, ident, again.ca, again.credentials)
+    assert publication is not None and publication.jwks == ()
+    # kept on the next pass; replaced on demand, with an Event
+    kept = plan_identity(again)
+    assert creds(kept, ident)["jwt.key"] == key and kept.events == []
+    rotated = plan_identity(again, rotate="jwt")
+    assert creds(rotated, ident)["jwt.key"] != key
+    assert events_of(rotated) == {"JwtKeyRotated": "Normal"}
+
+
+@pytest.mark.parametrize(("before", "after", "reason"), [
+    ({"algorithm": "HS256"}, {"algorithm": "HS512"}, "JwtKeyRotated"),
+    ({"algorithm": "ES256"}, {"algorithm": "HS256"}, "JwtKeyRotated"),
+    ({"algorithm": "HS256"}, {"algorithm": "ES256"}, "JwtKeyRotated"),  # no receiver to publish to first
+])
+def test_changing_to_or_from_a_symmetric_algorithm_replaces_the_key(
+    make_ident: Callable[..., ServiceIdentity], now: datetime, before: dict[str, str], after: dict[str, str],
+    reason: str,
+) -> None:
+    first = make_ident(jwt=before)
+    obs = observe(first, now)
+    plan = plan_identity(obs)
+    changed = make_ident(jwt=after)
+    replanned = plan_identity(dataclasses.replace(feed_back(obs, plan), identity=changed))
+    data = creds(replanned, changed)
+    if changed.jwt.hmac is not None:
+        assert pki.hmac_key_fits(data["jwt.key"], changed.jwt.hmac)
+    else:
+        assert pki.jwt_algorithm_accepts(changed.jwt.algorithm, pki.load_private_key(data["jwt.key"]))
+    assert "jwt-next.key" not in data
+    assert events_of(replanned) == {reason: "Normal"}
+
+
+def test_a_damaged_symmetric_key_is_repaired(make_ident: Callable[..., ServiceIdentity], now: datetime) -> None:
+    ident = make_ident(jwt={"algorithm": "HS256"})
+    obs = observe(ident, now)
+    plan = plan_identity(obs)
+    damaged = feed_back(obs, plan)
+    damaged = dataclasses.replace(damaged, credentials=edit(damaged.credentials, {"jwt.key": b"short"}))
+    repaired = plan_identity(damaged)
+    assert pki.hmac_key_fits(creds(repaired, ident)["jwt.key"], pki.HmacAlgorithm.HS256)
+    assert events_of(repaired) == {"JwtKeyRepaired": "Warning"}
+
+
 # ======================================================================================
 # Idempotence: a resync writes nothing
 # ======================================================================================
@@ -482,6 +555,7 @@ IDEMPOTENCE_CASES = {
     "pem-only": {"keystores": {"formats": []}},
     "ed25519-eddsa": {"certificate": {"keyAlgorithm": "Ed25519"}, "jwt": {"algorithm": "EdDSA"}},
     "jwt-disabled": {"jwt": {"enabled": False}},
+    "hs512": {"jwt": {"algorithm": "HS512"}},
 }
 TEMPLATE = (
     "kid={{ self.kid }}\n{% for p in peers %}{{ p.identity }}={{ p.kids | join(',') }} "
@@ -534,7 +608,7 @@ def test_feeding_the_plan_back_plans_identical_bytes_and_no_events(
         data = trust(first, ident)
         if KeystoreFormat.PKCS12 in ident.keystores.formats:
             assert "truststore.p12" in data
-        assert data["shared-jobserver.key"] == b"s" * 32
+        assert data["shared-jobserver.key"] == b64url(b"s" * 32)
 
 
 # ======================================================================================
@@ -1285,8 +1359,8 @@ def test_shared_secret_file_for_each_peer(
     )
     plan = plan_identity(observe(ident, now, links=links))
     data = trust(plan, ident)
-    assert data["shared-jobserver.key"] == b"1" * 32
-    assert data["shared-metadata.key"] == b"2" * 32
+    assert data["shared-jobserver.key"] == b64url(b"1" * 32)
+    assert data["shared-metadata.key"] == b64url(b"2" * 32)
     assert {e["identity"]: e["sharedSecretFile"] for e in peers_json(plan, ident)} == {
         "jobserver": "shared-jobserver.key",
         "metadata": "shared-metadata.key",
@@ -1315,8 +1389,8 @@ def test_peers_with_the_same_name_get_distinct_shared_secret_files(
         link(make_rel("api", "b", name="r2", sharedSecret={"enabled": True}), two.publication(), b"b" * 32),
     )
     data = trust(plan_identity(observe(ident, now, links=links)), ident)
-    assert data["shared-a.api.key"] == b"a" * 32
-    assert data["shared-b.api.key"] == b"b" * 32
+    assert data["shared-a.api.key"] == b64url(b"a" * 32)
+    assert data["shared-b.api.key"] == b64url(b"b" * 32)
 
 
 def test_shared_secret_not_ready_keeps_the_peer_pending(
@@ -1332,6 +1406,69 @@ def test_shared_secret_not_ready_keeps_the_peer_pending(
     assert (check.ok, check.stalled, check.reason) == (False, False, "PeerPending")
     assert "shared secret" in check.message
     assert not [k for k in trust(plan, ident) if k.startswith("shared-")]
+
+
+DATAHUB_ENV = (
+    "{% set s = sharedSecrets['datahub'] %}DATAHUB_SYSTEM_CLIENT_ID={{ s.clientId }}\n"
+    "DATAHUB_SYSTEM_CLIENT_SECRET={{ s.value }}\n"
+    "{% if s.previous %}DATAHUB_SYSTEM_CLIENT_SECRET_PREVIOUS={{ s.previous }}\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize("previous", [None, b"p" * 32])
+def test_a_group_shared_secret_is_one_set_of_files_and_reaches_templates(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    make_peer: Callable[..., Peer],
+    now: datetime,
+    previous: bytes | None,
+) -> None:
+    """Two relationships of one group deliver one value under the group's name; templates
+    render it, the rest of the trust Secret and peers.json carry only file names."""
+    ident = make_ident(templates=[{"name": "datahub.env", "inline": DATAHUB_ENV}])
+    group = {"enabled": True, "group": "datahub", "clientId": "__datahub_system"}
+    value = SharedValue(b"g" * 32, previous)
+    one, two = make_peer("frontend", slot=1), make_peer("actions", slot=2)
+    links = (
+        PeerLink(make_rel("frontend", sharedSecret=group), one.ref, one.publication(), value),
+        PeerLink(make_rel("actions", sharedSecret=group), two.ref, two.publication(), value),
+    )
+    plan = plan_identity(observe(ident, now, links=links))
+    data = trust(plan, ident)
+    expected = {"shared-datahub.key": b64url(b"g" * 32), "shared-datahub.client-id": b"__datahub_system"}
+    if previous is not None:
+        expected["shared-datahub.key.previous"] = b64url(previous)
+    assert {k: v for k, v in data.items() if k.startswith("shared-")} == expected
+    assert {e["identity"]: e["sharedSecretFile"] for e in peers_json(plan, ident)} == {
+        "frontend": "shared-datahub.key", "actions": "shared-datahub.key"}
+    lines = data["datahub.env"].decode().splitlines()
+    assert lines[:2] == ["DATAHUB_SYSTEM_CLIENT_ID=__datahub_system",
+                         f"DATAHUB_SYSTEM_CLIENT_SECRET={b64url(b'g' * 32).decode()}"]
+    assert lines[2:] == ([f"DATAHUB_SYSTEM_CLIENT_SECRET_PREVIOUS={b64url(previous).decode()}"] if previous else [])
+    secret_text = b64url(b"g" * 32)
+    assert [k for k, v in data.items() if secret_text in v] == ["shared-datahub.key", "datahub.env"]
+    assert all(secret_text not in v for obj in plan.objects if obj.kind == "ConfigMap" for v in obj.data.values())
+
+
+def test_a_group_named_like_a_peer_does_not_overwrite_its_secret(
+    make_ident: Callable[..., ServiceIdentity],
+    make_rel: Callable[..., TrustRelationship],
+    make_peer: Callable[..., Peer],
+    now: datetime,
+) -> None:
+    ident = make_ident()
+    one, two = make_peer("jobserver", slot=1), make_peer("other", slot=2)
+    links = (
+        PeerLink(make_rel("jobserver", sharedSecret={"enabled": True}), one.ref, one.publication(),
+                 SharedValue(b"1" * 32)),
+        PeerLink(make_rel("other", sharedSecret={"enabled": True, "group": "jobserver"}), two.ref,
+                 two.publication(), SharedValue(b"2" * 32)),
+    )
+    plan = plan_identity(observe(ident, now, links=links))
+    assert trust(plan, ident)["shared-jobserver.key"] == b64url(b"1" * 32)
+    check = plan.checks["TrustReady"]
+    assert (check.ok, check.reason) == (False, "PeerPending")
+    assert "taken by another shared secret" in check.message
 
 
 @pytest.mark.parametrize("publication", ["missing", "unreadable-ca"])

@@ -1,4 +1,4 @@
-"""trustwire.plan.relationship: consent (the one security decision), distribution, the shared secret."""
+"""trustwire.plan.relationship: consent (the one security decision), distribution, symmetric JWT keys."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from typing import Any
 
 import pytest
 
-from trustwire import names
 from trustwire.model import IdentityRef, TrustRelationship, parse_identity, parse_relationship
-from trustwire.plan.identity import StoredObject
 from trustwire.plan.relationship import (
     IdentityEntry,
     acceptance,
     distribution,
     lenient_accept_from,
-    shared_secret_object,
+    symmetric_jwt,
 )
 
 Factory = Callable[..., dict[str, Any]]
@@ -230,63 +228,32 @@ def test_distribution_names_the_stalled_side(
 
 
 # ======================================================================================
-# Shared secret
+# Symmetric JWT keys never travel
 # ======================================================================================
-def counter() -> tuple[Callable[[], bytes], list[int]]:
-    calls: list[int] = []
-
-    def generate() -> bytes:
-        calls.append(1)
-        return bytes([len(calls)]) * 32
-
-    return generate, calls
-
-
-def shared(data: dict[str, bytes], managed: bool = True) -> StoredObject:
-    return StoredObject(name="rel-trustwire-shared", managed=managed, owner=None, data=data)
-
-
 @pytest.mark.parametrize(
-    ("observed", "kept"),
+    ("dgc_jwt", "spec", "refused"),
     [
-        (None, False),
-        (shared({"shared.key": b"k" * 32}), True),
-        (shared({"shared.key": b"k" * 64}), True),
-        (shared({"shared.key": b"k" * 31}), False),  # too short to be a 256-bit secret
-        (shared({"shared.key": b""}), False),
-        (shared({}), False),
-        (shared({"shared.key": b"k" * 32}, managed=False), False),  # never adopt a foreign object's value
+        ({"algorithm": "HS256"}, {}, True),  # both send: dgc's symmetric key would reach jobserver
+        ({"algorithm": "HS512"}, {"initiator": "dgc"}, True),
+        ({"algorithm": "HS256"}, {"initiator": "jobserver"}, False),  # dgc only receives
+        ({"algorithm": "HS256"}, {"jwt": {"enabled": False}}, False),
+        ({"algorithm": "HS256", "enabled": False}, {}, False),
+        ({"algorithm": "ES256"}, {}, False),
     ],
 )
-def test_shared_secret_is_generated_once_then_kept(
-    rel: Callable[..., TrustRelationship], observed: StoredObject | None, kept: bool
+def test_a_symmetric_jwt_key_is_refused_where_it_would_reach_a_peer(
+    rel: Callable[..., TrustRelationship], identity_body: Factory, dgc_jwt: dict[str, Any], spec: dict[str, Any],
+    refused: bool,
 ) -> None:
-    generate, calls = counter()
-    desired = shared_secret_object(rel(sharedSecret={"enabled": True}), observed, generate)
-    assert desired.kind == "Secret"
-    assert desired.name == names.shared_secret("rel") == "rel-trustwire-shared"
-    assert desired.type == "Opaque"
-    assert desired.labels == {
-        names.MANAGED_BY: names.MANAGER,
-        names.RELATIONSHIP_LABEL: "rel",
-        names.ROLE_LABEL: "shared",
-    }
-    assert set(desired.data) == {"shared.key"}
-    if kept:
-        assert observed is not None
-        assert desired.data["shared.key"] == observed.data["shared.key"]
-        assert calls == []
-    else:
-        assert desired.data["shared.key"] == b"\x01" * 32
-        assert calls == [1]
-
-
-def test_shared_secret_round_trip_is_stable(rel: Callable[..., TrustRelationship]) -> None:
-    generate, calls = counter()
-    first = shared_secret_object(rel(), None, generate)
-    again = shared_secret_object(rel(), shared(dict(first.data)), generate)
-    assert again == first
-    assert calls == [1]
+    dgc = parse_identity(identity_body(name="dgc", namespace=REL_NS, jwt=dgc_jwt))
+    lookup = lookup_of(IdentityEntry(IdentityRef(REL_NS, "dgc"), dgc, ()), entry(REL_NS, "jobserver"))
+    check = symmetric_jwt(rel(**spec), lookup)
+    if not refused:
+        assert check is None
+        return
+    assert check is not None and check.stalled and check.reason == "SymmetricJwtKey"
+    assert check.message.startswith("spec.jwt.enabled: ServiceIdentity gov/dgc signs with HS")
+    assert "set spec.jwt.enabled: false" in check.message and "ES256, ES384, RS256, PS256, EdDSA" in check.message
 
 
 @pytest.mark.parametrize(("holds_it", "reason"), [(True, "Distributed"), (False, "Distributing")])

@@ -25,7 +25,7 @@ def _steps(seconds: float) -> Callable[[], float]:
 
 def test_rendered_kept_and_absent() -> None:
     ident = _ident("a.conf", "b.conf", "c.conf")
-    ctx = templates.context(ident, None, None, [])
+    ctx = templates.context(ident, None, None, [], {})
     stored = StoredObject("dgc-trustwire-trust", True, "dgc", {"b.conf": b"old b"})
     sources = {"a.conf": "a={{ self.name }}", "b.conf": None, "c.conf": None}
     data, check = templates.render_all(ident, sources, ctx, stored, _steps(0.0))
@@ -35,7 +35,7 @@ def test_rendered_kept_and_absent() -> None:
 
 def test_the_budget_is_shared_and_measured_by_the_injected_timer() -> None:
     ident = _ident("a.conf", "b.conf")
-    ctx = templates.context(ident, None, None, [])
+    ctx = templates.context(ident, None, None, [], {})
     sources = {t.name: t.inline for t in ident.templates}
     data, check = templates.render_all(ident, sources, ctx, None, _steps(0.0))
     assert check.ok and set(data) == {"a.conf", "b.conf"}

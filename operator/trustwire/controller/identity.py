@@ -29,12 +29,13 @@ from trustwire.model import (
     parse_identity,
 )
 from trustwire.plan import conditions as cond
-from trustwire.plan import outcome
+from trustwire.plan import outcome, shared
 from trustwire.plan.identity import IdentityObservation, IdentityPlan, PeerLink, plan_identity
 from trustwire.plan.material import StoredObject, keystore_password
 from trustwire.plan.publication import Publication, publication_from_secrets
 from trustwire.plan.relationship import acceptance
 from trustwire.plan.rotation import PeerState
+from trustwire.plan.shared import SharedValue
 from trustwire.plan.status import IdentityStatus, TrustStatus, WorkloadStatus
 from trustwire.plan.workloads import Wiring, material_hash, rollout_complete, wiring_ops
 
@@ -159,7 +160,7 @@ class IdentityReconciler(StatusWriter):
                 continue
             peer = rel.peer_of(me)
             assert peer is not None
-            links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel)))
+            links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel, now)))
         inside = [lk for lk in links if lk.relationship.external is None]
         observation = IdentityObservation(
             identity=ident, now=now, ca=ca, byo_ca=byo, enrollment_ca=enrollment_ca, credentials=credentials,
@@ -244,14 +245,11 @@ class IdentityReconciler(StatusWriter):
         for peer in self.state.peers_of(ref):
             self._enqueue_identity(peer)
 
-    async def _shared_secret(self, rel: TrustRelationship) -> bytes | None:
-        if not rel.shared_secret:
+    async def _shared_secret(self, rel: TrustRelationship, now: datetime) -> SharedValue | None:
+        if rel.shared_secret is None:
             return None
-        body = await self._read(SECRETS, rel.namespace, names.shared_secret(rel.name))
-        stored = stored_object(SECRETS, body)
-        if stored is None or not stored.managed:
-            return None
-        return stored.data.get("shared.key") or None
+        body = await self._read(SECRETS, rel.namespace, shared.secret_name(rel))
+        return shared.stored_value(stored_object(SECRETS, body), now)
 
     async def _wire_workloads(self, ident: ServiceIdentity, plan: IdentityPlan, old_status: IdentityStatus,
                               ) -> list[WorkloadStatus]:

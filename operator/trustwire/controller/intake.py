@@ -75,6 +75,9 @@ class Intake:
             self._enqueue_identity(owner)
             if labels.get(names.ROLE_LABEL) in ("ca", "credentials"):  # what peers trust comes from these two
                 self._republished(owner)
+        if labels.get(names.SHARED_GROUP_LABEL):  # a group's Secret changed by someone else
+            for member in self.state.group_members(namespace, labels[names.SHARED_GROUP_LABEL]):
+                self.queue.add(("relationship", namespace, member.name))
         if labels.get(names.RELATIONSHIP_LABEL):
             key = (namespace, labels[names.RELATIONSHIP_LABEL])
             self.queue.add(("relationship", *key))

@@ -11,23 +11,24 @@ from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object
 from trustwire.k8s.resources import RELATIONSHIPS, SECRETS
+from trustwire.model import TrustRelationship
 from trustwire.plan import conditions as cond
-from trustwire.plan import outcome
-from trustwire.plan.relationship import acceptance, distribution, shared_secret_object
+from trustwire.plan import outcome, shared
+from trustwire.plan.relationship import acceptance, distribution, symmetric_jwt
 
 
 class RelationshipReconciler(StatusWriter):
     async def reconcile_relationship(self, key: tuple[str, str]) -> None:
         namespace, name = key
         body = await self.client.get(RELATIONSHIPS, namespace, name)
-        shared_name = names.shared_secret(name)
         if body is None:
             # Gone before its DELETED event was seen: whoever it named must drop the peer now
             # (the event, when it comes, finds nothing left to tell them).
             for ref in self.state.drop_relationship(key):
                 self._enqueue_identity(ref)
             self.statuses.pop(("relationship", namespace, name), None)
-            await self._delete_shared_secret(namespace, name)
+            await self._delete_pair_secret(namespace, name)
+            await self._retire_groups(namespace)
             return
         self.state.put_relationship(body)
         record = self.state.relationships[key]
@@ -41,22 +42,14 @@ class RelationshipReconciler(StatusWriter):
         rel = record.parsed
         accepted = acceptance(rel, self.state.lookup)
         checks = {"Accepted": accepted}
-        if accepted.ok and rel.shared_secret:
-            observed = await self._read(SECRETS, namespace, shared_name)
-            stored = stored_object(SECRETS, observed)
-            if stored is not None and not stored.managed:
-                checks["SharedSecretReady"] = cond.stalled(
-                    "NameConflict", f"Secret {namespace}/{shared_name} exists and is not managed by trustwire")
-            else:
-                desired = shared_secret_object(rel, stored, lambda: secrets.token_bytes(32))
-                written: dict[str, Mapping[str, Any]] = {}
-                await self._apply(namespace, [desired], {shared_name: observed}, owner=body, written=written)
-                if written:
-                    for ref in rel.between:  # they deliver it (the write's echo wakes nobody)
-                        self._enqueue_identity(ref)
-                checks["SharedSecretReady"] = cond.passed("Generated", "shared secret delivered to both sides")
-        else:
-            await self._delete_shared_secret(namespace, name)
+        spec = rel.shared_secret
+        if spec is None or spec.group or not accepted.ok:
+            await self._delete_pair_secret(namespace, name)
+        await self._retire_groups(namespace)
+        if accepted.ok and spec is not None:
+            checks["SharedSecretReady"] = await self._deliver_shared_secret(rel, body)
+        if accepted.ok and (refused := symmetric_jwt(rel, self.state.lookup)) is not None:
+            checks["JwtAllowed"] = refused
         if rel.external is not None:
             _, checks["ExternalCAReady"] = await self.external_bundle(rel, now)
         if accepted.ok:
@@ -65,9 +58,52 @@ class RelationshipReconciler(StatusWriter):
                                  functools.partial(outcome.relationship_status, [str(r) for r in rel.between]),
                                  ready_message=outcome.relationship_ready(rel))
 
-    async def _delete_shared_secret(self, namespace: str, relationship: str) -> None:
-        """Delete the relationship's shared secret if one exists (a relationship without one
-        costs no read: see :class:`Inventory`)."""
+    async def _deliver_shared_secret(self, rel: TrustRelationship, body: Mapping[str, Any]) -> cond.Check:
+        """Generate, keep or rotate the shared secret; wake every member it is delivered to."""
+        spec = rel.shared_secret
+        assert spec is not None
+        members = self.state.group_members(rel.namespace, spec.group) if spec.group else [rel]
+        conflict = shared.group_conflict(rel, members) if spec.group else None
+        if conflict is not None:
+            return conflict
+        secret_name = shared.secret_name(rel)
+        observed = await self._read(SECRETS, rel.namespace, secret_name)
+        stored = stored_object(SECRETS, observed)
+        if stored is not None and not stored.managed:
+            return cond.stalled("NameConflict",
+                                f"Secret {rel.namespace}/{secret_name} exists and is not managed by trustwire")
+        now = self.clock()
+        annotation = ((body.get("metadata") or {}).get("annotations") or {}).get(names.ROTATE_ANNOTATION)
+        plan = shared.shared_secret_object(rel, stored, lambda: secrets.token_bytes(shared.SECRET_BYTES), now,
+                                           annotation)
+        written: dict[str, Mapping[str, Any]] = {}
+        await self._apply(rel.namespace, [plan.desired], {secret_name: observed}, owner=body, written=written)
+        if written:  # the members deliver it (the write's echo wakes nobody)
+            for member in members:
+                for ref in member.between:
+                    self._enqueue_identity(ref)
+        for event in plan.events if written else ():
+            await self.post_event(body, event.type, event.reason, event.message)
+        if plan.wake_at is not None:
+            self.queue.add_after(("relationship", rel.namespace, rel.name),
+                                 max((plan.wake_at - now).total_seconds(), 0.0) + 1.0)
+        where = f"group {spec.group}" if spec.group else "both sides"
+        if plan.rotated:
+            return cond.passed("Rotated", f"shared secret rotated; the previous value is delivered to {where} "
+                                          f"until the grace period ends")
+        return cond.passed("Generated", f"shared secret delivered to {where}")
+
+    async def _delete_pair_secret(self, namespace: str, relationship: str) -> None:
+        """Delete the relationship's own shared secret if one exists (a relationship without
+        one costs no read: see :class:`Inventory`)."""
         await self._delete_ours(SECRETS, namespace, names.shared_secret(relationship),
                                 names.RELATIONSHIP_LABEL, relationship)
 
+    async def _retire_groups(self, namespace: str) -> None:
+        """Delete the Secret of each group of ``namespace`` that lost its last member."""
+        for ns, group in sorted(self.state.former_groups):
+            if ns != namespace:
+                continue
+            if not self.state.group_members(ns, group):
+                await self._delete_ours(SECRETS, ns, names.shared_group_secret(group), names.SHARED_GROUP_LABEL, group)
+            self.state.former_groups.discard((ns, group))

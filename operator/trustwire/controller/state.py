@@ -146,6 +146,8 @@ class State:
         #: watched; a Secret bundle, unlabelled, is read again on every pass)
         self.bundle_index: dict[tuple[str, str], set[RelKey]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
+        #: (namespace, group) a relationship stopped naming: its Secret goes once no member is left
+        self.former_groups: set[tuple[str, str]] = set()
 
     # ---- identities ----------------------------------------------------------------------
     def put_identity(self, body: Mapping[str, Any]) -> IdentityRef:
@@ -221,6 +223,9 @@ class State:
     def drop_relationship(self, key: RelKey) -> set[IdentityRef]:
         record = self.relationships.pop(key, None)
         affected: set[IdentityRef] = set()
+        if record is not None and record.parsed is not None and record.parsed.shared_secret is not None \
+                and record.parsed.shared_secret.group:
+            self.former_groups.add((key[0], record.parsed.shared_secret.group))
         if record is not None and record.parsed is not None:
             for ref in record.parsed.between:
                 self.rel_index[ref].discard(key)
@@ -241,6 +246,12 @@ class State:
             if record is not None and record.parsed is not None:
                 out.append(record.parsed)
         return out
+
+    def group_members(self, namespace: str, group: str) -> list[TrustRelationship]:
+        """The relationships of ``namespace`` that share ``group``'s secret."""
+        return [record.parsed for (ns, _), record in sorted(self.relationships.items())
+                if ns == namespace and record.parsed is not None and record.parsed.shared_secret is not None
+                and record.parsed.shared_secret.group == group]
 
     def peers_of(self, ref: IdentityRef) -> set[IdentityRef]:
         out = set()

@@ -23,7 +23,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from trustwire import pki
+import jwt as pyjwt
+
+from trustwire import names, pki
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +149,49 @@ def prove_shared_secret(a_dir: Path, b_dir: Path, *, relationship: str) -> Proof
     if not mine or mine != theirs:
         return Proof(name, False, "the two sides hold different or empty secrets")
     return Proof(name, True, f"{len(mine)} bytes, identical on both sides")
+
+
+def prove_shared_group(directories: Sequence[Path], *, group: str, printable: bool, client_id: str | None) -> Proof:
+    """Every member of ``group`` holds the same non-empty secret (printable text unless its
+    encoding is ``raw``) and, when the group has one, the same client id."""
+    name = f"shared secret group {group} ({', '.join(d.name for d in directories)})"
+    value_file, id_file, _ = names.shared_files(group)
+    try:
+        values = {d.name: (d / value_file).read_bytes() for d in directories}
+        ids = {d.name: (d / id_file).read_bytes() for d in directories} if client_id is not None else {}
+    except OSError as exc:
+        return Proof(name, False, f"missing: {exc}")
+    if len(set(values.values())) != 1 or not next(iter(values.values())):
+        return Proof(name, False, "the members hold different or empty secrets")
+    value = next(iter(values.values()))
+    if printable and not (value.isascii() and value.decode().isprintable()):
+        return Proof(name, False, f"{value_file} is not printable text")
+    if client_id is not None and set(ids.values()) != {client_id.encode()}:
+        return Proof(name, False, f"the members' {id_file} differ from the client id {client_id!r}")
+    return Proof(name, True, f"{len(directories)} members hold one {len(value)}-byte value"
+                             + (f" and client id {client_id}" if client_id is not None else ""))
+
+
+def prove_hmac_key(own_dir: Path, others: Sequence[Path], *, now: datetime) -> Proof:
+    """The identity's symmetric key signs a token PyJWT verifies with its ``oct`` JWK, and no
+    other identity's files hold the key or list its kid."""
+    name = f"HMAC key {own_dir.name} (never shared)"
+    try:
+        key = (own_dir / "jwt.key").read_bytes()
+        jwk = json.loads((own_dir / "jwt.jwk").read_text())
+        claims = {"sub": "demo", "iat": int(now.timestamp()), "exp": int(now.timestamp()) + 300}
+        token = pyjwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"]})
+        secret = pyjwt.PyJWK(jwk).key
+        pyjwt.decode(token, secret, algorithms=[jwk["alg"]], options={"verify_exp": False})
+    except (OSError, ValueError, KeyError, pyjwt.PyJWTError) as exc:
+        return Proof(name, False, f"refused: {exc}")
+    for other in others:
+        files = [p for p in other.iterdir() if p.is_file()]
+        if any(key in p.read_bytes() or jwk["k"].encode() in p.read_bytes() for p in files):
+            return Proof(name, False, f"{other.name} holds the key")
+        if jwk["kid"] in (other / "peers.jwks").read_text():
+            return Proof(name, False, f"{other.name}'s peers.jwks lists kid {jwk['kid']}")
+    return Proof(name, True, f"{jwk['alg']} kid {jwk['kid']} verified; in none of {len(others)} other identities")
 
 
 def prove_template(directory: Path, template: str) -> Proof:

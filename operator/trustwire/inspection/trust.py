@@ -124,6 +124,8 @@ def check_jwt(m: Material) -> list[Finding]:
     if not isinstance(jwk, Mapping):
         return [Finding("jwt", False, "jwt.jwk is not a JSON object")]
     jwk = {str(a): str(b) for a, b in jwk.items()}
+    if jwk.get("kty") == "oct":
+        return _check_hmac(m, kid, jwk)
     try:
         thumbprint = pki.jwk_thumbprint(jwk)
     except pki.PKIError as exc:
@@ -145,6 +147,25 @@ def check_jwt(m: Material) -> list[Finding]:
     if any(jwk.get(member) != expected[member] for member in PRIVATE_MEMBERS & set(expected)):
         return [Finding("jwt", False, "the private members of jwt.jwk do not match jwt.key")]
     return [Finding("jwt", True, f"kid {kid} ({algorithm}) is the thumbprint of jwt.jwk and matches jwt.key")]
+
+
+def _check_hmac(m: Material, kid: str, jwk: Mapping[str, str]) -> list[Finding]:
+    """A symmetric key: ``jwt.key`` is the key, ``jwt.jwk`` its ``oct`` JWK, ``jwt.kid`` its thumbprint."""
+    try:
+        algorithm = pki.HmacAlgorithm(jwk.get("alg", ""))
+    except ValueError:
+        return [Finding("jwt", False, f"jwt.jwk: an oct key with alg {jwk.get('alg')!r}; HS256, HS384 or HS512 "
+                                      "expected")]
+    key = m.files["jwt.key"]
+    if not pki.hmac_key_fits(key, algorithm):
+        return [Finding("jwt", False, f"jwt.key is not a {algorithm} key (base64url text of "
+                                      f"{pki.HMAC_RANDOM_BYTES[algorithm]} random bytes)")]
+    expected = pki.hmac_jwk(key, algorithm)
+    if expected != dict(jwk) or expected["kid"] != kid:
+        return [Finding("jwt", False, f"jwt.key is not the key of jwt.jwk and jwt.kid (its kid would be "
+                                      f"{expected['kid']})")]
+    return [Finding("jwt", True, f"kid {kid} ({algorithm}, symmetric) is the thumbprint of jwt.jwk and matches "
+                                 "jwt.key")]
 
 
 def check_public(m: Material, public: Mapping[str, bytes]) -> list[Finding]:

@@ -56,7 +56,8 @@ RELATIONSHIP_FIELDS: dict[str, Any] = {
     "initiator": _STR,
     "mtls": {"enabled": _BOOL},
     "jwt": {"enabled": _BOOL, "roles": [_STR], "audience": _STR, "scopes": [_STR]},
-    "sharedSecret": {"enabled": _BOOL},
+    "sharedSecret": {"enabled": _BOOL, "encoding": _STR, "clientId": _STR, "group": _STR,
+                     "gracePeriod": _DURATION},
 }
 
 

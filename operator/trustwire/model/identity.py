@@ -44,7 +44,7 @@ from trustwire.model.types import (
     WorkloadRef,
 )
 from trustwire.names import IDENTITY_LABEL, MANAGED_BY, MOUNTED_KEYS, SHARED_SECRET_PREFIX, TRUSTWIRE_PREFIX
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -164,9 +164,10 @@ def _parse_certificate(r: Reader, spec: Mapping[str, Any]) -> CertificateSpec:
 
 def _parse_jwt(r: Reader, spec: Mapping[str, Any]) -> JwtSpec:
     body = r.section(spec, "jwt", "spec", IDENTITY_FIELDS["jwt"])
+    algorithm, hmac = _parse_jwt_algorithm(r, body)
     jwt = JwtSpec(
         enabled=r.boolean(body, "enabled", "spec.jwt", True),
-        algorithm=r.enum(body, "algorithm", "spec.jwt", JwtAlgorithm, JwtAlgorithm.ES256),
+        algorithm=algorithm, hmac=hmac,
         rotation_period=r.duration(body, "rotationPeriod", "spec.jwt", timedelta(hours=720)),
         revoked_kids=r.strings(body, "revokedKids", "spec.jwt"),
         issuer=r.string(body, "issuer", "spec.jwt"),
@@ -179,6 +180,20 @@ def _parse_jwt(r: Reader, spec: Mapping[str, Any]) -> JwtSpec:
         if problem:
             r.fail("spec.jwt.issuer", problem)
     return jwt
+
+
+def _parse_jwt_algorithm(r: Reader, body: Mapping[str, Any]) -> tuple[JwtAlgorithm, HmacAlgorithm | None]:
+    """``spec.jwt.algorithm``: an asymmetric algorithm, or a symmetric one (HS256/HS384/HS512)."""
+    value = body.get("algorithm")
+    if value is None:
+        return JwtAlgorithm.ES256, None
+    if isinstance(value, str) and value in set(HmacAlgorithm):
+        return JwtAlgorithm.ES256, HmacAlgorithm(value)
+    if isinstance(value, str) and value in set(JwtAlgorithm):
+        return JwtAlgorithm(value), None
+    allowed = ", ".join([*JwtAlgorithm, *HmacAlgorithm])
+    r.fail("spec.jwt.algorithm", f"{quote(value)} is not supported; allowed values are {allowed}")
+    return JwtAlgorithm.ES256, None
 
 
 def _parse_keystores(r: Reader, spec: Mapping[str, Any]) -> KeystoreSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,8 +12,20 @@ from trustwire.model.fields import RELATIONSHIP_FIELDS
 from trustwire.model.limits import MAX_OWNER_NAME
 from trustwire.model.reader import Reader, metadata
 from trustwire.model.text import owner_name_problem, quote, type_name
-from trustwire.model.types import BundleKind, BundleRef, ExternalPeer, IdentityRef, TrustRelationship
+from trustwire.model.types import (
+    BundleKind,
+    BundleRef,
+    ExternalPeer,
+    IdentityRef,
+    SecretEncoding,
+    SharedSecretSpec,
+    TrustRelationship,
+)
 from trustwire.names import EXTERNAL_CONFIRMED_ANNOTATION, RELATIONSHIP_LABEL
+
+_GROUP = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_CLIENT_ID = 253
+_CLIENT_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_CLIENT_ID}}}$")
 
 
 def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
@@ -33,17 +46,36 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     roles = r.strings(jwt_body, "roles", "spec.jwt")
     audience = r.string(jwt_body, "audience", "spec.jwt")
     scopes = r.strings(jwt_body, "scopes", "spec.jwt")
-    shared_secret = r.boolean(shared_body, "enabled", "spec.sharedSecret", False)
-    if shared_secret and len(name) > MAX_OWNER_NAME:
-        r.fail("metadata.name", owner_name_problem(name, RELATIONSHIP_LABEL) +
-               " (of the shared Secret spec.sharedSecret.enabled asks for)")
-    if shared_secret and external is not None:
+    shared_secret = _parse_shared_secret(r, shared_body, name)
+    if shared_secret is not None and external is not None:
         r.fail("spec.sharedSecret.enabled", f"cannot be true beside external member {external.name}: trustwire "
                                             "delivers shared secrets to identities in the cluster only")
     r.raise_problems()
     return TrustRelationship(namespace=namespace, name=name, between=tuple(refs), initiator=initiator,
                              mtls=mtls, jwt=jwt, roles=roles, audience=audience, scopes=scopes,
                              shared_secret=shared_secret, external=external)
+
+
+def _parse_shared_secret(r: Reader, body: Mapping[str, Any], name: str) -> SharedSecretSpec | None:
+    """``spec.sharedSecret``; ``None`` unless enabled."""
+    path = "spec.sharedSecret"
+    if not r.boolean(body, "enabled", path, False):
+        return None
+    group = r.string(body, "group", path)
+    if group is not None and not (_GROUP.match(group) and len(group) <= MAX_OWNER_NAME):
+        r.fail(f"{path}.group", f"{quote(group)} must be a DNS label (lowercase letters, digits and '-', "
+                                f"at most {MAX_OWNER_NAME} characters): it names the group's Secret and files")
+    if group is None and len(name) > MAX_OWNER_NAME:
+        r.fail("metadata.name", owner_name_problem(name, RELATIONSHIP_LABEL) +
+               " (of the shared Secret spec.sharedSecret.enabled asks for)")
+    client_id = r.string(body, "clientId", path)
+    if client_id is not None and not _CLIENT_ID.match(client_id):
+        r.fail(f"{path}.clientId", f"{quote(client_id)} must be 1 to {MAX_CLIENT_ID} printable ASCII characters "
+                                   "without spaces (it is written into files and environment lines)")
+    return SharedSecretSpec(
+        encoding=r.enum(body, "encoding", path, SecretEncoding, SecretEncoding.BASE64URL),
+        client_id=client_id, group=group,
+        grace_period=r.duration(body, "gracePeriod", path, SharedSecretSpec.grace_period))
 
 
 Member = IdentityRef | ExternalPeer

@@ -7,7 +7,7 @@ import enum
 from datetime import timedelta
 
 from trustwire.model.issuer import discovery_url
-from trustwire.pki import JwtAlgorithm, KeyAlgorithm
+from trustwire.pki import HmacAlgorithm, JwtAlgorithm, KeyAlgorithm
 
 GROUP = "trustwire.io"
 VERSION = "v1alpha1"
@@ -43,6 +43,14 @@ class DeletionPolicy(enum.StrEnum):
     DELETE = "Delete"
 
 
+class SecretEncoding(enum.StrEnum):
+    """How a shared secret's random bytes are written into the mounted file and templates."""
+
+    BASE64URL = "base64url"
+    HEX = "hex"
+    RAW = "raw"
+
+
 
 @dataclasses.dataclass(frozen=True)
 class SecretKeyRef:
@@ -68,7 +76,10 @@ class CertificateSpec:
 @dataclasses.dataclass(frozen=True)
 class JwtSpec:
     enabled: bool = True
+    #: the asymmetric algorithm; unused when ``hmac`` is set
     algorithm: JwtAlgorithm = JwtAlgorithm.ES256
+    #: ``spec.jwt.algorithm`` when it names a symmetric algorithm (the key never leaves the identity)
+    hmac: HmacAlgorithm | None = None
     rotation_period: timedelta = timedelta(hours=720)
     revoked_kids: tuple[str, ...] = ()
     issuer: str | None = None
@@ -199,6 +210,16 @@ class ExternalPeer:
 
 
 @dataclasses.dataclass(frozen=True)
+class SharedSecretSpec:
+    encoding: SecretEncoding = SecretEncoding.BASE64URL
+    client_id: str | None = None
+    #: relationships of one namespace naming the same group share one secret
+    group: str | None = None
+    #: how long the previous value stays published after a rotation on demand
+    grace_period: timedelta = timedelta(hours=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class TrustRelationship:
     namespace: str
     name: str
@@ -210,7 +231,7 @@ class TrustRelationship:
     roles: tuple[str, ...]
     audience: str | None
     scopes: tuple[str, ...]
-    shared_secret: bool
+    shared_secret: SharedSecretSpec | None
     external: ExternalPeer | None = None
 
     def peer_of(self, ref: IdentityRef) -> IdentityRef | None:

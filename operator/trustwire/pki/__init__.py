@@ -31,6 +31,7 @@ from trustwire.pki.certs import (
     uri_sans,
 )
 from trustwire.pki.errors import PKIError
+from trustwire.pki.hmac import HMAC_RANDOM_BYTES, HmacAlgorithm, generate_hmac_key, hmac_jwk, hmac_key_fits
 from trustwire.pki.inspect import check_ca, check_leaf
 from trustwire.pki.jks import JksStore, read_jks
 from trustwire.pki.jwk import (
@@ -77,6 +78,8 @@ from trustwire.pki.tokens import (
 
 __all__ = [
     "BACKDATE",
+    "HMAC_RANDOM_BYTES",
+    "HmacAlgorithm",
     "JksStore",
     "JwtAlgorithm",
     "KeyAlgorithm",
@@ -93,10 +96,13 @@ __all__ = [
     "create_leaf",
     "dns_sans",
     "fingerprint_sha256",
+    "generate_hmac_key",
     "generate_jwt_key",
     "generate_private_key",
     "generate_shared_secret",
     "granted_scopes",
+    "hmac_jwk",
+    "hmac_key_fits",
     "is_ca",
     "is_signed_by",
     "jks_keystore",

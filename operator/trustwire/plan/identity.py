@@ -31,6 +31,7 @@ from trustwire.plan import ca as calife
 from trustwire.plan import jwt as jwtkeys
 from trustwire.plan import leaf as leaflife
 from trustwire.plan import rotation as rot
+from trustwire.plan import symmetric
 from trustwire.plan.conditions import Check, Condition, ConditionStatus, stalled, waiting
 from trustwire.plan.external import outsiders_of
 from trustwire.plan.keys import SYSTEM_KEYS, KeySource
@@ -209,7 +210,8 @@ def _leaf(p: _Pass, ca: CAMaterial | None, rotate: bool) -> tuple[leaflife.LeafO
 
 def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, rotate: bool) -> jwtkeys.JwtStep | None:
     obs, ident = p.obs, p.obs.identity
-    if not ident.jwt.enabled or clash(obs.credentials, "Secret", ident.namespace) is not None:
+    if not ident.jwt.enabled or ident.jwt.hmac is not None or \
+            clash(obs.credentials, "Secret", ident.namespace) is not None:
         return None
     me = IdentityRef(ident.namespace, ident.name)
     receivers = [(lk.peer, obs.peer_states.get(lk.peer)) for lk in obs.links
@@ -226,8 +228,19 @@ def _jwt(p: _Pass, reserved: Sequence[pki.PrivateKey | None], writable: bool, ro
     return step
 
 
+def _hmac(p: _Pass, writable: bool, rotate: bool) -> symmetric.HmacStep | None:
+    obs, ident = p.obs, p.obs.identity
+    if not ident.jwt.enabled or ident.jwt.hmac is None or \
+            clash(obs.credentials, "Secret", ident.namespace) is not None:
+        return None
+    step = symmetric.plan_hmac(ident, obs.credentials, p.keys, writable, rotate)
+    p.events += step.events if step is not None else ()
+    return step
+
+
 def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None, jwt: jwtkeys.JwtStep | None,
-                 enrollment: calife.CAState | None) -> tuple[dict[str, bytes], DesiredObject | None]:
+                 hmac: symmetric.HmacStep | None, enrollment: calife.CAState | None,
+                 ) -> tuple[dict[str, bytes], DesiredObject | None]:
     data = dict(leaf.data) if leaf else {}
     if leaf is not None and enrollment is not None:
         data[names.ENROLLMENT_CA_KEY] = enrollment_bundle(enrollment)
@@ -235,6 +248,8 @@ def _credentials(ident: ServiceIdentity, leaf: leaflife.LeafOutput | None, jwt: 
     if jwt is not None:
         jwt_data, annotations = jwtkeys.stored_content(jwt.state)
         data |= jwt_data
+    if hmac is not None:
+        data |= symmetric.stored_content(hmac)
     if leaf is None:
         return data, None
     annotations |= derived_annotations(leaf.records)
@@ -368,7 +383,8 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
     jwt = _jwt(p, (ca.key if ca else None, leaf_key), leaf is not None, rotate == "jwt")
     p.waits += [jwt.wait] if jwt is not None and jwt.wait else []
     enrollment_ca = _enrollment_ca(p, rotate == "enrollment-ca")
-    creds_data, creds = _credentials(ident, leaf, jwt, enrollment_ca)
+    hmac = _hmac(p, leaf is not None, rotate == "jwt")
+    creds_data, creds = _credentials(ident, leaf, jwt, hmac, enrollment_ca)
     trust, trust_objects = _trust(p, ca, jwt, timer)
     awaited = first_trust_waits_for(obs)
     mounted = {**creds_data, **trust.data} if leaf is not None and not awaited else {}
@@ -393,7 +409,7 @@ def plan_identity(obs: IdentityObservation, *, rotate: str | None = None, keys: 
         ca=calife.ca_status(ident, ca) if ca else None,
         enrollment_ca=calife.ca_status(ident, enrollment_ca.active) if enrollment_ca else None,
         certificate=leaf.status if leaf else None,
-        jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else None,
+        jwt=jwtkeys.jwt_status(ident, jwt_state) if jwt_state else symmetric.hmac_status(hmac) if hmac else None,
         peers=tuple(trust.peers_status),
         trust=TrustStatus(tuple(sorted(trust.trusted_cas)), tuple(sorted(trust.trusted_kids))),
         rotation=RotationStatus(calife.rotation_status(ca_state, ca_wait),

@@ -63,6 +63,14 @@ def stored_algorithm(credentials: StoredObject) -> pki.JwtAlgorithm | None:
         return None
 
 
+def stored_kty(credentials: StoredObject) -> str | None:
+    try:
+        kty = json.loads(credentials.data.get("jwt.jwk", b"{}")).get("kty")
+    except (ValueError, AttributeError):
+        return None
+    return str(kty) if kty is not None else None
+
+
 def key_algorithm(identity: ServiceIdentity | None, credentials: StoredObject, key_name: str,
                   key: pki.PrivateKey) -> pki.JwtAlgorithm | None:
     """The algorithm a stored JWT key is used with: the spec's, or — for the active key after
@@ -133,6 +141,15 @@ def key_empty(s: StoredKey) -> Verdict | None:
     return None
 
 
+def key_was_symmetric(s: StoredKey) -> Verdict | None:
+    """The stored key is an HMAC key (``spec.jwt.algorithm`` was HS*): replaced at once, as
+    nobody verifies it but the identity itself."""
+    assert s.stored is not None
+    if s.key_name == ACTIVE and stored_kty(s.stored) == "oct":
+        return Verdict(Reason.JWT_KEY_ROTATED, f"spec.jwt.algorithm is now {s.identity.jwt.algorithm}")
+    return None
+
+
 def key_unusable(s: StoredKey) -> Verdict | None:
     if isinstance(s.key, str):
         return Verdict(Reason.JWT_KEY_REPAIRED, f"the stored JWT key was unusable ({s.key})")
@@ -187,7 +204,7 @@ def key_revoked(s: StoredKey) -> Verdict | None:
 
 
 #: Whether a stored key loads at all (for ``jwt-next.key``, and the start of the active chain).
-KEY_UNUSABLE = (key_missing, key_empty, key_unusable, algorithm_changed, issue_time_missing)
+KEY_UNUSABLE = (key_missing, key_empty, key_was_symmetric, key_unusable, algorithm_changed, issue_time_missing)
 #: Why the active signing key is replaced at once.
 JWT_TRIGGERS = (*KEY_UNUSABLE, witnesses_disagree, key_reused, key_revoked)
 

@@ -1,6 +1,7 @@
 """Where fresh key material comes from, injected into the planner.
 
-The planner asks a :class:`KeySource` for every new private key, JWT key, password and
+The planner asks a :class:`KeySource` for every new private key, JWT key (asymmetric or
+HMAC), password and
 certificate serial, so the same observation, key source and clock plan the same bytes
 (tests pass a fixed source and compare whole plans). Production uses :class:`SystemKeys`,
 which draws from the OS through :mod:`trustwire.pki`.
@@ -18,6 +19,8 @@ class KeySource(Protocol):
 
     def jwt_key(self, algorithm: pki.JwtAlgorithm) -> pki.PrivateKey: ...
 
+    def hmac_key(self, algorithm: pki.HmacAlgorithm) -> bytes: ...
+
     def password(self) -> str: ...
 
     def serial(self) -> int: ...
@@ -31,6 +34,9 @@ class SystemKeys:
 
     def jwt_key(self, algorithm: pki.JwtAlgorithm) -> pki.PrivateKey:
         return pki.generate_jwt_key(algorithm)
+
+    def hmac_key(self, algorithm: pki.HmacAlgorithm) -> bytes:
+        return pki.generate_hmac_key(algorithm)
 
     def password(self) -> str:
         return pki.random_password()

@@ -44,6 +44,7 @@ class Reason(enum.StrEnum):
     ISSUER_UNREACHABLE = "IssuerUnreachable"
     #: an external issuer answered with a document or JWKS that is refused
     ISSUER_INVALID = "IssuerInvalid"
+    SHARED_SECRET_ROTATED = "SharedSecretRotated"  # noqa: S105 - an Event reason
 
     @property
     def event_type(self) -> str:

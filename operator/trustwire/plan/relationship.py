@@ -14,10 +14,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from trustwire import names
 from trustwire.model import IdentityRef, ServiceIdentity, TrustRelationship
 from trustwire.plan.conditions import Check, passed, stalled, waiting
-from trustwire.plan.material import DesiredObject, StoredObject
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +94,18 @@ def _stalled_side(rel: TrustRelationship, receiver: IdentityRef, lookup: Lookup)
     return None
 
 
-def shared_secret_object(rel: TrustRelationship, observed: StoredObject | None, generate: Callable[[], bytes],
-                         ) -> DesiredObject:
-    """The pair's shared secret (generated once, then kept) in a Secret owned by the relationship."""
-    existing = observed.data.get("shared.key") if observed is not None and observed.managed else None
-    value = existing if existing and len(existing) >= 32 else generate()
-    labels = {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: rel.name, names.ROLE_LABEL: "shared"}
-    return DesiredObject("Secret", names.shared_secret(rel.name), {"shared.key": value}, labels, type="Opaque")
+def symmetric_jwt(rel: TrustRelationship, lookup: Lookup) -> Check | None:
+    """A sender whose JWT key is symmetric (HS256/HS384/HS512) could only be verified by a
+    peer holding that key, which could then mint its tokens: trustwire never sends it."""
+    if not rel.jwt:
+        return None
+    for sender in rel.between:
+        entry = lookup(sender)
+        ident = entry.identity if entry is not None else None
+        if rel.sends_to(sender) and ident is not None and ident.jwt.enabled and ident.jwt.hmac is not None:
+            return stalled("SymmetricJwtKey",
+                           f"spec.jwt.enabled: ServiceIdentity {sender} signs with {ident.jwt.hmac} "
+                           "(its spec.jwt.algorithm), a symmetric key trustwire never gives a peer; set "
+                           "spec.jwt.enabled: false on this relationship, or give it an asymmetric "
+                           "spec.jwt.algorithm (ES256, ES384, RS256, PS256, EdDSA)")
+    return None

@@ -78,16 +78,17 @@ class JwtStatus:
     kid: str
     algorithm: str
     published_kids: tuple[str, ...]
-    rotation_time: str
+    #: None for a symmetric key, which is replaced only on demand
+    rotation_time: str | None
 
     def to_dict(self) -> Json:
         return {"kid": self.kid, "algorithm": self.algorithm, "publishedKids": list(self.published_kids),
-                "rotationTime": self.rotation_time}
+                **_optional(rotationTime=self.rotation_time)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JwtStatus:
         return cls(str(d.get("kid", "")), str(d.get("algorithm", "")), _strs(d.get("publishedKids")),
-                   str(d.get("rotationTime", "")))
+                   _opt_str(d.get("rotationTime")))
 
 
 @dataclasses.dataclass(frozen=True)

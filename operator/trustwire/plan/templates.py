@@ -38,7 +38,8 @@ class TemplateOutcome(enum.StrEnum):
 
 
 def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | None,
-            peers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+            peers: Sequence[Mapping[str, Any]], shared_secrets: Mapping[str, Mapping[str, Any]],
+            ) -> dict[str, Any]:
     d = ident.mount_path
     me = {
         "name": ident.name, "namespace": ident.namespace, "serviceName": ident.service_name,
@@ -59,7 +60,8 @@ def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | No
             "jwtKid": f"{d}/jwt.kid", "peersJwks": f"{d}/peers.jwks", "peersJson": f"{d}/peers.json",
         },
     }
-    return {"self": me, "identity": me, "peers": list(peers)}
+    # the trust Secret is the identity's own: shared values render there and nowhere else
+    return {"self": me, "identity": me, "peers": list(peers), "sharedSecrets": dict(shared_secrets)}
 
 
 def _b64_json(value: Mapping[str, str]) -> str:

@@ -18,12 +18,13 @@ from cryptography import x509
 
 from trustwire import names, pki
 from trustwire.model import IdentityRef, KeystoreFormat, ServiceIdentity, TrustRelationship
-from trustwire.plan import templates
+from trustwire.plan import shared, templates
 from trustwire.plan.conditions import Check, passed, stalled, waiting
 from trustwire.plan.jwt import JwtMaterial
 from trustwire.plan.material import CAMaterial, StoredObject, bounded, stable_output, to_json
 from trustwire.plan.packing import SECRET_DATA_LIMIT, fill, largest
 from trustwire.plan.publication import Publication
+from trustwire.plan.shared import SharedValue
 from trustwire.plan.status import PeerStatus
 
 
@@ -32,7 +33,7 @@ class PeerLink:
     relationship: TrustRelationship
     peer: IdentityRef
     publication: Publication | None
-    shared_secret: bytes | None = None
+    shared_secret: SharedValue | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +150,8 @@ class _Peers:
     bundle: dict[str, x509.Certificate] = dataclasses.field(default_factory=dict)
     keys: dict[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     entries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: what templates see of each shared secret, by group (or peer)
+    shared: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: Sequence[str]) -> str | None:
@@ -160,13 +163,18 @@ def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: 
     if pub is None:
         return f"{link.peer} has not published its material yet"
     secret_file = None
-    if rel.shared_secret:
+    if rel.shared_secret is not None:
         if link.shared_secret is None:
             return f"the shared secret of relationship {rel.namespace}/{rel.name} is not ready"
         key_name = link.peer.name if short_names.count(link.peer.name) == 1 else \
             f"{link.peer.namespace}.{link.peer.name}"
-        secret_file = f"shared-{key_name}.key"
-        acc.data[secret_file] = link.shared_secret
+        delivered = shared.delivery(rel.shared_secret, key_name, link.shared_secret, ident.mount_path)
+        if delivered.clashes(acc.data):
+            return (f"relationship {rel.namespace}/{rel.name}: the shared secret files of "
+                    f"{delivered.context['name']!r} are taken by another shared secret (a group named like a peer)")
+        acc.data |= delivered.files
+        acc.shared[delivered.context["name"]] = delivered.context
+        secret_file = names.shared_files(delivered.context["name"])[0]
     ca_fingerprints: list[str] = []
     ca_pem = b""
     if rel.mtls:
@@ -199,7 +207,7 @@ def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: 
     }
     acc.entries.append(entry)
     acc.status.append(PeerStatus(link.peer.name, link.peer.namespace, f"{rel.namespace}/{rel.name}", rel.mtls,
-                                 rel.jwt, rel.shared_secret))
+                                 rel.jwt, rel.shared_secret is not None))
     acc.context.append({**entry, "jwks": peer_jwks if accepts_tokens else [], "caPem": ca_pem.decode(),
                         "caFingerprint": ca_fingerprints[0] if ca_fingerprints else "",
                         "sharedSecretFile": f"{ident.mount_path}/{secret_file}" if secret_file else None})
@@ -225,7 +233,7 @@ def content(t: TrustInput, links: Sequence[PeerLink]) -> TrustContent:
     checks = {"TrustReady": waiting("PeerPending", bounded(acc.pending)) if acc.pending else
               passed("Distributed", f"{len(acc.entries)} peer(s) trusted")}
     if ident.templates:
-        ctx = templates.context(ident, t.ca, t.jwt, acc.context)
+        ctx = templates.context(ident, t.ca, t.jwt, acc.context, acc.shared)
         rendered, checks["TemplatesReady"] = templates.render_all(ident, t.template_sources, ctx, t.stored, t.timer)
         data |= rendered
     return TrustContent(data, records, acc.status, set(acc.bundle), set(acc.keys), checks)

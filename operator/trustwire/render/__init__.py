@@ -72,6 +72,11 @@ Render context (built by the controller, passed in as a plain dict)
     ``revoked`` (true when every kid of the peer is revoked), ``revokedKids``,
     ``issuer``, ``caPem``, ``caFingerprint``, ``sharedSecretFile`` (or None),
     ``direction`` (``inbound`` | ``outbound`` | ``both``).
+``sharedSecrets``
+    dict by group (or, for a relationship without one, by peer file key) of dicts: ``name``,
+    ``group``, ``encoding``, ``clientId``, ``value`` (the encoded secret, None for ``raw``),
+    ``previous`` (during a rotation's grace, else None), ``file``, ``clientIdFile``,
+    ``previousFile`` — e.g. ``sharedSecrets["datahub-system"].value``.
 
 Dict keys are read with attribute syntax (``self.files.cert``): Jinja falls back from
 attribute to item lookup.
