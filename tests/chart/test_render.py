@@ -85,6 +85,7 @@ def test_every_rendered_object_passes_strict_kubernetes_validation(
 def test_every_crd_in_the_chart_passes_strict_kubernetes_validation(crds: list[dict[str, Any]]) -> None:
     names = {c["metadata"]["name"] for c in crds}
     assert names == {
+        "enrollments.trustwire.io",
         "serviceidentities.trustwire.io",
         "trustrelationships.trustwire.io",
     }

@@ -95,7 +95,8 @@ def test_the_hub_is_ready_split_within_what_a_secret_holds_with_the_usual_files(
     assert all(size <= SECRET_DATA_LIMIT for size in sizes.values()), sizes
     assert sum(sizes[n] for n in hub.plan.trust_secrets) > 2 * SECRET_DATA_LIMIT
     files = {p.name for p in hub.volume.iterdir()}
-    assert files == {*names.TRUST_KEYS, *names.CREDENTIALS_KEYS - {"jwt-next.key"}}  # no JWT key rotating
+    # no JWT key rotating, no enrollment CA (spec.enrollment is off)
+    assert files == {*names.TRUST_KEYS, *names.CREDENTIALS_KEYS - {"jwt-next.key", names.ENROLLMENT_CA_KEY}}
 
 
 def test_openssl_verifies_any_peers_leaf_against_the_bundle_and_no_outsider(hub: Hub, tmp_path: Path) -> None:
