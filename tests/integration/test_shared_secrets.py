@@ -87,6 +87,10 @@ async def test_rotation_on_demand_publishes_both_values_for_the_grace_then_drops
     assert new not in events[0]["message"].encode() and old not in events[0]["message"].encode()
     env = (await cluster.data("Secret", NS, names.trust_secret("gms")))["datahub.env"].decode()
     assert f"DATAHUB_SYSTEM_CLIENT_SECRET={new.decode()}" in env.splitlines()
+    # the condition shows the grace period for as long as it lasts, not only on the pass that rotated
+    cluster.controller.resync_all()
+    await cluster.settle()
+    await cluster.wait_condition("TrustRelationship", NS, "gms-frontend", "SharedSecretReady", reason="Rotated")
 
     async def dropped() -> bool | None:
         previous = await _values(cluster, "shared-datahub-system.key.previous")
@@ -94,6 +98,7 @@ async def test_rotation_on_demand_publishes_both_values_for_the_grace_then_drops
 
     await until(dropped, "the old value dropped from every member after the 10s grace", timeout=40)
     assert set((await _values(cluster, "shared-datahub-system.key")).values()) == {new}
+    await cluster.wait_condition("TrustRelationship", NS, "gms-frontend", "SharedSecretReady", reason="Generated")
     # the same annotation value is handled: no second rotation
     cluster.controller.resync_all()
     await cluster.settle()

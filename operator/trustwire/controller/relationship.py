@@ -15,6 +15,7 @@ from trustwire.model import TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome, shared
 from trustwire.plan.relationship import acceptance, distribution, symmetric_jwt
+from trustwire.times import rfc3339
 
 
 class RelationshipReconciler(StatusWriter):
@@ -88,9 +89,10 @@ class RelationshipReconciler(StatusWriter):
             self.queue.add_after(("relationship", rel.namespace, rel.name),
                                  max((plan.wake_at - now).total_seconds(), 0.0) + 1.0)
         where = f"group {spec.group}" if spec.group else "both sides"
-        if plan.rotated:
+        # the condition describes the grace period, not the one pass that rotated
+        if plan.wake_at is not None:
             return cond.passed("Rotated", f"shared secret rotated; the previous value is delivered to {where} "
-                                          f"until the grace period ends")
+                                          f"until {rfc3339(plan.wake_at)}")
         return cond.passed("Generated", f"shared secret delivered to {where}")
 
     async def _delete_pair_secret(self, namespace: str, relationship: str) -> None:
