@@ -410,8 +410,9 @@ async def test_listing_again_forgets_what_was_deleted_unseen_as_its_deleted_even
 async def test_a_first_trust_secret_waits_for_the_queued_pass_of_its_peer(
         identity_body: Factory, relationship_body: Factory, beta_publishes: bool) -> None:
     """Everything arrives at once (a start-up, a GitOps sync): alpha's first pass runs while
-    beta's is queued, so alpha's trust Secret waits for it and is written once, with beta's
-    material. A peer whose pass cannot publish (an invalid spec) must not keep it waiting."""
+    beta's is queued, so alpha's trust Secret and first status wait for it and are written
+    once, with beta's material. A peer whose pass cannot publish (an invalid spec) must not
+    keep it waiting."""
     async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
         await _alpha_and_beta(client, identity_body, relationship_body)
         if not beta_publishes:
@@ -422,7 +423,7 @@ async def test_a_first_trust_secret_waits_for_the_queued_pass_of_its_peer(
         assert await client.get(SECRETS, "team", names.credentials_secret("alpha")) is not None
         assert await client.get(SECRETS, "team", names.trust_secret("alpha")) is None
         alpha = await client.get(IDENTITIES, "team", "alpha")
-        assert {c["type"]: c["reason"] for c in alpha["status"]["conditions"]}["TrustReady"] == "PeerPending"
+        assert alpha is not None and "status" not in alpha
 
         await controller.reconcile(("identity", "team", "beta"))
         assert controller.queue.due(("identity", "team", "alpha")), "beta's pass did not wake alpha"
@@ -433,6 +434,10 @@ async def test_a_first_trust_secret_waits_for_the_queued_pass_of_its_peer(
         bundle = base64.b64decode(trust["data"]["trust-bundle.pem"])
         assert (b"BEGIN CERTIFICATE" in bundle) is beta_publishes
         assert client.counts.get("patch", 0) - before == 1, "alpha wrote more than its status"
+        alpha = await client.get(IDENTITIES, "team", "alpha")
+        assert alpha is not None
+        trust_ready = {c["type"]: c for c in alpha["status"]["conditions"]}["TrustReady"]
+        assert trust_ready["status"] == ("True" if beta_publishes else "False")
 
 
 @pytest.mark.parametrize(("configmap", "woken"), [("onprem-ca", True), ("unrelated", False)])
@@ -453,3 +458,64 @@ async def test_a_change_of_an_external_members_bundle_wakes_its_relationship_and
                                       "data": {"ca.crt": "x"}}, deleted=False)
         expected = {("relationship", "gov", "dgc-onprem"), ("identity", "gov", "dgc")} if woken else set()
         assert await _drain(controller) == expected
+
+
+async def _next(controller: Controller, client: Client) -> tuple[str, str, str]:
+    """Run the next queued pass, then deliver what it changed of an identity as its watch would."""
+    key = await controller.queue.get()
+    try:
+        await controller.reconcile(key)
+    finally:
+        controller.queue.done(key)
+    if key[0] == "identity" and (body := await client.get(IDENTITIES, key[1], key[2])) is not None:
+        controller.observe_identity(body, deleted=False)
+    return key
+
+
+async def test_a_relationships_first_status_waits_for_the_passes_its_sides_have_queued(
+        identity_body: Factory, relationship_body: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything arrives at once and the relationship's pass runs before its sides': its first
+    status would only say the material is on its way, so it waits for their passes — the end
+    of each one wakes it, whether or not the watch reports a change — and is written once,
+    when both hold each other's material."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        statuses: list[str] = []
+        patch = client.merge_patch
+
+        async def recording(resource: Any, namespace: str | None, name: str, body: Mapping[str, Any],
+                            *, subresource: str | None = None) -> dict[str, Any] | None:
+            if resource is RELATIONSHIPS and subresource == "status":
+                statuses.append(body["status"]["conditions"][0]["status"])
+            return await patch(resource, namespace, name, body, subresource=subresource)
+
+        monkeypatch.setattr(client, "merge_patch", recording)
+        await _alpha_and_beta(client, identity_body, relationship_body)
+        controller = await _primed(client)
+        for key in (("relationship", "team", "ab"), ("identity", "team", "beta"), ("identity", "team", "alpha")):
+            controller.queue.add(key)
+
+        assert await _next(controller, client) == ("relationship", "team", "ab")
+        rel = await client.get(RELATIONSHIPS, "team", "ab")
+        assert rel is not None and "status" not in rel
+        assert await _next(controller, client) == ("identity", "team", "beta")  # holds back for alpha
+        assert not controller.queue.due(("relationship", "team", "ab"))
+        assert await _next(controller, client) == ("identity", "team", "alpha")
+        assert controller.queue.due(("relationship", "team", "ab")), "alpha's pass did not wake it"
+
+        while not controller.queue.idle:
+            await _next(controller, client)
+        rel = await client.get(RELATIONSHIPS, "team", "ab")
+        assert rel is not None
+        assert {c["type"]: c["status"] for c in rel["status"]["conditions"]}["Ready"] == "True"
+        assert statuses == ["True"], "the relationship's status was written on the way to Ready"
+
+
+async def test_a_relationships_first_status_is_written_at_once_when_a_side_has_no_pass_queued(
+        identity_body: Factory, relationship_body: Factory) -> None:
+    """Nothing this operator has in flight would change what it reports: it says so at once."""
+    async with running_emulator() as emu, Client(ApiConfig(server=emu.url)) as client:
+        controller = await _alpha_and_beta(client, identity_body, relationship_body)
+        await controller.reconcile(("relationship", "team", "ab"))
+        rel = await client.get(RELATIONSHIPS, "team", "ab")
+        assert rel is not None
+        assert {c["type"]: c["reason"] for c in rel["status"]["conditions"]}["Distributed"] == "Distributing"

@@ -47,12 +47,16 @@ class IdentityReconciler(StatusWriter):
     rng: random.Random
 
     async def reconcile_identity(self, ref: IdentityRef) -> None:
+        self.state.holding_first_trust.discard(ref)  # until this pass holds it back again
         try:
             await self._identity_pass(ref)
         finally:  # whoever held back its first trust Secret for this pass looks again
             self.state.passed.add(ref)
             for waiter in self.state.first_trust_waiters.pop(ref, set()):
                 self._enqueue_identity(waiter)
+            if ref not in self.state.holding_first_trust:  # and the relationships whose first status waited
+                for key in self.state.first_status_waiters.pop(ref, set()):
+                    self.queue.add(("relationship", *key))
 
     async def _identity_pass(self, ref: IdentityRef) -> None:
         body = await self.client.get(IDENTITIES, ref.namespace, ref.name)
@@ -93,10 +97,12 @@ class IdentityReconciler(StatusWriter):
         checks = {**plan.checks, "WorkloadsReady": outcome.workloads_ready(
             bool(ident.workloads), bool(plan.mounted), workloads)}
         remembered = outcome.handled_request(annotation, handled)
-        await self._write_status(
-            IDENTITIES, ref.namespace, ref.name, body, checks, now,
-            lambda conditions, generation: outcome.identity_status(plan, workloads, remembered, conditions, generation),
-            ready_message=plan.ready_message, extra_conditions=plan.extra_conditions)
+        if not (plan.awaited and outcome.first_status_may_wait(body.get("status"), checks, remembered)):
+            await self._write_status(
+                IDENTITIES, ref.namespace, ref.name, body, checks, now,
+                lambda conditions, generation: outcome.identity_status(plan, workloads, remembered, conditions,
+                                                                       generation),
+                ready_message=plan.ready_message, extra_conditions=plan.extra_conditions)
         for event in plan.events:
             await self.post_event(body, event.type, event.reason, event.message)
         if plan.wake_at is not None:
@@ -187,6 +193,10 @@ class IdentityReconciler(StatusWriter):
         """The plan holds ``ref``'s first trust Secret back for these peers' first passes: each
         of them wakes ``ref`` when it ends (one that publishes wakes it anyway; one that
         cannot must not leave it waiting). A pass that ended while this one ran is caught here."""
+        if awaited:
+            self.state.holding_first_trust.add(ref)
+        else:
+            self.state.holding_first_trust.discard(ref)
         for peer in awaited:
             self.state.first_trust_waiters.setdefault(peer, set()).add(ref)
         if any(peer in self.state.passed for peer in awaited):

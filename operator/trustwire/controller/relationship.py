@@ -11,10 +11,10 @@ from trustwire import names
 from trustwire.controller.status import StatusWriter
 from trustwire.controller.writes import stored_object
 from trustwire.k8s.resources import RELATIONSHIPS, SECRETS
-from trustwire.model import TrustRelationship
+from trustwire.model import IdentityRef, TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome, shared
-from trustwire.plan.relationship import acceptance, distribution, symmetric_jwt
+from trustwire.plan.relationship import acceptance, distribution, symmetric_jwt, undistributed
 from trustwire.times import rfc3339
 
 
@@ -55,9 +55,27 @@ class RelationshipReconciler(StatusWriter):
             _, checks["ExternalCAReady"] = await self.external_bundle(rel, now)
         if accepted.ok:
             checks["Distributed"] = distribution(rel, self.state.lookup)
+            if self._first_status_waits(rel, body, checks):
+                return
         await self._write_status(RELATIONSHIPS, namespace, name, body, checks, now,
                                  functools.partial(outcome.relationship_status, [str(r) for r in rel.between]),
                                  ready_message=outcome.relationship_ready(rel))
+
+    def _first_status_waits(self, rel: TrustRelationship, body: Mapping[str, Any],
+                            checks: Mapping[str, cond.Check]) -> bool:
+        """A relationship's first status waits while each side that lacks the other's material
+        has a pass queued, running or holding back its first trust Secret: the end of that
+        pass wakes it (one that changes nothing must not leave it without status)."""
+        missing = undistributed(rel, self.state.lookup)
+        if checks["Distributed"].ok or not outcome.first_status_may_wait(body.get("status"), checks) \
+                or not all(self._in_flight(ref) for ref in missing):
+            return False
+        for ref in missing:
+            self.state.first_status_waiters.setdefault(ref, set()).add((rel.namespace, rel.name))
+        return True
+
+    def _in_flight(self, ref: IdentityRef) -> bool:
+        return ref in self.state.holding_first_trust or self.queue.due(("identity", ref.namespace, ref.name))
 
     async def _deliver_shared_secret(self, rel: TrustRelationship, body: Mapping[str, Any]) -> cond.Check:
         """Generate, keep or rotate the shared secret; wake every member it is delivered to."""

@@ -138,6 +138,10 @@ class State:
         #: whose pass (peer → waiters)
         self.passed: set[IdentityRef] = set()
         self.first_trust_waiters: dict[IdentityRef, set[IdentityRef]] = {}
+        #: identities whose first trust Secret (and first status) waits for such a pass
+        self.holding_first_trust: set[IdentityRef] = set()
+        #: relationships whose first status waits for an identity's pass (identity → waiters)
+        self.first_status_waiters: dict[IdentityRef, set[RelKey]] = {}
         #: which managed Secrets and ConfigMaps exist (names only)
         self.inventory = Inventory()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
@@ -187,6 +191,7 @@ class State:
         self.identities.pop(ref, None)
         self.awaiting_peers.discard(ref)
         self.passed.discard(ref)
+        self.holding_first_trust.discard(ref)
         self.entries.pop(ref, None)
         workloads, templates = self._identity_keys.pop(ref, (set(), set()))
         for key in workloads:

@@ -78,6 +78,20 @@ def identity_status(plan: IdentityPlan, workloads: Sequence[WorkloadStatus], han
         conditions=tuple(conditions), observed_generation=generation)
 
 
+def first_status_may_wait(stored: Mapping[str, Any] | None, checks: Mapping[str, cond.Check],
+                       handled: str | None = None) -> bool:
+    """Whether a first status may wait for passes this operator has in flight.
+
+    An object's first status is written by the pass that finds it complete, not by each pass
+    on the way there: an identity whose trust Secret waits for peers about to publish, a
+    relationship whose sides are still taking each other's material in. That holds only for
+    a first status (``stored`` empty; later changes are written as they happen), only while
+    no check needs a human (a stall is reported at once), and only while the status would
+    record nothing a later pass cannot recompute (a handled rotate request is state).
+    """
+    return not stored and handled is None and not any(c.stalled for c in checks.values())
+
+
 def invalid_status(conditions: Sequence[Mapping[str, Any]], generation: int | None) -> IdentityStatus:
     """The status of an identity whose spec does not parse: conditions only."""
     return IdentityStatus(conditions=tuple(conditions), observed_generation=generation)

@@ -66,10 +66,15 @@ def acceptance(rel: TrustRelationship, lookup: Lookup) -> Check:
     return passed("Accepted", f"{rel.members} trust each other")
 
 
+def undistributed(rel: TrustRelationship, lookup: Lookup) -> list[IdentityRef]:
+    """The sides that do not report the relationship among their peers yet."""
+    key = f"{rel.namespace}/{rel.name}"
+    return [ref for ref in rel.between if (entry := lookup(ref)) is None or key not in entry.distributed]
+
+
 def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
     """Both sides report the relationship among their peers."""
-    key = f"{rel.namespace}/{rel.name}"
-    missing = [ref for ref in rel.between if (entry := lookup(ref)) is None or key not in entry.distributed]
+    missing = undistributed(rel, lookup)
     if missing:
         message = f"waiting for {', '.join(map(str, missing))} to receive the peer material"
         stuck = [blame for ref in missing if (blame := _stalled_side(rel, ref, lookup))]
