@@ -261,7 +261,8 @@ def first_trust_waits_for(obs: IdentityObservation) -> frozenset[IdentityRef]:
     """The peers a trust Secret not written yet waits for: unpublished, with a first pass
     about to run. What they publish then goes into its first version, so it is written once,
     complete (and the workloads wired once), rather than written now and again per peer.
-    The wait ends with their passes, published or not; status tells the wait meanwhile."""
+    The wait ends with their passes, published or not; a first status waits with it
+    (:func:`trustwire.plan.outcome.first_status_may_wait`), a later one tells the wait."""
     if obs.trust is not None:
         return frozenset()
     return frozenset(lk.peer for lk in obs.links if lk.publication is None and lk.peer in obs.imminent)
