@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trustwire.model import parse_identity
+from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
 from trustwire.plan.checks import Verdict, evaluate
 from trustwire.plan.material import keystore_password
@@ -103,3 +104,23 @@ def test_a_finalizer_only_where_deletion_needs_the_operator(
             "metadata": {"name": "dgc", "namespace": "gov"}, "spec": spec}
     old = IdentityStatus(workloads=tuple(wired_before))
     assert outcome.needs_finalizer(parse_identity(body), old) is needed
+
+
+PENDING = cond.waiting("PeerPending", "gov/b about to publish")
+VALID = cond.passed("Valid")
+CLASH = cond.stalled("NameConflict", "Secret gov/a-trustwire-trust exists and is not managed by trustwire")
+
+
+@pytest.mark.parametrize(
+    ("stored", "checks", "handled", "waits"),
+    [
+        (None, {"CAReady": VALID, "TrustReady": PENDING}, None, True),
+        ({}, {"TrustReady": PENDING}, None, True),
+        ({"observedGeneration": 1}, {"TrustReady": PENDING}, None, False),  # later changes are written at once
+        (None, {"CAReady": VALID, "TrustReady": CLASH}, None, False),  # a human must see a stall now
+        (None, {"TrustReady": PENDING}, "ca:1", False),  # a handled rotate request is state
+    ],
+)
+def test_only_a_first_status_with_nothing_to_report_may_wait(
+        stored: dict[str, object] | None, checks: dict[str, cond.Check], handled: str | None, waits: bool) -> None:
+    assert outcome.first_status_may_wait(stored, checks, handled) is waits
