@@ -53,7 +53,7 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
         r.fail("spec.sharedSecret.enabled", f"cannot be true beside external member {external.name}: trustwire "
                                             "delivers shared secrets to identities in the cluster only")
     if issuer is not None:
-        _beside_issuer(r, spec, mtls_body, jwt_body, shared_secret)
+        _beside_issuer(r, spec, jwt_body, shared_secret)
         mtls, initiator = False, IdentityRef(namespace, name)
         audience, scopes = issuer.audience, issuer.scopes
     r.raise_problems()
@@ -62,12 +62,11 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
                              shared_secret=shared_secret, external=external, issuer=issuer)
 
 
-def _beside_issuer(r: Reader, spec: Mapping[str, Any], mtls_body: Mapping[str, Any], jwt_body: Mapping[str, Any],
+def _beside_issuer(r: Reader, spec: Mapping[str, Any], jwt_body: Mapping[str, Any],
                    shared_secret: SharedSecretSpec | None) -> None:
-    """An issuer only sends tokens to the identity: no certificate, no secret, no other direction."""
+    """An issuer only sends tokens to the identity: no secret, no other direction (``spec.mtls``
+    does not apply: it presents no certificate, and the schema defaults ``enabled`` to true)."""
     why = "beside an issuer member: an issuer only signs tokens the identity verifies"
-    if mtls_body.get("enabled") is True:
-        r.fail("spec.mtls.enabled", f"cannot be true {why} (it presents no client certificate; omit spec.mtls)")
     if jwt_body.get("enabled") is False:
         r.fail("spec.jwt.enabled", f"cannot be false {why}; its keys are all the relationship delivers")
     for field in ("audience", "scopes"):
