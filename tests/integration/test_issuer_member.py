@@ -134,6 +134,27 @@ async def test_an_external_issuer_becomes_a_member_whose_keys_the_identity_recei
     assert any(e["reason"] == "IssuerUnreachable" and e["type"] == "Warning" for e in await cluster.events(NS, REL))
 
 
+async def test_resyncs_between_refreshes_make_zero_writes(
+        cluster: Cluster, loopback: tuple[LoopbackIssuer, bytes], real_key: Callable[..., pki.PrivateKey]) -> None:
+    server, ca = loopback
+    server.serve({"keys": [pki.public_jwk(real_key(pki.JwtAlgorithm.RS256, 7), pki.JwtAlgorithm.RS256)]},
+                 "max-age=600")
+    await cluster.ensure_namespace(NS)
+    await cluster.apply(ca_configmap("keycloak-ca", ca))
+    await cluster.apply(identity(PROXY, NS))
+    await cluster.apply(issuer_relationship(server.url))
+    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
+    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
+    await cluster.settle()
+    writes_before, reads_before = len(cluster.operator_writes()), len(cluster.operator_requests())
+    for _ in range(3):
+        cluster.controller.resync_all()
+        await cluster.settle()
+    assert len(cluster.operator_requests()) > reads_before, "the resyncs must actually have run"
+    writes = cluster.operator_writes()[writes_before:]
+    assert writes == [], [f"{w.method} {w.path}" for w in writes]
+
+
 @pytest.mark.parametrize(("url", "words"), [
     ("http://idp.example.com/realms/acme", "must be an https:// URL"),
     ("https://idp.example.com/realms/acme?x=1", "no query or fragment"),
