@@ -15,6 +15,9 @@ the bytes it got and the time, so every refusal can be tested alone.
   the minimum), so a key the issuer adds reaches the receivers within the bound.
 - A failed fetch keeps the last good keys: an issuer that is briefly unreachable must not
   make every token of its users fail; the failure is reported with its reason.
+- As a relationship member, the last good keys are kept in a managed ConfigMap
+  (:func:`issuer_object`), read back after a restart (:func:`kept`) and delivered to the
+  identity as a CA-less peer's publication (:func:`issuer_publication`).
 """
 
 from __future__ import annotations
