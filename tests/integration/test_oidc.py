@@ -183,6 +183,27 @@ class CachingValidator:
         jwcrypto_jwt.JWT(jwt=token, key=self.keys, check_claims={"iss": self.issuer, "aud": AUD, "exp": None})
 
 
+def pyjwk_client(issuer: str, ca: Any) -> tuple[Any, list[str]]:
+    """PyJWT's ``PyJWKClient`` caching the JWK set for the served max-age, and never refetching
+    early on an unknown kid (its cooldown outlasts the test), so only publication ahead of
+    signing can keep it from failing; and the algorithms the discovery document names."""
+    import jwt as pyjwt
+
+    document = discover(issuer, ca)
+    _, headers, _ = fetch(document["jwks_uri"], ca)
+    max_age = int(headers["Cache-Control"].rpartition("max-age=")[2])
+    client = pyjwt.PyJWKClient(document["jwks_uri"], cache_jwk_set=True, lifespan=max_age, ssl_context=ca,
+                               cooldown_duration=3600)
+    return client, list(document["id_token_signing_alg_values_supported"])
+
+
+def pyjwt_validate_cached(client: Any, algorithms: list[str], token: str, issuer: str) -> None:
+    import jwt as pyjwt
+
+    pyjwt.decode(token, client.get_signing_key_from_jwt(token).key, algorithms=algorithms, audience=AUD,
+                 issuer=issuer, options={"require": ["exp", "iss", "aud"]})
+
+
 async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_token(
         cluster: Cluster, tmp_path: Path) -> None:
     from trustwire import names
@@ -200,6 +221,7 @@ async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_t
                             tls=tls_context(TlsMaterial(chain, key)), propagation_delay=DELAY)
         async with serving(ctx, "127.0.0.1", port):
             validator = await asyncio.to_thread(CachingValidator, issuer, ca)
+            client, algorithms = await asyncio.to_thread(pyjwk_client, issuer, ca)
             signing_kids: list[str] = []
             failures: list[str] = []
             deadline = time.monotonic() + 55  # two rotations at least
@@ -213,7 +235,11 @@ async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_t
                 try:
                     await asyncio.to_thread(validator.validate, token)
                 except Exception as exc:
-                    failures.append(f"{kid}: {type(exc).__name__}: {exc}")
+                    failures.append(f"jwcrypto {kid}: {type(exc).__name__}: {exc}")
+                try:
+                    await asyncio.to_thread(pyjwt_validate_cached, client, algorithms, token, issuer)
+                except Exception as exc:
+                    failures.append(f"PyJWKClient {kid}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.3)
     assert len(signing_kids) >= 3, f"expected at least two rollovers, saw signing kids {signing_kids}"
     assert failures == [], failures
