@@ -16,7 +16,7 @@ import pytest
 from jwcrypto import jwk, jwt
 
 from tests.conftest import LoopbackIssuer
-from tests.integration.harness import Cluster, condition, identity, until
+from tests.integration.harness import Cluster, ProcessCluster, condition, identity, until
 from trustwire import names, pki
 from trustwire.k8s.errors import ApiError
 from trustwire.plan import issuers
@@ -153,6 +153,36 @@ async def test_resyncs_between_refreshes_make_zero_writes(
     assert len(cluster.operator_requests()) > reads_before, "the resyncs must actually have run"
     writes = cluster.operator_writes()[writes_before:]
     assert writes == [], [f"{w.method} {w.path}" for w in writes]
+
+
+async def test_a_restarted_operator_keeps_delivering_the_last_good_keys_while_the_issuer_is_down(
+        process_cluster: ProcessCluster, loopback: tuple[LoopbackIssuer, bytes],
+        real_key: Callable[..., pki.PrivateKey]) -> None:
+    cluster, (server, ca) = process_cluster, loopback
+    key = pki.public_jwk(real_key(pki.JwtAlgorithm.RS256, 7), pki.JwtAlgorithm.RS256)
+    server.serve({"keys": [key]}, "max-age=600")
+    operator = cluster.spawn("--standalone")
+    await operator.start()
+    await cluster.ensure_namespace(NS)
+    await cluster.apply(ca_configmap("keycloak-ca", ca))
+    await cluster.apply(identity(PROXY, NS))
+    await cluster.apply(issuer_relationship(server.url))
+    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
+    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
+    assert kids((await delivered(cluster))[0]) == {key["kid"]}
+    assert await operator.stop() == 0
+
+    server.routes = {}  # every request answers 404 now
+    await operator.start()
+    body = await cluster.wait_condition("TrustRelationship", NS, REL, "IssuerReady", "False",
+                                        reason="IssuerUnreachable", timeout=60)
+    reported = condition(body, "IssuerReady")
+    assert reported is not None and "404" in reported["message"]
+    assert "last good keys (1) are kept" in reported["message"]
+    assert body["status"]["issuer"]["kids"] == [key["kid"]]
+    await cluster.settle()
+    assert kids((await delivered(cluster))[0]) == {key["kid"]}
+    assert await operator.stop() == 0
 
 
 @pytest.mark.parametrize(("url", "words"), [
