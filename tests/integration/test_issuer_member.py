@@ -185,12 +185,31 @@ async def test_a_restarted_operator_keeps_delivering_the_last_good_keys_while_th
     assert await operator.stop() == 0
 
 
-@pytest.mark.parametrize(("url", "words"), [
-    ("http://idp.example.com/realms/acme", "must be an https:// URL"),
-    ("https://idp.example.com/realms/acme?x=1", "no query or fragment"),
-])
-async def test_a_non_https_issuer_is_refused_at_admission(cluster: Cluster, url: str, words: str) -> None:
+def _with(url: str = "https://idp.example.com/realms/acme", **spec: Any) -> dict[str, Any]:
+    body = issuer_relationship(url)
+    body["spec"] |= spec
+    return body
+
+
+REFUSED = [
+    (_with("http://idp.example.com/realms/acme"), "must be an https:// URL"),
+    (_with("https://idp.example.com/realms/acme?x=1"), "no query or fragment"),
+    (_with("https://idp.example.com/realms/acme/"), "must not end with '/'"),
+    (_with(initiator=PROXY), "spec.initiator must be omitted beside an issuer member"),
+    (_with(jwt={"audience": "x"}), "spec.jwt.enabled cannot be false beside an issuer member, and its audience"),
+    (_with(jwt={"enabled": False}), "spec.jwt.enabled cannot be false beside an issuer member"),
+    (_with(sharedSecret={"enabled": True}), "spec.sharedSecret.enabled cannot be true beside an issuer member"),
+    (_with(between=[{"issuer": {"url": "https://a.example.com", "caBundleRef": {"name": "c"}}},
+                    {"external": {"name": "b", "caBundleRef": {"name": "c"}}}]), "two members outside the cluster"),
+    (_with(between=[{"identity": PROXY}, {"namespace": "x", "issuer": {"url": "https://a.example.com",
+                                                                      "caBundleRef": {"name": "c"}}}]),
+     "spec.between[].namespace applies to identity members only"),
+]
+
+
+async def test_malformed_issuer_members_are_refused_at_admission(cluster: Cluster) -> None:
     await cluster.ensure_namespace(NS)
-    with pytest.raises(ApiError) as refused:
-        await cluster.apply(issuer_relationship(url))
-    assert refused.value.status == 422 and words in (refused.value.api_message or ""), refused.value.api_message
+    for body, words in REFUSED:
+        with pytest.raises(ApiError) as refused:
+            await cluster.apply(body)
+        assert refused.value.status == 422 and words in str(refused.value), (body["spec"], str(refused.value))
