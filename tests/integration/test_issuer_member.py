@@ -2,7 +2,7 @@
 server with its own keys and its own CA, as Keycloak would be) becomes a relationship member.
 The real operator on the real control plane fetches its keys, delivers them to the receiving
 identity's ``peers.jwks``, follows a key change within the cache bound, and keeps the last good
-keys when the issuer cannot be reached; jwcrypto verifies the issuer's tokens against what was
+keys when the issuer returns garbage or cannot be reached; jwcrypto verifies the issuer's tokens against what was
 delivered."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from jwcrypto import jwk, jwt
 
 from tests.conftest import LoopbackIssuer
@@ -117,6 +118,15 @@ async def test_an_external_issuer_becomes_a_member_whose_keys_the_identity_recei
     assert verified_by_delivered(signed_by(second, server.url), jwks, server.url)["iss"] == server.url
     events = await cluster.events(NS, REL)
     assert any(e["reason"] == "IssuerKeysChanged" and second_kid in e["message"] for e in events), events
+
+    # garbage at the issuer (a fetch is due at once: the CA bundle's bytes changed): refused,
+    # the last good keys stay delivered
+    server.routes["/realm/certs"] = lambda _: web.Response(text="<html>maintenance</html>")
+    await cluster.apply(ca_configmap("keycloak-ca", ca + b"\n"))
+    body = await cluster.wait_condition("TrustRelationship", NS, REL, "IssuerReady", "False",
+                                        reason="IssuerInvalid", timeout=30)
+    assert "the JWKS is not JSON" in (condition(body, "IssuerReady") or {})["message"]
+    assert kids((await delivered(cluster))[0]) == {second_kid}
 
     # the CA the fetch trusts is replaced by another: the issuer is unreachable (TLS fails), the
     # last good keys stay delivered and the status says why
