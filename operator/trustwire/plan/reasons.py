@@ -54,6 +54,8 @@ class Reason(enum.StrEnum):
     ENROLLMENT_IDENTITY_NOT_FOUND = "IdentityNotFound"
     ENROLLMENT_NOT_ENABLED = "EnrollmentNotEnabled"
     ENROLLMENT_NAME_CONFLICT = "NameConflict"
+    ENROLLMENT_INVALID = "InvalidSpec"
+    ENROLLMENT_CERTIFICATE_EXPIRED = "CertificateExpired"
 
     @property
     def event_type(self) -> str:
@@ -63,7 +65,8 @@ class Reason(enum.StrEnum):
 _WARNINGS = frozenset({Reason.CA_REPAIRED, Reason.CERTIFICATE_REPAIRED, Reason.JWT_KEY_REPAIRED,
                        Reason.EXTERNAL_CONFIRMATION_OVERDUE,
                        Reason.TOKEN_EXPIRED, Reason.ENROLLMENT_IDENTITY_NOT_FOUND,
-                       Reason.ENROLLMENT_NOT_ENABLED, Reason.ENROLLMENT_NAME_CONFLICT})
+                       Reason.ENROLLMENT_NOT_ENABLED, Reason.ENROLLMENT_NAME_CONFLICT, Reason.ENROLLMENT_INVALID,
+                       Reason.ENROLLMENT_CERTIFICATE_EXPIRED})
 #: first issuances: several of them in one pass become one ``Issued`` Event
 _FIRST = frozenset({Reason.CA_ISSUED, Reason.CERTIFICATE_ISSUED, Reason.JWT_KEY_GENERATED})
 
