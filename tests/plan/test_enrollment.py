@@ -218,3 +218,13 @@ def test_an_enrolled_application_is_seen_by_its_identity_until_revoked_or_expire
     assert enr.enrolled_entry(enrolled, {"phase": "TokenIssued"}, NOW) is None
     revoked = _input({"revoked": True}).enrollment
     assert revoked is not None and enr.enrolled_entry(revoked, status, NOW) is None
+
+
+def test_a_token_whose_secret_is_gone_before_use_is_issued_again() -> None:
+    status, _ = _settle(enr.plan_enrollment(_input(), _fresh))
+    plan = enr.plan_enrollment(_input(status=status, secret=None), lambda: bytes(range(1, 33)))
+    assert plan.secret is not None and plan.status["token"]["sha256"] == enr.token_hash(
+        plan.secret.data["token"].decode()) != status["token"]["sha256"]
+    consumed = {**status, "phase": "Enrolled", "certificate": CERT}
+    consumed.pop("token")
+    assert enr.plan_enrollment(_input(status=consumed, secret=None), _fresh).secret is None

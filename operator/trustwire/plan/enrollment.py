@@ -215,8 +215,12 @@ BLOCKERS = (spec_invalid, identity_missing, enrollment_not_enabled, secret_not_o
 
 # ---- checks that issue a token ------------------------------------------------------------
 def first_token(e: EnrollmentInput) -> Verdict | None:
+    """Before the first token; and when its Secret is gone while the token is outstanding (the
+    status is written before the Secret, so a pass cut off between the two leaves a token
+    nobody holds)."""
     s = e.state
-    if s.phase is None and s.token is None and s.certificate is None:
+    lost = s.phase is Phase.TOKEN_ISSUED and e.secret is None
+    if s.certificate is None and ((s.phase is None and s.token is None) or lost):
         return Verdict(Reason.TOKEN_ISSUED, f"one-time token issued into Secret {_secret_name(e)}")
     return None
 
