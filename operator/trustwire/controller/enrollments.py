@@ -48,7 +48,8 @@ def _seen(body: Mapping[str, Any] | None) -> tuple[Any, ...]:
     """What the identity's workloads see of it (:func:`~trustwire.plan.enrollment.enrolled_entry`)."""
     if body is None:
         return ()
-    return body.get("spec"), (body.get("status") or {}).get("certificate")
+    status = body.get("status") or {}
+    return body.get("spec"), status.get("phase"), status.get("certificate")
 
 
 class EnrollmentCache:
