@@ -16,9 +16,10 @@ CRUD = ("get", "list", "watch", "create", "patch", "delete")
 # this against the requests it really makes).
 SERVED_RULES = {
     *((v, "trustwire.io", "serviceidentities") for v in ("get", "list", "watch", "patch")),
-    *((v, "trustwire.io", "trustrelationships") for v in ("get", "list", "watch")),
+    *((v, "trustwire.io", r) for v in ("get", "list", "watch") for r in ("trustrelationships", "enrollments")),
     ("patch", "trustwire.io", "serviceidentities/status"),
     ("patch", "trustwire.io", "trustrelationships/status"),
+    ("patch", "trustwire.io", "enrollments/status"),
     *((v, "", "secrets") for v in CRUD),
     *((v, "", "configmaps") for v in CRUD),
     ("create", "", "events"),
