@@ -84,6 +84,7 @@ def test_no_verb_beyond_what_the_operator_can_use() -> None:
     assert {(v, r) for v, _, r in rendered_rbac_rules("cluster") if r.endswith("/status")} == {
         ("patch", "serviceidentities/status"),
         ("patch", "trustrelationships/status"),
+        ("patch", "enrollments/status"),
     }
 
 
