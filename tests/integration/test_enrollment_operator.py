@@ -9,9 +9,11 @@ phase Enrolled.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import sys
 from typing import Any
 
 import pytest
@@ -196,3 +198,33 @@ async def _has(peers: Any, expected: dict[str, Any]) -> bool:
 
 async def _lacks(peers: Any) -> bool:
     return not [p for p in await peers() if p.get("enrollment") == "sap"]
+
+
+async def _cli(cluster: Cluster, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "trustwire.cli", "enroll", *args, "--kubeconfig", str(cluster.plane.admin_kubeconfig),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_trustwire_enroll_prints_the_url_and_token_and_renews_it(cluster: Cluster) -> None:
+    await _connector(cluster)
+    await cluster.apply(enrollment("sap", NS, "connector"))
+    code, out, err = await _cli(cluster, "sap", "-n", NS, "-o", "json")
+    assert code == 0, err
+    first = json.loads(out)
+    token, body = await _token(cluster)
+    assert first == {"enrollment": f"{NS}/sap", "url": f"{PUBLIC_URL}/v1/info", "token": token.decode(),
+                     "expiresAt": body["status"]["token"]["expiresAt"]}
+    code, out, err = await _cli(cluster, "sap", "-n", NS, "--renew-token")
+    assert code == 0, err
+    fresh, renewed = await _token(cluster, previous=token)
+    assert out.splitlines() == [f"Connector URL: {PUBLIC_URL}/v1/info", f"Token:         {fresh.decode()}",
+                                f"Expires:       {renewed['status']['token']['expiresAt']}"]
+    assert (await _cli(cluster, "absent", "-n", NS))[0] == 3
+    await cluster.apply(enrollment("sap", NS, "connector", revoked=True))
+    await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason="Revoked")
+    code, out, err = await _cli(cluster, "sap", "-n", NS, "--renew-token", "--timeout", "5")
+    assert (code, out) == (1, "") and "Revoked" in err
