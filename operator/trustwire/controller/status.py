@@ -71,7 +71,8 @@ class StatusWriter(Writes):
     async def _store_status(self, resource: Resource, namespace: str, name: str, old: Mapping[str, Any],
                             new: dict[str, Any]) -> bool:
         """Remember ``new`` for metrics and write it if it differs from ``old``; True if written."""
-        self.statuses[(("identity" if resource is IDENTITIES else "relationship"), namespace, name)] = new
+        kind = {IDENTITIES: "identity", ENROLLMENTS: "enrollment"}.get(resource, "relationship")
+        self.statuses[(kind, namespace, name)] = new
         patch = merge_patch(dict(old), new)
         if patch is None:
             return False
