@@ -7,9 +7,12 @@ import hashlib
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from trustwire import names
+from trustwire.cli import main
 from trustwire.cli.enroll import Handout, NotReady, handout
+from trustwire.runtime import OperatorOptions
 
 TOKEN = "tw1.ZXJwL3NhcA.AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
 HASH = hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -66,3 +69,24 @@ def test_never(enrollment: dict[str, Any], secret: dict[str, Any] | None, reques
     answer = handout(enrollment, secret, request_)
     assert isinstance(answer, NotReady) and says in answer.message and answer.exit_code == 1
     assert TOKEN not in answer.message
+
+
+@pytest.mark.parametrize("url", ["ftp://enroll.example.com", "https://", "https://x.example/?a=1",
+                                 "https://x.example/#f", "enroll.example.com"])
+def test_run_refuses_a_public_url_that_is_no_http_url(url: str) -> None:
+    result = CliRunner().invoke(main, ["run", "--public-url", url])
+    assert result.exit_code == 2 and "--public-url" in result.output
+
+
+def test_run_takes_the_public_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[OperatorOptions] = []
+    monkeypatch.setattr("trustwire.cli.operate._serve", lambda config, options, port: _record(seen, options))
+    monkeypatch.setattr("trustwire.cli.operate.load", lambda *args: None)
+    result = CliRunner().invoke(main, ["run", "--server", "http://127.0.0.1:1"],
+                                env={"TRUSTWIRE_PUBLIC_URL": "https://enroll.example.com/"})
+    assert result.exit_code == 0, result.output
+    assert [o.public_url for o in seen] == ["https://enroll.example.com"]
+
+
+async def _record(seen: list[OperatorOptions], options: OperatorOptions) -> None:
+    seen.append(options)
