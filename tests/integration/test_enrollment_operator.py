@@ -149,6 +149,7 @@ async def test_a_secret_trustwire_does_not_manage_is_never_overwritten(cluster: 
     await cluster.apply(enrollment("sap", NS, "connector"))
     body = await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason="NameConflict")
     assert "not managed by trustwire" in condition(body, "Enrolled")["message"]  # type: ignore[index]
+    assert "phase" not in body["status"] and "token" not in body["status"]
     assert (await cluster.data("Secret", NS, TOKEN_SECRET)) == {"token": b"theirs"}
 
 

@@ -54,7 +54,9 @@ class EnrollmentReconciler(StatusWriter):
             self._enqueue_identity(ref)
         now = self.clock()
         secret_name = names.enrollment_token_secret(name)
-        observed = await self._read(SECRETS, namespace, secret_name)
+        # read even when the inventory knows no managed Secret of that name: one the user made
+        # is not labelled, and must stall the pass before a token is recorded in status
+        observed = await self.client.get(SECRETS, namespace, secret_name)
         meta = body.get("metadata") or {}
         enrollment, error = self._parsed(body)
         e = plan.EnrollmentInput(
