@@ -228,3 +228,9 @@ def test_a_token_whose_secret_is_gone_before_use_is_issued_again() -> None:
     consumed = {**status, "phase": "Enrolled", "certificate": CERT}
     consumed.pop("token")
     assert enr.plan_enrollment(_input(status=consumed, secret=None), _fresh).secret is None
+
+
+def test_a_revocation_takes_effect_when_its_identity_is_gone() -> None:
+    status, secret = _settle(enr.plan_enrollment(_input(), _fresh))
+    plan = enr.plan_enrollment(_input({"revoked": True}, status=status, secret=secret, enabled=None), _fresh)
+    assert plan.delete_secret and "token" not in plan.status and plan.status["phase"] == "Revoked"

@@ -304,7 +304,8 @@ def token_secret(e: EnrollmentInput, token: str, handled: str) -> DesiredObject:
 
 def plan_enrollment(e: EnrollmentInput, fresh: Callable[[], bytes]) -> EnrollmentPlan:
     """One pass over an Enrollment: ``fresh`` gives a new token's random bytes."""
-    blocker = evaluate(BLOCKERS, e)
+    # a revocation needs nothing of the identity: it takes effect whatever else is wrong
+    blocker = None if e.enrollment is not None and e.enrollment.revoked else evaluate(BLOCKERS, e)
     if blocker is not None:
         check = stalled(str(blocker.reason), blocker.message)
         return _finish(e, e.state.phase, e.state.token, check, None, False, [], None)
