@@ -49,3 +49,4 @@ async def test_a_pass_cut_off_after_the_status_issues_a_token_nobody_holds_again
         assert body is not None and body["status"]["token"]["sha256"] == hashlib.sha256(data["token"]).hexdigest()
         assert body["status"]["token"] != cut["status"]["token"]
         assert data["url"] == b"https://enroll.example.com/v1/info"
+

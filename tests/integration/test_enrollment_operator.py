@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.proxy import Fault, Recorded
 from tests.integration.harness import Cluster, condition, enrollment, identity, until
 from trustwire import names
 from trustwire.k8s.resources import ENROLLMENTS, SECRETS
@@ -229,3 +230,33 @@ async def test_trustwire_enroll_prints_the_url_and_token_and_renews_it(cluster: 
     await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason="Revoked")
     code, out, err = await _cli(cluster, "sap", "-n", NS, "--renew-token", "--timeout", "5")
     assert (code, out) == (1, "") and "Revoked" in err
+
+
+async def test_a_status_the_server_wrote_meanwhile_is_never_overwritten(cluster: Cluster) -> None:
+    """The pass reads the Enrollment; before it writes, the server records a request
+    (``lastSeen``): the operator's status write, conditional on the version it read, is
+    refused (409), and the pass runs again on what the server wrote."""
+    await _connector(cluster)
+    path = f"/apis/trustwire.io/v1alpha1/namespaces/{NS}/enrollments/sap"
+    read: list[Recorded] = []
+
+    def hold_first_read(record: Recorded) -> Fault | None:
+        operator = record.user_agent.startswith("trustwire-operator")
+        if record.method == "GET" and record.path == path and operator and not read:
+            read.append(record)
+            return Fault(delay=2.0)
+        return None
+
+    cluster.proxy.fault = hold_first_read
+    await cluster.apply(enrollment("sap", NS, "connector"))
+    await until(lambda: read and read[0].status == 200, "the operator's read of the Enrollment")
+    await cluster.client.merge_patch(ENROLLMENTS, NS, "sap", {"status": {"lastSeen": "2026-03-01T12:00:00Z"}},
+                                     subresource="status")
+    _, body = await _token(cluster)
+    cluster.proxy.fault = None
+    assert body["status"]["lastSeen"] == "2026-03-01T12:00:00Z"
+    status_writes = [r.status for r in cluster.operator_writes() if r.path == f"{path}/status"]
+    assert status_writes[0] == 409 and 200 in status_writes
+    creates = [r for r in cluster.operator_writes() if r.method == "POST" and r.path.endswith("/secrets")
+               and (r.data or {}).get("metadata", {}).get("name") == TOKEN_SECRET]
+    assert len(creates) == 1
