@@ -136,8 +136,12 @@ async def test_a_bad_identity_stalls_naming_the_field_then_recovers(
     body = await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason=reason)
     assert field in condition(body, "Enrolled")["message"]  # type: ignore[index]
     assert await cluster.get("Secret", NS, TOKEN_SECRET) is None
-    warnings = [e for e in await cluster.events(NS, "sap") if e["reason"] == reason]
-    assert [e["type"] for e in warnings] == ["Warning"] and field in warnings[0]["message"]
+
+    async def warnings() -> list[dict[str, Any]] | None:  # the Event is posted after the status
+        return [e for e in await cluster.events(NS, "sap") if e["reason"] == reason] or None
+
+    posted = await until(warnings, f"a {reason} Event", timeout=10)
+    assert [e["type"] for e in posted] == ["Warning"] and field in posted[0]["message"]
     await _connector(cluster)  # fixed: the identity's change wakes its Enrollment
     await _token(cluster)
 
