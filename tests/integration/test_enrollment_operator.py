@@ -183,8 +183,9 @@ async def test_an_enrolled_application_shows_in_peers_json_until_revoked(cluster
         "phase": "Enrolled", "token": None, "certificate": certificate, "renewals": 0}}, subresource="status")
 
     async def peers() -> list[dict[str, Any]]:
-        return json.loads((await cluster.data("Secret", NS, names.trust_secret("connector"))).get(
-            "peers.json", b"[]"))
+        listed: list[dict[str, Any]] = json.loads(
+            (await cluster.data("Secret", NS, names.trust_secret("connector"))).get("peers.json", b"[]"))
+        return listed
 
     expected = {"enrollment": "sap", "namespace": NS, "subject": "O=Acme,CN=sap-prod", "serial": "5a1f03",
                 "fingerprint": "sha256:" + "ab" * 32, "notAfter": "2099-01-01T00:00:00Z"}
