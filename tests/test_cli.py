@@ -182,7 +182,7 @@ def test_kubectl_plugin_entry_point_is_the_same_cli() -> None:
 def test_help_lists_the_commands() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "demo", "status", "rotate", "verify", "check", "export", "confirm"):
+    for command in ("run", "demo", "status", "rotate", "verify", "check", "export", "confirm", "enroll"):
         assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
 
 

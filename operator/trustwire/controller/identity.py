@@ -172,7 +172,8 @@ class IdentityReconciler(StatusWriter):
             identity=ident, now=now, ca=ca, byo_ca=byo, enrollment_ca=enrollment_ca, credentials=credentials,
             trust=trust, trust_files=trust_files, public=public,
             user_password=password, user_password_problem=password_problem, template_sources=sources,
-            links=tuple(links), peer_states={lk.peer: s for lk in inside if (s := self._peer_state(lk.peer))},
+            links=tuple(links), enrolled=tuple(self.state.enrollments.enrolled(me, now)) if ident.enrollment else (),
+            peer_states={lk.peer: s for lk in inside if (s := self._peer_state(lk.peer))},
             rolled_out_hash=old_status.material_hash if old_status.rolled_out else None,
             imminent=self._imminent(inside),
             propagation_delay=self.propagation_delay, secret_budget=self.secret_budget)

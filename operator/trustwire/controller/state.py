@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from trustwire import names
+from trustwire.controller.enrollments import EnrollmentCache
 from trustwire.model import (
     ExternalIssuer,
     IdentityRef,
@@ -37,7 +38,7 @@ from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
 from trustwire.plan.status import IdentityStatus
 
 RelKey = tuple[str, str]
-#: a queued pass: ("identity" | "relationship", namespace, name)
+#: a queued pass: ("identity" | "relationship" | "enrollment", namespace, name)
 Key = tuple[str, str, str]
 WorkloadKey = tuple[str, str, str]  # namespace, kind, name
 
@@ -148,6 +149,7 @@ class State:
         self.first_trust_waiters: dict[IdentityRef, set[IdentityRef]] = {}
         #: which managed Secrets and ConfigMaps exist (names only)
         self.inventory = Inventory()
+        self.enrollments = EnrollmentCache()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
         #: (namespace, name) of an external member's CA bundle → its relationships (ConfigMaps are

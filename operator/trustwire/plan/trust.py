@@ -48,6 +48,8 @@ class TrustInput:
     timer: templates.Timer
     #: bytes one Secret may hold (tests lower it to split and overflow cheaply)
     budget: int = SECRET_DATA_LIMIT
+    #: enrolled applications (``plan.enrollment.enrolled_entry``): in ``peers.json`` and templates
+    enrolled: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclasses.dataclass
@@ -232,11 +234,11 @@ def content(t: TrustInput, links: Sequence[PeerLink]) -> TrustContent:
     data["truststore.password"] = t.password.encode()
     data |= _truststores(t, bundle_certs, data["trust-bundle.pem"], records)
     data["peers.jwks"] = to_json(pki.jwks([acc.keys[k] for k in sorted(acc.keys)]))
-    data["peers.json"] = to_json(acc.entries)
+    data["peers.json"] = to_json([*acc.entries, *t.enrolled])
     checks = {"TrustReady": waiting("PeerPending", bounded(acc.pending)) if acc.pending else
               passed("Distributed", f"{len(acc.entries)} peer(s) trusted")}
     if ident.templates:
-        ctx = templates.context(ident, t.ca, t.jwt, acc.context, acc.shared)
+        ctx = templates.context(ident, t.ca, t.jwt, acc.context, acc.shared, t.enrolled)
         rendered, checks["TemplatesReady"] = templates.render_all(ident, t.template_sources, ctx, t.stored, t.timer)
         data |= rendered
     return TrustContent(data, records, acc.status, set(acc.bundle), set(acc.keys), checks)
