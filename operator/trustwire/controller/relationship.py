@@ -105,8 +105,8 @@ class RelationshipReconciler(StatusWriter):
         if desired is not None:
             await self._apply(rel.namespace, [desired], {name: observed}, owner=body, written=written)
         if written:  # the identity delivers them (the write's echo wakes nobody)
-            for ref_ in rel.between:
-                self._enqueue_identity(ref_)
+            for receiver in rel.between:
+                self._enqueue_identity(receiver)
         assert state.refresh_at is not None
         self.queue.add_after(("relationship", rel.namespace, rel.name),
                              max((state.refresh_at - now).total_seconds(), 0.0) + 1.0)
