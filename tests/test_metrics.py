@@ -237,41 +237,29 @@ def test_expiry_gauges_equal_the_status_timestamps() -> None:
     ) == epoch("2026-12-01T08:30:00Z")
 
 
-def test_ready_peers_and_relationships() -> None:
-    registry = registry_for(populated())
-    assert (
-        ready_true(registry, "governance", "dgc")
-        == 1
-    )
-    assert (
-        ready_true(registry, "jobs", "jobserver")
-        == 0
-    )
-    assert (
-        registry.get_sample_value("trustwire_identity_peers", {"namespace": "governance", "identity": "dgc"})
-        == 1
-    )
-    assert (
-        registry.get_sample_value("trustwire_identity_peers", {"namespace": "jobs", "identity": "jobserver"})
-        == 3
-    )
-    assert (
-        registry.get_sample_value(
-            "trustwire_relationship_ready", {"namespace": "governance", "relationship": "dgc-jobserver"}
-        )
-        == 1
-    )
-    assert (
-        registry.get_sample_value(
-            "trustwire_relationship_ready", {"namespace": "jobs", "relationship": "denied"}
-        )
-        == 0
-    )
-    # relationships are not identities and vice versa
-    assert (
-        ready_true(registry, "governance", "dgc-jobserver")
-        is None
-    )
+@pytest.mark.parametrize(
+    ("metric", "labels", "value"),
+    [
+        ("trustwire_identity_peers", {"namespace": "governance", "identity": "dgc"}, 1),
+        ("trustwire_identity_peers", {"namespace": "jobs", "identity": "jobserver"}, 3),
+        ("trustwire_relationship_ready", {"namespace": "governance", "relationship": "dgc-jobserver"}, 1),
+        ("trustwire_relationship_ready", {"namespace": "jobs", "relationship": "denied"}, 0),
+    ],
+)
+def test_peers_and_relationships(metric: str, labels: dict[str, str], value: float) -> None:
+    assert registry_for(populated()).get_sample_value(metric, labels) == value
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "value"),
+    [
+        ("governance", "dgc", 1),
+        ("jobs", "jobserver", 0),
+        ("governance", "dgc-jobserver", None),  # relationships are not identities
+    ],
+)
+def test_ready(namespace: str, name: str, value: float | None) -> None:
+    assert ready_true(registry_for(populated()), namespace, name) == value
 
 
 def test_rotation_phase_present_and_absent() -> None:
@@ -312,35 +300,23 @@ def test_rotation_phases(
     assert rotation_phases(IdentityStatus.from_dict(status)) == expected
 
 
-def test_reconcile_api_and_queue_counters() -> None:
-    registry = registry_for(populated())
-    assert registry.get_sample_value("trustwire_reconcile_total", {"kind": "identity", "result": "ok"}) == 7
-    assert (
-        registry.get_sample_value("trustwire_reconcile_total", {"kind": "identity", "result": "error"}) == 2
-    )
-    assert (
-        registry.get_sample_value(
-            "trustwire_reconcile_duration_seconds_count", {"kind": "identity", "result": "ok"}
-        )
-        == 7
-    )
-    assert (
-        registry.get_sample_value(
-            "trustwire_reconcile_duration_seconds_sum", {"kind": "identity", "result": "ok"}
-        )
-        == 0.75
-    )
-    assert (
-        registry.get_sample_value(
-            "trustwire_reconcile_duration_seconds_sum", {"kind": "relationship", "result": "ok"}
-        )
-        == 0.125
-    )
-    assert registry.get_sample_value("trustwire_api_requests_total", {"verb": "get"}) == 40
-    assert registry.get_sample_value("trustwire_api_requests_total", {"verb": "patch"}) == 12
-    assert registry.get_sample_value("trustwire_api_errors_total", {"code": "503"}) == 4
-    assert registry.get_sample_value("trustwire_api_errors_total", {"code": "409"}) == 1
-    assert registry.get_sample_value("trustwire_queue_depth") == 3
+@pytest.mark.parametrize(
+    ("metric", "labels", "value"),
+    [
+        ("trustwire_reconcile_total", {"kind": "identity", "result": "ok"}, 7),
+        ("trustwire_reconcile_total", {"kind": "identity", "result": "error"}, 2),
+        ("trustwire_reconcile_duration_seconds_count", {"kind": "identity", "result": "ok"}, 7),
+        ("trustwire_reconcile_duration_seconds_sum", {"kind": "identity", "result": "ok"}, 0.75),
+        ("trustwire_reconcile_duration_seconds_sum", {"kind": "relationship", "result": "ok"}, 0.125),
+        ("trustwire_api_requests_total", {"verb": "get"}, 40),
+        ("trustwire_api_requests_total", {"verb": "patch"}, 12),
+        ("trustwire_api_errors_total", {"code": "503"}, 4),
+        ("trustwire_api_errors_total", {"code": "409"}, 1),
+        ("trustwire_queue_depth", {}, 3),
+    ],
+)
+def test_reconcile_api_and_queue_counters(metric: str, labels: dict[str, str], value: float) -> None:
+    assert registry_for(populated()).get_sample_value(metric, labels) == value
 
 
 def test_values_are_read_at_scrape_time() -> None:

@@ -28,6 +28,10 @@ WIRED_BY_ANNOTATION = "trustwire.io/wired-by"
 #: Digest of the inputs and bytes of outputs that re-serialize differently every time (PKCS#12).
 DERIVED_ANNOTATION = "trustwire.io/derived"
 JWT_ISSUED_ANNOTATION = "trustwire.io/jwt-issued-at"
+#: On an Enrollment: any new value asks for a fresh one-time token (``trustwire enroll --renew-token``).
+RENEW_TOKEN_ANNOTATION = "trustwire.io/renew-token"  # noqa: S105 - an annotation name
+#: On the token Secret: the ``renew-token`` value the token in it answers.
+RENEW_TOKEN_HANDLED_ANNOTATION = "trustwire.io/renew-token-handled"  # noqa: S105 - an annotation name
 #: The label and annotation keys spec.secretTemplate put on a Secret, so that a key removed
 #: from the template is removed from the Secret too (and nobody else's key is).
 SECRET_TEMPLATE_ANNOTATION = "trustwire.io/secret-template"  # noqa: S105 - a name, not a secret
@@ -64,6 +68,11 @@ SHARED_SECRET_PREFIX = "shared-"  # noqa: S105 - a file-name prefix
 
 #: The enrollment CA(s) the identity's workloads trust for client certificates of enrolled applications.
 ENROLLMENT_CA_KEY = "enrollment-ca.crt"
+#: Keys of an Enrollment's token Secret: the one-time token, and the connector URL to call with it.
+ENROLLMENT_TOKEN_KEY = "token"  # noqa: S105 - a key name
+ENROLLMENT_URL_KEY = "url"
+#: The connector URL's path under the server's public URL.
+ENROLLMENT_INFO_PATH = "/v1/info"
 
 VOLUME_NAME = "trustwire"
 ENV_DIR = "TRUSTWIRE_DIR"
@@ -109,6 +118,15 @@ def public_configmap(identity: str) -> str:
 
 def shared_secret(relationship: str) -> str:
     return f"{relationship}-trustwire-shared"
+
+
+def issuer_configmap(relationship: str) -> str:
+    """The last good keys of a relationship's external issuer."""
+    return f"{relationship}-trustwire-issuer"
+
+
+#: the key of :func:`issuer_configmap` holding the issuer's JWKS (public members only)
+ISSUER_JWKS_KEY = "jwks.json"
 
 
 def shared_group_secret(group: str) -> str:

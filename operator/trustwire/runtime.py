@@ -38,6 +38,8 @@ class OperatorOptions:
     propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY
     #: bytes one Secret may hold; only tests lower it, to split a hub's trust cheaply
     secret_budget: int = SECRET_DATA_LIMIT
+    #: where ``trustwire serve`` is reached from outside, written into each token Secret as ``url``
+    public_url: str | None = None
     clock: Clock = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -51,7 +53,8 @@ async def running_operator(config: ApiConfig, options: OperatorOptions | None = 
     controller = Controller(client, clock=options.clock, rng=options.rng, workers=options.workers,
                             resync_interval=options.resync_interval,
                             propagation_delay=options.propagation_delay,
-                            namespaces=list(options.namespaces), secret_budget=options.secret_budget)
+                            namespaces=list(options.namespaces), secret_budget=options.secret_budget,
+                            public_url=options.public_url)
     election: LeaderElection | None = None
     if options.lease:
         namespace, _, name = options.lease.rpartition("/")

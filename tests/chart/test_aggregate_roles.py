@@ -9,7 +9,7 @@ import yaml
 
 from .render import CHART_DIR, RELEASE, is_aggregated, of_kind, render_objects, validate_strict
 
-RESOURCES = ["serviceidentities", "trustrelationships"]
+RESOURCES = ["serviceidentities", "trustrelationships", "enrollments"]
 READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete", "deletecollection"]
 AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"

@@ -16,9 +16,10 @@ CRUD = ("get", "list", "watch", "create", "patch", "delete")
 # this against the requests it really makes).
 SERVED_RULES = {
     *((v, "trustwire.io", "serviceidentities") for v in ("get", "list", "watch", "patch")),
-    *((v, "trustwire.io", "trustrelationships") for v in ("get", "list", "watch")),
+    *((v, "trustwire.io", r) for v in ("get", "list", "watch") for r in ("trustrelationships", "enrollments")),
     ("patch", "trustwire.io", "serviceidentities/status"),
     ("patch", "trustwire.io", "trustrelationships/status"),
+    ("patch", "trustwire.io", "enrollments/status"),
     *((v, "", "secrets") for v in CRUD),
     *((v, "", "configmaps") for v in CRUD),
     ("create", "", "events"),
@@ -83,6 +84,7 @@ def test_no_verb_beyond_what_the_operator_can_use() -> None:
     assert {(v, r) for v, _, r in rendered_rbac_rules("cluster") if r.endswith("/status")} == {
         ("patch", "serviceidentities/status"),
         ("patch", "trustrelationships/status"),
+        ("patch", "enrollments/status"),
     }
 
 

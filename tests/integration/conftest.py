@@ -100,7 +100,8 @@ async def clean_namespaces(plane: ControlPlane, client: Client, namespaces: set[
 #: What a test may leave in its namespaces, as deletecollection paths.
 LEFTOVERS = ("/api/v1/namespaces/{ns}/events", "/api/v1/namespaces/{ns}/secrets",
              "/api/v1/namespaces/{ns}/configmaps", "/apis/apps/v1/namespaces/{ns}/deployments",
-             "/apis/apps/v1/namespaces/{ns}/statefulsets", "/apis/apps/v1/namespaces/{ns}/daemonsets")
+             "/apis/apps/v1/namespaces/{ns}/statefulsets", "/apis/apps/v1/namespaces/{ns}/daemonsets",
+             "/apis/trustwire.io/v1alpha1/namespaces/{ns}/enrollments")
 
 
 async def _left(client: Client, resources: tuple[Resource, ...], namespaces: set[str]) -> list[str]:

@@ -30,6 +30,7 @@ from trustwire.k8s.client import Client
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import (
     CONFIGMAPS,
+    ENROLLMENTS,
     EVENTS,
     IDENTITIES,
     RELATIONSHIPS,
@@ -43,7 +44,8 @@ T = TypeVar("T")
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {"Secret": SECRETS, "ConfigMap": CONFIGMAPS, "ServiceIdentity": IDENTITIES,
-                              "TrustRelationship": RELATIONSHIPS, "Namespace": NAMESPACES, **WORKLOADS}
+                              "TrustRelationship": RELATIONSHIPS, "Enrollment": ENROLLMENTS, "Namespace": NAMESPACES,
+                              **WORKLOADS}
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 #: the operator's User-Agent, or its prefix (``trustwire-operator/<identity>`` with ``--identity``)
 OPERATOR_AGENT = "trustwire-operator"
@@ -192,6 +194,13 @@ def relationship(name: str, namespace: str, *between: tuple[str, str | None], **
     items = [{"identity": i} | ({"namespace": ns} if ns else {}) for i, ns in between]
     return {"apiVersion": "trustwire.io/v1alpha1", "kind": "TrustRelationship",
             "metadata": {"name": name, "namespace": namespace}, "spec": {"between": items, **spec}}
+
+
+def enrollment(name: str, namespace: str, identity_name: str, common_name: str | None = None,
+               **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "trustwire.io/v1alpha1", "kind": "Enrollment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"identity": identity_name, "subject": {"commonName": common_name or name}, **spec}}
 
 
 def deployment(name: str, namespace: str, containers: tuple[str, ...] = ("app",), kind: str = "Deployment",

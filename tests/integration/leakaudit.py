@@ -192,6 +192,10 @@ class LeakAudit:
             if key in (names.SHARED_KEY, names.SHARED_PREVIOUS_KEY):
                 for needle, what in _raw_secret_needles(value, f"the shared secret in {label}"):
                     self.add_needle(needle, what, owner)
+            # an enrollment token: whole, and its random part (which alone would let one forge it)
+            if key == names.ENROLLMENT_TOKEN_KEY and value.count(b".") == 2:
+                self.add_needle(value, f"the one-time token in {label}", owner)
+                self.add_needle(value.rsplit(b".", 1)[1], f"the one-time token's random part in {label}", owner)
 
     def _jwk_needles(self, value: bytes, label: str, owner: Owner) -> None:
         try:
@@ -290,7 +294,7 @@ class LeakAudit:
         if labels.get(names.IDENTITY_LABEL):
             ident = labels[names.IDENTITY_LABEL]
             return frozenset({(ns, names.ca_secret(ident)), (ns, names.credentials_secret(ident)),
-                              (ns, names.trust_secret(ident))})
+                              (ns, names.trust_secret(ident)), (ns, names.enrollment_ca_secret(ident))})
         if labels.get(names.RELATIONSHIP_LABEL):
             rel = labels[names.RELATIONSHIP_LABEL]
             return frozenset({(ns, name), *((i_ns, names.trust_secret(i)) for i_ns, i in

@@ -74,6 +74,7 @@ async def test_edit_creates_identities_and_view_only_reads(control_plane: Contro
                                           kubeconfig=editor, check=False)
         assert created.returncode == 0, created.stderr
         assert _can(plane, editor, "delete", "trustrelationships.trustwire.io")
+        assert _can(plane, editor, "patch", "enrollments.trustwire.io")  # trustwire enroll --renew-token
         # status is the operator's: edit does not reach the subresource
         assert not _can(plane, editor, "patch", "serviceidentities.trustwire.io", TENANT, "--subresource=status")
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,27 @@ async def follow_pod(client: Client, pod: PodFiles) -> None:
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def both_ways(cluster: Cluster, openssl: str, onprem: dict[str, Path], exported: Path,
+                    tmp_path: Path) -> AsyncIterator[tuple[PodFiles, Installed, BothWays]]:
+    """DGC's pod (following its Secrets), the outsider on ``exported``, and the probe between them."""
+    pod = PodFiles(tmp_path / "dgc-pod")
+    follower = asyncio.create_task(follow_pod(cluster.client, pod))
+    await until(lambda: (pod.root / "..data").exists(), "DGC's pod files", timeout=20)
+    dgc_server = TLSEndpoint(pod)
+    installed = Installed(openssl, onprem, exported)
+    probe = BothWays(pod, dgc_server, installed)
+    try:
+        yield pod, installed, probe
+    finally:
+        probe.stop()
+        dgc_server.close()
+        installed.server.close()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
 def ca_status(body: dict[str, Any] | None) -> dict[str, Any]:
     return ((body or {}).get("status") or {}).get("ca") or {}
 
@@ -249,16 +271,10 @@ async def test_onprem_peer_with_its_own_ca_mtls_both_ways_across_a_confirmed_rot
     assert dgc_ca in manifest and f"trustwire confirm {REL} -n {NS}" in manifest
     assert [pki.fingerprint_sha256(c) for c in pki.load_certificates((first / "ca.crt").read_bytes())] == [dgc_ca]
 
-    pod = PodFiles(tmp_path / "dgc-pod")
-    follower = asyncio.create_task(follow_pod(cluster.client, pod))
-    await until(lambda: (pod.root / "..data").exists(), "DGC's pod files", timeout=20)
-    dgc_server = TLSEndpoint(pod)
-    installed = Installed(openssl, onprem, first)
     await cli(kubeconfig, "confirm", REL, "-n", NS)  # by default: every CA DGC publishes now
     annotations = ((await cluster.get("TrustRelationship", NS, REL)) or {})["metadata"]["annotations"]
     assert annotations[names.EXTERNAL_CONFIRMED_ANNOTATION] == dgc_ca
-    probe = BothWays(pod, dgc_server, installed)
-    try:
+    async with both_ways(cluster, openssl, onprem, first, tmp_path) as (pod, installed, probe):
         await until(lambda: probe.result.ok >= 4, "first handshakes both ways", timeout=30)
         assert probe.result.failed == 0, probe.result.failures
 
@@ -289,13 +305,7 @@ async def test_onprem_peer_with_its_own_ca_mtls_both_ways_across_a_confirmed_rot
                                and ca_rotation(b).get("phase") == rot.IDLE, timeout=60, what="to finish the rotation")
         done = probe.result.ok
         await until(lambda: probe.result.ok >= done + 6, "handshakes on the new CA", timeout=30)
-    finally:
-        result = probe.stop()
-        dgc_server.close()
-        installed.server.close()
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+    result = probe.result
     # DGC's pod now presents a leaf of the new CA, and the outsider accepted it
     leaf = pki.load_certificates((pod.current / "tls.crt").read_bytes())[0]
     new_ca = next(c for c in pki.load_certificates((second / "ca.crt").read_bytes())
@@ -319,13 +329,7 @@ async def test_probe_sees_the_outage_when_the_confirmation_is_skipped(
     await cluster.wait_condition("TrustRelationship", NS, REL, "Ready")
     exported = tmp_path / "export"
     await cli(kubeconfig, "export", "dgc", "-n", NS, "--for", REL, "-o", str(exported))
-    pod = PodFiles(tmp_path / "dgc-pod")
-    follower = asyncio.create_task(follow_pod(cluster.client, pod))
-    await until(lambda: (pod.root / "..data").exists(), "DGC's pod files", timeout=20)
-    dgc_server = TLSEndpoint(pod)
-    installed = Installed(openssl, onprem, exported)
-    probe = BothWays(pod, dgc_server, installed)
-    try:
+    async with both_ways(cluster, openssl, onprem, exported, tmp_path) as (_, _, probe):
         await until(lambda: probe.result.ok >= 4, "first handshakes both ways", timeout=30)
         before = ca_status(await cluster.get("ServiceIdentity", NS, "dgc"))["fingerprint"]
         await cluster.client.merge_patch(IDENTITIES, NS, "dgc",
@@ -333,13 +337,7 @@ async def test_probe_sees_the_outage_when_the_confirmation_is_skipped(
         await cluster.wait_for("ServiceIdentity", NS, "dgc", lambda b: ca_status(b).get("fingerprint") != before,
                                timeout=60, what="to switch CAs")
         await until(lambda: probe.result.failed > 0, "the outage", timeout=30)
-    finally:
-        result = probe.stop()
-        dgc_server.close()
-        installed.server.close()
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+    result = probe.result
     # DGC's new leaf chains to a CA the Jobserver never installed: refused whichever side calls
     assert result.failed > 0 and all(f.startswith(("mTLS dgc->onprem", "mTLS onprem->dgc")) for f in result.failures)
 
@@ -421,11 +419,11 @@ async def test_export_and_confirm_refuse_what_they_cannot_do(cluster: Cluster, t
 async def test_the_api_server_refuses_malformed_external_members(cluster: Cluster) -> None:
     await cluster.ensure_namespace(NS)
     cases = [
-        ({"between": [{"identity": "dgc"}, {"namespace": "x"}]}, "exactly one of identity or external"),
+        ({"between": [{"identity": "dgc"}, {"namespace": "x"}]}, "exactly one of identity, external or issuer"),
         ({"between": [{"identity": "dgc", "external": {"name": "a", "caBundleRef": {"name": "c"}}},
-                      {"identity": "x"}]}, "exactly one of identity or external"),
+                      {"identity": "x"}]}, "exactly one of identity, external or issuer"),
         ({"between": [{"external": {"name": "a", "caBundleRef": {"name": "c"}}},
-                      {"external": {"name": "b", "caBundleRef": {"name": "c"}}}]}, "two external members"),
+                      {"external": {"name": "b", "caBundleRef": {"name": "c"}}}]}, "two members outside the cluster"),
         ({"between": [{"identity": "dgc"}, {"external": {"name": "a", "caBundleRef": {"name": "c"}}}],
           "sharedSecret": {"enabled": True}}, "beside an external member"),
     ]

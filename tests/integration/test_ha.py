@@ -34,7 +34,7 @@ LEASE = f"{LEASE_NAMESPACE}/{LEASE_NAME}"
 LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases"
 #: what the Lease holder lists and watches — and a standby nothing at all, workloads
 #: included: it lists and watches when it takes the Lease
-FOLLOWED = ("serviceidentities", "trustrelationships", "secrets", "configmaps",
+FOLLOWED = ("serviceidentities", "trustrelationships", "enrollments", "secrets", "configmaps",
             "deployments", "statefulsets", "daemonsets")
 
 

@@ -27,11 +27,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.integration.faults import material_problems
-from tests.integration.harness import Cluster, History, condition, deployment, identity, relationship, until
+from tests.integration.harness import (
+    Cluster,
+    History,
+    condition,
+    deployment,
+    enrollment,
+    identity,
+    relationship,
+    until,
+)
 from tests.integration.leakaudit import LeakAudit
 from trustwire import names
 from trustwire.k8s.errors import ApiError
-from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS
+from trustwire.k8s.resources import CONFIGMAPS, ENROLLMENTS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +65,7 @@ FAILING_TEMPLATES = [
 
 
 #: What the test's watches record, every version: where material lives and where it must not
-AUDITED = (SECRETS, CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, *WORKLOADS.values())
+AUDITED = (SECRETS, CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, ENROLLMENTS, *WORKLOADS.values())
 
 
 def _capture(caplog: pytest.LogCaptureFixture) -> None:
@@ -130,6 +139,18 @@ async def _scenario(cluster: Cluster) -> None:
     await cluster.apply(relationship("delta-alpha", "gov", ("delta", None), ("alpha", None)))
     await until(lambda: _has_reason(cluster, "delta-alpha", "JwtAllowed", "SymmetricJwtKey", kind="TrustRelationship"),
                 "delta-alpha's SymmetricJwtKey", timeout=30.0)
+
+    # an external application's one-time token, issued and issued again
+    await cluster.apply(identity("epsilon", "gov", enrollment={"enabled": True}))
+    await cluster.apply(enrollment("erp", "gov", "epsilon"))
+    await until(lambda: _has_reason(cluster, "erp", "Enrolled", "TokenIssued", kind="Enrollment"),
+                "erp's token", timeout=30.0)
+    renew = enrollment("erp", "gov", "epsilon")
+    renew["metadata"]["annotations"] = {names.RENEW_TOKEN_ANNOTATION: "leak-audit"}
+    await cluster.apply(renew)
+    await cluster.wait_for("Secret", "gov", names.enrollment_token_secret("erp"),
+                           lambda b: ((b or {}).get("metadata", {}).get("annotations") or {}).get(
+                               names.RENEW_TOKEN_HANDLED_ANNOTATION) == "leak-audit", what="to hold a fresh token")
     await cluster.settle()
 
 
@@ -184,6 +205,8 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     assert needle("the password", "jobs/beta-trustwire-trust[truststore.password]")
     assert needle("the shared secret", "gov/alpha-beta-trustwire-shared[shared.key]")
     assert needle("JWK member k (the key)", "gov/delta-trustwire-credentials[jwt.jwk]")
+    assert sum("the one-time token in Secret gov/erp-trustwire-enrollment-token[token]" in w for w in whats) == 2
+    assert needle("the one-time token's random part", "gov/erp-trustwire-enrollment-token[token]")
     own = (await cluster.data("Secret", "gov", names.trust_secret("alpha")))["own.properties"]
     assert alpha_creds["jwt.key"] in own
     wheres = [w for w, _, _ in audit.haystacks]
@@ -191,6 +214,7 @@ async def test_no_secret_material_outside_its_owner(cluster: Cluster, caplog: py
     assert sum(w.startswith("events gov/") for w in wheres) > 10
     assert any(w.startswith("serviceidentities gov/gamma") for w in wheres)
     assert any(w.startswith("trustrelationships gov/bad") for w in wheres)
+    assert any(w.startswith("enrollments gov/erp") for w in wheres)
     assert any(w.startswith("deployments gov/alpha") for w in wheres)
     assert sum(w.startswith("request ") and "/secrets" in w and "data[" in w for w in wheres) > 10
 

@@ -52,6 +52,7 @@ from tests.integration.harness import (
     Cluster,
     condition,
     deployment,
+    enrollment,
     identity,
     relationship,
     until,
@@ -372,6 +373,10 @@ async def run_scenario(cluster: Cluster) -> None:
         mtls={"enabled": True}, jwt={"enabled": True, "roles": ["IMPERSONATION"], "audience": "pf"},
         sharedSecret={"enabled": True}))
 
+    # an Enrollment of an identity without an enrollment CA: its status says so
+    await cluster.apply(enrollment("erp", TEAM_A, "dgc"))
+    await cluster.wait_condition("Enrollment", TEAM_A, "erp", "Enrolled", "False", reason="EnrollmentNotEnabled")
+
     rel = await cluster.wait_condition("TrustRelationship", TEAM_A, "dgc-jobserver", "Ready")
     assert condition(rel, "SharedSecretReady")["status"] == "True"  # type: ignore[index]
     await cluster.wait_condition("ServiceIdentity", TEAM_A, "dgc", "WorkloadsReady", reason="Wired")
@@ -496,11 +501,13 @@ async def every_verb(cluster: Cluster) -> None:
         return body
 
     await cluster.apply(alpha())
+    await cluster.apply(enrollment("erp", TEAM_A, "alpha"))
     await cluster.apply(identity("beta", TEAM_A))
     await cluster.apply(relationship("alpha-beta", TEAM_A, ("alpha", None), ("beta", None),
                                      sharedSecret={"enabled": True}))
     await cluster.wait_condition("TrustRelationship", TEAM_A, "alpha-beta", "Ready")
     await cluster.wait_condition("ServiceIdentity", TEAM_A, "alpha", "WorkloadsReady", reason="Wired")
+    await cluster.wait_condition("Enrollment", TEAM_A, "erp", "Enrolled", "False", reason="EnrollmentNotEnabled")
     public = await cluster.get("ConfigMap", TEAM_A, names.public_configmap("alpha"))
     await cluster.apply(alpha(annotations={names.ROTATE_ANNOTATION: "jwt:1"}))
     await cluster.wait_for("ConfigMap", TEAM_A, names.public_configmap("alpha"),

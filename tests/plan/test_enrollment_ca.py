@@ -7,6 +7,7 @@ own workloads trust it (``enrollment-ca.crt``), and it never reaches a peer's tr
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -125,3 +126,19 @@ def test_rotation_overlaps_and_retires_only_at_expiry(connector: Callable[..., S
     trusted = pki.load_certificates(
         _objects(expired)[names.credentials_secret("connector")].data[names.ENROLLMENT_CA_KEY])
     assert old not in trusted
+
+
+def test_enrolled_applications_appear_in_peers_json_and_the_template_context(
+        identity_body: Callable[..., dict[str, Any]], now: datetime, fixed_keys: Callable[[], Any]) -> None:
+    template = ("{% for app in enrolled %}{{ app.name }} {{ app.subject }} {{ app.fingerprint }} "
+                "{{ app.notAfter }};{% endfor %}")
+    ident = parse_identity(identity_body(name="connector", namespace=NS, enrollment={"enabled": True},
+                                         templates=[{"name": "apps.txt", "inline": template}]))
+    app = {"enrollment": "sap", "namespace": NS, "subject": "O=Acme,CN=sap", "serial": "0a",
+           "fingerprint": "cd" * 32, "notAfter": "2027-01-01T00:00:00Z"}
+    plan = plan_identity(IdentityObservation(identity=ident, now=now, enrolled=(app,),
+                                             template_sources={"apps.txt": template}), keys=fixed_keys())
+    trust = _objects(plan)[names.trust_secret("connector")].data
+    assert plan.checks["TemplatesReady"].ok, plan.checks["TemplatesReady"]
+    assert json.loads(trust["peers.json"]) == [app]
+    assert trust["apps.txt"].decode() == f"sap O=Acme,CN=sap {'cd' * 32} 2027-01-01T00:00:00Z;"

@@ -65,11 +65,16 @@ def test_one_keystore_password_rule(raw: bytes | None, password: str | None) -> 
     assert keystore_password(raw) == password
 
 
+#: what a human must look at: repairs, an overdue outsider, and an Enrollment that cannot proceed
+WARNINGS = {"CARepaired", "CertificateRepaired", "JwtKeyRepaired", "ExternalConfirmationOverdue", "TokenExpired",
+            "IdentityNotFound", "EnrollmentNotEnabled", "NameConflict", "InvalidSpec", "CertificateExpired"}
+
+
 @pytest.mark.parametrize("reason", list(Reason))
 def test_each_reason_knows_its_event_type(reason: Reason) -> None:
     event = PlannedEvent.of(reason, "m")
     assert event.reason == reason.value
-    assert event.type == ("Warning" if reason.value.endswith(("Repaired", "Overdue")) else "Normal")
+    assert event.type == ("Warning" if reason.value in WARNINGS else "Normal")
 
 
 def test_the_evaluator_answers_with_the_first_check_that_fires() -> None:

@@ -10,6 +10,7 @@ import click
 
 from trustwire import __version__
 from trustwire.cli.check import check
+from trustwire.cli.enroll import enroll
 from trustwire.cli.external import confirm, export
 from trustwire.cli.operate import demo, run
 from trustwire.cli.rotation import rotate
@@ -18,7 +19,8 @@ from trustwire.cli.status_table import status
 from trustwire.cli.token import token
 from trustwire.cli.verification import verify
 
-__all__ = ["check", "confirm", "demo", "export", "main", "rotate", "run", "serve", "status", "token", "verify"]
+__all__ = ["check", "confirm", "demo", "enroll", "export", "main", "rotate", "run", "serve", "status", "token",
+           "verify"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,5 +29,5 @@ def main() -> None:
     """trustwire wires mutual authentication (mTLS, JWT, shared secrets) between services."""
 
 
-for _command in (run, demo, status, rotate, verify, check, export, confirm, serve, token):
+for _command in (run, demo, status, rotate, verify, check, export, confirm, serve, token, enroll):
     main.add_command(_command)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +14,7 @@ from trustwire.cli.output import Unavailable
 
 if TYPE_CHECKING:
     from trustwire.k8s.client import ApiConfig, Client
+    from trustwire.k8s.resources import Resource
 
 _T = TypeVar("_T")
 
@@ -69,3 +70,17 @@ def api_call(config: ApiConfig, work: Callable[[Client], Awaitable[_T]]) -> _T:
     except (OSError, ssl.SSLError) as exc:
         raise Unavailable(
             f"cannot reach the Kubernetes API server at {config.server} ({exc})") from None
+
+
+async def read_spec(client: Client, resource: Resource, namespace: str, name: str,
+                    parse: Callable[[Mapping[str, Any]], _T]) -> _T:
+    """The object's validated spec; a missing object or a bad spec is one line for the user."""
+    from trustwire.model import SpecError
+
+    body = await client.get(resource, namespace, name)
+    if body is None:
+        raise Unavailable(f"{resource.kind} {namespace}/{name} not found")
+    try:
+        return parse(body)
+    except SpecError as exc:
+        raise Unavailable(f"{resource.kind} {namespace}/{name} has an invalid spec: {exc}") from None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of
+from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, read_spec
 from trustwire.cli.output import Unavailable
 
 if TYPE_CHECKING:
@@ -25,15 +25,9 @@ if TYPE_CHECKING:
 
 async def _relationship(client: Client, ns: str, name: str) -> TrustRelationship:
     from trustwire.k8s.resources import RELATIONSHIPS
-    from trustwire.model import SpecError, parse_relationship
+    from trustwire.model import parse_relationship
 
-    body = await client.get(RELATIONSHIPS, ns, name)
-    if body is None:
-        raise Unavailable(f"TrustRelationship {ns}/{name} not found")
-    try:
-        rel = parse_relationship(body)
-    except SpecError as exc:
-        raise Unavailable(f"TrustRelationship {ns}/{name} is invalid: {exc}") from None
+    rel = await read_spec(client, RELATIONSHIPS, ns, name, parse_relationship)
     if rel.external is None:
         raise Unavailable(f"TrustRelationship {ns}/{name} has no external member in spec.between")
     return rel

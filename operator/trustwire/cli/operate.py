@@ -9,6 +9,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 
@@ -38,10 +39,14 @@ if TYPE_CHECKING:
 @click.option("--resync", type=float, default=600.0, show_default=True, help="Seconds between full resyncs.")
 @click.option("--propagation-delay", type=float, default=90.0, show_default=True,
               help="Seconds a rotation waits for consumers that have no workloads to report a rollout.")
+@click.option("--public-url", envvar="TRUSTWIRE_PUBLIC_URL", callback=lambda _c, _p, v: _public_url(v),
+              help="https URL where trustwire serve is reached from outside; each Enrollment's token Secret "
+                   "then names its connector URL (key url).")
 @click.option("-v", "--verbose", is_flag=True)
 def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | None, context: str | None,
         server: str | None, liveness: str, metrics_port: int, lease: str | None, identity: str | None,
-        standalone: bool, workers: int, resync: float, propagation_delay: float, verbose: bool) -> None:
+        standalone: bool, workers: int, resync: float, propagation_delay: float, public_url: str | None,
+        verbose: bool) -> None:
     """Run the operator against a cluster."""
     from trustwire.runtime import OperatorOptions
 
@@ -57,9 +62,20 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, kubeconfig: str | Non
     options = OperatorOptions(
         namespaces=namespaces, liveness_endpoint=liveness or None,
         lease=lease, identity=identity, workers=workers, resync_interval=resync,
-        propagation_delay=timedelta(seconds=propagation_delay))
+        propagation_delay=timedelta(seconds=propagation_delay), public_url=public_url)
 
     asyncio.run(_serve(config, options, metrics_port))
+
+
+def _public_url(value: str | None) -> str | None:
+    """An absolute http(s) URL without query or fragment (the connector URL is built on it)."""
+    if not value:
+        return None
+    url = urlsplit(value)
+    if url.scheme not in ("https", "http") or not url.hostname or url.query or url.fragment:
+        raise click.BadParameter(f"{value!r} is no http(s) URL without query and fragment, "
+                                 "e.g. https://enroll.example.com", param_hint="--public-url")
+    return value.rstrip("/")
 
 
 async def _serve(config: ApiConfig, options: OperatorOptions, metrics_port: int) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of
+from trustwire.cli.cluster import api_call, cluster_options, load, namespace_of, read_spec
 from trustwire.cli.output import Unavailable
 
 if TYPE_CHECKING:
@@ -90,15 +90,9 @@ def token(identity: str, namespace: str | None, audience: tuple[str, ...], scope
 async def _read(client: Client, namespace: str, name: str) -> tuple[ServiceIdentity, dict[str, bytes]]:
     from trustwire import names
     from trustwire.k8s.resources import IDENTITIES, SECRETS, decode_data
-    from trustwire.model import SpecError, parse_identity
+    from trustwire.model import parse_identity
 
-    body = await client.get(IDENTITIES, namespace, name)
-    if body is None:
-        raise Unavailable(f"ServiceIdentity {namespace}/{name} not found")
-    try:
-        ident = parse_identity(body)
-    except SpecError as exc:
-        raise Unavailable(f"ServiceIdentity {namespace}/{name} has an invalid spec: {exc}") from None
+    ident = await read_spec(client, IDENTITIES, namespace, name, parse_identity)
     secret = await client.get(SECRETS, namespace, names.credentials_secret(name))
     if secret is None:
         raise Unavailable(f"the credentials Secret {namespace}/{names.credentials_secret(name)} does not exist yet")

@@ -31,6 +31,7 @@ from trustwire.k8s.resources import (
     CONFIGMAPS,
     DAEMONSETS,
     DEPLOYMENTS,
+    ENROLLMENTS,
     IDENTITIES,
     RELATIONSHIPS,
     SECRETS,
@@ -45,7 +46,8 @@ Observer = Callable[[Mapping[str, Any], bool], None]
 #: what the controller lists and watches, in listing order, with the label selector of the
 #: listing: of Secrets and ConfigMaps only ours; workloads are the user's, all of them
 FOLLOWED: dict[Resource, str | None] = {
-    IDENTITIES: None, RELATIONSHIPS: None, SECRETS: names.MANAGED_SELECTOR, CONFIGMAPS: names.MANAGED_SELECTOR,
+    IDENTITIES: None, RELATIONSHIPS: None, ENROLLMENTS: None,
+    SECRETS: names.MANAGED_SELECTOR, CONFIGMAPS: names.MANAGED_SELECTOR,
     DEPLOYMENTS: None, STATEFULSETS: None, DAEMONSETS: None,
 }
 _WORKLOADS = (DEPLOYMENTS, STATEFULSETS, DAEMONSETS)
@@ -97,6 +99,7 @@ class Informer(Intake):
         passes that no Secret exists, and a peer's material fetched from it would be kept."""
         identities: set[IdentityRef] = set()
         relationships: set[tuple[str, str]] = set()
+        enrollments: set[tuple[str, str]] = set()
         stored: list[Mapping[str, Any]] = []
         version = None
         async for page in self.client.pages(resource, namespace, label_selector=FOLLOWED[resource]):
@@ -105,6 +108,10 @@ class Informer(Intake):
                     identities.add(self.state.put_identity(body))
                 elif resource is RELATIONSHIPS:
                     relationships.add(self.state.put_relationship(body)[0])
+                elif resource is ENROLLMENTS:
+                    self.state.enrollments.observed(body, deleted=False)
+                    meta = body.get("metadata") or {}
+                    enrollments.add((str(meta.get("namespace") or "default"), str(meta.get("name") or "")))
                 elif resource in (SECRETS, CONFIGMAPS):
                     stored.append(body)
             version = page.resource_version
@@ -118,6 +125,10 @@ class Informer(Intake):
         elif resource is RELATIONSHIPS:
             for key in [k for k in self.state.relationships if namespace in (None, k[0]) and k not in relationships]:
                 self.observe_relationship(self.state.relationships[key].body, deleted=True)
+        elif resource is ENROLLMENTS:
+            records = self.state.enrollments.records
+            for key in [k for k in records if namespace in (None, k[0]) and k not in enrollments]:
+                self.observe_enrollment(records[key].body, deleted=True)
         log.debug("listed %s%s at resourceVersion %s", resource.plural, _where(namespace), version)
         return version
 
@@ -127,7 +138,8 @@ class Informer(Intake):
                 self.observe_workload(resource.kind, body)
             return observe
         return {IDENTITIES: self.observe_identity, RELATIONSHIPS: self.observe_relationship,
-                SECRETS: self.observe_secret, CONFIGMAPS: self.observe_configmap}[resource]
+                ENROLLMENTS: self.observe_enrollment, SECRETS: self.observe_secret,
+                CONFIGMAPS: self.observe_configmap}[resource]
 
     async def _follow(self, resource: Resource, namespace: str | None) -> None:
         """Watch one kind in one served namespace, from where :meth:`prime` listed it, for as

@@ -39,6 +39,8 @@ class Intake:
             self.state.put_identity(body)
         if change.own:
             self._enqueue_identity(ref)
+            for key in self.state.enrollments.of(ref):  # its enrollment CA may have come or gone
+                self.queue.add(("enrollment", *key))
         for key in self.state.rel_index.get(ref, set()):
             if change.relationships is None or f"{key[0]}/{key[1]}" in change.relationships:
                 self.queue.add(("relationship", *key))
@@ -61,6 +63,14 @@ class Intake:
             for ref in affected:
                 self._enqueue_identity(ref)
 
+    def observe_enrollment(self, body: Mapping[str, Any], deleted: bool) -> None:
+        own, identities = self.state.enrollments.observed(body, deleted)
+        meta = body.get("metadata") or {}
+        if own and not deleted:
+            self.queue.add(("enrollment", str(meta.get("namespace") or "default"), str(meta.get("name") or "")))
+        for ref in identities:  # what its workloads see of the application changed
+            self._enqueue_identity(ref)
+
     def observe_secret(self, body: Mapping[str, Any], deleted: bool) -> None:
         self.state.inventory.observed(SECRETS.plural, body, deleted)
         meta = body.get("metadata") or {}
@@ -78,6 +88,8 @@ class Intake:
         if labels.get(names.SHARED_GROUP_LABEL):  # a group's Secret changed by someone else
             for member in self.state.group_members(namespace, labels[names.SHARED_GROUP_LABEL]):
                 self.queue.add(("relationship", namespace, member.name))
+        if labels.get(names.ENROLLMENT_LABEL):  # the token Secret, edited or deleted by someone
+            self.queue.add(("enrollment", namespace, labels[names.ENROLLMENT_LABEL]))
         if labels.get(names.RELATIONSHIP_LABEL):
             key = (namespace, labels[names.RELATIONSHIP_LABEL])
             self.queue.add(("relationship", *key))
@@ -94,6 +106,9 @@ class Intake:
         if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "public" \
                 and not self.state.is_echo(CONFIGMAPS.plural, body, deleted):
             self._enqueue_identity(IdentityRef(namespace, str(labels.get(names.IDENTITY_LABEL))))  # restore edits
+        if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "issuer" \
+                and not self.state.is_echo(CONFIGMAPS.plural, body, deleted):  # an issuer's kept keys, edited
+            self.queue.add(("relationship", namespace, str(labels.get(names.RELATIONSHIP_LABEL))))
         for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
             self._enqueue_identity(ref)
         for key in self.state.bundle_index.get((namespace, str(meta.get("name"))), set()):
@@ -121,3 +136,5 @@ class Intake:
             self.queue.add(("identity", ref.namespace, ref.name))
         for key in list(self.state.relationships):
             self.queue.add(("relationship", *key))
+        for key in list(self.state.enrollments.records):
+            self.queue.add(("enrollment", *key))

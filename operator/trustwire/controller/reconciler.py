@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from trustwire.controller.enrollment import EnrollmentReconciler
 from trustwire.controller.heap import HeapTrimmer
 from trustwire.controller.identity import IdentityReconciler
 from trustwire.controller.leader import LeaderElection
@@ -39,11 +40,12 @@ from trustwire.plan.rotation import DEFAULT_PROPAGATION_DELAY
 from trustwire.times import Clock, utcnow
 
 
-class Controller(Workers, IdentityReconciler, RelationshipReconciler):
+class Controller(Workers, IdentityReconciler, RelationshipReconciler, EnrollmentReconciler):
     def __init__(self, client: Client, *, clock: Clock = utcnow, rng: random.Random | None = None,
                  workers: int = 4, resync_interval: float = 600.0, jitter: float = 0.1,
                  propagation_delay: timedelta = DEFAULT_PROPAGATION_DELAY,
-                 namespaces: Sequence[str] = (), secret_budget: int = SECRET_DATA_LIMIT) -> None:
+                 namespaces: Sequence[str] = (), secret_budget: int = SECRET_DATA_LIMIT,
+                 public_url: str | None = None) -> None:
         self.client = client
         #: served namespaces (empty: cluster-wide)
         self.namespaces: list[str | None] = list(namespaces)
@@ -52,6 +54,7 @@ class Controller(Workers, IdentityReconciler, RelationshipReconciler):
         self.propagation_delay = propagation_delay
         #: bytes one Secret may hold (tests lower it to split a hub's trust cheaply)
         self.secret_budget = secret_budget
+        self.public_url = public_url
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.state = State()

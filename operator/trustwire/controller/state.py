@@ -23,13 +23,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from trustwire import names
-from trustwire.model import IdentityRef, SpecError, TrustRelationship, parse_identity, parse_relationship
+from trustwire.controller.enrollments import EnrollmentCache
+from trustwire.model import (
+    ExternalIssuer,
+    IdentityRef,
+    SpecError,
+    TrustRelationship,
+    parse_identity,
+    parse_relationship,
+)
+from trustwire.plan.issuers import IssuerKeys
 from trustwire.plan.publication import Publication
 from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
 from trustwire.plan.status import IdentityStatus
 
 RelKey = tuple[str, str]
-#: a queued pass: ("identity" | "relationship", namespace, name)
+#: a queued pass: ("identity" | "relationship" | "enrollment", namespace, name)
 Key = tuple[str, str, str]
 WorkloadKey = tuple[str, str, str]  # namespace, kind, name
 
@@ -144,12 +153,17 @@ class State:
         self.first_status_waiters: dict[IdentityRef, set[RelKey]] = {}
         #: which managed Secrets and ConfigMaps exist (names only)
         self.inventory = Inventory()
+        self.enrollments = EnrollmentCache()
         self.workload_index: dict[WorkloadKey, set[IdentityRef]] = defaultdict(set)
         self.template_index: dict[tuple[str, str], set[IdentityRef]] = defaultdict(set)
         #: (namespace, name) of an external member's CA bundle → its relationships (ConfigMaps are
         #: watched; a Secret bundle, unlabelled, is read again on every pass)
         self.bundle_index: dict[tuple[str, str], set[RelKey]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
+        #: what the last fetch of each relationship's external issuer got, for which member and
+        #: CA bundle (the keys also live in its ConfigMap, the fetch time in its status, so a
+        #: restart loses only the time of the next fetch, which is then at once)
+        self.issuers: dict[RelKey, tuple[ExternalIssuer, bytes, IssuerKeys]] = {}
         #: (namespace, group) a relationship stopped naming: its Secret goes once no member is left
         self.former_groups: set[tuple[str, str]] = set()
 
@@ -223,6 +237,8 @@ class State:
                 affected.add(ref)
             if parsed.external is not None:
                 self.bundle_index[(parsed.namespace, parsed.external.ca_bundle.name)].add(key)
+            if parsed.issuer is not None:
+                self.bundle_index[(parsed.namespace, parsed.issuer.ca_bundle.name)].add(key)
         return key, affected
 
     def drop_relationship(self, key: RelKey) -> set[IdentityRef]:
@@ -237,8 +253,10 @@ class State:
                 if not self.rel_index[ref]:
                     del self.rel_index[ref]
                 affected.add(ref)
-            if (external := record.parsed.external) is not None:
-                bundle = (record.parsed.namespace, external.ca_bundle.name)
+            for outsider in (record.parsed.external, record.parsed.issuer):
+                if outsider is None:
+                    continue
+                bundle = (record.parsed.namespace, outsider.ca_bundle.name)
                 self.bundle_index[bundle].discard(key)
                 if not self.bundle_index[bundle]:
                     del self.bundle_index[bundle]

@@ -15,7 +15,7 @@ from typing import Any
 from trustwire.controller.state import Key
 from trustwire.controller.writes import Writes, stored_object
 from trustwire.k8s.errors import ApiError
-from trustwire.k8s.resources import CONFIGMAPS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, Resource
+from trustwire.k8s.resources import CONFIGMAPS, ENROLLMENTS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, Resource
 from trustwire.model import BundleKind, TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome
@@ -71,7 +71,8 @@ class StatusWriter(Writes):
     async def _store_status(self, resource: Resource, namespace: str, name: str, old: Mapping[str, Any],
                             new: dict[str, Any]) -> bool:
         """Remember ``new`` for metrics and write it if it differs from ``old``; True if written."""
-        self.statuses[(("identity" if resource is IDENTITIES else "relationship"), namespace, name)] = new
+        kind = {IDENTITIES: "identity", ENROLLMENTS: "enrollment"}.get(resource, "relationship")
+        self.statuses[(kind, namespace, name)] = new
         patch = merge_patch(dict(old), new)
         if patch is None:
             return False
@@ -82,7 +83,7 @@ class StatusWriter(Writes):
         """Best effort: a pass that failed for good says so in Ready/Stalled, so that neither
         ``kubectl wait --for=condition=Ready`` nor a dashboard trusts the last good status."""
         kind, namespace, name = key
-        resource = IDENTITIES if kind == "identity" else RELATIONSHIPS
+        resource = {"identity": IDENTITIES, "enrollment": ENROLLMENTS}.get(kind, RELATIONSHIPS)
         if isinstance(exc, ApiError):  # what was refused, and why in the API's words (an admission policy's)
             check = cond.stalled("WriteRejected", f"the API server refused {exc.verb.upper()} {exc.path}: "
                                                   f"{exc.status} {exc.reason}"

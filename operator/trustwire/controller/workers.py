@@ -54,6 +54,8 @@ class Workers(Informer):
 
         async def reconcile_relationship(self, key: tuple[str, str]) -> None: ...
 
+        async def reconcile_enrollment(self, key: tuple[str, str]) -> None: ...
+
         async def _report_failure(self, key: Key, exc: Exception) -> None: ...
 
     async def run(self, election: LeaderElection | None = None) -> None:
@@ -154,6 +156,8 @@ class Workers(Informer):
         self.reconciles[kind] = self.reconciles.get(kind, 0) + 1
         if kind == "identity":
             await self.reconcile_identity(IdentityRef(namespace, name))
+        elif kind == "enrollment":
+            await self.reconcile_enrollment((namespace, name))
         else:
             await self.reconcile_relationship((namespace, name))
 

@@ -26,6 +26,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "kind": "TrustRelationship", "singular": "trustrelationship", "namespaced": True, "shortnames": ["trust"],
         "categories": ["trustwire"], "subresources": ["status"],
         "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    "trustwire.io/v1alpha1/enrollments": {
+        "kind": "Enrollment", "singular": "enrollment", "namespaced": True, "shortnames": ["enr"],
+        "categories": ["trustwire"], "subresources": ["status"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     "v1/secrets": {"kind": "Secret", "singular": "secret", "namespaced": True,
                    "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     "v1/configmaps": {"kind": "ConfigMap", "singular": "configmap", "namespaced": True,

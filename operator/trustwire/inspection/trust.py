@@ -62,7 +62,8 @@ def check_peers(m: Material) -> list[Finding]:
     bundle = {fingerprint(c) for c in m.bundle}
     findings: list[Finding] = []
     for peer in m.peers:
-        name = f"peer {peer.get('namespace', '?')}/{peer.get('identity', '?')}"
+        name = f"enrolled {peer.get('namespace', '?')}/{peer['enrollment']}" if "enrollment" in peer else \
+            f"peer {peer.get('namespace', '?')}/{peer.get('identity', '?')}"
         problems: list[str] = []
         notes: list[str] = []
         if peer.get("mtls"):

@@ -23,6 +23,7 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from trustwire import names, pki
 from trustwire.model import CASource, IdentityRef, ServiceIdentity
@@ -80,6 +81,8 @@ class IdentityObservation:
     #: template name → source text (None when its ConfigMap/key is missing)
     template_sources: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     links: tuple[PeerLink, ...] = ()
+    #: the enrolled applications its enrollment CA signed (``plan.enrollment.enrolled_entry``)
+    enrolled: tuple[Mapping[str, Any], ...] = ()
     #: rotation evidence: what each peer reports holding, and what our own workloads run
     peer_states: Mapping[IdentityRef, rot.PeerState] = dataclasses.field(default_factory=dict)
     rolled_out_hash: str | None = None
@@ -297,7 +300,7 @@ def _trust(p: _Pass, ca: CAMaterial | None, jwt: jwtkeys.JwtStep | None,
         return trust, unwritten
     password = obs.user_password or stored_password(obs.trust, "truststore.password") or p.keys.password()
     trust = plan_trust(TrustInput(ident, _stored_trust(obs), obs.links, ca, jwt.state.active if jwt else None,
-                                  password, obs.template_sources, timer, obs.secret_budget))
+                                  password, obs.template_sources, timer, obs.secret_budget, obs.enrolled))
     p.checks |= trust.checks
     laid_out = _trust_objects(obs, trust)
     if isinstance(laid_out, Check):

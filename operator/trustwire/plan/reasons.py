@@ -45,6 +45,17 @@ class Reason(enum.StrEnum):
     #: an external issuer answered with a document or JWKS that is refused
     ISSUER_INVALID = "IssuerInvalid"
     SHARED_SECRET_ROTATED = "SharedSecretRotated"  # noqa: S105 - an Event reason
+    #: enrollment of external applications, as the operator sees it (Events on the Enrollment)
+    TOKEN_ISSUED = "TokenIssued"  # noqa: S105 - an Event reason
+    ENROLLED = "Enrolled"
+    ENROLLMENT_RENEWED = "Renewed"
+    TOKEN_EXPIRED = "TokenExpired"  # noqa: S105 - an Event reason
+    ENROLLMENT_REVOKED = "Revoked"
+    ENROLLMENT_IDENTITY_NOT_FOUND = "IdentityNotFound"
+    ENROLLMENT_NOT_ENABLED = "EnrollmentNotEnabled"
+    ENROLLMENT_NAME_CONFLICT = "NameConflict"
+    ENROLLMENT_INVALID = "InvalidSpec"
+    ENROLLMENT_CERTIFICATE_EXPIRED = "CertificateExpired"
 
     @property
     def event_type(self) -> str:
@@ -52,7 +63,10 @@ class Reason(enum.StrEnum):
 
 
 _WARNINGS = frozenset({Reason.CA_REPAIRED, Reason.CERTIFICATE_REPAIRED, Reason.JWT_KEY_REPAIRED,
-                       Reason.EXTERNAL_CONFIRMATION_OVERDUE})
+                       Reason.EXTERNAL_CONFIRMATION_OVERDUE,
+                       Reason.TOKEN_EXPIRED, Reason.ENROLLMENT_IDENTITY_NOT_FOUND,
+                       Reason.ENROLLMENT_NOT_ENABLED, Reason.ENROLLMENT_NAME_CONFLICT, Reason.ENROLLMENT_INVALID,
+                       Reason.ENROLLMENT_CERTIFICATE_EXPIRED})
 #: first issuances: several of them in one pass become one ``Issued`` Event
 _FIRST = frozenset({Reason.CA_ISSUED, Reason.CERTIFICATE_ISSUED, Reason.JWT_KEY_GENERATED})
 

@@ -39,7 +39,7 @@ class TemplateOutcome(enum.StrEnum):
 
 def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | None,
             peers: Sequence[Mapping[str, Any]], shared_secrets: Mapping[str, Mapping[str, Any]],
-            ) -> dict[str, Any]:
+            enrolled: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     d = ident.mount_path
     me = {
         "name": ident.name, "namespace": ident.namespace, "serviceName": ident.service_name,
@@ -61,7 +61,8 @@ def context(ident: ServiceIdentity, ca: CAMaterial | None, jwt: JwtMaterial | No
         },
     }
     # the trust Secret is the identity's own: shared values render there and nowhere else
-    return {"self": me, "identity": me, "peers": list(peers), "sharedSecrets": dict(shared_secrets)}
+    return {"self": me, "identity": me, "peers": list(peers), "sharedSecrets": dict(shared_secrets),
+            "enrolled": [{"name": e["enrollment"], **e} for e in enrolled]}
 
 
 def _b64_json(value: Mapping[str, str]) -> str:

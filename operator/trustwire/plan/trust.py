@@ -48,6 +48,8 @@ class TrustInput:
     timer: templates.Timer
     #: bytes one Secret may hold (tests lower it to split and overflow cheaply)
     budget: int = SECRET_DATA_LIMIT
+    #: enrolled applications (``plan.enrollment.enrolled_entry``): in ``peers.json`` and templates
+    enrolled: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclasses.dataclass
@@ -157,6 +159,9 @@ class _Peers:
 def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: Sequence[str]) -> str | None:
     """Add one peer's material to ``acc``; or why it cannot be trusted yet."""
     rel, pub = link.relationship, link.publication
+    if pub is None and rel.issuer is not None:
+        return (f"the keys of issuer {rel.issuer.url} are not fetched yet "
+                f"(see TrustRelationship {rel.namespace}/{rel.name})")
     if pub is None and rel.external is not None:
         return (f"the CA bundle of external peer {rel.external.name} is not usable "
                 f"(see TrustRelationship {rel.namespace}/{rel.name})")
@@ -203,7 +208,7 @@ def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: 
         "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
         "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
         "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
-        "external": rel.external is not None,
+        "external": rel.outside,
     }
     acc.entries.append(entry)
     acc.status.append(PeerStatus(link.peer.name, link.peer.namespace, f"{rel.namespace}/{rel.name}", rel.mtls,
@@ -229,11 +234,11 @@ def content(t: TrustInput, links: Sequence[PeerLink]) -> TrustContent:
     data["truststore.password"] = t.password.encode()
     data |= _truststores(t, bundle_certs, data["trust-bundle.pem"], records)
     data["peers.jwks"] = to_json(pki.jwks([acc.keys[k] for k in sorted(acc.keys)]))
-    data["peers.json"] = to_json(acc.entries)
+    data["peers.json"] = to_json([*acc.entries, *t.enrolled])
     checks = {"TrustReady": waiting("PeerPending", bounded(acc.pending)) if acc.pending else
               passed("Distributed", f"{len(acc.entries)} peer(s) trusted")}
     if ident.templates:
-        ctx = templates.context(ident, t.ca, t.jwt, acc.context, acc.shared)
+        ctx = templates.context(ident, t.ca, t.jwt, acc.context, acc.shared, t.enrolled)
         rendered, checks["TemplatesReady"] = templates.render_all(ident, t.template_sources, ctx, t.stored, t.timer)
         data |= rendered
     return TrustContent(data, records, acc.status, set(acc.bundle), set(acc.keys), checks)
