@@ -97,7 +97,12 @@ async def test_renew_token_replaces_the_token_once(cluster: Cluster) -> None:
     assert secret["metadata"]["annotations"][names.RENEW_TOKEN_HANDLED_ANNOTATION] == "2026-03-01T12:00:00Z"  # type: ignore[index]
     await cluster.settle()
     assert (await cluster.data("Secret", NS, TOKEN_SECRET))["token"] == second
-    assert [e["reason"] for e in await cluster.events(NS, "sap")] == ["TokenIssued", "TokenIssued"]
+
+    async def issued() -> list[str] | None:  # Events are posted after the writes they tell of
+        reasons = [e["reason"] for e in await cluster.events(NS, "sap")]
+        return reasons if len(reasons) >= 2 else None
+
+    assert await until(issued, "two TokenIssued Events", timeout=10) == ["TokenIssued", "TokenIssued"]
 
 
 async def test_an_unused_token_expires(cluster: Cluster) -> None:
