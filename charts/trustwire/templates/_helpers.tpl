@@ -182,3 +182,72 @@ Rules for one role. Call with (dict "root" $ "scope" S), S one of:
 {{- end }}
 {{- toYaml $rules }}
 {{- end }}
+
+{{/*
+`trustwire serve`: its objects' name, labels (a component of the release, selected apart from
+the operator's pods) and ServiceAccount.
+*/}}
+{{- define "trustwire.serve.name" -}}
+{{- printf "%s-serve" (include "trustwire.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "trustwire.serve.clusterName" -}}
+{{- printf "%s-serve-%s" (include "trustwire.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{- /* A name of its own, so the operator's selectors (its Service, its PDB) never match these pods. */}}
+{{- define "trustwire.serve.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-serve" (include "trustwire.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: serve
+{{- end }}
+
+{{- define "trustwire.serve.labels" -}}
+helm.sh/chart: {{ include "trustwire.chart" . }}
+{{ include "trustwire.serve.selectorLabels" . }}
+app.kubernetes.io/version: {{ (.Values.image.tag | default .Chart.AppVersion) | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: trustwire
+{{- end }}
+
+{{- define "trustwire.serve.serviceAccountName" -}}
+{{- if .Values.serve.serviceAccount.create }}
+{{- default (include "trustwire.serve.name" .) .Values.serve.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serve.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+What `trustwire serve` reads and writes in a served namespace, nothing more: Enrollments (by
+the name a token or a client certificate carries, and listed to learn which enrollment CAs
+a client certificate may chain to), their status (the token consumed, the
+certificate recorded: a conditional patch), the identity (its trust domain) and its
+enrollment CA Secret by name (never a list), the public ConfigMap by name (OIDC discovery),
+and Events. No list or watch of Secrets, no write of any spec.
+*/}}
+{{- define "trustwire.serve.rules" -}}
+- apiGroups: ["trustwire.io"]
+  resources: ["enrollments"]
+  verbs: ["get", "list"]
+- apiGroups: ["trustwire.io"]
+  resources: ["enrollments/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["trustwire.io"]
+  resources: ["serviceidentities"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets", "configmaps"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{- /* The server's own TLS Secret, by name only, in the release namespace. */}}
+{{- define "trustwire.serve.tlsRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: [{{ .Values.serve.tlsSecret | quote }}]
+  verbs: ["get"]
+{{- end }}
