@@ -17,6 +17,7 @@ from trustwire import pki
 from trustwire.model import Enrollment, Subject
 from trustwire.plan import csr as plan
 from trustwire.plan.checks import evaluate
+from trustwire.plan.enrollment import TokenRecord, make_token, subject_name, token_hash
 from trustwire.plan.reasons import Reason
 
 KeyPool = Callable[..., pki.PrivateKey]
@@ -53,7 +54,7 @@ def _tampered(pem: str) -> str:
     ("EC P-384", lambda k: _csr(k(A.ECDSAP384)), None),
     ("RSA 2048", lambda k: _csr(k(A.RSA2048)), None),
     ("Ed25519", lambda k: _csr(k(A.Ed25519)), None),
-    ("subject in the spec's order", lambda k: _csr(k(A.ECDSAP256), plan.subject_name(SUBJECT)), None),
+    ("subject in the spec's order", lambda k: _csr(k(A.ECDSAP256), subject_name(SUBJECT)), None),
     ("CA=false asked", lambda k: _csr(k(A.ECDSAP256), ca=False), None),
     ("not PEM", lambda k: "hello", Reason.CSR_UNREADABLE),
     ("a certificate, not a CSR", lambda k: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE "
@@ -107,7 +108,7 @@ def test_issued_certificate_is_a_client_certificate_openssl_accepts(
     assert request is not None and verdict is None
     cert = plan.issue(ENROLLMENT, request, issuer, now, pki.random_serial())
 
-    assert cert.subject == plan.subject_name(SUBJECT)
+    assert cert.subject == subject_name(SUBJECT)
     assert pki.uri_sans(cert) == ["spiffe://example.org/ns/shop/enrollment/erp"]
     assert plan.enrollment_of(cert) == ("shop", "erp")
     assert cert.extensions.get_extension_for_oid(ExtensionOID.EXTENDED_KEY_USAGE).value == \
@@ -176,3 +177,22 @@ def test_enrollment_of(real_key: KeyPool, now: datetime, uri: str, expected: tup
     cert = pki.create_client_certificate(issuer.certificate, issuer.key, real_key(A.ECDSAP256).public_key(),
                                          subject=NAME, uri_san=uri, now=now, lifetime=timedelta(days=1))
     assert plan.enrollment_of(cert) == expected
+
+
+# ---- the one-time token --------------------------------------------------------------------------
+TOKEN = make_token("shop", "erp", b"\x01" * 32)
+
+
+@pytest.mark.parametrize(("case", "revoked", "record", "presented", "reason"), [
+    ("the outstanding token", False, (TOKEN, 60), TOKEN, None),
+    ("revoked", True, (TOKEN, 60), TOKEN, Reason.ENROLLMENT_REVOKED),
+    ("no token outstanding (used)", False, None, TOKEN, Reason.TOKEN_INVALID),
+    ("another token", False, (make_token("shop", "erp", b"\x02" * 32), 60), TOKEN, Reason.TOKEN_INVALID),
+    ("expired", False, (TOKEN, -1), TOKEN, Reason.TOKEN_EXPIRED),
+])
+def test_token_chain(now: datetime, case: str, revoked: bool, record: tuple[str, int] | None, presented: str,
+                     reason: Reason | None) -> None:
+    stored = TokenRecord(token_hash(record[0]), now + timedelta(seconds=record[1])) if record else None
+    verdict = evaluate(plan.TOKEN_CHECKS, plan.TokenInput(revoked, stored, presented, now))
+    assert (verdict.reason if verdict else None) is reason, case
+    assert verdict is None or TOKEN not in verdict.message

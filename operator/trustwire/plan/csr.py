@@ -11,31 +11,25 @@ Pure: the clock and the serial are parameters.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import ExtensionOID
 
 from trustwire import pki
 from trustwire.model import Enrollment, Subject
 from trustwire.plan.checks import Verdict, evaluate
+from trustwire.plan.enrollment import TokenRecord, subject_name, token_hash
 from trustwire.plan.reasons import Reason
 from trustwire.times import rfc3339
 
 #: The ASN.1 errors cryptography raises while decoding a hostile CSR lazily.
 _UNREADABLE = (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension,
                x509.UnsupportedGeneralNameType)
-
-
-def subject_name(subject: Subject) -> x509.Name:
-    """``spec.subject`` as an X.509 name: CN, then each O, then each OU."""
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name)]
-    attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in subject.organization]
-    attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in subject.organizational_unit]
-    return x509.Name(attributes)
 
 
 def enrollment_uri(trust_domain: str, namespace: str, name: str) -> str:
@@ -58,6 +52,36 @@ def load_csr(pem: str) -> x509.CertificateSigningRequest | None:
         return x509.load_pem_x509_csr(pem.encode())
     except (*_UNREADABLE, UnicodeEncodeError):
         return None
+
+
+# ---- the one-time token --------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TokenInput:
+    revoked: bool
+    #: ``status.token``: the one outstanding token's hash and expiry
+    record: TokenRecord | None
+    presented: str
+    now: datetime
+
+
+def token_revoked(t: TokenInput) -> Verdict | None:
+    return Verdict(Reason.ENROLLMENT_REVOKED, "the Enrollment is revoked (spec.revoked)") if t.revoked else None
+
+
+def token_not_outstanding(t: TokenInput) -> Verdict | None:
+    if t.record is not None and hmac.compare_digest(t.record.sha256, token_hash(t.presented)):
+        return None
+    return Verdict(Reason.TOKEN_INVALID, "the token is not valid (unknown, or already used)")
+
+
+def token_expired(t: TokenInput) -> Verdict | None:
+    if t.record is None or t.record.expires_at > t.now:
+        return None
+    return Verdict(Reason.TOKEN_EXPIRED, f"the token expired at {rfc3339(t.record.expires_at)}; ask the "
+                                         "administrator for a new one (trustwire enroll --renew-token)")
+
+
+TOKEN_CHECKS = (token_revoked, token_not_outstanding, token_expired)
 
 
 # ---- the CSR -------------------------------------------------------------------------------

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from trustwire import names
 from trustwire.model import Enrollment, Subject
 from trustwire.plan.checks import Verdict, evaluate
 from trustwire.plan.conditions import Check, merge_conditions, passed, stalled, summarize, transitions, waiting
-from trustwire.plan.csr import subject_name
 from trustwire.plan.material import DesiredObject
 from trustwire.plan.reasons import PlannedEvent, Reason
 from trustwire.times import parse_time, rfc3339
@@ -342,9 +344,18 @@ def _finish(e: EnrollmentInput, phase: Phase | None, token: TokenRecord | None, 
                           events, wake_at)
 
 
+def subject_name(subject: Subject) -> x509.Name:
+    """``spec.subject`` as an X.509 name, in the order the issued certificate holds it: CN,
+    then each O, then each OU."""
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name)]
+    attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in subject.organization]
+    attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in subject.organizational_unit]
+    return x509.Name(attributes)
+
+
 def subject_text(subject: Subject) -> str:
     """The subject as RFC 4514 writes it (``O=Acme,CN=erp``: Java's ``getName()`` and Go's
-    ``String()`` give the same), from the attributes in the order the certificate holds them."""
+    ``String()`` give the same)."""
     return subject_name(subject).rfc4514_string()
 
 
