@@ -76,7 +76,8 @@ class App:
         return csr.read_text()
 
     async def curl(self, method: str, path: str, *, token: str | None = None, body: bytes | None = None,
-                   cert: str | None = None) -> tuple[int, dict[str, Any]]:
+                   cert: str | None = None, handshake: bool = True) -> tuple[int, dict[str, Any]]:
+        """``handshake=False``: a refused TLS handshake answers status 0 instead of failing."""
         argv = ["curl", "-sS", "-X", method, "--cacert", str(self.server_ca),
                 "--resolve", f"{HOST}:{self.port}:127.0.0.1", "-w", "\n%{http_code}", "-o", "-"]
         if token is not None:
@@ -86,6 +87,8 @@ class App:
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
         rc, out, err = await _run(*argv, self.base + path, stdin=body)
+        if rc != 0 and not handshake:
+            return 0, {}
         assert rc == 0, err.decode()
         text, _, code = out.decode().rpartition("\n")
         return int(code), json.loads(text) if text else {}
@@ -183,6 +186,15 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
         old = await app.curl("POST", "/v1/renewals", cert="app",
                              body=json.dumps({"csr": await app.csr(SUBJECT, name="x")}).encode())
         assert old[0] == 403 and old[1]["error"]["reason"] == "CertificateNotCurrent"
+
+        async with _server(cluster.client, server_tls[0]) as fresh:  # a replica that issued nothing
+            other = App(fresh, server_tls[1], tmp_path)
+
+            async def answered() -> dict[str, Any] | None:
+                status, managed = await other.curl("GET", "/v1/management/info", cert="next", handshake=False)
+                return managed if status == 200 else None
+            managed = await until(answered, "a fresh replica that learnt the enrollment CA", timeout=15)
+            assert managed["certificate"]["serial"] == renewed["serial"]
 
         await cluster.client.merge_patch(ENROLLMENTS, NS, "sap", {"spec": {"revoked": True}})
         refused = await app.curl("GET", "/v1/management/info", cert="next")

@@ -12,6 +12,7 @@ Nothing here logs a token, a CSR or a key.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import ssl
@@ -297,6 +298,39 @@ async def renewals(ctx: ServerContext, request: web.Request) -> web.Response:
     await _event(ctx, found, Reason.ENROLLMENT_RENEWED, f"certificate {pki.serial_hex(cert)} issued, valid "
                                                         f"until {rfc3339(pki.not_after(cert))}")
     return web.json_response(_issued(cert, authority), status=201)
+
+
+async def learn_client_cas(ctx: ServerContext) -> None:
+    """Teach the TLS context every enrollment CA of the served Enrollments' identities, so a
+    replica that never issued a certificate still completes its holder's handshake."""
+    if ctx.tls is None:
+        return
+    bodies = []
+    for namespace in ctx.namespaces or (None,):
+        bodies += await ctx.client.list(ENROLLMENTS, namespace)
+    identities = {((b.get("metadata") or {}).get("namespace"), (b.get("spec") or {}).get("identity"))
+                  for b in bodies}
+    for namespace, identity in identities:
+        if not isinstance(namespace, str) or not isinstance(identity, str):
+            continue
+        secret = await ctx.client.get(SECRETS, namespace, names.enrollment_ca_secret(identity))
+        data = decode_data(SECRETS, secret) if secret else {}
+        for key in _CA_KEYS:
+            if data.get(key):
+                try:
+                    ctx.tls.load_verify_locations(cadata=data[key].decode())
+                except (ssl.SSLError, UnicodeDecodeError):
+                    log.info("enrollment CA %s/%s %s is unreadable", namespace, identity, key)
+
+
+async def keep_client_cas(ctx: ServerContext, every: float = 60.0) -> None:
+    """:func:`learn_client_cas` now and every ``every`` seconds (a new identity's CA, a rotation)."""
+    while True:
+        try:
+            await learn_client_cas(ctx)
+        except ApiError as exc:
+            log.info("could not read the enrollment CAs: %s", exc.status)
+        await asyncio.sleep(every)
 
 
 # ---- a simple per-client bound -------------------------------------------------------------
