@@ -29,8 +29,9 @@ from trustwire.demo.drill import mounted_files
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.proofs import Proof
 from trustwire.demo.scenario import Scenario, proofs_for, scenario
+from trustwire.demo.serving import serve_beside
 from trustwire.k8s.client import ApiConfig, Client
-from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
+from trustwire.k8s.resources import CONFIGMAPS, ENROLLMENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
 from trustwire.model import IdentityRef
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.runtime import OperatorOptions, running_operator
@@ -39,7 +40,7 @@ from trustwire.times import utcnow
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {
     "Namespace": NAMESPACES, "Secret": SECRETS, "ConfigMap": CONFIGMAPS,
-    "ServiceIdentity": IDENTITIES, "TrustRelationship": RELATIONSHIPS, **WORKLOADS,
+    "ServiceIdentity": IDENTITIES, "TrustRelationship": RELATIONSHIPS, "Enrollment": ENROLLMENTS, **WORKLOADS,
 }
 
 
@@ -202,7 +203,10 @@ def _verdict(proofs: Sequence[Proof], ready: bool, console: Console) -> int:
 
 
 async def run_demo(*, output: Path | None, examples: Path | None = None, console: Console | None = None,
-                   ready_timeout: float = 45.0, before_proofs: MountHook | None = None) -> int:
+                   ready_timeout: float = 45.0, before_proofs: MountHook | None = None,
+                   serve: Path | None = None, stop: asyncio.Event | None = None) -> int:
+    """``serve``: after the proofs, keep the demo running with ``trustwire serve`` beside it
+    (:mod:`trustwire.demo.serving`) until ``stop`` is set."""
     console = console or Console()
     examples = examples or default_examples()
     docs = load_manifests(examples)
@@ -222,4 +226,7 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
             if output:
                 count = await export_objects(emu.emulator, output)
                 console.print(f"wrote {count} objects to {output / 'objects'} and mounts to {output / 'mounts'}")
-    return _verdict(proofs, ready, console)
+            code = _verdict(proofs, ready, console)
+            if serve is not None and code == 0:
+                await serve_beside(client, emu.url, serve, docs, console, stop or asyncio.Event())
+    return code
