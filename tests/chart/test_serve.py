@@ -1,120 +1,64 @@
-"""The chart's `trustwire serve` objects: off by default; when on, their own ServiceAccount,
-least-privilege roles in the scope of rbac.mode, a Deployment whose arguments `trustwire serve`
-accepts, and a Service in front of it."""
+"""The chart's `trustwire serve`: off by default; its own ServiceAccount with least privilege."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import pytest
-from click.testing import CliRunner
+from tests.chart.render import render_objects
 
-from tests.chart.render import NAMESPACE, of_kind, one, render_objects, validate_strict
-
-SERVE = {"enabled": True, "tlsSecret": "serve-tls", "publicUrl": "https://enrol.example"}
-NAME = "trustwire-serve"
-
-#: (verb, apiGroup, resource, resourceName) the server may use in a served namespace.
-SERVED = {("get", "trustwire.io", "enrollments", None), ("list", "trustwire.io", "enrollments", None),
-          ("get", "trustwire.io", "enrollments/status", None),
-          ("patch", "trustwire.io", "enrollments/status", None), ("update", "trustwire.io", "enrollments/status", None),
-          ("get", "trustwire.io", "serviceidentities", None), ("get", "", "secrets", None),
-          ("get", "", "configmaps", None), ("create", "", "events", None)}
-TLS = {("get", "", "secrets", "serve-tls")}
+SERVE = {"serve": {"enabled": True, "tlsSecret": "serve-tls", "publicURL": "https://trust.example.com"}}
+RULES = [
+    {"apiGroups": ["trustwire.io"], "resources": ["enrollments"], "verbs": ["get", "list"]},
+    {"apiGroups": ["trustwire.io"], "resources": ["enrollments/status"], "verbs": ["get", "update", "patch"]},
+    {"apiGroups": ["trustwire.io"], "resources": ["serviceidentities"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
 
 
 def _serve(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "serve"]
-
-
-def _grants(objects: list[dict[str, Any]]) -> dict[str | None, set[tuple[str, str, str, str | None]]]:
-    """Where each grant bound to the serve ServiceAccount applies: a namespace, or None (cluster)."""
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-             for o in objects if o["kind"] in {"Role", "ClusterRole"}}
-    out: dict[str | None, set[tuple[str, str, str, str | None]]] = {}
-    for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
-        if {"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE} not in binding["subjects"]:
-            continue
-        where = binding["metadata"].get("namespace")
-        ref = binding["roleRef"]
-        role = roles[(ref["kind"], where if ref["kind"] == "Role" else None, ref["name"])]
-        out.setdefault(where, set()).update(
-            (verb, group, resource, name) for rule in role["rules"] for verb in rule["verbs"]
-            for group in rule["apiGroups"] for resource in rule["resources"]
-            for name in rule.get("resourceNames") or [None])
-    return out
+    return [o for o in objects if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "serve"]
 
 
 def test_off_by_default() -> None:
     assert _serve(render_objects()) == []
 
 
-def test_enabled_without_a_tls_secret_is_refused_by_the_values_schema() -> None:
-    with pytest.raises(Exception, match="tlsSecret"):
-        render_objects({"serve": {"enabled": True}})
+def test_cluster_mode_renders_a_least_privilege_cluster_role() -> None:
+    objects = _serve(render_objects(SERVE))
+    assert sorted(o["kind"] for o in objects) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                                                  "ServiceAccount"]
+    (role,) = [o for o in objects if o["kind"] == "ClusterRole"]
+    assert role["rules"] == RULES
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trustwire-serve",
+                                    "namespace": "trustwire-system"}]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "trustwire-serve"
+    assert pod["containers"][0]["args"] == ["serve", "--tls-secret", "$(POD_NAMESPACE)/serve-tls", "--port", "8443",
+                                            "--public-url", "https://trust.example.com"]
 
 
-@pytest.mark.parametrize(("rbac", "expected"), [
-    ({}, {None: SERVED, NAMESPACE: TLS}),
-    ({"rbac": {"mode": "namespaced", "namespaces": ["team-a", "team-b"]}},
-     {"team-a": SERVED, "team-b": SERVED, NAMESPACE: TLS}),
-], ids=["cluster", "namespaced"])
-def test_the_server_gets_exactly_its_own_permissions(rbac: dict[str, Any],
-                                                     expected: dict[str | None, set[Any]]) -> None:
-    objects = render_objects({**rbac, "serve": SERVE})
-    assert _grants(objects) == expected
-    for obj in _serve(objects):
-        validate_strict(obj)
+def test_the_operator_selector_never_matches_serve_pods() -> None:
+    objects = render_objects(SERVE)
+    operator, serve = sorted((o for o in objects if o["kind"] == "Deployment"),
+                             key=lambda o: o["metadata"]["name"])
+    wanted = operator["spec"]["selector"]["matchLabels"]
+    labels = serve["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in wanted.items())
+    (service,) = [o for o in _serve(objects) if o["kind"] == "Service"]
+    assert service["spec"]["selector"] == serve["spec"]["selector"]["matchLabels"] == labels
 
 
-def test_the_operator_and_the_server_share_no_service_account_or_role() -> None:
-    objects = render_objects({"serve": SERVE})
-    accounts = {o["metadata"]["name"] for o in of_kind(objects, "ServiceAccount")}
-    assert accounts == {"trustwire", NAME}
-    bindings = of_kind(_serve(objects), "ClusterRoleBinding")
-    assert {s["name"] for b in bindings for s in b["subjects"]} == {NAME}
-    assert {b["roleRef"]["name"] for b in bindings} == {f"{NAME}-{NAMESPACE}"}
-
-def test_deployment_and_service() -> None:
-    objects = _serve(render_objects({"rbac": {"mode": "namespaced", "namespaces": ["team-a"]},
-                                     "serve": {**SERVE, "replicaCount": 3}}))
-    deployment, service = one(objects, "Deployment"), one(objects, "Service")
-    pod = deployment["spec"]["template"]
-    assert deployment["spec"]["replicas"] == 3
-    assert pod["spec"]["serviceAccountName"] == NAME
-    (container,) = pod["spec"]["containers"]
-    assert container["args"] == ["serve", "--tls-secret", f"{NAMESPACE}/serve-tls", "--port", "8443",
-                                 "--public-url", "https://enrol.example", "--namespace", "team-a"]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
-    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "serve"
-    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
-    # the operator's Deployment, Service and PDB never select the server's pods, nor the other way round
-    everything = render_objects({"serve": SERVE})
-    operator = [o for o in everything if o not in _serve(everything)]
-    operator_pod = one(operator, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    for selector in (one(operator, "Deployment")["spec"]["selector"]["matchLabels"],
-                     one(operator, "Service")["spec"]["selector"],
-                     one(operator, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
-        assert not selector.items() <= pod["metadata"]["labels"].items(), selector
-    assert not service["spec"]["selector"].items() <= operator_pod.items()
-
-
-def test_trustwire_serve_accepts_the_rendered_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trustwire.cli import main
-
-    serve = sys.modules["trustwire.cli.serve"]
-
-    (deployment,) = of_kind(_serve(render_objects({"serve": SERVE})), "Deployment")
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    seen: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(serve, "load", lambda *a: None)
-    monkeypatch.setattr(serve, "_serve", lambda *a: _record(seen, a))
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-    assert seen and seen[0][1] == f"{NAMESPACE}/serve-tls" and seen[0][5] == 8443
-
-
-async def _record(seen: list[tuple[Any, ...]], args: tuple[Any, ...]) -> None:
-    seen.append(args)
+def test_namespaced_mode_grants_only_the_served_namespaces_and_the_tls_secret() -> None:
+    objects = _serve(render_objects({**SERVE, "rbac": {"mode": "namespaced", "namespaces": ["a", "b"]}}))
+    assert not [o for o in objects if o["kind"].startswith("Cluster")]
+    roles = {(o["metadata"]["namespace"], o["metadata"]["name"]): o["rules"] for o in objects if o["kind"] == "Role"}
+    assert roles == {("a", "trustwire-serve"): RULES, ("b", "trustwire-serve"): RULES,
+                     ("trustwire-system", "trustwire-serve-tls"): [
+                         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["serve-tls"],
+                          "verbs": ["get"]}]}
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == ["--namespace", "a",
+                                                                                      "--namespace", "b"]

@@ -18,15 +18,43 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import render_chart
 from tests.integration.harness import Cluster, enrollment, identity, until
 from trustwire import names, pki
-from trustwire.k8s.client import Client
-from trustwire.k8s.resources import ENROLLMENTS
+from trustwire.k8s.client import ApiConfig, Client
+from trustwire.k8s.errors import ApiError
+from trustwire.k8s.resources import ENROLLMENTS, IDENTITIES, SECRETS
 from trustwire.server.context import ServerContext
 from trustwire.server.run import TlsMaterial, serving, tls_context
 
 pytestmark = pytest.mark.integration
+
+SERVE_AGENT = "trustwire-serve-test"
+
+
+@pytest.fixture(scope="session")
+def serve_access(control_plane: ControlPlane) -> str:
+    """The token of the chart's serve ServiceAccount, its RBAC applied as the chart renders it."""
+    objects = [o for o in render_chart({"serve": {"enabled": True, "tlsSecret": "serve-tls"}})
+               if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "serve"
+               and o["kind"] not in ("Deployment", "Service")]
+    control_plane.kubectl("apply", "--server-side", "--field-manager=helm", "-f", "-",
+                          input=yaml.safe_dump_all(objects))
+    (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
+    return control_plane.service_account_token(account["metadata"]["namespace"], account["metadata"]["name"])
+
+
+@pytest.fixture
+async def serve_client(cluster: Cluster, serve_access: str) -> AsyncIterator[Client]:
+    """What the serve pod has: its ServiceAccount's token, through the journaling proxy, so every
+    request the server makes is judged by the real RBAC authorizer (and none may be refused)."""
+    async with Client(ApiConfig(server=cluster.proxy.url, token=serve_access), user_agent=SERVE_AGENT) as client:
+        yield client
+    refused = [f"{r.method} {r.path}" for r in cluster.proxy.requests_by(SERVE_AGENT) if r.status == 403]
+    assert not refused, f"the chart's serve RBAC refused the server: {refused}"
 
 NS = "erp"
 HOST = "trust.example.test"
@@ -147,9 +175,9 @@ async def _handshake(cluster: Cluster, app: App, cert: str) -> tuple[int, str]:
 
 
 async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revoked(
-        cluster: Cluster, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
+        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
     token = await _setup(cluster)
-    async with _server(cluster.client, server_tls[0]) as base:
+    async with _server(serve_client, server_tls[0]) as base:
         app = App(base, server_tls[1], tmp_path)
         status, info = await app.curl("GET", "/v1/info", token=token)
         assert status == 200, info
@@ -187,7 +215,7 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
                              body=json.dumps({"csr": await app.csr(SUBJECT, name="x")}).encode())
         assert old[0] == 403 and old[1]["error"]["reason"] == "CertificateNotCurrent"
 
-        async with _server(cluster.client, server_tls[0]) as fresh:  # a replica that issued nothing
+        async with _server(serve_client, server_tls[0]) as fresh:  # a replica that issued nothing
             other = App(fresh, server_tls[1], tmp_path)
 
             async def answered() -> dict[str, Any] | None:
@@ -201,6 +229,8 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
         assert refused[0] == 403 and refused[1]["error"]["reason"] == "Revoked", refused
         events = [e["reason"] for e in await cluster.events(NS, "sap")]
         assert "Enrolled" in events and "Renewed" in events
+        written = {(r.method, r.path.rsplit("/", 1)[-1]) for r in cluster.proxy.requests_by(SERVE_AGENT)}
+        assert ("PATCH", "status") in written, "the server wrote through its own ServiceAccount"
 
 
 @pytest.mark.parametrize(("case", "subject", "extra", "reason"), [
@@ -209,10 +239,10 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
     ("a SAN", SUBJECT, ("-addext", "subjectAltName=DNS:sap.example.com"), "SANsNotAllowed"),
 ])
 async def test_a_refused_csr_issues_nothing_and_keeps_the_token(
-        cluster: Cluster, server_tls: tuple[TlsMaterial, Path], tmp_path: Path, case: str, subject: str,
-        extra: tuple[str, ...], reason: str) -> None:
+        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path, case: str,
+        subject: str, extra: tuple[str, ...], reason: str) -> None:
     token = await _setup(cluster)
-    async with _server(cluster.client, server_tls[0]) as base:
+    async with _server(serve_client, server_tls[0]) as base:
         app = App(base, server_tls[1], tmp_path)
         status, answer = await app.enrol(token, await app.csr(subject, *extra))
         assert (status, answer["error"]["reason"]) == (400, reason), case
@@ -222,13 +252,13 @@ async def test_a_refused_csr_issues_nothing_and_keeps_the_token(
 
 
 async def test_an_expired_token_and_a_huge_body_are_refused(
-        cluster: Cluster, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
+        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
     token = await _setup(cluster, tokenTTL="10m")
-    async with _server(cluster.client, server_tls[0], ahead=timedelta(minutes=11)) as base:
+    async with _server(serve_client, server_tls[0], ahead=timedelta(minutes=11)) as base:
         app = App(base, server_tls[1], tmp_path)
         status, answer = await app.curl("GET", "/v1/info", token=token)
         assert (status, answer["error"]["reason"]) == (401, "TokenExpired"), answer
-    async with _server(cluster.client, server_tls[0]) as base:
+    async with _server(serve_client, server_tls[0]) as base:
         app = App(base, server_tls[1], tmp_path)
         huge = json.dumps({"csr": "A" * (2 * 1024 * 1024)}).encode()
         status, answer = await app.curl("POST", "/v1/certificates", token=token, body=huge)
@@ -237,9 +267,9 @@ async def test_an_expired_token_and_a_huge_body_are_refused(
 
 
 async def test_two_servers_racing_one_token_issue_exactly_one_certificate(
-        cluster: Cluster, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
+        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
     token = await _setup(cluster)
-    async with _server(cluster.client, server_tls[0]) as one, _server(cluster.client, server_tls[0]) as two:
+    async with _server(serve_client, server_tls[0]) as one, _server(serve_client, server_tls[0]) as two:
         apps = [App(base, server_tls[1], tmp_path / str(i)) for i, base in enumerate((one, two))]
         for app in apps:
             app.work.mkdir()
@@ -253,3 +283,15 @@ async def test_two_servers_racing_one_token_issue_exactly_one_certificate(
         body = await cluster.get("Enrollment", NS, "sap") or {}
         assert body["status"]["certificate"]["serial"] == winner["serial"]
 
+
+
+async def test_the_serve_account_has_nothing_beyond_its_rules(cluster: Cluster, serve_access: str) -> None:
+    await cluster.ensure_namespace(NS)
+    async with Client(ApiConfig(server=cluster.plane.server, ca_data=cluster.plane.ca.pem, token=serve_access),
+                      retries=0) as client:
+        for attempt in (client.list(SECRETS, NS), client.list(IDENTITIES, NS),
+                        client.create(SECRETS, NS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+                        client.merge_patch(ENROLLMENTS, NS, "sap", {"spec": {"revoked": True}})):
+            with pytest.raises(ApiError) as refused:
+                await attempt
+            assert refused.value.status == 403

@@ -12,9 +12,7 @@ mode also read anything outside the served namespaces but its TLS Secret.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,17 +20,15 @@ import pytest
 from tests.chart.render import NAMESPACE as RELEASE_NAMESPACE
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import render_chart
-from tests.integration.harness import NAMESPACES, Cluster, enrollment, identity, until
-from tests.integration.test_enrollment_server import SUBJECT, App, _server, _setup, server_tls
+from tests.integration.harness import NAMESPACES, enrollment, identity, until
 from tests.integration.test_rbac_use import RBAC_KINDS
 from trustwire import names
 from trustwire.k8s.client import ApiConfig, Client
 from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import ENROLLMENTS, EVENTS, IDENTITIES, SECRETS
-from trustwire.server.run import TlsMaterial, material_from_secret
+from trustwire.server.run import material_from_secret
 
 pytestmark = pytest.mark.integration
-__all__ = ["server_tls"]  # the server's own certificate, a fixture shared with test_enrollment_server
 
 TLS_SECRET = "serve-tls"
 
@@ -130,33 +126,11 @@ async def test_the_server_may_do_what_it_does_and_nothing_more(control_plane: Co
             await admin.delete(SECRETS, RELEASE_NAMESPACE, name)
 
 
-async def _readable(serve: Client, tenant: str, name: str = "erp") -> dict[str, Any] | None:
+async def _readable(serve: Client, tenant: str) -> dict[str, Any] | None:
     try:
-        return await serve.get(ENROLLMENTS, tenant, name)
+        return await serve.get(ENROLLMENTS, tenant, "erp")
     except ApiError as exc:
         if exc.status == 403:
             return None
         raise
 
-
-async def test_the_server_under_its_service_account_enrols_and_renews(
-        cluster: Cluster, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
-    """The whole flow with the serve ServiceAccount's token: every request it needs is allowed."""
-    token = await _setup(cluster)
-    async with serve_access(cluster.plane, cluster.client, {"mode": "cluster", "aggregateClusterRoles": False}) \
-            as serve:
-        await until(lambda: _readable(serve, "erp", "sap"), "the serve roles to be in force", timeout=30)
-        async with _server(serve, server_tls[0]) as base:
-            app = App(base, server_tls[1], tmp_path)
-            status, info = await app.curl("GET", "/v1/info", token=token)
-            assert status == 200, info
-            status, issued = await app.enrol(info["token"], await app.csr(SUBJECT))
-            assert status == 201, issued
-            status, managed = await app.curl("GET", "/v1/management/info", cert="app")
-            assert status == 200, managed
-            status, renewed = await app.curl("POST", "/v1/renewals", cert="app",
-                                             body=json.dumps({"csr": await app.csr(SUBJECT, name="next")}).encode())
-            assert status == 201, renewed
-    body = await cluster.get("Enrollment", "erp", "sap") or {}
-    assert body["status"]["certificate"]["serial"] == renewed["serial"] and body["status"]["renewals"] == 1
-    assert {"Enrolled", "Renewed"} <= {e["reason"] for e in await cluster.events("erp", "sap")}
