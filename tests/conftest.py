@@ -1,5 +1,5 @@
 """Fixtures shared by every test directory: a fixed clock, cached real keys, CR body factories,
-a real HTTP server on loopback.
+a real HTTP server on loopback, an OpenID Connect issuer on loopback with its own CA.
 
 Keep this file small and general; fixtures used by one directory belong in that
 directory's own ``conftest.py``.
@@ -8,14 +8,17 @@ directory's own ``conftest.py``.
 from __future__ import annotations
 
 import copy
+import inspect
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.oidc_validators import tls_pair
 from trustwire import pki
 from trustwire.model import API_VERSION
 
@@ -154,3 +157,49 @@ async def http_server() -> AsyncIterator[HttpServer]:
 # The real control plane (tests/cluster): session fixtures `control_plane`, `chart_objects`,
 # `operator_access`.
 pytest_plugins = ["tests.cluster.fixtures"]
+
+
+# --- an external OpenID Connect issuer on loopback ---------------------------------------------
+
+class LoopbackIssuer:
+    """An OIDC issuer on 127.0.0.1 ('localhost' in its certificate) whose answers a test sets."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Callable[[web.Request], Any]] = {}
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        answer = self.routes.get(request.path)
+        if answer is None:
+            return web.Response(status=404)
+        response = answer(request)
+        return await response if inspect.isawaitable(response) else response  # type: ignore[no-any-return]
+
+    def serve(self, jwks: dict[str, Any], cache_control: str = "max-age=60") -> None:
+        self.routes = {
+            "/realm/.well-known/openid-configuration":
+                lambda _: web.json_response({"issuer": self.url, "jwks_uri": self.url + "/certs"}),
+            "/realm/certs": lambda _: web.json_response(jwks, headers={"Cache-Control": cache_control}),
+        }
+
+
+@pytest.fixture
+async def loopback(tmp_path: Path) -> AsyncIterator[tuple[LoopbackIssuer, bytes]]:
+    issuer = LoopbackIssuer()
+    with tls_pair(tmp_path) as (chain, key, _):
+        (tmp_path / "tls.crt").write_bytes(chain)
+        (tmp_path / "tls.key").write_bytes(key)
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", issuer.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        issuer.url = f"https://localhost:{port}/realm"
+        try:
+            yield issuer, (tmp_path / "ca.crt").read_bytes()
+        finally:
+            await runner.cleanup()

@@ -112,6 +112,7 @@ OIDCCABundlePath {dir}/ca.crt
 OIDCCryptoPassphrase test-only-passphrase
 OIDCOAuthServerMetadataURL {metadata}
 OIDCOAuthRemoteUserClaim sub
+{refresh}
 <Location /api>
   AuthType oauth20
   <RequireAll>
@@ -124,10 +125,12 @@ OIDCOAuthRemoteUserClaim sub
 
 
 @contextmanager
-def apache_resource_server(issuer: str, ca_pem: bytes, audience: str, scope: str) -> Iterator[str]:
+def apache_resource_server(issuer: str, ca_pem: bytes, audience: str, scope: str,
+                           jwks_refresh: int | None = None) -> Iterator[str]:
     """Apache httpd with mod_auth_openidc as an OAuth 2.0 resource server configured by the
-    issuer's discovery document alone; yields the URL of a protected resource. Its directory
-    is outside pytest's private temporary tree: the workers run as www-data."""
+    issuer's discovery document alone (refreshing the JWKS every ``jwks_refresh`` seconds when
+    given, as docs/oidc.md tells operators to); yields the URL of a protected resource. Its
+    directory is outside pytest's private temporary tree: the workers run as www-data."""
     import os
     import shutil
     import subprocess
@@ -145,7 +148,8 @@ def apache_resource_server(issuer: str, ca_pem: bytes, audience: str, scope: str
     conf = workdir / "httpd.conf"
     conf.write_text(_APACHE_CONF.format(module=MOD_AUTH_OPENIDC, port=port, dir=workdir, issuer=issuer,
                                         metadata=issuer + "/.well-known/openid-configuration",
-                                        audience=audience, scope=scope))
+                                        audience=audience, scope=scope,
+                                        refresh=f"OIDCJWKSRefreshInterval {jwks_refresh}" if jwks_refresh else ""))
     process = subprocess.Popen([APACHE, "-f", str(conf), "-DFOREGROUND"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     try:

@@ -759,6 +759,8 @@ def test_check_refusals_and_an_unreachable_cluster(args: list[str], code: int, m
         ([{"identity": "dgc"}, {"identity": "jobserver", "namespace": "jobs"}], ["governance/dgc", "jobs/jobserver"]),
         ([{"identity": "dgc"}, {"external": {"name": "onprem", "caBundleRef": {"name": "ca"}}}],
          ["governance/dgc", "external:onprem"]),
+        ([{"issuer": {"url": "https://kc.example.com/realms/a", "caBundleRef": {"name": "ca"}}}, {"identity": "proxy"}],
+         ["issuer:https://kc.example.com/realms/a", "governance/proxy"]),
     ],
 )
 def test_status_shows_each_member_of_between(members: list[dict[str, Any]], shown: list[str]) -> None:

@@ -1070,7 +1070,7 @@ EXTERNAL_CASES = [
     ([{"identity": "dgc"}, _external() | {"namespace": "x"}], "spec.between[1].namespace",
      "applies to identity members only"),
     ([{"identity": "dgc"} | _external(), {"identity": "x"}], "spec.between[0]", "names identity and external"),
-    ([_external(), _external(name="other")], "spec.between", "two external members"),
+    ([_external(), _external(name="other")], "spec.between", "two members outside the cluster"),
 ]
 
 

@@ -145,6 +145,7 @@ IDENTITY_ENUMS: dict[str, type[enum.StrEnum]] = {
     "spec.deletionPolicy": DeletionPolicy,
 }
 RELATIONSHIP_ENUMS: dict[str, type[enum.StrEnum]] = {"spec.between[].external.caBundleRef.kind": BundleKind,
+                                                   "spec.between[].issuer.caBundleRef.kind": BundleKind,
                                                    "spec.sharedSecret.encoding": SecretEncoding}
 
 

@@ -120,6 +120,15 @@ def shared_secret(relationship: str) -> str:
     return f"{relationship}-trustwire-shared"
 
 
+def issuer_configmap(relationship: str) -> str:
+    """The last good keys of a relationship's external issuer."""
+    return f"{relationship}-trustwire-issuer"
+
+
+#: the key of :func:`issuer_configmap` holding the issuer's JWKS (public members only)
+ISSUER_JWKS_KEY = "jwks.json"
+
+
 def shared_group_secret(group: str) -> str:
     return f"{group}-trustwire-group"
 

@@ -69,6 +69,10 @@ def ext(name: str) -> dict[str, Any]:
     return {"external": {"name": name, "caBundleRef": {"name": f"{name}-ca"}}}
 
 
+def iss(url: str = "https://idp.example.com/realms/acme") -> dict[str, Any]:
+    return {"issuer": {"url": url, "caBundleRef": {"name": "idp-ca"}}}
+
+
 def _case(rule: RuleKey, field: str, body: dict[str, Any], says: str | None = None, *, id: str) -> Any:
     return pytest.param(rule, field, body, says, id=id)
 
@@ -153,6 +157,16 @@ REFUSED = [
           id="member-of-two-kinds"),
     _case((TRUST, ".spec.between[]", 1), "spec.between[1]", trust(m("a"), ext("x") | {"namespace": "y"}),
           id="external-member-with-namespace"),
+    _case((TRUST, ".spec", 3), "spec.sharedSecret", trust(m("a"), iss(), sharedSecret={"enabled": True}),
+          id="shared-secret-beside-issuer"),
+    _case((TRUST, ".spec", 4), "spec.initiator", trust(m("a"), iss(), initiator="a"), id="initiator-beside-issuer"),
+    _case((TRUST, ".spec", 5), "spec.jwt", trust(m("a"), iss(), jwt={"scopes": ["x"]}), id="scopes-beside-issuer"),
+    _case((TRUST, ".spec", 5), "spec.jwt", trust(m("a"), iss(), jwt={"enabled": False}), id="no-jwt-beside-issuer"),
+    _case((TRUST, ".spec.between", 1), "spec.between", trust(iss(), ext("y")), id="issuer-and-external"),
+    _case((TRUST, ".spec.between[].issuer.url", 0), "spec.between[1].issuer.url",
+          trust(m("a"), iss("http://idp.example.com")), id="issuer-http"),
+    _case((TRUST, ".spec.between[].issuer.url", 1), "spec.between[1].issuer.url",
+          trust(m("a"), iss("https://idp.example.com/x#f")), id="issuer-fragment"),
     _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
           sid(secretTemplate={"labels": {"trustwire.io/identity": "other"}}), id="template-label-ours"),
     _case((SID, ".spec.secretTemplate.labels", 0), "spec.secretTemplate.labels",
@@ -202,6 +216,9 @@ ACCEPTED = [
     pytest.param(trust(m("a"), m("b"), initiator=""), id="empty-initiator-is-both"),
     pytest.param(trust(m("a"), ext("onprem")), id="external-member"),
     pytest.param(trust(ext("onprem"), m("a", "x"), initiator="onprem"), id="external-member-as-initiator"),
+    pytest.param(trust(m("a"), {"issuer": {"url": "https://idp.example.com:8443/realms/acme",
+                                           "caBundleRef": {"name": "c", "kind": "Secret"}, "audience": "a",
+                                           "scopes": ["x"]}}, jwt={"roles": ["r"]}), id="issuer-member"),
     pytest.param(sid(secretTemplate={"labels": {"velero.io/backup": "yes", "trustwire.example/x": ""},
                                  "annotations": {"reloader.stakater.com/match": "true"}}), id="secret-template"),
 ]

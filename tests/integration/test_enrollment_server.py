@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -175,7 +176,9 @@ async def _handshake(cluster: Cluster, app: App, cert: str) -> tuple[int, str]:
 
 
 async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revoked(
-        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path) -> None:
+        cluster: Cluster, serve_client: Client, server_tls: tuple[TlsMaterial, Path], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trustwire")
     token = await _setup(cluster)
     async with _server(serve_client, server_tls[0]) as base:
         app = App(base, server_tls[1], tmp_path)
@@ -229,6 +232,10 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
         assert refused[0] == 403 and refused[1]["error"]["reason"] == "Revoked", refused
         events = [e["reason"] for e in await cluster.events(NS, "sap")]
         assert "Enrolled" in events and "Renewed" in events
+        logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+        assert "enrol" in logged.lower()
+        for secret in (token, info["token"], issued["certificate"].splitlines()[1]):
+            assert secret not in logged
         written = {(r.method, r.path.rsplit("/", 1)[-1]) for r in cluster.proxy.requests_by(SERVE_AGENT)}
         assert ("PATCH", "status") in written, "the server wrote through its own ServiceAccount"
 

@@ -419,11 +419,11 @@ async def test_export_and_confirm_refuse_what_they_cannot_do(cluster: Cluster, t
 async def test_the_api_server_refuses_malformed_external_members(cluster: Cluster) -> None:
     await cluster.ensure_namespace(NS)
     cases = [
-        ({"between": [{"identity": "dgc"}, {"namespace": "x"}]}, "exactly one of identity or external"),
+        ({"between": [{"identity": "dgc"}, {"namespace": "x"}]}, "exactly one of identity, external or issuer"),
         ({"between": [{"identity": "dgc", "external": {"name": "a", "caBundleRef": {"name": "c"}}},
-                      {"identity": "x"}]}, "exactly one of identity or external"),
+                      {"identity": "x"}]}, "exactly one of identity, external or issuer"),
         ({"between": [{"external": {"name": "a", "caBundleRef": {"name": "c"}}},
-                      {"external": {"name": "b", "caBundleRef": {"name": "c"}}}]}, "two external members"),
+                      {"external": {"name": "b", "caBundleRef": {"name": "c"}}}]}, "two members outside the cluster"),
         ({"between": [{"identity": "dgc"}, {"external": {"name": "a", "caBundleRef": {"name": "c"}}}],
           "sharedSecret": {"enabled": True}}, "beside an external member"),
     ]

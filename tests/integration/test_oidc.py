@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -183,8 +185,35 @@ class CachingValidator:
         jwcrypto_jwt.JWT(jwt=token, key=self.keys, check_claims={"iss": self.issuer, "aud": AUD, "exp": None})
 
 
-async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_token(
-        cluster: Cluster, tmp_path: Path) -> None:
+def pyjwk_client(issuer: str, ca: Any) -> tuple[Any, list[str]]:
+    """PyJWT's ``PyJWKClient`` caching the JWK set for the served max-age, and never refetching
+    early on an unknown kid (its cooldown outlasts the test), so only publication ahead of
+    signing can keep it from failing; and the algorithms the discovery document names."""
+    import jwt as pyjwt
+
+    document = discover(issuer, ca)
+    _, headers, _ = fetch(document["jwks_uri"], ca)
+    max_age = int(headers["Cache-Control"].rpartition("max-age=")[2])
+    client = pyjwt.PyJWKClient(document["jwks_uri"], cache_jwk_set=True, lifespan=max_age, ssl_context=ca,
+                               cooldown_duration=3600)
+    return client, list(document["id_token_signing_alg_values_supported"])
+
+
+def pyjwt_validate_cached(client: Any, algorithms: list[str], token: str, issuer: str) -> None:
+    import jwt as pyjwt
+
+    pyjwt.decode(token, client.get_signing_key_from_jwt(token).key, algorithms=algorithms, audience=AUD,
+                 issuer=issuer, options={"require": ["exp", "iss", "aud"]})
+
+
+Probe = Callable[[str], None]
+
+
+async def _probe_through_rollovers(cluster: Cluster, tmp_path: Path,
+                                   validators: Callable[[str, Any, ExitStack], dict[str, Probe]]) -> set[str]:
+    """Mint a token with the current key every 0.3 s for 55 s (two rollovers at least) and have
+    each validator ``validators(issuer, client TLS context, stack)`` makes check it; no failure
+    is allowed. Returns the kids that signed."""
     from trustwire import names
     from trustwire.cli.token import mint
     from trustwire.model import parse_identity
@@ -195,14 +224,14 @@ async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_t
     body = identity(NAME, NS, jwt={"discovery": True, "issuer": issuer, "rotationPeriod": "20s"})
     await cluster.apply(body)
     ident = parse_identity(await cluster.wait_condition("ServiceIdentity", NS, NAME, "Ready"))
-    with tls_pair(tmp_path) as (chain, key, ca):
+    signing_kids: list[str] = []
+    failures: list[str] = []
+    with tls_pair(tmp_path) as (chain, key, ca), ExitStack() as stack:
         ctx = ServerContext(client=cluster.client, clock=utcnow, public_url=public_url, namespaces=(NS,),
                             tls=tls_context(TlsMaterial(chain, key)), propagation_delay=DELAY)
         async with serving(ctx, "127.0.0.1", port):
-            validator = await asyncio.to_thread(CachingValidator, issuer, ca)
-            signing_kids: list[str] = []
-            failures: list[str] = []
-            deadline = time.monotonic() + 55  # two rotations at least
+            probes = await asyncio.to_thread(validators, issuer, ca, stack)
+            deadline = time.monotonic() + 55
             while time.monotonic() < deadline:
                 credentials = await cluster.data("Secret", NS, names.credentials_secret(NAME))
                 token = mint(ident, credentials, audience=[AUD], scopes=["orders:read"], ttl=timedelta(minutes=1),
@@ -210,11 +239,43 @@ async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_t
                 kid = credentials["jwt.kid"].decode()
                 if not signing_kids or signing_kids[-1] != kid:
                     signing_kids.append(kid)
-                try:
-                    await asyncio.to_thread(validator.validate, token)
-                except Exception as exc:
-                    failures.append(f"{kid}: {type(exc).__name__}: {exc}")
+                for name, probe in probes.items():
+                    try:
+                        await asyncio.to_thread(probe, token)
+                    except Exception as exc:
+                        failures.append(f"{name} {kid}: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.3)
     assert len(signing_kids) >= 3, f"expected at least two rollovers, saw signing kids {signing_kids}"
     assert failures == [], failures
-    assert set(signing_kids) <= validator.seen_kids
+    return set(signing_kids)
+
+
+async def test_through_jwt_rollovers_a_caching_validator_never_rejects_a_valid_token(
+        cluster: Cluster, tmp_path: Path) -> None:
+    seen: list[CachingValidator] = []
+
+    def validators(issuer: str, ca: Any, _: ExitStack) -> dict[str, Probe]:
+        seen.append(CachingValidator(issuer, ca))
+        client, algorithms = pyjwk_client(issuer, ca)
+        return {"jwcrypto": seen[0].validate,
+                "PyJWKClient": lambda token: pyjwt_validate_cached(client, algorithms, token, issuer)}
+
+    signed = await _probe_through_rollovers(cluster, tmp_path, validators)
+    assert signed <= seen[0].seen_kids
+
+
+@pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(MOD_AUTH_OPENIDC)),
+                    reason="needs Debian's apache2 and libapache2-mod-auth-openidc")
+async def test_through_jwt_rollovers_mod_auth_openidc_never_rejects_a_valid_token(
+        cluster: Cluster, tmp_path: Path) -> None:
+    def validators(issuer: str, ca: Any, stack: ExitStack) -> dict[str, Probe]:
+        # 300 s is mod_auth_openidc's shortest JWKS refresh; it refetches on an unknown kid
+        url = stack.enter_context(apache_resource_server(issuer, (tmp_path / "ca.crt").read_bytes(), AUD,
+                                                         "orders:read", jwks_refresh=300))
+
+        def probe(token: str) -> None:
+            assert apache_status(url, token) == 200
+
+        return {"mod_auth_openidc": probe}
+
+    await _probe_through_rollovers(cluster, tmp_path, validators)

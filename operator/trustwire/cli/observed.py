@@ -75,12 +75,18 @@ def key(body: Mapping[str, Any]) -> tuple[str, str]:
 
 def between(body: Mapping[str, Any]) -> list[str]:
     """A relationship's ``spec.between`` as ``namespace/identity`` (the namespace defaults to its
-    own), an external member as ``external:<name>``."""
+    own), an external member as ``external:<name>``, an issuer as ``issuer:<url>``."""
     own = key(body)[0]
     members = section(body, "spec").get("between")
-    return [f"external:{b['external'].get('name')}" if isinstance(b.get("external"), Mapping)
-            else f"{b.get('namespace') or own}/{b.get('identity')}"
-            for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
+    return [_member(b, own) for b in (members if isinstance(members, list) else []) if isinstance(b, Mapping)]
+
+
+def _member(b: Mapping[str, Any], own: str) -> str:
+    if isinstance(b.get("external"), Mapping):
+        return f"external:{b['external'].get('name')}"
+    if isinstance(b.get("issuer"), Mapping):
+        return f"issuer:{b['issuer'].get('url')}"
+    return f"{b.get('namespace') or own}/{b.get('identity')}"
 
 
 def _identity_json(status: IdentityStatus) -> dict[str, Any]:

@@ -110,34 +110,20 @@ async def _serve(config: ApiConfig, options: OperatorOptions, metrics_port: int)
               help="Directory of manifests to apply (default: examples/quickstart).")
 @click.option("--rotate", is_flag=True,
               help="Short lifetimes: rotate CAs, leaves and JWT keys while probing mTLS and JWT continuously.")
-@click.option("--serve", "serve_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="After the proofs, keep running with `trustwire serve` beside the demo and write "
-                   "DIR/endpoints.json (API and server URLs, server CA, token files) until interrupted.")
-def demo(output: Path | None, examples: Path | None, rotate: bool, serve_dir: Path | None) -> None:
+@click.option("--serve", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep running with trustwire serve on loopback; write DIR/endpoints.json.")
+def demo(output: Path | None, examples: Path | None, rotate: bool, serve: Path | None) -> None:
     """Run the operator on the embedded API emulator and prove the result."""
     from trustwire.demo.rotate import run_rotation_demo
+    from trustwire.demo.run import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("trustwire").setLevel(logging.ERROR)
     try:
-        if rotate and serve_dir is not None:
-            raise click.UsageError("--serve runs the plain demo; it does not combine with --rotate")
-        if rotate:
-            code = asyncio.run(run_rotation_demo(output=output, examples=examples))
-        else:
-            code = asyncio.run(_demo_serving(output, examples, serve_dir))
+        if serve is not None and rotate:
+            raise click.UsageError("--serve runs with the plain demo, not --rotate")
+        code = asyncio.run(run_demo(output=output, examples=examples, serve=serve) if serve is not None
+                           else (run_rotation_demo if rotate else run_demo)(output=output, examples=examples))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
-
-
-async def _demo_serving(output: Path | None, examples: Path | None, serve_dir: Path | None) -> int:
-    """The demo; with ``serve_dir`` it serves until SIGINT or SIGTERM."""
-    from trustwire.demo.run import run_demo
-
-    stop = asyncio.Event()
-    if serve_dir is not None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    return await run_demo(output=output, examples=examples, serve=serve_dir, stop=stop)

@@ -31,6 +31,7 @@ from trustwire.model import (
 from trustwire.plan import conditions as cond
 from trustwire.plan import outcome, shared
 from trustwire.plan.identity import IdentityObservation, IdentityPlan, PeerLink, plan_identity
+from trustwire.plan.issuers import issuer_publication
 from trustwire.plan.material import StoredObject, keystore_password
 from trustwire.plan.publication import Publication, publication_from_secrets
 from trustwire.plan.relationship import acceptance
@@ -154,6 +155,11 @@ class IdentityReconciler(StatusWriter):
         for rel in self.state.relationships_of(me):
             if not acceptance(rel, self.state.lookup).ok:
                 continue
+            if rel.issuer is not None:
+                kept = await self._read(CONFIGMAPS, rel.namespace, names.issuer_configmap(rel.name))
+                links.append(PeerLink(rel, IdentityRef(rel.namespace, rel.name),
+                                      issuer_publication(rel, stored_object(CONFIGMAPS, kept))))
+                continue
             if rel.external is not None:
                 publication, _ = await self.external_bundle(rel, now)
                 links.append(PeerLink(rel, IdentityRef(rel.namespace, rel.external.name), publication))
@@ -161,7 +167,7 @@ class IdentityReconciler(StatusWriter):
             peer = rel.peer_of(me)
             assert peer is not None
             links.append(PeerLink(rel, peer, await self._publication(peer), await self._shared_secret(rel, now)))
-        inside = [lk for lk in links if lk.relationship.external is None]
+        inside = [lk for lk in links if not lk.relationship.outside]
         observation = IdentityObservation(
             identity=ident, now=now, ca=ca, byo_ca=byo, enrollment_ca=enrollment_ca, credentials=credentials,
             trust=trust, trust_files=trust_files, public=public,

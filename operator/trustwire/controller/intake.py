@@ -106,6 +106,9 @@ class Intake:
         if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "public" \
                 and not self.state.is_echo(CONFIGMAPS.plural, body, deleted):
             self._enqueue_identity(IdentityRef(namespace, str(labels.get(names.IDENTITY_LABEL))))  # restore edits
+        if names.is_managed(labels) and labels.get(names.ROLE_LABEL) == "issuer" \
+                and not self.state.is_echo(CONFIGMAPS.plural, body, deleted):  # an issuer's kept keys, edited
+            self.queue.add(("relationship", namespace, str(labels.get(names.RELATIONSHIP_LABEL))))
         for ref in self.state.template_index.get((namespace, str(meta.get("name"))), set()):
             self._enqueue_identity(ref)
         for key in self.state.bundle_index.get((namespace, str(meta.get("name"))), set()):

@@ -24,7 +24,15 @@ from typing import Any
 
 from trustwire import names
 from trustwire.controller.enrollments import EnrollmentCache
-from trustwire.model import IdentityRef, SpecError, TrustRelationship, parse_identity, parse_relationship
+from trustwire.model import (
+    ExternalIssuer,
+    IdentityRef,
+    SpecError,
+    TrustRelationship,
+    parse_identity,
+    parse_relationship,
+)
+from trustwire.plan.issuers import IssuerKeys
 from trustwire.plan.publication import Publication
 from trustwire.plan.relationship import IdentityEntry, lenient_accept_from
 from trustwire.plan.status import IdentityStatus
@@ -148,6 +156,10 @@ class State:
         #: watched; a Secret bundle, unlabelled, is read again on every pass)
         self.bundle_index: dict[tuple[str, str], set[RelKey]] = defaultdict(set)
         self._identity_keys: dict[IdentityRef, tuple[set[WorkloadKey], set[tuple[str, str]]]] = {}
+        #: what the last fetch of each relationship's external issuer got, for which member and
+        #: CA bundle (the keys also live in its ConfigMap, the fetch time in its status, so a
+        #: restart loses only the time of the next fetch, which is then at once)
+        self.issuers: dict[RelKey, tuple[ExternalIssuer, bytes, IssuerKeys]] = {}
         #: (namespace, group) a relationship stopped naming: its Secret goes once no member is left
         self.former_groups: set[tuple[str, str]] = set()
 
@@ -220,6 +232,8 @@ class State:
                 affected.add(ref)
             if parsed.external is not None:
                 self.bundle_index[(parsed.namespace, parsed.external.ca_bundle.name)].add(key)
+            if parsed.issuer is not None:
+                self.bundle_index[(parsed.namespace, parsed.issuer.ca_bundle.name)].add(key)
         return key, affected
 
     def drop_relationship(self, key: RelKey) -> set[IdentityRef]:
@@ -234,8 +248,10 @@ class State:
                 if not self.rel_index[ref]:
                     del self.rel_index[ref]
                 affected.add(ref)
-            if (external := record.parsed.external) is not None:
-                bundle = (record.parsed.namespace, external.ca_bundle.name)
+            for outsider in (record.parsed.external, record.parsed.issuer):
+                if outsider is None:
+                    continue
+                bundle = (record.parsed.namespace, outsider.ca_bundle.name)
                 self.bundle_index[bundle].discard(key)
                 if not self.bundle_index[bundle]:
                     del self.bundle_index[bundle]

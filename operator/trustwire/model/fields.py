@@ -52,7 +52,9 @@ IDENTITY_FIELDS: dict[str, Any] = {
 
 RELATIONSHIP_FIELDS: dict[str, Any] = {
     "between": [{"identity": _STR, "namespace": _STR,
-                 "external": {"name": _STR, "caBundleRef": {"kind": _STR, "name": _STR, "key": _STR}}}],
+                 "external": {"name": _STR, "caBundleRef": {"kind": _STR, "name": _STR, "key": _STR}},
+                 "issuer": {"url": _STR, "caBundleRef": {"kind": _STR, "name": _STR, "key": _STR},
+                            "audience": _STR, "scopes": [_STR]}}],
     "initiator": _STR,
     "mtls": {"enabled": _BOOL},
     "jwt": {"enabled": _BOOL, "roles": [_STR], "audience": _STR, "scopes": [_STR]},

@@ -9,12 +9,14 @@ from typing import Any
 
 from trustwire.model.errors import SpecError
 from trustwire.model.fields import RELATIONSHIP_FIELDS
+from trustwire.model.issuer import issuer_url_problem
 from trustwire.model.limits import MAX_OWNER_NAME
 from trustwire.model.reader import Reader, metadata
 from trustwire.model.text import owner_name_problem, quote, type_name
 from trustwire.model.types import (
     BundleKind,
     BundleRef,
+    ExternalIssuer,
     ExternalPeer,
     IdentityRef,
     SecretEncoding,
@@ -36,7 +38,7 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
         raise SpecError([("spec", "is required: an object with 'between' naming two members")])
     r = Reader()
     r.unknown(spec, RELATIONSHIP_FIELDS, "spec")
-    refs, external = _parse_between(r, spec, namespace, _confirmed(body))
+    refs, external, issuer = _parse_between(r, spec, namespace, _confirmed(body))
     initiator = _parse_initiator(r, spec, namespace, refs, external)
     mtls_body = r.section(spec, "mtls", "spec", RELATIONSHIP_FIELDS["mtls"])
     jwt_body = r.section(spec, "jwt", "spec", RELATIONSHIP_FIELDS["jwt"])
@@ -50,10 +52,31 @@ def parse_relationship(body: Mapping[str, Any]) -> TrustRelationship:
     if shared_secret is not None and external is not None:
         r.fail("spec.sharedSecret.enabled", f"cannot be true beside external member {external.name}: trustwire "
                                             "delivers shared secrets to identities in the cluster only")
+    if issuer is not None:
+        _beside_issuer(r, spec, jwt_body, shared_secret)
+        mtls, initiator = False, IdentityRef(namespace, name)
+        audience, scopes = issuer.audience, issuer.scopes
     r.raise_problems()
     return TrustRelationship(namespace=namespace, name=name, between=tuple(refs), initiator=initiator,
                              mtls=mtls, jwt=jwt, roles=roles, audience=audience, scopes=scopes,
-                             shared_secret=shared_secret, external=external)
+                             shared_secret=shared_secret, external=external, issuer=issuer)
+
+
+def _beside_issuer(r: Reader, spec: Mapping[str, Any], jwt_body: Mapping[str, Any],
+                   shared_secret: SharedSecretSpec | None) -> None:
+    """An issuer only sends tokens to the identity: no secret, no other direction (``spec.mtls``
+    does not apply: it presents no certificate, and the schema defaults ``enabled`` to true)."""
+    why = "beside an issuer member: an issuer only signs tokens the identity verifies"
+    if jwt_body.get("enabled") is False:
+        r.fail("spec.jwt.enabled", f"cannot be false {why}; its keys are all the relationship delivers")
+    for field in ("audience", "scopes"):
+        if field in jwt_body:
+            r.fail(f"spec.jwt.{field}", f"is set on the issuer member {why} (use spec.between[].issuer.{field})")
+    if spec.get("initiator"):
+        r.fail("spec.initiator", f"must be omitted {why}: its tokens always go to the identity")
+    if shared_secret is not None:
+        r.fail("spec.sharedSecret.enabled", f"cannot be true {why}: trustwire delivers shared secrets to "
+                                            "identities in the cluster only")
 
 
 def _parse_shared_secret(r: Reader, body: Mapping[str, Any], name: str) -> SharedSecretSpec | None:
@@ -78,7 +101,7 @@ def _parse_shared_secret(r: Reader, body: Mapping[str, Any], name: str) -> Share
         grace_period=r.duration(body, "gracePeriod", path, SharedSecretSpec.grace_period))
 
 
-Member = IdentityRef | ExternalPeer
+Member = IdentityRef | ExternalPeer | ExternalIssuer
 #: what a member of ``spec.between`` may be, by the one key naming its kind
 MemberParser = Callable[[Reader, Mapping[str, Any], str, str, int], Member | None]
 
@@ -99,22 +122,47 @@ def _external_member(r: Reader, item: Mapping[str, Any], path: str, namespace: s
     body = r.section(item, "external", path, fields)
     path = f"{path}.external"
     name = r.string(body, "name", path)
-    ref_body = r.section(body, "caBundleRef", path, fields["caBundleRef"])
-    kind = r.enum(ref_body, "kind", f"{path}.caBundleRef", BundleKind, BundleKind.CONFIGMAP)
-    bundle_name = r.string(ref_body, "name", f"{path}.caBundleRef")
-    key = r.string(ref_body, "key", f"{path}.caBundleRef", default="ca.crt")
     if not name:
         r.fail(f"{path}.name", "is required: a name for the party outside the cluster")
+    ref = _bundle_ref(r, body, path, fields, "its CA certificate(s)")
+    return ExternalPeer(name, ref, index) if name and ref is not None else None
+
+
+def _bundle_ref(r: Reader, body: Mapping[str, Any], path: str, fields: Mapping[str, Any],
+                holds: str) -> BundleRef | None:
+    """A ``caBundleRef``: a key (default ``ca.crt``) of a ConfigMap (default) or Secret."""
+    ref_body = r.section(body, "caBundleRef", path, fields["caBundleRef"])
+    path = f"{path}.caBundleRef"
+    kind = r.enum(ref_body, "kind", path, BundleKind, BundleKind.CONFIGMAP)
+    bundle_name = r.string(ref_body, "name", path)
+    key = r.string(ref_body, "key", path, default="ca.crt")
     if not bundle_name:
-        r.fail(f"{path}.caBundleRef.name", "is required: the ConfigMap or Secret holding its CA certificate(s)")
+        r.fail(f"{path}.name", f"is required: the ConfigMap or Secret holding {holds}")
     if not key:
-        r.fail(f"{path}.caBundleRef.key", "must not be empty: the key holding the PEM bundle (default ca.crt)")
-    if not name or not bundle_name or not key:
+        r.fail(f"{path}.key", "must not be empty: the key holding the PEM bundle (default ca.crt)")
+    return BundleRef(kind, bundle_name, key) if bundle_name and key else None
+
+
+def _issuer_member(r: Reader, item: Mapping[str, Any], path: str, namespace: str, index: int) -> Member | None:
+    fields = RELATIONSHIP_FIELDS["between"][0]["issuer"]
+    if "namespace" in item:
+        r.fail(f"{path}.namespace", "applies to identity members only; an issuer lives outside the cluster")
+    body = r.section(item, "issuer", path, fields)
+    path = f"{path}.issuer"
+    url = r.string(body, "url", path)
+    if not url:
+        r.fail(f"{path}.url", "is required: the issuer identifier, e.g. https://keycloak.example.com/realms/acme")
+    elif (problem := issuer_url_problem(url)) is not None:
+        r.fail(f"{path}.url", problem)
+    ref = _bundle_ref(r, body, path, fields, "the CA certificate(s) of the issuer's https server")
+    audience, scopes = r.string(body, "audience", path), r.strings(body, "scopes", path)
+    if not url or ref is None or issuer_url_problem(url) is not None:
         return None
-    return ExternalPeer(name, BundleRef(kind, bundle_name, key), index)
+    return ExternalIssuer(url, ref, index, audience, scopes)
 
 
-MEMBER_KINDS: dict[str, MemberParser] = {"identity": _identity_member, "external": _external_member}
+MEMBER_KINDS: dict[str, MemberParser] = {"identity": _identity_member, "external": _external_member,
+                                         "issuer": _issuer_member}
 
 
 def _parse_member(r: Reader, value: Any, path: str, namespace: str, index: int) -> Member | None:
@@ -130,23 +178,24 @@ def _parse_member(r: Reader, value: Any, path: str, namespace: str, index: int) 
 
 
 def _parse_between(r: Reader, spec: Mapping[str, Any], namespace: str,
-                   confirmed: frozenset[str]) -> tuple[list[IdentityRef], ExternalPeer | None]:
+                   confirmed: frozenset[str]) -> tuple[list[IdentityRef], ExternalPeer | None, ExternalIssuer | None]:
     """The two members; a peer without a namespace lives in the relationship's own. At most
     one member is outside the cluster: trustwire acts only for the in-cluster side."""
     between = spec.get("between")
     if not isinstance(between, list) or len(between) != 2:
         got = f"{len(between)} items" if isinstance(between, list) else type_name(between)
         r.fail("spec.between", f"must list exactly two identities, got {got} (an external member may stand for one)")
-        return [], None
+        return [], None, None
     members = [_parse_member(r, value, f"spec.between[{i}]", namespace, i) for i, value in enumerate(between)]
     refs = [m for m in members if isinstance(m, IdentityRef)]
     externals = [m for m in members if isinstance(m, ExternalPeer)]
-    if len(externals) == 2:
-        r.fail("spec.between", "names two external members; at least one must be an identity in the cluster")
+    issuers = [m for m in members if isinstance(m, ExternalIssuer)]
+    if len(externals) + len(issuers) == 2:
+        r.fail("spec.between", "names two members outside the cluster; at least one must be an identity in the cluster")
     if len(refs) == 2 and refs[0] == refs[1]:
         r.fail("spec.between[1]", f"names {refs[0]} twice; a relationship needs two different identities")
     external = dataclasses.replace(externals[0], confirmed=confirmed) if len(externals) == 1 else None
-    return refs, external
+    return refs, external, issuers[0] if len(issuers) == 1 else None
 
 
 def _confirmed(body: Mapping[str, Any]) -> frozenset[str]:

@@ -210,6 +210,20 @@ class ExternalPeer:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExternalIssuer:
+    """A member outside the cluster that issues tokens (an OpenID Connect issuer such as
+    Keycloak), known by its issuer URL and the CA its https server presents."""
+
+    url: str
+    ca_bundle: BundleRef
+    #: its position in ``spec.between`` (for messages naming the field)
+    index: int
+    #: what its tokens must carry for the identity (the relationship's ``audience``/``scopes``)
+    audience: str | None = None
+    scopes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class SharedSecretSpec:
     encoding: SecretEncoding = SecretEncoding.BASE64URL
     client_id: str | None = None
@@ -233,6 +247,9 @@ class TrustRelationship:
     scopes: tuple[str, ...]
     shared_secret: SharedSecretSpec | None
     external: ExternalPeer | None = None
+    #: an external token issuer beside the one identity (it is the initiator: its tokens are sent
+    #: to the identity, which checks its audience and scopes)
+    issuer: ExternalIssuer | None = None
 
     def peer_of(self, ref: IdentityRef) -> IdentityRef | None:
         """The other in-cluster identity (None beside an external member)."""
@@ -245,12 +262,23 @@ class TrustRelationship:
     def members(self) -> str:
         """Both members for messages: ``ns/a and ns/b`` or ``ns/a and external peer x``."""
         outside = [f"external peer {self.external.name}"] if self.external is not None else []
+        outside += [f"issuer {self.issuer.url}"] if self.issuer is not None else []
         return " and ".join([*(str(ref) for ref in self.between), *outside])
 
     @property
     def external_ref(self) -> IdentityRef | None:
         """The external member as a peer: named in the relationship's namespace."""
         return IdentityRef(self.namespace, self.external.name) if self.external is not None else None
+
+    @property
+    def issuer_ref(self) -> IdentityRef | None:
+        """The external issuer as a peer: named after the relationship, in its namespace."""
+        return IdentityRef(self.namespace, self.name) if self.issuer is not None else None
+
+    @property
+    def outside(self) -> bool:
+        """Whether one member is outside the cluster (reports nothing a rotation could wait on)."""
+        return self.external is not None or self.issuer is not None
 
     def sends_to(self, sender: IdentityRef) -> bool:
         """Whether ``sender`` opens connections / sends tokens to its peer."""

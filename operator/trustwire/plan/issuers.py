@@ -15,6 +15,9 @@ the bytes it got and the time, so every refusal can be tested alone.
   the minimum), so a key the issuer adds reaches the receivers within the bound.
 - A failed fetch keeps the last good keys: an issuer that is briefly unreachable must not
   make every token of its users fail; the failure is reported with its reason.
+- As a relationship member, the last good keys are kept in a managed ConfigMap
+  (:func:`issuer_object`), read back after a restart (:func:`kept`) and delivered to the
+  identity as a CA-less peer's publication (:func:`issuer_publication`).
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from trustwire import pki
+from trustwire import names, pki
+from trustwire.model import TrustRelationship
 from trustwire.model.issuer import issuer_url_problem
 from trustwire.plan.checks import Verdict
+from trustwire.plan.conditions import Check, passed, stalled
+from trustwire.plan.material import DesiredObject, StoredObject, to_json
+from trustwire.plan.publication import Publication
 from trustwire.plan.reasons import Reason
+from trustwire.plan.status import IssuerStatus
+from trustwire.times import parse_time, rfc3339
 
 MIN_REFRESH = timedelta(seconds=30)
 DEFAULT_REFRESH = timedelta(minutes=5)
@@ -152,3 +161,74 @@ def after_fetch(previous: IssuerKeys, outcome: Fetched | IssuerProblem, now: dat
     verdict = Verdict(Reason.ISSUER_KEYS_CHANGED, f"the issuer's key ids are now {', '.join(kids)}") if changed \
         else Verdict(Reason.ISSUER_ACCEPTED, f"{len(kids)} key(s) fetched")
     return IssuerKeys(outcome.keys, now, now + refresh_interval(outcome.cache_control), verdict)
+
+
+# --- the issuer as a relationship member -------------------------------------------------------
+
+def keys_of(stored: StoredObject | None) -> tuple[dict[str, str], ...]:
+    """The last good keys kept in the relationship's issuer ConfigMap (none when absent or
+    unreadable: then the next fetch is the only source)."""
+    if stored is None or not stored.managed:
+        return ()
+    try:
+        return signing_keys(stored.data.get(names.ISSUER_JWKS_KEY, b""))
+    except IssuerProblem:
+        return ()
+
+
+def kept(stored: StoredObject | None, status: IssuerStatus | None, url: str) -> IssuerKeys:
+    """What survives an operator restart: the keys in the ConfigMap, the last fetch time in
+    status (both only for the issuer the spec names now); the next fetch is due at once."""
+    keys = keys_of(stored)
+    fetched = parse_time(status.last_fetch_time) if status is not None and status.url == url else None
+    return IssuerKeys(keys, fetched) if keys and fetched is not None else IssuerKeys()
+
+
+def issuer_object(rel: TrustRelationship, state: IssuerKeys) -> DesiredObject | None:
+    """The ConfigMap keeping the last good keys; none before the first good fetch."""
+    if not state.keys:
+        return None
+    labels = {names.MANAGED_BY: names.MANAGER, names.RELATIONSHIP_LABEL: rel.name, names.ROLE_LABEL: "issuer"}
+    return DesiredObject("ConfigMap", names.issuer_configmap(rel.name),
+                         {names.ISSUER_JWKS_KEY: to_json({"keys": list(state.keys)})}, labels)
+
+
+def issuer_publication(rel: TrustRelationship, stored: StoredObject | None) -> Publication | None:
+    """The issuer's kept keys as a peer's publication (no CA: the identity only verifies its
+    tokens), or ``None`` before the first good fetch."""
+    assert rel.issuer is not None
+    keys = keys_of(stored)
+    if not keys:
+        return None
+    return Publication(b"", keys, {"name": rel.name, "namespace": rel.namespace, "issuer": rel.issuer.url,
+                                   "external": True, "revokedKids": []})
+
+
+def issuer_check(rel: TrustRelationship, state: IssuerKeys) -> Check:
+    """``IssuerReady``: the keys in use, or why the last fetch failed (the field and the URL)."""
+    assert rel.issuer is not None
+    verdict = state.verdict
+    if verdict is None or verdict.reason in (Reason.ISSUER_ACCEPTED, Reason.ISSUER_KEYS_CHANGED):
+        return passed(str(Reason.ISSUER_ACCEPTED), f"{len(state.keys)} key(s) of {rel.issuer.url}: "
+                                                   f"{', '.join(state.kids)}")
+    return stalled(str(verdict.reason), f"spec.between[{rel.issuer.index}].issuer: {verdict.message}")
+
+
+def issuer_status(rel: TrustRelationship, state: IssuerKeys) -> IssuerStatus:
+    assert rel.issuer is not None
+    return IssuerStatus(rel.issuer.url, rfc3339(state.fetched_at) if state.fetched_at else None, state.kids)
+
+
+def bundle_problem(rel: TrustRelationship, namespace: str, stored: StoredObject | None) -> IssuerProblem | None:
+    """Why the CA bundle the fetch must trust cannot be read (its content is judged by TLS)."""
+    assert rel.issuer is not None
+    ref = rel.issuer.ca_bundle
+    where = f"caBundleRef: {ref.kind} {namespace}/{ref.name}"
+    if stored is None:
+        return IssuerProblem(Reason.EXTERNAL_CA_NOT_FOUND, f"{where} does not exist")
+    if not stored.data.get(ref.key, b"").strip():
+        return IssuerProblem(Reason.EXTERNAL_CA_INVALID, f"{where} has no key {ref.key!r}")
+    if b"PRIVATE KEY-----" in stored.data[ref.key]:
+        return IssuerProblem(Reason.EXTERNAL_CA_INVALID, f"{where} key {ref.key!r} contains a private key; "
+                                                         "give the CA certificate(s) only")
+    return None

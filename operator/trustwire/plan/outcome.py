@@ -16,7 +16,7 @@ from typing import Any
 from trustwire.model import DeletionPolicy, ServiceIdentity, TrustRelationship
 from trustwire.plan import conditions as cond
 from trustwire.plan.identity import IdentityPlan
-from trustwire.plan.status import IdentityStatus, RelationshipStatus, WorkloadStatus
+from trustwire.plan.status import IdentityStatus, IssuerStatus, RelationshipStatus, WorkloadStatus
 from trustwire.plan.workloads import material_hash
 
 #: What ``trustwire.io/rotate`` may ask for (``<what>`` or ``<what>:<anything unique>``).
@@ -84,8 +84,9 @@ def invalid_status(conditions: Sequence[Mapping[str, Any]], generation: int | No
 
 
 def relationship_status(identities: Sequence[str] | None, conditions: Sequence[Mapping[str, Any]],
-                        generation: int | None) -> RelationshipStatus:
-    return RelationshipStatus(tuple(identities) if identities is not None else None, tuple(conditions), generation)
+                        generation: int | None, issuer: IssuerStatus | None = None) -> RelationshipStatus:
+    return RelationshipStatus(tuple(identities) if identities is not None else None, tuple(conditions), generation,
+                              issuer)
 
 
 def conditions_of(checks: Mapping[str, cond.Check], *, ready_message: str, old: Sequence[Mapping[str, Any]] | None,

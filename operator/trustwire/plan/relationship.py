@@ -78,6 +78,8 @@ def distribution(rel: TrustRelationship, lookup: Lookup) -> Check:
         return waiting("Distributing", message)
     if rel.external is not None:
         return passed("Distributed", f"{rel.between[0]} holds the CA of external peer {rel.external.name}")
+    if rel.issuer is not None:
+        return passed("Distributed", f"{rel.between[0]} holds the keys of issuer {rel.issuer.url}")
     return passed("Distributed", "both identities hold each other's material")
 
 

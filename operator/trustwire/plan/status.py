@@ -287,16 +287,36 @@ class IdentityStatus:
 
 
 @dataclasses.dataclass(frozen=True)
+class IssuerStatus:
+    """``status.issuer`` of a relationship with an external issuer: what its last good fetch got."""
+
+    url: str
+    #: RFC 3339 time of the last successful fetch (kept through failures)
+    last_fetch_time: str | None
+    kids: tuple[str, ...]
+
+    def to_dict(self) -> Json:
+        return {"url": self.url, "kids": list(self.kids)} | _optional(lastFetchTime=self.last_fetch_time)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IssuerStatus:
+        fetched = d.get("lastFetchTime")
+        return cls(str(d.get("url", "")), fetched if isinstance(fetched, str) else None, _strs(d.get("kids")))
+
+
+@dataclasses.dataclass(frozen=True)
 class RelationshipStatus:
     """``TrustRelationship.status``."""
 
     identities: tuple[str, ...] | None = None
     conditions: tuple[Mapping[str, Any], ...] = ()
     observed_generation: int | None = None
+    issuer: IssuerStatus | None = None
 
     def to_dict(self) -> Json:
         out: Json = {"identities": list(self.identities)} if self.identities is not None else {}
         out["conditions"] = [dict(c) for c in self.conditions]
+        out |= {"issuer": self.issuer.to_dict()} if self.issuer is not None else {}
         return out | _optional(observedGeneration=self.observed_generation)
 
     def condition(self, type_: str) -> Mapping[str, Any] | None:
@@ -305,9 +325,10 @@ class RelationshipStatus:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> RelationshipStatus:
         d = _map(d)
-        identities, generation = d.get("identities"), d.get("observedGeneration")
+        identities, generation, issuer = d.get("identities"), d.get("observedGeneration"), d.get("issuer")
         return cls(_strs(identities) if isinstance(identities, list) else None, tuple(_maps(d.get("conditions"))),
-                   generation if isinstance(generation, int) else None)
+                   generation if isinstance(generation, int) else None,
+                   IssuerStatus.from_dict(issuer) if isinstance(issuer, Mapping) else None)
 
 
 def with_conditions(old: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> Json:

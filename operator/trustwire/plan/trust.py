@@ -159,6 +159,9 @@ class _Peers:
 def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: Sequence[str]) -> str | None:
     """Add one peer's material to ``acc``; or why it cannot be trusted yet."""
     rel, pub = link.relationship, link.publication
+    if pub is None and rel.issuer is not None:
+        return (f"the keys of issuer {rel.issuer.url} are not fetched yet "
+                f"(see TrustRelationship {rel.namespace}/{rel.name})")
     if pub is None and rel.external is not None:
         return (f"the CA bundle of external peer {rel.external.name} is not usable "
                 f"(see TrustRelationship {rel.namespace}/{rel.name})")
@@ -205,7 +208,7 @@ def _add_peer(acc: _Peers, ident: ServiceIdentity, link: PeerLink, short_names: 
         "revoked": bool(revoked) and not peer_jwks, "revokedKids": sorted(revoked),
         "issuer": str(pub.info.get("issuer", "")), "spiffeId": str(pub.info.get("spiffeId", "")),
         "caFingerprints": ca_fingerprints, "sharedSecretFile": secret_file,
-        "external": rel.external is not None,
+        "external": rel.outside,
     }
     acc.entries.append(entry)
     acc.status.append(PeerStatus(link.peer.name, link.peer.namespace, f"{rel.namespace}/{rel.name}", rel.mtls,

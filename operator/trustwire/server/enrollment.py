@@ -45,13 +45,18 @@ RATE_LIMIT, RATE_WINDOW = 30, 60.0
 #: The CA keys of an enrollment CA Secret a client certificate may chain to.
 _CA_KEYS = ("tls.crt", "next.crt", "previous.crt")
 
+#: The HTTP status of each refusal: 401 when the credential itself is missing or no good, 400
+#: for a CSR that cannot be signed, 403 for a credential that is good but may not do this.
 _STATUS = {Reason.TOKEN_MISSING: 401, Reason.TOKEN_INVALID: 401, Reason.TOKEN_EXPIRED: 401,
-           Reason.TOKEN_ALREADY_USED: 401, Reason.CLIENT_CERTIFICATE_REQUIRED: 401}
+           Reason.TOKEN_ALREADY_USED: 401, Reason.CLIENT_CERTIFICATE_REQUIRED: 401,
+           Reason.CSR_UNREADABLE: 400, Reason.CSR_SIGNATURE_INVALID: 400, Reason.CSR_KEY_NOT_ALLOWED: 400,
+           Reason.CSR_SUBJECT_MISMATCH: 400, Reason.CSR_CA_REQUESTED: 400, Reason.CSR_SANS_NOT_ALLOWED: 400,
+           Reason.ENROLLMENT_REVOKED: 403, Reason.CERTIFICATE_NOT_ISSUED_HERE: 403,
+           Reason.CERTIFICATE_NOT_CURRENT: 403, Reason.ENROLLMENT_CERTIFICATE_EXPIRED: 403}
 
 
 def _refuse(verdict: Verdict) -> Refusal:
-    status = _STATUS.get(verdict.reason, 400 if verdict.reason.name.startswith("CSR_") else 403)
-    return Refusal(status, verdict.reason, verdict.message)
+    return Refusal(_STATUS[verdict.reason], verdict.reason, verdict.message)
 
 
 def _unavailable(exc: ApiError) -> Refusal:
