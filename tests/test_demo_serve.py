@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ def _read(path: str) -> str:
     return Path(path).read_text()
 
 
+def _mode(path: str) -> int:
+    return stat.S_IMODE(Path(path).stat().st_mode)
+
+
 def test_demo_serve_writes_endpoints_and_serves(tmp_path: Path) -> None:
     examples = tmp_path / "examples"
     shutil.copytree(default_examples(), examples)
@@ -54,6 +59,7 @@ def test_demo_serve_writes_endpoints_and_serves(tmp_path: Path) -> None:
         ca = endpoints["serverCA"]
         seen["health"] = await _curl("--cacert", ca, endpoints["serverURL"] + "/healthz")
         token = _read(endpoints["tokens"]["erp/sap"])
+        seen["mode"] = _mode(endpoints["tokens"]["erp/sap"])
         seen["info"] = await _curl("--cacert", ca, "-H", f"Authorization: Bearer {token}", endpoints["enrollmentURL"])
 
     asyncio.run(run_demo(output=None, examples=examples, console=Console(file=io.StringIO()), serve=served,
@@ -63,6 +69,7 @@ def test_demo_serve_writes_endpoints_and_serves(tmp_path: Path) -> None:
     assert endpoints["serverURL"].startswith("https://localhost:")
     assert set(endpoints) == {"apiURL", "serverURL", "serverCA", "enrollmentURL", "tokens", "discovery"}
     assert seen["health"] == (200, "ok\n")
+    assert seen["mode"] == 0o600
     status, body = seen["info"]
     assert status == 200, body
     assert json.loads(body)["subject"]["commonName"] == "sap-prod"

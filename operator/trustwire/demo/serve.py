@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -54,6 +55,14 @@ async def _token(client: Client, namespace: str, name: str, timeout: float = 15.
         await asyncio.sleep(0.2)
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Created readable by its owner only: a token never sits in a world-readable file, not even briefly."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 async def _token_files(client: Client, docs: Sequence[Mapping[str, Any]], directory: Path) -> dict[str, str]:
     tokens = directory / "tokens"
     tokens.mkdir(exist_ok=True)
@@ -62,8 +71,7 @@ async def _token_files(client: Client, docs: Sequence[Mapping[str, Any]], direct
         token = await _token(client, namespace, name)
         if token:
             path = tokens / f"{namespace}.{name}.token"
-            path.write_bytes(token)
-            path.chmod(0o600)
+            _write_private(path, token)
             files[f"{namespace}/{name}"] = str(path)
     return files
 
