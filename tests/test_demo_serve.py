@@ -62,8 +62,12 @@ def test_demo_serve_writes_endpoints_and_serves(tmp_path: Path) -> None:
         seen["mode"] = _mode(endpoints["tokens"]["erp/sap"])
         seen["info"] = await _curl("--cacert", ca, "-H", f"Authorization: Bearer {token}", endpoints["enrollmentURL"])
 
-    asyncio.run(run_demo(output=None, examples=examples, console=Console(file=io.StringIO()), serve=served,
-                         hold=check))
+    out = io.StringIO()
+    code = asyncio.run(run_demo(output=None, examples=examples, console=Console(file=out, width=300),
+                                serve=served, hold=check))
+    assert code == 0
+    text = out.getvalue()
+    assert "demo passed" in text and text.index("demo passed") < text.index("serving; endpoints in")
     endpoints = seen["endpoints"]
     assert endpoints["apiURL"].startswith("http://127.0.0.1:")
     assert endpoints["serverURL"].startswith("https://localhost:")

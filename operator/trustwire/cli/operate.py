@@ -122,8 +122,18 @@ def demo(output: Path | None, examples: Path | None, rotate: bool, serve: Path |
     try:
         if serve is not None and rotate:
             raise click.UsageError("--serve runs with the plain demo, not --rotate")
-        code = asyncio.run(run_demo(output=output, examples=examples, serve=serve) if serve is not None
+        code = asyncio.run(run_demo(output=output, examples=examples, serve=serve, hold=_until_stopped)
+                           if serve is not None
                            else (run_rotation_demo if rotate else run_demo)(output=output, examples=examples))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+async def _until_stopped() -> None:
+    """Until SIGINT (Ctrl-C) or SIGTERM: the demo then ends cleanly with its proofs' exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

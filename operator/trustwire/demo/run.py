@@ -228,7 +228,8 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
             if output:
                 count = await export_objects(emu.emulator, output)
                 console.print(f"wrote {count} objects to {output / 'objects'} and mounts to {output / 'mounts'}")
-            if serve:
+            code = _verdict(proofs, ready, console)  # shown before serving, which lasts until Ctrl-C
+            if serve and code == 0:
                 console.print(f"serving; endpoints in {serve / 'endpoints.json'} (Ctrl-C stops)")
                 await serve_demo(client, emu.url, docs, serve, hold)
-    return _verdict(proofs, ready, console)
+    return code
