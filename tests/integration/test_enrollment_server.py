@@ -204,8 +204,14 @@ async def test_an_application_enrols_handshakes_renews_and_is_refused_once_revok
         rc, said = await _handshake(cluster, app, "app")
         assert rc == 0 and "sap-prod" in said, said
 
-        status, managed = await app.curl("GET", "/v1/management/info", cert="app")
-        assert status == 200 and managed["enrollment"] == "sap", managed
+        def status_writes() -> int:
+            return sum(1 for r in cluster.proxy.requests_by(SERVE_AGENT)
+                       if r.method == "PATCH" and r.path.endswith("/enrollments/sap/status"))
+        before = status_writes()
+        for _ in range(3):
+            status, managed = await app.curl("GET", "/v1/management/info", cert="app")
+            assert status == 200 and managed["enrollment"] == "sap", managed
+        assert status_writes() == before, "lastSeen was written at issuance: not again within the minute"
         assert (await app.curl("GET", "/v1/management/info"))[1]["error"]["reason"] == "ClientCertificateRequired"
 
         status, renewed = await app.curl("POST", "/v1/renewals", cert="app",

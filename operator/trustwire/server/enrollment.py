@@ -26,6 +26,7 @@ from cryptography import x509
 
 from trustwire import names, pki
 from trustwire.k8s.errors import ApiError
+from trustwire.k8s.events import event_body
 from trustwire.k8s.resources import ENROLLMENTS, EVENTS, IDENTITIES, SECRETS, decode_data
 from trustwire.model import Enrollment, SpecError, parse_enrollment, parse_identity
 from trustwire.plan import csr as plan
@@ -128,20 +129,12 @@ async def _write(ctx: ServerContext, found: Found, status: Mapping[str, Any], lo
 
 
 async def _event(ctx: ServerContext, found: Found, reason: Reason, message: str) -> None:
-    meta = found.body["metadata"]
-    stamp = rfc3339(ctx.clock())
-    event = {
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta.get("namespace")},
-        "involvedObject": {"apiVersion": found.body.get("apiVersion"), "kind": "Enrollment", "name": meta["name"],
-                           "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-        "type": reason.event_type, "reason": str(reason), "message": message[:1024],
-        "source": {"component": "trustwire-serve"}, "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-    }
+    event = event_body(found.body, reason.event_type, str(reason), message, ctx.clock(), "trustwire-serve")
+    meta = event["involvedObject"]
     try:
-        await ctx.client.create(EVENTS, meta.get("namespace"), event)
+        await ctx.client.create(EVENTS, meta["namespace"], event)
     except ApiError as exc:  # best effort: the status already says what happened
-        log.info("could not post event %s on %s/%s: %s", reason, meta.get("namespace"), meta["name"], exc.status)
+        log.info("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc.status)
 
 
 # ---- the identity's enrollment CA ----------------------------------------------------------
