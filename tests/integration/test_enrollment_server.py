@@ -23,6 +23,7 @@ import yaml
 
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import render_chart
+from tests.cluster.proxy import Fault, Recorded
 from tests.integration.harness import Cluster, enrollment, identity, until
 from trustwire import names, pki
 from trustwire.k8s.client import ApiConfig, Client
@@ -287,11 +288,19 @@ async def test_two_servers_racing_one_token_issue_exactly_one_certificate(
         for app in apps:
             app.work.mkdir()
         csrs = [await app.csr(SUBJECT) for app in apps]
+
+        def hold_reads(r: Recorded) -> Fault | None:
+            # both replicas read the Enrollment before either writes: the API server decides
+            reading = r.method == "GET" and r.path.endswith("/enrollments/sap") and r.user_agent == SERVE_AGENT
+            return Fault(delay=1.0) if reading else None
+        cluster.proxy.fault = hold_reads
         results = await asyncio.gather(*(app.enrol(token, csr) for app, csr in zip(apps, csrs, strict=True)))
         statuses = sorted(status for status, _ in results)
         assert statuses == [201, 401], results
         loser = next(answer for status, answer in results if status == 401)
-        assert loser["error"]["reason"] in ("TokenAlreadyUsed", "TokenInvalid")
+        assert loser["error"]["reason"] == "TokenAlreadyUsed", loser
+        conflicts = [r for r in cluster.proxy.requests_by(SERVE_AGENT) if r.method == "PATCH" and r.status == 409]
+        assert conflicts, "the loser's conditional status write met a 409"
         winner = next(answer for status, answer in results if status == 201)
         body = await cluster.get("Enrollment", NS, "sap") or {}
         assert body["status"]["certificate"]["serial"] == winner["serial"]
