@@ -186,6 +186,12 @@ def test_help_lists_the_commands() -> None:
         assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
 
 
+def test_demo_serve_does_not_combine_with_rotate(tmp_path: Path) -> None:
+    result = invoke("demo", "--rotate", "--serve", str(tmp_path / "serve"))
+    assert result.exit_code == 2 and "--serve runs with the plain demo" in result.output
+    assert not (tmp_path / "serve").exists()
+
+
 # ======================================================================================
 # status
 # ======================================================================================

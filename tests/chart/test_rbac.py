@@ -183,12 +183,13 @@ def test_rules_are_written_in_one_place_only() -> None:
     """Both modes take their rules from the table in _helpers.tpl; no template repeats rules.
 
     aggregate-roles.yaml holds the only other rules: the users' view/edit roles, bound to no
-    ServiceAccount of the chart.
+    ServiceAccount of the chart; serve.yaml holds `trustwire serve`'s own ServiceAccount's, one
+    table for both modes.
     """
     templates = CHART_DIR / "templates"
     rule_keys = re.compile(r"^\s*-?\s*(apiGroups|verbs)\s*:", re.M)
     holders = sorted(p.name for p in templates.iterdir() if rule_keys.search(p.read_text()))
-    assert holders == ["_helpers.tpl", "aggregate-roles.yaml"]
+    assert holders == ["_helpers.tpl", "aggregate-roles.yaml", "serve.yaml"]
     helpers = (templates / "_helpers.tpl").read_text()
     assert len(re.findall(r"^\s*verbs\s*:", helpers, re.M)) == 9  # one per rule of the table
 

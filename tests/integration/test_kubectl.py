@@ -153,7 +153,7 @@ async def _all_ready(cluster: Cluster, documents: list[dict[str, Any]]) -> None:
                                          "Ready", timeout=60.0)
 
 
-@pytest.mark.parametrize("example", ["quickstart", "dgc-jobserver-mtls", "dpm-dpe-jwt"])
+@pytest.mark.parametrize("example", ["quickstart", "dgc-jobserver-mtls", "dpm-dpe-jwt", "enrollment"])
 async def test_every_example_applies_server_side_and_becomes_ready(cluster: Cluster, example: str) -> None:
     documents = await _apply_example(cluster, EXAMPLES / example)
     assert any(d["kind"] == "ServiceIdentity" for d in documents)

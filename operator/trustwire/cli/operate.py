@@ -110,7 +110,9 @@ async def _serve(config: ApiConfig, options: OperatorOptions, metrics_port: int)
               help="Directory of manifests to apply (default: examples/quickstart).")
 @click.option("--rotate", is_flag=True,
               help="Short lifetimes: rotate CAs, leaves and JWT keys while probing mTLS and JWT continuously.")
-def demo(output: Path | None, examples: Path | None, rotate: bool) -> None:
+@click.option("--serve", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep running with trustwire serve on loopback; write DIR/endpoints.json.")
+def demo(output: Path | None, examples: Path | None, rotate: bool, serve: Path | None) -> None:
     """Run the operator on the embedded API emulator and prove the result."""
     from trustwire.demo.rotate import run_rotation_demo
     from trustwire.demo.run import run_demo
@@ -118,8 +120,20 @@ def demo(output: Path | None, examples: Path | None, rotate: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("trustwire").setLevel(logging.ERROR)
     try:
-        runner = run_rotation_demo if rotate else run_demo
-        code = asyncio.run(runner(output=output, examples=examples))
+        if serve is not None and rotate:
+            raise click.UsageError("--serve runs with the plain demo, not --rotate")
+        code = asyncio.run(run_demo(output=output, examples=examples, serve=serve, hold=_until_stopped)
+                           if serve is not None
+                           else (run_rotation_demo if rotate else run_demo)(output=output, examples=examples))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+async def _until_stopped() -> None:
+    """Until SIGINT (Ctrl-C) or SIGTERM: the demo then ends cleanly with its proofs' exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

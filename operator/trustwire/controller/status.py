@@ -7,7 +7,6 @@ what a human must act on and for recoveries, never for states that resolve by th
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from trustwire.controller.state import Key
 from trustwire.controller.writes import Writes, stored_object
 from trustwire.k8s.errors import ApiError
+from trustwire.k8s.events import event_body
 from trustwire.k8s.resources import CONFIGMAPS, ENROLLMENTS, EVENTS, IDENTITIES, RELATIONSHIPS, SECRETS, Resource
 from trustwire.model import BundleKind, TrustRelationship
 from trustwire.plan import conditions as cond
@@ -23,7 +23,7 @@ from trustwire.plan.external import BundleInput, external_publication
 from trustwire.plan.objects import merge_patch
 from trustwire.plan.publication import Publication
 from trustwire.plan.status import IdentityStatus, RelationshipStatus, with_conditions
-from trustwire.times import Clock, rfc3339
+from trustwire.times import Clock
 
 log = logging.getLogger("trustwire")
 
@@ -105,18 +105,8 @@ class StatusWriter(Writes):
             log.info("could not report the failed pass on %s/%s: %s", namespace, name, report_error.status)
 
     async def post_event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        meta = body.get("metadata") or {}
-        namespace = str(meta.get("namespace") or "default")
-        stamp = rfc3339(self.clock())
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{secrets.token_hex(8)}", "namespace": namespace},
-            "involvedObject": {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                               "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
-            "type": type_, "reason": reason[:128], "message": message[:1024],
-            "source": {"component": "trustwire"}, "reportingComponent": "trustwire",
-            "reportingInstance": "trustwire", "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
+        event = event_body(body, type_, reason, message, self.clock())
+        namespace, meta = event["metadata"]["namespace"], body.get("metadata") or {}
         try:
             await self.client.create(EVENTS, namespace, event)
         except ApiError as exc:  # an Event is best effort; never fail a reconcile over one

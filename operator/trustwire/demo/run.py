@@ -17,7 +17,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from trustwire.demo.drill import mounted_files
 from trustwire.demo.emulator import running_emulator
 from trustwire.demo.proofs import Proof
 from trustwire.demo.scenario import Scenario, proofs_for, scenario
+from trustwire.demo.serve import serve_demo
 from trustwire.k8s.client import ApiConfig, Client
-from trustwire.k8s.resources import CONFIGMAPS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
+from trustwire.k8s.resources import CONFIGMAPS, ENROLLMENTS, IDENTITIES, RELATIONSHIPS, SECRETS, WORKLOADS, Resource
 from trustwire.model import IdentityRef
 from trustwire.plan.status import IdentityStatus, RelationshipStatus
 from trustwire.runtime import OperatorOptions, running_operator
@@ -39,7 +40,7 @@ from trustwire.times import utcnow
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 KINDS: dict[str, Resource] = {
     "Namespace": NAMESPACES, "Secret": SECRETS, "ConfigMap": CONFIGMAPS,
-    "ServiceIdentity": IDENTITIES, "TrustRelationship": RELATIONSHIPS, **WORKLOADS,
+    "ServiceIdentity": IDENTITIES, "TrustRelationship": RELATIONSHIPS, "Enrollment": ENROLLMENTS, **WORKLOADS,
 }
 
 
@@ -201,8 +202,13 @@ def _verdict(proofs: Sequence[Proof], ready: bool, console: Console) -> int:
     return 1
 
 
+async def _forever() -> None:
+    await asyncio.Event().wait()
+
+
 async def run_demo(*, output: Path | None, examples: Path | None = None, console: Console | None = None,
-                   ready_timeout: float = 45.0, before_proofs: MountHook | None = None) -> int:
+                   ready_timeout: float = 45.0, before_proofs: MountHook | None = None,
+                   serve: Path | None = None, hold: Callable[[], Awaitable[None]] = _forever) -> int:
     console = console or Console()
     examples = examples or default_examples()
     docs = load_manifests(examples)
@@ -222,4 +228,8 @@ async def run_demo(*, output: Path | None, examples: Path | None = None, console
             if output:
                 count = await export_objects(emu.emulator, output)
                 console.print(f"wrote {count} objects to {output / 'objects'} and mounts to {output / 'mounts'}")
-    return _verdict(proofs, ready, console)
+            code = _verdict(proofs, ready, console)  # shown before serving, which lasts until Ctrl-C
+            if serve and code == 0:
+                console.print(f"serving; endpoints in {serve / 'endpoints.json'} (Ctrl-C stops)")
+                await serve_demo(client, emu.url, docs, serve, hold)
+    return code

@@ -14,9 +14,12 @@ Modules: :mod:`.keys` (key generation/PEM), :mod:`.certs` (CA and leaf issuance)
 
 from trustwire.pki.certs import (
     BACKDATE,
+    CLIENT_KEYS,
     cert_to_pem,
     certs_to_pem,
+    client_key_allowed,
     create_ca,
+    create_client_certificate,
     create_leaf,
     dns_sans,
     fingerprint_sha256,
@@ -78,6 +81,7 @@ from trustwire.pki.tokens import (
 
 __all__ = [
     "BACKDATE",
+    "CLIENT_KEYS",
     "HMAC_RANDOM_BYTES",
     "HmacAlgorithm",
     "JksStore",
@@ -92,7 +96,9 @@ __all__ = [
     "certs_to_pem",
     "check_ca",
     "check_leaf",
+    "client_key_allowed",
     "create_ca",
+    "create_client_certificate",
     "create_leaf",
     "dns_sans",
     "fingerprint_sha256",

@@ -35,9 +35,12 @@ from trustwire.pki.keys import PrivateKey, PublicKey, key_algorithm_of, public_k
 
 __all__ = [
     "BACKDATE",
+    "CLIENT_KEYS",
     "cert_to_pem",
     "certs_to_pem",
+    "client_key_allowed",
     "create_ca",
+    "create_client_certificate",
     "create_leaf",
     "dns_sans",
     "fingerprint_sha256",
@@ -230,6 +233,62 @@ def create_leaf(
         .add_extension(x509.SubjectAlternativeName(general_names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki, critical=False)
+    )
+    return _sign(builder, ca_key)
+
+
+#: The keys an enrolled application may bring (its CSR's key), in words for refusals.
+CLIENT_KEYS = "EC P-256 or P-384, RSA of 2048 to 16384 bits, or Ed25519"
+_CLIENT_RSA_BITS = range(2048, 16385)
+
+
+def client_key_allowed(key: object) -> bool:
+    """Whether an application's own key is strong enough and of a kind every TLS stack speaks;
+    RSA is bounded above too, so a CSR cannot make the server verify a huge signature."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1)
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.key_size in _CLIENT_RSA_BITS
+    return isinstance(key, ed25519.Ed25519PublicKey)
+
+
+def create_client_certificate(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    public_key: PublicKey,
+    *,
+    subject: x509.Name,
+    uri_san: str,
+    now: datetime,
+    lifetime: timedelta,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """Issue a TLS client certificate (clientAuth only, never a CA) for an enrolled application.
+
+    The subject is given whole (an application's CSR names O and OU as well as CN); the one
+    SAN is a URI naming the enrollment, so a server can tell which application connected.
+    ``notAfter`` is ``min(now + lifetime, ca notAfter)``.
+    """
+    require_utc(now)
+    _check_lifetime(lifetime)
+    _check_issuer(ca_cert, ca_key)
+    if not client_key_allowed(public_key):
+        raise PKIError(f"client key not allowed: {CLIENT_KEYS}")
+    _check_issuer_validity(ca_cert, now)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(random_serial() if serial is None else serial)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + lifetime, not_after(ca_cert)))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(key_encipherment=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_uri_name(uri_san)]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
     )
     return _sign(builder, ca_key)
 

@@ -344,13 +344,19 @@ def _finish(e: EnrollmentInput, phase: Phase | None, token: TokenRecord | None, 
                           events, wake_at)
 
 
-def subject_text(subject: Subject) -> str:
-    """The subject as RFC 4514 writes it (``O=Acme,CN=erp``: Java's ``getName()`` and Go's
-    ``String()`` give the same), from the attributes in the order the certificate holds them."""
+def subject_name(subject: Subject) -> x509.Name:
+    """``spec.subject`` as an X.509 name, in the order the issued certificate holds it: CN,
+    then each O, then each OU."""
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name)]
     attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in subject.organization]
     attributes += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, u) for u in subject.organizational_unit]
-    return x509.Name(attributes).rfc4514_string()
+    return x509.Name(attributes)
+
+
+def subject_text(subject: Subject) -> str:
+    """The subject as RFC 4514 writes it (``O=Acme,CN=erp``: Java's ``getName()`` and Go's
+    ``String()`` give the same)."""
+    return subject_name(subject).rfc4514_string()
 
 
 def enrolled_entry(enr: Enrollment, status: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:

@@ -56,6 +56,19 @@ class Reason(enum.StrEnum):
     ENROLLMENT_NAME_CONFLICT = "NameConflict"
     ENROLLMENT_INVALID = "InvalidSpec"
     ENROLLMENT_CERTIFICATE_EXPIRED = "CertificateExpired"
+    #: trustwire serve's enrollment refusals (the ``error.reason`` of a 4xx answer)
+    TOKEN_MISSING = "TokenMissing"  # noqa: S105 - a refusal reason
+    TOKEN_INVALID = "TokenInvalid"  # noqa: S105 - a refusal reason
+    TOKEN_ALREADY_USED = "TokenAlreadyUsed"  # noqa: S105 - a refusal reason
+    CSR_UNREADABLE = "CSRUnreadable"
+    CSR_SIGNATURE_INVALID = "CSRSignatureInvalid"
+    CSR_KEY_NOT_ALLOWED = "KeyNotAllowed"
+    CSR_SUBJECT_MISMATCH = "SubjectMismatch"
+    CSR_CA_REQUESTED = "CARequested"
+    CSR_SANS_NOT_ALLOWED = "SANsNotAllowed"
+    CLIENT_CERTIFICATE_REQUIRED = "ClientCertificateRequired"
+    CERTIFICATE_NOT_ISSUED_HERE = "CertificateNotIssuedHere"
+    CERTIFICATE_NOT_CURRENT = "CertificateNotCurrent"
 
     @property
     def event_type(self) -> str:

@@ -8,6 +8,7 @@ the context at run time (:meth:`ssl.SSLContext.load_verify_locations`), as featu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from trustwire.k8s.client import Client
 from trustwire.k8s.resources import SECRETS, decode_data
+from trustwire.server import enrollment
 from trustwire.server.app import build_app
 from trustwire.server.context import ServerContext
 
@@ -75,7 +77,11 @@ async def serving(ctx: ServerContext, host: str, port: int) -> AsyncIterator[int
     site = web.SockSite(runner, sock, ssl_context=ctx.tls)
     await site.start()
     log.info("serving on %s:%d", host, bound)
+    cas = asyncio.create_task(enrollment.keep_client_cas(ctx))
     try:
         yield bound
     finally:
+        cas.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cas
         await runner.cleanup()
