@@ -19,6 +19,7 @@ saying so, when it cannot be reached.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: one worker builds the wheel once (pip builds in the checkout's build/, so two at once clash)
+#: one worker builds the wheel once per module run
 pytestmark = pytest.mark.xdist_group("packaging")
 EXAMPLES = ROOT / "examples"
 LOCK = ROOT / "requirements.lock"
@@ -56,10 +57,18 @@ def index_reachable(tmp_path_factory: pytest.TempPathFactory) -> None:
         pytest.skip(f"the package index is not reachable from here: {probe.stderr.strip()[-300:]}")
 
 
+#: what a build never reads, and the build's own leftovers (a stale ``build/`` breaks the next build)
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "out", "*.egg-info", "__pycache__",
+                                      ".*_cache", ".hypothesis")
+
+
 @pytest.fixture(scope="module")
 def wheel(index_reachable: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the sources: pip builds in the tree it is given."""
+    source = tmp_path_factory.mktemp("source") / "trustwire"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCES)
     out = tmp_path_factory.mktemp("wheel")
-    result = _pip(sys.executable, "wheel", str(ROOT), "--no-deps", "-w", str(out))
+    result = _pip(sys.executable, "wheel", str(source), "--no-deps", "-w", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     (built,) = out.glob("trustwire-*.whl")
     return built

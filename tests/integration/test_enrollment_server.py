@@ -27,8 +27,7 @@ from tests.cluster.proxy import Fault, Recorded
 from tests.integration.harness import Cluster, enrollment, identity, until
 from trustwire import names, pki
 from trustwire.k8s.client import ApiConfig, Client
-from trustwire.k8s.errors import ApiError
-from trustwire.k8s.resources import ENROLLMENTS, IDENTITIES, SECRETS
+from trustwire.k8s.resources import ENROLLMENTS
 from trustwire.server.context import ServerContext
 from trustwire.server.run import TlsMaterial, serving, tls_context
 
@@ -304,16 +303,3 @@ async def test_two_servers_racing_one_token_issue_exactly_one_certificate(
         winner = next(answer for status, answer in results if status == 201)
         body = await cluster.get("Enrollment", NS, "sap") or {}
         assert body["status"]["certificate"]["serial"] == winner["serial"]
-
-
-
-async def test_the_serve_account_has_nothing_beyond_its_rules(cluster: Cluster, serve_access: str) -> None:
-    await cluster.ensure_namespace(NS)
-    async with Client(ApiConfig(server=cluster.plane.server, ca_data=cluster.plane.ca.pem, token=serve_access),
-                      retries=0) as client:
-        for attempt in (client.list(SECRETS, NS), client.list(IDENTITIES, NS),
-                        client.create(SECRETS, NS, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
-                        client.merge_patch(ENROLLMENTS, NS, "sap", {"spec": {"revoked": True}})):
-            with pytest.raises(ApiError) as refused:
-                await attempt
-            assert refused.value.status == 403

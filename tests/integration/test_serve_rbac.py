@@ -41,7 +41,10 @@ def _secret(name: str, namespace: str, **data: str) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def serve_access(plane: ControlPlane, admin: Client, rbac: dict[str, Any]) -> AsyncIterator[Client]:
     """A client with the token of the chart's serve ServiceAccount, its roles installed as rendered."""
-    objects = [o for o in render_chart({"rbac": rbac, "serve": {"enabled": True, "tlsSecret": TLS_SECRET}})
+    # a release name of its own: the enrollment server's tests keep the default release's account
+    values = {"fullnameOverride": "trustwire-rbac-probe", "rbac": rbac,
+              "serve": {"enabled": True, "tlsSecret": TLS_SECRET}}
+    objects = [o for o in render_chart(values)
                if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "serve"
                and o["kind"] in RBAC_KINDS]
     created = []
@@ -107,6 +110,7 @@ async def test_the_server_may_do_what_it_does_and_nothing_more(control_plane: Co
 
             assert await _refused(serve.list(SECRETS, tenant))
             assert await _refused(serve.list(SECRETS, None))
+            assert await _refused(serve.list(IDENTITIES, tenant))
             assert await _refused(serve.create(SECRETS, tenant, _secret("planted", tenant, key="v")))
             assert await _refused(serve.merge_patch(SECRETS, tenant, ca_secret, {"data": {}}))
             assert [e["metadata"]["name"] for e in await serve.list(ENROLLMENTS, tenant)] == ["erp"]
