@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from datetime import timedelta
@@ -56,7 +57,13 @@ async def _serve(config: ApiConfig, tls_secret: str | None, tls_cert: Path | Non
                  propagation_delay: timedelta) -> None:
     from trustwire.k8s.client import Client
     from trustwire.server.context import ServerContext
-    from trustwire.server.run import material_from_files, material_from_secret, serving, tls_context
+    from trustwire.server.run import (
+        keep_tls_from_secret,
+        material_from_files,
+        material_from_secret,
+        serving,
+        tls_context,
+    )
     from trustwire.times import utcnow
 
     stop = asyncio.Event()
@@ -72,5 +79,15 @@ async def _serve(config: ApiConfig, tls_secret: str | None, tls_cert: Path | Non
             material = material_from_files(tls_cert, tls_key)
         ctx = ServerContext(client=client, clock=utcnow, public_url=public_url, namespaces=namespaces,
                             tls=tls_context(material), propagation_delay=propagation_delay)
-        async with serving(ctx, host, port):
-            await stop.wait()
+        follow = None
+        if tls_secret is not None:
+            assert ctx.tls is not None
+            follow = asyncio.create_task(keep_tls_from_secret(client, ctx.tls, namespace, name, material))
+        try:
+            async with serving(ctx, host, port):
+                await stop.wait()
+        finally:
+            if follow is not None:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow

@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from trustwire.k8s.client import Client
+from trustwire.k8s.errors import ApiError
 from trustwire.k8s.resources import SECRETS, decode_data
 from trustwire.server import enrollment
 from trustwire.server.app import build_app
@@ -37,11 +38,18 @@ class TlsMaterial:
 
 
 def tls_context(material: TlsMaterial) -> ssl.SSLContext:
-    """A server context for ``material``; the key touches disk only in a private temporary
-    directory for the one call that needs a path, and is removed at once."""
+    """A server context for ``material``."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_OPTIONAL
+    load_material(ctx, material)
+    return ctx
+
+
+def load_material(ctx: ssl.SSLContext, material: TlsMaterial) -> None:
+    """Give ``ctx`` this certificate and key (new handshakes use them; open connections keep
+    theirs). The key touches disk only in a private temporary directory for the one call that
+    needs a path, and is removed at once."""
     with tempfile.TemporaryDirectory(prefix="trustwire-serve-") as tmp:
         cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
         cert.write_bytes(material.certificate_chain)
@@ -49,7 +57,30 @@ def tls_context(material: TlsMaterial) -> ssl.SSLContext:
         with os.fdopen(fd, "wb") as out:
             out.write(material.private_key)
         ctx.load_cert_chain(cert, key)
-    return ctx
+
+
+async def keep_tls_from_secret(client: Client, ctx: ssl.SSLContext, namespace: str, name: str,
+                               current: TlsMaterial, every: float = 60.0) -> None:
+    """Follow the TLS Secret: cert-manager (or a trustwire identity) renews it in place, and a
+    server that kept its first certificate would present an expired one. A Secret that is
+    gone or broken for a while leaves the certificate in use as it is."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            fresh = await material_from_secret(client, namespace, name)
+            if fresh != current:
+                load_material(ctx, fresh)
+                current = fresh
+                log.info("TLS certificate reloaded from Secret %s/%s", namespace, name)
+        except (ApiError, LookupError, ssl.SSLError) as exc:
+            log.warning("TLS Secret %s/%s not reloaded: %s", namespace, name, _why(exc))
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, without anything the Secret holds."""
+    if isinstance(exc, ApiError):
+        return f"{exc.status} {exc.reason}"
+    return exc.args[0] if isinstance(exc, LookupError) and exc.args else type(exc).__name__
 
 
 def material_from_files(cert: Path, key: Path) -> TlsMaterial:
