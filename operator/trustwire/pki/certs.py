@@ -214,27 +214,9 @@ def create_leaf(
         raise PKIError(f"leaf public key must be a public key, not {type(public_key).__name__}")
     key_algorithm_of(public_key)
     _check_issuer_validity(ca_cert, now)
-    general_names = _subject_alt_names(dns_names, uri_sans)
-    aki = _authority_key_id(ca_cert, ca_key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([_common_name(common_name)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(public_key)
-        .serial_number(random_serial() if serial is None else serial)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + lifetime, not_after(ca_cert)))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(key_encipherment=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(general_names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(aki, critical=False)
-    )
-    return _sign(builder, ca_key)
+    return _end_entity(ca_cert, ca_key, public_key, x509.Name([_common_name(common_name)]),
+                       _subject_alt_names(dns_names, uri_sans),
+                       [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], now, lifetime, serial)
 
 
 #: The keys an enrolled application may bring (its CSR's key), in words for refusals.
@@ -275,6 +257,15 @@ def create_client_certificate(
     if not client_key_allowed(public_key):
         raise PKIError(f"client key not allowed: {CLIENT_KEYS}")
     _check_issuer_validity(ca_cert, now)
+    return _end_entity(ca_cert, ca_key, public_key, subject, [_uri_name(uri_san)],
+                       [ExtendedKeyUsageOID.CLIENT_AUTH], now, lifetime, serial)
+
+
+def _end_entity(ca_cert: x509.Certificate, ca_key: PrivateKey, public_key: PublicKey, subject: x509.Name,
+                sans: Sequence[x509.GeneralName], usages: Sequence[x509.ObjectIdentifier], now: datetime,
+                lifetime: timedelta, serial: int | None) -> x509.Certificate:
+    """What every certificate trustwire signs for a service or an application has: never a CA,
+    the SANs and extended usages given, valid until ``min(now + lifetime, ca notAfter)``."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -285,8 +276,8 @@ def create_client_certificate(
         .not_valid_after(min(now + lifetime, not_after(ca_cert)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(key_encipherment=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([_uri_name(uri_san)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_authority_key_id(ca_cert, ca_key), critical=False)
     )
