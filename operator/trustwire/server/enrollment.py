@@ -231,12 +231,19 @@ async def certificates(ctx: ServerContext, request: web.Request) -> web.Response
     cert = _issue(ctx, found, authority, pem)
     status = {"token": None, "phase": str(Phase.ENROLLED), "certificate": plan.certificate_status(cert),
               "lastSeen": rfc3339(ctx.clock())}
-    await _write(ctx, found, status, Verdict(Reason.TOKEN_ALREADY_USED, "the token was used by another request"))
+    lost = Verdict(Reason.TOKEN_ALREADY_USED, "the token was used by another request")
+    return await _record(ctx, found, authority, cert, status, lost, Reason.ENROLLED, "issued")
+
+
+async def _record(ctx: ServerContext, found: Found, authority: Authority, cert: x509.Certificate,
+                  status: dict[str, Any], lost: Verdict, reason: Reason, how: str) -> web.Response:
+    """One conditional status write records ``cert`` (``lost`` when another request won); then
+    this replica's TLS context learns the CA it chains to, and an Event says what happened."""
+    await _write(ctx, found, status, lost)
     _teach(ctx.tls, authority)
-    enr = found.enrollment
-    log.info("Enrollment %s/%s: certificate %s issued", enr.namespace, enr.name, pki.serial_hex(cert))
-    await _event(ctx, found, Reason.ENROLLED, f"certificate {pki.serial_hex(cert)} issued, valid until "
-                                              f"{rfc3339(pki.not_after(cert))}")
+    enr, serial = found.enrollment, pki.serial_hex(cert)
+    log.info("Enrollment %s/%s: certificate %s %s", enr.namespace, enr.name, serial, how)
+    await _event(ctx, found, reason, f"certificate {serial} {how}, valid until {rfc3339(pki.not_after(cert))}")
     return web.json_response(_issued(cert, authority), status=201)
 
 
@@ -288,14 +295,8 @@ async def renewals(ctx: ServerContext, request: web.Request) -> web.Response:
     count = found.status.get("renewals")
     status = {"certificate": plan.certificate_status(cert), "lastSeen": rfc3339(ctx.clock()),
               "renewals": (count if isinstance(count, int) else 0) + 1, "phase": str(Phase.ENROLLED)}
-    await _write(ctx, found, status, Verdict(Reason.CERTIFICATE_NOT_CURRENT, "another renewal replaced the "
-                                                                             "certificate first"))
-    _teach(ctx.tls, authority)
-    enr = found.enrollment
-    log.info("Enrollment %s/%s: renewed as %s", enr.namespace, enr.name, pki.serial_hex(cert))
-    await _event(ctx, found, Reason.ENROLLMENT_RENEWED, f"certificate {pki.serial_hex(cert)} issued, valid "
-                                                        f"until {rfc3339(pki.not_after(cert))}")
-    return web.json_response(_issued(cert, authority), status=201)
+    lost = Verdict(Reason.CERTIFICATE_NOT_CURRENT, "another renewal replaced the certificate first")
+    return await _record(ctx, found, authority, cert, status, lost, Reason.ENROLLMENT_RENEWED, "issued by renewal")
 
 
 async def learn_client_cas(ctx: ServerContext) -> None:
