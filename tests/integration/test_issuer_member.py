@@ -66,6 +66,18 @@ def verified_by_delivered(token: str, delivered: bytes, url: str) -> dict[str, A
     return claims
 
 
+async def wire_issuer(cluster: Cluster, url: str, ca: bytes) -> dict[str, Any]:
+    """The proxy identity and its relationship with the issuer at ``url``, until both are Ready;
+    the relationship as it is then."""
+    await cluster.ensure_namespace(NS)
+    await cluster.apply(ca_configmap("keycloak-ca", ca))
+    await cluster.apply(identity(PROXY, NS))
+    await cluster.apply(issuer_relationship(url))
+    body = await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
+    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
+    return body
+
+
 async def delivered(cluster: Cluster) -> tuple[bytes, list[dict[str, Any]]]:
     data = await cluster.data("Secret", NS, names.trust_secret(PROXY))
     return data.get("peers.jwks", b"{}"), json.loads(data.get("peers.json", b"[]"))
@@ -82,18 +94,12 @@ async def test_an_external_issuer_becomes_a_member_whose_keys_the_identity_recei
     first_kid = pki.public_jwk(first, pki.JwtAlgorithm.RS256)["kid"]
     second_kid = pki.public_jwk(second, pki.JwtAlgorithm.RS256)["kid"]
     server.serve({"keys": [pki.public_jwk(first, pki.JwtAlgorithm.RS256)]}, "public, max-age=1")
-    await cluster.ensure_namespace(NS)
-    await cluster.apply(ca_configmap("keycloak-ca", ca))
-    await cluster.apply(identity(PROXY, NS))
-    await cluster.apply(issuer_relationship(server.url))
-
-    body = await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
+    body = await wire_issuer(cluster, server.url, ca)
     accepted = condition(body, "IssuerReady")
     assert accepted is not None and (accepted["status"], accepted["reason"]) == ("True", "Accepted")
     assert first_kid in accepted["message"]
     assert body["status"]["issuer"]["url"] == server.url and body["status"]["issuer"]["kids"] == [first_kid]
     assert body["status"]["issuer"]["lastFetchTime"]
-    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
     jwks, peers = await delivered(cluster)
     assert kids(jwks) == {first_kid}
     assert all("d" not in k for k in json.loads(jwks)["keys"])
@@ -149,12 +155,7 @@ async def test_resyncs_between_refreshes_make_zero_writes(
     server, ca = loopback
     server.serve({"keys": [pki.public_jwk(real_key(pki.JwtAlgorithm.RS256, 7), pki.JwtAlgorithm.RS256)]},
                  "max-age=600")
-    await cluster.ensure_namespace(NS)
-    await cluster.apply(ca_configmap("keycloak-ca", ca))
-    await cluster.apply(identity(PROXY, NS))
-    await cluster.apply(issuer_relationship(server.url))
-    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
-    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
+    await wire_issuer(cluster, server.url, ca)
     await cluster.settle()
     writes_before, reads_before = len(cluster.operator_writes()), len(cluster.operator_requests())
     for _ in range(3):
@@ -173,12 +174,7 @@ async def test_a_restarted_operator_keeps_delivering_the_last_good_keys_while_th
     server.serve({"keys": [key]}, "max-age=600")
     operator = cluster.spawn("--standalone")
     await operator.start()
-    await cluster.ensure_namespace(NS)
-    await cluster.apply(ca_configmap("keycloak-ca", ca))
-    await cluster.apply(identity(PROXY, NS))
-    await cluster.apply(issuer_relationship(server.url))
-    await cluster.wait_condition("TrustRelationship", NS, REL, "Ready", timeout=60)
-    await cluster.wait_condition("ServiceIdentity", NS, PROXY, "Ready")
+    await wire_issuer(cluster, server.url, ca)
     assert kids((await delivered(cluster))[0]) == {key["kid"]}
     assert await operator.stop() == 0
 
