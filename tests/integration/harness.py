@@ -160,6 +160,15 @@ class Cluster:
         return [e for e in await self.client.list(EVENTS, namespace)
                 if (e.get("involvedObject") or {}).get("name") == name]
 
+    async def events_of(self, namespace: str, name: str, reason: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """The Events of ``reason`` about the object, once there is one: the operator posts an
+        Event after the writes it tells of, so a test that saw the status waits for it."""
+        async def posted() -> list[dict[str, Any]] | None:
+            return [e for e in await self.events(namespace, name) if e["reason"] == reason] or None
+
+        found: list[dict[str, Any]] = await until(posted, f"a {reason} Event about {namespace}/{name}", timeout=timeout)
+        return found
+
 
 def condition(body: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in ((body or {}).get("status") or {}).get("conditions") or []:

@@ -112,7 +112,7 @@ async def test_an_unused_token_expires(cluster: Cluster) -> None:
     body = await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason="TokenExpired", timeout=30)
     assert body["status"]["phase"] == "Expired"
     assert "--renew-token" in condition(body, "Enrolled")["message"]  # type: ignore[index]
-    warnings = [e for e in await cluster.events(NS, "sap") if e["reason"] == "TokenExpired"]
+    warnings = await cluster.events_of(NS, "sap", "TokenExpired")
     assert [e["type"] for e in warnings] == ["Warning"]
 
 
@@ -126,7 +126,7 @@ async def test_revoked_deletes_the_token_secret_and_drops_the_token(cluster: Clu
     assert "token" not in body["status"]  # type: ignore[index]
     await cluster.wait_for("Secret", NS, TOKEN_SECRET, lambda b: b is None, what="to be deleted")
     assert condition(body, "Stalled")["reason"] == "Revoked"  # type: ignore[index]
-    assert "Revoked" in [e["reason"] for e in await cluster.events(NS, "sap")]
+    assert await cluster.events_of(NS, "sap", "Revoked")
 
 
 @pytest.mark.parametrize(("enabled", "reason", "field"), [
@@ -141,11 +141,7 @@ async def test_a_bad_identity_stalls_naming_the_field_then_recovers(
     body = await cluster.wait_condition("Enrollment", NS, "sap", "Stalled", reason=reason)
     assert field in condition(body, "Enrolled")["message"]  # type: ignore[index]
     assert await cluster.get("Secret", NS, TOKEN_SECRET) is None
-
-    async def warnings() -> list[dict[str, Any]] | None:  # the Event is posted after the status
-        return [e for e in await cluster.events(NS, "sap") if e["reason"] == reason] or None
-
-    posted = await until(warnings, f"a {reason} Event", timeout=10)
+    posted = await cluster.events_of(NS, "sap", reason)
     assert [e["type"] for e in posted] == ["Warning"] and field in posted[0]["message"]
     await _connector(cluster)  # fixed: the identity's change wakes its Enrollment
     await _token(cluster)

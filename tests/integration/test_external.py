@@ -364,7 +364,7 @@ async def test_a_bad_bundle_stalls_the_relationship_naming_the_field(
     assert words in got["message"] and "PRIVATE KEY" not in got["message"]
     assert condition(body, "Stalled")["status"] == "True"  # type: ignore[index]
     await until(lambda: cluster.events(NS, REL), "an Event", timeout=10)
-    events = [e for e in await cluster.events(NS, REL) if e["reason"] == reason]
+    events = await cluster.events_of(NS, REL, reason)
     assert events and events[0]["type"] == "Warning"
     pending = await cluster.wait_condition("ServiceIdentity", NS, "dgc", "TrustReady", status="False",
                                            reason="PeerPending")

@@ -56,7 +56,7 @@ async def test_a_relationship_that_would_send_an_hs256_key_is_refused(cluster: C
     assert message.startswith("spec.jwt.enabled: ServiceIdentity datahub/gms signs with HS256")
     assert "ES256, ES384, RS256, PS256, EdDSA" in message
     assert condition(body, "Stalled")["status"] == "True"  # type: ignore[index]
-    events = [e for e in await cluster.events(NS, "gms-frontend") if e["reason"] == "SymmetricJwtKey"]
+    events = await cluster.events_of(NS, "gms-frontend", "SymmetricJwtKey")
     assert events and events[0]["type"] == "Warning" and "spec.jwt.enabled" in events[0]["message"]
     creds = await cluster.data("Secret", NS, names.credentials_secret("gms"))
     await cluster.settle()

@@ -240,7 +240,7 @@ async def test_manual_rotation_acts_once_per_distinct_value(cluster: Cluster) ->
     await cluster.wait_for("ServiceIdentity", "team", "solo",
                            lambda b: b["status"]["certificate"]["serial"] != second, what="to renew again")  # type: ignore[index]
     await cluster.settle()  # the Event is posted after the status write the wait saw
-    events = [e for e in (await cluster.events("team", "solo")) if e["reason"] == "CertificateRenewed"]
+    events = await cluster.events_of("team", "solo", "CertificateRenewed")
     assert len(events) == 2
 
 

@@ -82,7 +82,7 @@ async def test_rotation_on_demand_publishes_both_values_for_the_grace_then_drops
         return (*current,) if len(current) == 1 and current != {old} and previous == {old} else None
 
     (new,) = await until(both, "every member holding the new value and the old one", timeout=30)
-    events = [e for e in await cluster.events(NS, "gms-frontend") if e["reason"] == "SharedSecretRotated"]
+    events = await cluster.events_of(NS, "gms-frontend", "SharedSecretRotated")
     assert len(events) == 1 and events[0]["type"] == "Normal"
     assert new not in events[0]["message"].encode() and old not in events[0]["message"].encode()
     env = (await cluster.data("Secret", NS, names.trust_secret("gms")))["datahub.env"].decode()

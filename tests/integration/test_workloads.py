@@ -256,7 +256,7 @@ async def test_templates_render_rerender_on_configmap_edit_and_keep_last_good(cl
     assert "app.properties" in message and "line 2" in message, message
     assert (await cluster.data("Secret", "team", names.trust_secret("alpha")))["app.properties"] == b"v2 team"
     await cluster.settle()  # the Event is posted after the status write the wait saw
-    events = [e for e in (await cluster.events("team", "alpha")) if e["reason"] == "TemplateError"]
+    events = await cluster.events_of("team", "alpha", "TemplateError")
     assert events and "app.properties" in events[0]["message"]
     peers = json.loads((await cluster.data("Secret", "team", names.trust_secret("alpha")))["peers.json"])
     assert [p["identity"] for p in peers] == ["beta"], "a template error does not disturb trust"
